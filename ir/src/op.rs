@@ -1,0 +1,823 @@
+//! The operations of the IR.
+//!
+//! Every op is a variant of [`Op`] with its attributes as typed fields, so passes match
+//! on structure rather than on strings. Inputs are positional; [`Op::arity`] says how
+//! many each op takes and [`Op::num_outputs`] how many values it produces. The exact
+//! semantics of every op (shapes, broadcasting, conventions such as causal alignment)
+//! are written in `docs/json-format.md` and enforced by [`crate::infer`].
+
+use crate::mesh::ReduceOp;
+use crate::types::{DType, Shape};
+
+#[cfg(feature = "serde")]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[cfg(feature = "serde")]
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+#[cfg(feature = "serde")]
+fn is_minus_one(x: &i64) -> bool {
+    *x == -1
+}
+
+#[cfg(feature = "serde")]
+fn default_minus_one() -> i64 {
+    -1
+}
+
+#[cfg(feature = "serde")]
+fn default_true() -> bool {
+    true
+}
+
+#[cfg(feature = "serde")]
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+#[cfg(feature = "serde")]
+fn default_one() -> f64 {
+    1.0
+}
+
+#[cfg(feature = "serde")]
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+#[cfg(feature = "serde")]
+fn default_eps() -> f64 {
+    1e-5
+}
+
+/// How a weight or constant gets its values. Nothing is materialised until something
+/// executes the graph, so a 70B-parameter model can be described by seeds alone.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
+pub enum Init {
+    /// Normally distributed values from the counter-based generator in [`crate::rng`].
+    Normal {
+        seed: u64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
+        mean: f64,
+        std: f64,
+    },
+    /// Uniformly distributed values in `[low, high)` from [`crate::rng`].
+    Uniform { seed: u64, low: f64, high: f64 },
+    /// Every element equal to `value`.
+    Fill { value: f64 },
+    /// `start + i * step` for the `i`-th element in row-major order.
+    Range {
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
+        start: f64,
+        #[cfg_attr(
+            feature = "serde",
+            serde(default = "default_one", skip_serializing_if = "is_one")
+        )]
+        step: f64,
+    },
+    /// Values written in the model file, row-major.
+    Inline(Vec<f64>),
+    /// A `.npy` file, relative to the model file.
+    Npy { path: String },
+    /// One tensor of a `.safetensors` file, relative to the model file.
+    Safetensors { path: String, tensor: String },
+}
+
+impl Init {
+    /// The external file this init reads, if any.
+    pub fn external_path(&self) -> Option<&str> {
+        match self {
+            Init::Npy { path } | Init::Safetensors { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// Which GELU formula an op uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum GeluApprox {
+    /// `x * Φ(x)` with the exact error function.
+    #[default]
+    Erf,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+    Tanh,
+}
+
+/// The reduction of a [`Op::Reduce`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum ReduceKind {
+    Sum,
+    Mean,
+    Max,
+}
+
+impl ReduceKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReduceKind::Sum => "sum",
+            ReduceKind::Mean => "mean",
+            ReduceKind::Max => "max",
+        }
+    }
+}
+
+/// An IR operation with its attributes.
+///
+/// Axes given as `i64` may be negative and count from the end, as in NumPy and ONNX.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(
+        tag = "op",
+        content = "attrs",
+        rename_all = "snake_case",
+        deny_unknown_fields
+    )
+)]
+pub enum Op {
+    // ---- sources -------------------------------------------------------------------
+    /// A graph input supplied at run time.
+    Input {
+        dtype: DType,
+        shape: Shape,
+    },
+    /// A trained parameter (counted in the parameter total).
+    Weight {
+        dtype: DType,
+        shape: Shape,
+        init: Init,
+    },
+    /// A non-trainable constant (position ids, masks, scalars).
+    Constant {
+        dtype: DType,
+        shape: Shape,
+        init: Init,
+    },
+
+    // ---- linear algebra ------------------------------------------------------------
+    /// `a @ b` over the last two dims, leading dims broadcast: `[.., m, k] x [.., k, n]`.
+    #[cfg_attr(feature = "serde", serde(rename = "matmul"))]
+    MatMul {
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_a: bool,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
+
+    // ---- elementwise (binary ops broadcast like NumPy) -------------------------------
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Neg,
+    Exp,
+    Sqrt,
+    Rsqrt,
+    Reciprocal,
+    Silu,
+    Gelu {
+        #[cfg_attr(feature = "serde", serde(default))]
+        approximate: GeluApprox,
+    },
+    Relu,
+    Sigmoid,
+    Tanh,
+
+    // ---- normalisation ---------------------------------------------------------------
+    /// Softmax along `axis`.
+    Softmax {
+        #[cfg_attr(
+            feature = "serde",
+            serde(default = "default_minus_one", skip_serializing_if = "is_minus_one")
+        )]
+        axis: i64,
+    },
+    /// `x / sqrt(mean(x², last axis) + eps) * weight`; inputs `x`, `weight`.
+    #[cfg_attr(feature = "serde", serde(rename = "rms_norm"))]
+    RmsNorm {
+        #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
+        eps: f64,
+    },
+    /// `(x - mean) / sqrt(var + eps) * weight (+ bias)` over the last axis;
+    /// inputs `x`, `weight`, optional `bias`.
+    LayerNorm {
+        #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
+        eps: f64,
+    },
+
+    // ---- attention -------------------------------------------------------------------
+    /// Scaled dot-product attention with grouped-query heads.
+    /// Inputs `q [b, hq, s, d]`, `k [b, hkv, t, d]`, `v [b, hkv, t, dv]`, optional mask
+    /// broadcastable to `[b, hq, s, t]` (bool: true keeps; float: added to scores).
+    /// `hq` must be a multiple of `hkv`; query head `i` uses KV head `i / (hq / hkv)`.
+    /// Causal masking is aligned bottom-right: query `i` sees keys `j <= i + t - s`.
+    Attention {
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        causal: bool,
+        /// Score scale; `1/sqrt(d)` when absent.
+        #[cfg_attr(
+            feature = "serde",
+            serde(default, skip_serializing_if = "Option::is_none")
+        )]
+        scale: Option<f64>,
+    },
+    /// Rotary-embedding tables: positions (integer, any shape) to `cos` and `sin` of
+    /// shape `positions.shape + [dim / 2]`, with `angle = pos * theta^(-2i/dim)`.
+    RopeCache {
+        theta: f64,
+        dim: u64,
+    },
+    /// Rotary embedding of `x [.., d]` with tables `cos`, `sin` broadcastable to
+    /// `[.., d/2]`. Non-interleaved rotates the halves `(x[:d/2], x[d/2:])` (Llama's
+    /// `rotate_half`); interleaved rotates pairs `(x[2i], x[2i+1])` (GPT-J).
+    Rope {
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        interleaved: bool,
+    },
+
+    // ---- indexing and layout -------------------------------------------------------------
+    /// `take(data, indices, axis)`; with `axis = 0` this is an embedding lookup.
+    Gather {
+        #[cfg_attr(feature = "serde", serde(default))]
+        axis: i64,
+    },
+    /// Same elements, new shape (row-major); element counts must agree.
+    Reshape {
+        shape: Shape,
+    },
+    /// Output dim `i` is input dim `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Join inputs along `axis`.
+    Concat {
+        axis: i64,
+    },
+    /// Cut the input along `axis` into pieces of the given sizes (one output each).
+    Split {
+        axis: i64,
+        sizes: Vec<u64>,
+    },
+    /// Elements `start..end` along `axis` (negative bounds count from the end; `end` is clamped).
+    Slice {
+        axis: i64,
+        start: i64,
+        end: i64,
+    },
+    /// Convert element type.
+    Cast {
+        to: DType,
+    },
+    /// Reduce over `axes`.
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<i64>,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        keepdims: bool,
+    },
+    /// The `k` largest (or smallest) values along `axis` and their `i64` indices,
+    /// sorted, ties broken by the lower index.
+    #[cfg_attr(feature = "serde", serde(rename = "top_k"))]
+    TopK {
+        k: u64,
+        #[cfg_attr(
+            feature = "serde",
+            serde(default = "default_minus_one", skip_serializing_if = "is_minus_one")
+        )]
+        axis: i64,
+        #[cfg_attr(
+            feature = "serde",
+            serde(default = "default_true", skip_serializing_if = "is_true")
+        )]
+        largest: bool,
+    },
+
+    // ---- mixture of experts ------------------------------------------------------------
+    /// Top-k gating: router logits `[T, E]` to routing weights `[T, k]` (logits' dtype)
+    /// and expert ids `[T, k]` (i64). Weights are the softmax over all experts taken at
+    /// the top k; with `normalize` they are rescaled to sum to one (Mixtral).
+    MoeRoute {
+        top_k: u64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        normalize: bool,
+    },
+    /// Tokens `[T, H]` and expert ids `[T, k]` to the `T*k` token copies sorted by expert
+    /// (stable: by expert, then token, then slot) `[T*k, H]`, and tokens per expert `[E]` (i64).
+    /// No capacity limit: no token is dropped.
+    MoeDispatch {
+        num_experts: u64,
+    },
+    /// Grouped matmul: rows `[N, K]` grouped by expert counts `[E]` (consecutive runs),
+    /// each run multiplied by its expert's weight `[E, K, M]` (or `[E, M, K]` transposed).
+    ExpertMatMul {
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
+    /// Inverse of dispatch: expert outputs `[T*k, H]` in dispatch order, routing weights
+    /// `[T, k]` and expert ids `[T, k]` to `out[t] = sum_j w[t, j] * y[slot(t, j)]`, `[T, H]`.
+    MoeCombine,
+
+    // ---- collectives (each runs over one mesh axis) -------------------------------------
+    /// Every device along `axis` gets the reduction of all devices' inputs.
+    AllReduce {
+        axis: String,
+        #[cfg_attr(feature = "serde", serde(default))]
+        op: ReduceOp,
+    },
+    /// Concatenate the devices' inputs along tensor dim `dim`, in device order.
+    AllGather {
+        axis: String,
+        dim: i64,
+    },
+    /// Reduce, then device `i` keeps the `i`-th slice along `dim`.
+    ReduceScatter {
+        axis: String,
+        dim: i64,
+        #[cfg_attr(feature = "serde", serde(default))]
+        op: ReduceOp,
+    },
+    /// Split the input along `split_dim` into one chunk per device, send chunk `j` to
+    /// device `j`, and concatenate what arrives along `concat_dim` in device order.
+    #[cfg_attr(feature = "serde", serde(rename = "all_to_all"))]
+    AllToAll {
+        axis: String,
+        split_dim: i64,
+        concat_dim: i64,
+    },
+    /// Send the input to the device `shift` steps further along `axis` (cyclically).
+    /// Produces no value; it is matched in program order with that device's `Recv`.
+    Send {
+        axis: String,
+        shift: i64,
+    },
+    /// Receive a value of the given type from the device `shift` steps back along `axis`.
+    Recv {
+        axis: String,
+        shift: i64,
+        dtype: DType,
+        shape: Shape,
+    },
+    /// Every device along `axis` gets the input of device `root`.
+    Broadcast {
+        axis: String,
+        root: u64,
+    },
+}
+
+/// How many inputs an op accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    Between(usize, usize),
+    AtLeast(usize),
+}
+
+impl Arity {
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exactly(k) => n == k,
+            Arity::Between(lo, hi) => (lo..=hi).contains(&n),
+            Arity::AtLeast(k) => n >= k,
+        }
+    }
+}
+
+impl std::fmt::Display for Arity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arity::Exactly(k) => write!(f, "{k}"),
+            Arity::Between(lo, hi) => write!(f, "{lo} to {hi}"),
+            Arity::AtLeast(k) => write!(f, "at least {k}"),
+        }
+    }
+}
+
+/// Broad families of ops, used for summaries and cost accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpClass {
+    Source,
+    MatMul,
+    Elementwise,
+    Normalization,
+    Attention,
+    Layout,
+    Moe,
+    Collective,
+}
+
+impl Op {
+    /// Every op name, as written in the text form and in JSON.
+    pub const NAMES: &'static [&'static str] = &[
+        "input",
+        "weight",
+        "constant",
+        "matmul",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "pow",
+        "neg",
+        "exp",
+        "sqrt",
+        "rsqrt",
+        "reciprocal",
+        "silu",
+        "gelu",
+        "relu",
+        "sigmoid",
+        "tanh",
+        "softmax",
+        "rms_norm",
+        "layer_norm",
+        "attention",
+        "rope_cache",
+        "rope",
+        "gather",
+        "reshape",
+        "transpose",
+        "concat",
+        "split",
+        "slice",
+        "cast",
+        "reduce",
+        "top_k",
+        "moe_route",
+        "moe_dispatch",
+        "expert_mat_mul",
+        "moe_combine",
+        "all_reduce",
+        "all_gather",
+        "reduce_scatter",
+        "all_to_all",
+        "send",
+        "recv",
+        "broadcast",
+    ];
+
+    /// The op's name, as written in the text form and in JSON.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Weight { .. } => "weight",
+            Op::Constant { .. } => "constant",
+            Op::MatMul { .. } => "matmul",
+            Op::Add => "add",
+            Op::Sub => "sub",
+            Op::Mul => "mul",
+            Op::Div => "div",
+            Op::Pow => "pow",
+            Op::Neg => "neg",
+            Op::Exp => "exp",
+            Op::Sqrt => "sqrt",
+            Op::Rsqrt => "rsqrt",
+            Op::Reciprocal => "reciprocal",
+            Op::Silu => "silu",
+            Op::Gelu { .. } => "gelu",
+            Op::Relu => "relu",
+            Op::Sigmoid => "sigmoid",
+            Op::Tanh => "tanh",
+            Op::Softmax { .. } => "softmax",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Attention { .. } => "attention",
+            Op::RopeCache { .. } => "rope_cache",
+            Op::Rope { .. } => "rope",
+            Op::Gather { .. } => "gather",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Split { .. } => "split",
+            Op::Slice { .. } => "slice",
+            Op::Cast { .. } => "cast",
+            Op::Reduce { .. } => "reduce",
+            Op::TopK { .. } => "top_k",
+            Op::MoeRoute { .. } => "moe_route",
+            Op::MoeDispatch { .. } => "moe_dispatch",
+            Op::ExpertMatMul { .. } => "expert_mat_mul",
+            Op::MoeCombine => "moe_combine",
+            Op::AllReduce { .. } => "all_reduce",
+            Op::AllGather { .. } => "all_gather",
+            Op::ReduceScatter { .. } => "reduce_scatter",
+            Op::AllToAll { .. } => "all_to_all",
+            Op::Send { .. } => "send",
+            Op::Recv { .. } => "recv",
+            Op::Broadcast { .. } => "broadcast",
+        }
+    }
+
+    /// How many inputs the op takes.
+    pub fn arity(&self) -> Arity {
+        use Arity::*;
+        match self {
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } | Op::Recv { .. } => {
+                Exactly(0)
+            }
+            Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::RmsNorm { .. }
+            | Op::Gather { .. }
+            | Op::MoeDispatch { .. } => Exactly(2),
+            Op::LayerNorm { .. } => Between(2, 3),
+            Op::Attention { .. } => Between(3, 4),
+            Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine => Exactly(3),
+            Op::Concat { .. } => AtLeast(1),
+            _ => Exactly(1),
+        }
+    }
+
+    /// How many values the op produces.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::Send { .. } => 0,
+            Op::RopeCache { .. }
+            | Op::TopK { .. }
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. } => 2,
+            Op::Split { sizes, .. } => sizes.len(),
+            _ => 1,
+        }
+    }
+
+    /// The op's family.
+    pub fn class(&self) -> OpClass {
+        match self {
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } => OpClass::Source,
+            Op::MatMul { .. } => OpClass::MatMul,
+            Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
+                OpClass::Normalization
+            }
+            Op::Attention { .. } | Op::RopeCache { .. } | Op::Rope { .. } => OpClass::Attention,
+            Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. } => OpClass::Layout,
+            Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoeCombine => OpClass::Moe,
+            Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Send { .. }
+            | Op::Recv { .. }
+            | Op::Broadcast { .. } => OpClass::Collective,
+            _ => OpClass::Elementwise,
+        }
+    }
+
+    /// The mesh axis a collective runs over.
+    pub fn mesh_axis(&self) -> Option<&str> {
+        match self {
+            Op::AllReduce { axis, .. }
+            | Op::AllGather { axis, .. }
+            | Op::ReduceScatter { axis, .. }
+            | Op::AllToAll { axis, .. }
+            | Op::Send { axis, .. }
+            | Op::Recv { axis, .. }
+            | Op::Broadcast { axis, .. } => Some(axis),
+            _ => None,
+        }
+    }
+
+    /// Whether the op must be kept even when nothing uses its result.
+    pub fn has_side_effects(&self) -> bool {
+        matches!(self, Op::Send { .. })
+    }
+
+    /// The non-default attributes as `name=value` text, in a fixed order, for the
+    /// text form and DOT labels.
+    pub fn attr_text(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, value: String| out.push(format!("{name}={value}"));
+        match self {
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } => {}
+            Op::MatMul {
+                transpose_a,
+                transpose_b,
+            } => {
+                if *transpose_a {
+                    push("transpose_a", "true".into());
+                }
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
+            Op::Gelu { approximate } => {
+                if *approximate == GeluApprox::Tanh {
+                    push("approximate", "tanh".into());
+                }
+            }
+            Op::Softmax { axis } => push("axis", axis.to_string()),
+            Op::RmsNorm { eps } | Op::LayerNorm { eps } => push("eps", fmt_f64(*eps)),
+            Op::Attention { causal, scale } => {
+                if *causal {
+                    push("causal", "true".into());
+                }
+                if let Some(s) = scale {
+                    push("scale", fmt_f64(*s));
+                }
+            }
+            Op::RopeCache { theta, dim } => {
+                push("theta", fmt_f64(*theta));
+                push("dim", dim.to_string());
+            }
+            Op::Rope { interleaved } => {
+                if *interleaved {
+                    push("interleaved", "true".into());
+                }
+            }
+            Op::Gather { axis } | Op::Concat { axis } => push("axis", axis.to_string()),
+            Op::Reshape { shape } => push("shape", shape.to_string()),
+            Op::Transpose { perm } => push("perm", format!("{perm:?}")),
+            Op::Split { axis, sizes } => {
+                push("axis", axis.to_string());
+                push("sizes", format!("{sizes:?}"));
+            }
+            Op::Slice { axis, start, end } => {
+                push("axis", axis.to_string());
+                push("start", start.to_string());
+                push("end", end.to_string());
+            }
+            Op::Cast { to } => push("to", to.to_string()),
+            Op::Reduce {
+                kind,
+                axes,
+                keepdims,
+            } => {
+                push("kind", kind.name().into());
+                push("axes", format!("{axes:?}"));
+                if *keepdims {
+                    push("keepdims", "true".into());
+                }
+            }
+            Op::TopK { k, axis, largest } => {
+                push("k", k.to_string());
+                push("axis", axis.to_string());
+                if !*largest {
+                    push("largest", "false".into());
+                }
+            }
+            Op::MoeRoute { top_k, normalize } => {
+                push("top_k", top_k.to_string());
+                if *normalize {
+                    push("normalize", "true".into());
+                }
+            }
+            Op::MoeDispatch { num_experts } => push("num_experts", num_experts.to_string()),
+            Op::ExpertMatMul { transpose_b } => {
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
+            Op::AllReduce { axis, op } => {
+                push("axis", axis.clone());
+                push("op", op.to_string());
+            }
+            Op::AllGather { axis, dim } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+            }
+            Op::ReduceScatter { axis, dim, op } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+                push("op", op.to_string());
+            }
+            Op::AllToAll {
+                axis,
+                split_dim,
+                concat_dim,
+            } => {
+                push("axis", axis.clone());
+                push("split_dim", split_dim.to_string());
+                push("concat_dim", concat_dim.to_string());
+            }
+            Op::Send { axis, shift } => {
+                push("axis", axis.clone());
+                push("shift", shift.to_string());
+            }
+            Op::Recv { axis, shift, .. } => {
+                push("axis", axis.clone());
+                push("shift", shift.to_string());
+            }
+            Op::Broadcast { axis, root } => {
+                push("axis", axis.clone());
+                push("root", root.to_string());
+            }
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::MoeCombine => {}
+        }
+        out
+    }
+
+    /// The declared type of a source op (input, weight, constant, recv).
+    pub fn source_type(&self) -> Option<(DType, &Shape)> {
+        match self {
+            Op::Input { dtype, shape }
+            | Op::Weight { dtype, shape, .. }
+            | Op::Constant { dtype, shape, .. }
+            | Op::Recv { dtype, shape, .. } => Some((*dtype, shape)),
+            _ => None,
+        }
+    }
+}
+
+/// Shortest text that reads back as the same `f64` (`1e-5`, `0.02`, `500000`).
+pub fn fmt_f64(x: f64) -> String {
+    let text = format!("{x:?}");
+    match text.strip_suffix(".0") {
+        Some(whole) => whole.to_owned(),
+        None => text,
+    }
+}
+
+impl Init {
+    /// Human-readable form for the text dump.
+    pub fn describe(&self) -> String {
+        match self {
+            Init::Normal { seed, mean, std } if *mean == 0.0 => {
+                format!("normal(seed={seed}, std={})", fmt_f64(*std))
+            }
+            Init::Normal { seed, mean, std } => format!(
+                "normal(seed={seed}, mean={}, std={})",
+                fmt_f64(*mean),
+                fmt_f64(*std)
+            ),
+            Init::Uniform { seed, low, high } => format!(
+                "uniform(seed={seed}, low={}, high={})",
+                fmt_f64(*low),
+                fmt_f64(*high)
+            ),
+            Init::Fill { value } => format!("fill({})", fmt_f64(*value)),
+            Init::Range { start, step } => {
+                format!("range(start={}, step={})", fmt_f64(*start), fmt_f64(*step))
+            }
+            Init::Inline(values) => {
+                let shown: Vec<String> = values.iter().take(8).map(|v| fmt_f64(*v)).collect();
+                let more = if values.len() > 8 { ", …" } else { "" };
+                format!("inline([{}{more}])", shown.join(", "))
+            }
+            Init::Npy { path } => format!("npy({path:?})"),
+            Init::Safetensors { path, tensor } => format!("safetensors({path:?}, {tensor:?})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_table_matches_name() {
+        // Every name in NAMES is distinct; `name()` is checked against serde in the JSON frontend.
+        let mut names = Op::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Op::NAMES.len());
+    }
+
+    #[test]
+    fn f64_text_is_short() {
+        assert_eq!(fmt_f64(1e-5), "1e-5");
+        assert_eq!(fmt_f64(500000.0), "500000");
+        assert_eq!(fmt_f64(0.02), "0.02");
+    }
+}
