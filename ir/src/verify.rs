@@ -285,12 +285,17 @@ fn find_cycle(graph: &Graph, start: NodeId) -> Option<Vec<String>> {
             let producer = graph.value(inputs[*next]).producer;
             *next += 1;
             if producer == start {
-                let mut names: Vec<String> = on_path
-                    .iter()
-                    .rev()
-                    .map(|&n| graph.node(n).name.clone())
-                    .collect();
-                names.push(graph.node(start).name.clone());
+                // `on_path` runs against the data flow (start, then producers of its
+                // inputs); report it in flow order: start -> … -> start.
+                let start_name = graph.node(start).name.clone();
+                let mut names = vec![start_name.clone()];
+                names.extend(
+                    on_path[1..]
+                        .iter()
+                        .rev()
+                        .map(|&n| graph.node(n).name.clone()),
+                );
+                names.push(start_name);
                 return Some(names);
             }
             if visited.insert(producer) {

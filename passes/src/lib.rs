@@ -1,1 +1,11 @@
-pub fn x(){}
+//! # weft-passes — graph transformations
+//!
+//! Every pass implements [`Pass`]; a [`PassManager`] runs them in order and runs the IR
+//! verifier after each one (cranelift's discipline), so a pass that breaks an invariant
+//! is named at once instead of surfacing as a wrong answer stages later.
+
+mod dce;
+mod manager;
+
+pub use dce::DeadCodeElimination;
+pub use manager::{Pass, PassError, PassManager, PassReport};

@@ -1,0 +1,49 @@
+//! # weft — compiler for distributed ML model graphs
+//!
+//! This facade ties the workspace together for the `weft` CLI and for embedders:
+//! [`load_model`] picks a frontend by file type, and the crates are re-exported as
+//! [`ir`], [`passes`] and [`json`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use weft_frontend_json as json;
+pub use weft_ir as ir;
+pub use weft_passes as passes;
+
+mod report;
+pub mod zoo;
+pub use report::CheckReport;
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Json(#[from] json::JsonError),
+    #[error("{}: ONNX models are not supported yet; convert the model to Weft's JSON format (docs/json-format.md)", .0.display())]
+    OnnxNotYetSupported(PathBuf),
+    #[error("{}: unknown model type; Weft reads `.json` models (docs/json-format.md)", .0.display())]
+    UnknownFormat(PathBuf),
+}
+
+/// Options that apply whatever the model's format.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Values for symbolic dims that replace the model's own.
+    pub dims: BTreeMap<String, u64>,
+}
+
+/// Loads and verifies a model, choosing the frontend by the file's extension.
+pub fn load_model(path: &Path, options: &LoadOptions) -> Result<ir::Graph, LoadError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Ok(json::load_with(
+            path,
+            &json::LoadOptions {
+                dims: options.dims.clone(),
+            },
+        )?),
+        Some("onnx") => Err(LoadError::OnnxNotYetSupported(path.to_owned())),
+        _ => Err(LoadError::UnknownFormat(path.to_owned())),
+    }
+}

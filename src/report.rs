@@ -1,0 +1,137 @@
+//! The summary `weft check` prints, as text or JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+use weft_ir::{DimError, Graph, stats};
+
+/// What `weft check` reports about a verified graph.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<String>,
+    pub dims: BTreeMap<String, u64>,
+    /// Number of nodes.
+    pub nodes: u64,
+    /// Number of nodes by op name.
+    pub ops: BTreeMap<&'static str, u64>,
+    pub params: u64,
+    pub param_bytes: u64,
+    /// FLOPs of one forward pass (conventions in `ir/src/stats.rs`).
+    pub flops: u64,
+    pub flops_by_class: BTreeMap<&'static str, u64>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+}
+
+impl CheckReport {
+    /// Summarises a verified graph.
+    pub fn new(graph: &Graph) -> Result<CheckReport, DimError> {
+        let s = stats(graph)?;
+        let describe = |v| {
+            let value = graph.value(v);
+            format!("{}: {}", value.name, value.ty)
+        };
+        Ok(CheckReport {
+            name: graph.name.clone(),
+            mesh: (!graph.mesh.axes().is_empty()).then(|| graph.mesh.to_string()),
+            dims: graph.dims.clone(),
+            nodes: graph.num_nodes() as u64,
+            ops: s.ops,
+            params: s.params,
+            param_bytes: s.param_bytes,
+            flops: s.flops,
+            flops_by_class: s.flops_by_class,
+            inputs: graph.inputs().map(describe).collect(),
+            outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
+        })
+    }
+
+    /// The human-readable form.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = self.write_text(&mut out);
+        out
+    }
+
+    fn write_text(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "graph {:?}: ok (verified)", self.name)?;
+        if let Some(mesh) = &self.mesh {
+            writeln!(out, "  mesh        {mesh}")?;
+        }
+        if !self.dims.is_empty() {
+            let dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "  dims        {}", dims.join(", "))?;
+        }
+        writeln!(out, "  inputs      {}", self.inputs.join(", "))?;
+        writeln!(out, "  outputs     {}", self.outputs.join(", "))?;
+        writeln!(out, "  nodes       {}", self.nodes)?;
+        writeln!(
+            out,
+            "  params      {} ({})",
+            group(self.params),
+            si(self.params as f64, "")
+        )?;
+        writeln!(
+            out,
+            "  param bytes {} ({})",
+            group(self.param_bytes),
+            si(self.param_bytes as f64, "B")
+        )?;
+        writeln!(
+            out,
+            "  flops       {} ({}) per forward pass",
+            group(self.flops),
+            si(self.flops as f64, "FLOP")
+        )?;
+        for (class, f) in &self.flops_by_class {
+            writeln!(out, "    {class:<16}{}", si(*f as f64, "FLOP"))?;
+        }
+        writeln!(out, "  ops")?;
+        for (op, n) in &self.ops {
+            writeln!(out, "    {op:<16}{n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `855654400` → `855,654,400`.
+fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `855654400` → `855.65 M`.
+fn si(x: f64, unit: &str) -> String {
+    const PREFIXES: [(f64, &str); 5] =
+        [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    for (scale, prefix) in PREFIXES {
+        if x >= scale {
+            return format!("{:.2} {prefix}{unit}", x / scale);
+        }
+    }
+    format!("{x} {unit}").trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped_and_scaled() {
+        assert_eq!(group(855_654_400), "855,654,400");
+        assert_eq!(group(12), "12");
+        assert_eq!(si(855_654_400.0, ""), "855.65 M");
+        assert_eq!(si(1.5e12, "FLOP"), "1.50 TFLOP");
+        assert_eq!(si(12.0, "B"), "12 B");
+    }
+}

@@ -1,0 +1,20 @@
+//! Weft's integration tests, linked as one binary (naga's layout): the bundled examples,
+//! the JSON round trip, error reporting, and the CLI end to end.
+
+mod cli;
+mod errors;
+mod examples;
+mod roundtrip;
+
+use std::path::{Path, PathBuf};
+
+/// A path below the repository root.
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Loads a model with default options, panicking with the rendered error.
+pub fn load(rel: &str) -> weft::ir::Graph {
+    weft::load_model(&repo(rel), &weft::LoadOptions::default())
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
