@@ -36,7 +36,8 @@ pub struct LoadOptions {
 
 /// Loads and verifies a model, choosing the frontend by the file's extension.
 pub fn load_model(path: &Path, options: &LoadOptions) -> Result<ir::Graph, LoadError> {
-    match path.extension().and_then(|e| e.to_str()) {
+    let start = std::time::Instant::now();
+    let graph = match path.extension().and_then(|e| e.to_str()) {
         Some("json") => Ok(json::load_with(
             path,
             &json::LoadOptions {
@@ -45,5 +46,12 @@ pub fn load_model(path: &Path, options: &LoadOptions) -> Result<ir::Graph, LoadE
         )?),
         Some("onnx") => Err(LoadError::OnnxNotYetSupported(path.to_owned())),
         _ => Err(LoadError::UnknownFormat(path.to_owned())),
-    }
+    }?;
+    tracing::info!(
+        path = %path.display(),
+        nodes = graph.num_nodes(),
+        elapsed = ?start.elapsed(),
+        "model loaded and verified"
+    );
+    Ok(graph)
 }

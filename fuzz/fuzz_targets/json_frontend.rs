@@ -21,6 +21,10 @@ fuzz_target!(|data: &[u8]| {
         let again = weft_frontend_json::parse_str(&printed, path)
             .unwrap_or_else(|e| panic!("printed graph does not parse: {e}\n{printed}"));
         assert_eq!(graph, again, "round trip changed the graph");
-        assert_eq!(printed, weft_frontend_json::to_json(&again), "printing is not stable");
+        assert_eq!(
+            printed,
+            weft_frontend_json::to_json(&again),
+            "printing is not stable"
+        );
     }
 });

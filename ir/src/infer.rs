@@ -387,21 +387,48 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
             if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
                 return Err(Rule::Init(format!("inline value {bad} is not finite")));
             }
-            if !dtype.is_float()
-                && let Some(bad) = values
-                    .iter()
-                    .find(|v| v.fract() != 0.0 || v.abs() > 9_007_199_254_740_992.0)
-            {
-                return Err(Rule::Init(format!(
-                    "inline value {bad} is not a whole number that {dtype} can hold exactly"
-                )));
-            }
         }
         Init::Npy { path } | Init::Safetensors { path, .. } => {
             if path.is_empty() {
                 return Err(Rule::Init("external weight path is empty".into()));
             }
         }
+    }
+    // Values an integer or bool tensor cannot hold exactly are refused, not rounded.
+    let exact = |v: f64| match dtype {
+        DType::Bool => v == 0.0 || v == 1.0,
+        DType::I32 => v.fract() == 0.0 && v.abs() <= i32::MAX as f64,
+        DType::I64 => v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0,
+        _ => true,
+    };
+    let holds = |what: &str, v: f64| {
+        if exact(v) {
+            Ok(())
+        } else {
+            Err(Rule::Init(format!(
+                "{what} {v} cannot be held exactly by {dtype}"
+            )))
+        }
+    };
+    match init {
+        Init::Fill { value } => holds("fill value", *value)?,
+        Init::Range { start, step } if dtype == DType::Bool => {
+            return Err(Rule::Init(format!(
+                "a range of bools makes no sense (start {start}, step {step}); use fill or inline"
+            )));
+        }
+        Init::Range { start, step } => {
+            holds("range start", *start)?;
+            holds("range step", *step)?;
+            let last = *start + *step * numel.saturating_sub(1) as f64;
+            holds("range end", last)?;
+        }
+        Init::Inline(values) => {
+            if let Some(bad) = values.iter().find(|v| !exact(**v)) {
+                holds("inline value", *bad)?;
+            }
+        }
+        _ => {}
     }
     if matches!(init, Init::Normal { .. } | Init::Uniform { .. }) && !dtype.is_float() {
         return Err(Rule::Init(format!(

@@ -324,6 +324,7 @@ pub enum Op {
     },
     /// Grouped matmul: rows `[N, K]` grouped by expert counts `[E]` (consecutive runs),
     /// each run multiplied by its expert's weight `[E, K, M]` (or `[E, M, K]` transposed).
+    #[cfg_attr(feature = "serde", serde(rename = "expert_matmul"))]
     ExpertMatMul {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
@@ -459,7 +460,7 @@ impl Op {
         "top_k",
         "moe_route",
         "moe_dispatch",
-        "expert_mat_mul",
+        "expert_matmul",
         "moe_combine",
         "all_reduce",
         "all_gather",
@@ -509,7 +510,7 @@ impl Op {
             Op::TopK { .. } => "top_k",
             Op::MoeRoute { .. } => "moe_route",
             Op::MoeDispatch { .. } => "moe_dispatch",
-            Op::ExpertMatMul { .. } => "expert_mat_mul",
+            Op::ExpertMatMul { .. } => "expert_matmul",
             Op::MoeCombine => "moe_combine",
             Op::AllReduce { .. } => "all_reduce",
             Op::AllGather { .. } => "all_gather",

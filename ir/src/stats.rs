@@ -1,7 +1,7 @@
 //! Graph summaries: op counts, parameter count and bytes, FLOPs per forward pass.
 //!
 //! FLOP conventions (also in `docs/json-format.md`): a multiply-add is two FLOPs.
-//! `matmul` counts `2·batch·m·n·k`; `expert_mat_mul` counts `2·N·K·M` (each row meets one
+//! `matmul` counts `2·batch·m·n·k`; `expert_matmul` counts `2·N·K·M` (each row meets one
 //! expert); `attention` counts `2·b·hq·(d + dv)` per visible score (with `causal`, only the
 //! scores a query may see, aligned bottom-right). Elementwise ops count one FLOP per
 //! output element, `softmax` five, `rms_norm` four and `layer_norm` seven per element,

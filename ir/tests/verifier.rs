@@ -335,3 +335,81 @@ fn collectives_infer_mesh_shapes() {
         "{e}"
     );
 }
+
+#[test]
+fn initialisers_must_fit_their_dtype() {
+    let mut g = Graph::new("init");
+    let constant = |dtype, init| Op::Constant {
+        dtype,
+        shape: Shape::new([4u64]),
+        init,
+    };
+    let cases = [
+        (
+            DType::Bool,
+            Init::Fill { value: 2.0 },
+            "fill value 2 cannot be held exactly by bool",
+        ),
+        (
+            DType::I64,
+            Init::Inline(vec![1.0, 2.5, 3.0, 4.0]),
+            "inline value 2.5 cannot be held exactly by i64",
+        ),
+        (
+            DType::I32,
+            Init::Range {
+                start: 0.0,
+                step: 1e12,
+            },
+            "range step 1000000000000 cannot be held exactly by i32",
+        ),
+        (
+            DType::Bool,
+            Init::Range {
+                start: 0.0,
+                step: 1.0,
+            },
+            "a range of bools makes no sense",
+        ),
+        (
+            DType::I64,
+            Init::Normal {
+                seed: 1,
+                mean: 0.0,
+                std: 1.0,
+            },
+            "random initialisers need a float dtype",
+        ),
+        (
+            DType::F32,
+            Init::Normal {
+                seed: 1,
+                mean: 0.0,
+                std: 0.0,
+            },
+            "std must be positive",
+        ),
+        (
+            DType::F32,
+            Init::Uniform {
+                seed: 1,
+                low: 1.0,
+                high: 1.0,
+            },
+            "low (1) must be below high (1)",
+        ),
+    ];
+    for (i, (dtype, init, expect)) in cases.into_iter().enumerate() {
+        let e = g
+            .add(format!("c{i}"), constant(dtype, init), &[])
+            .unwrap_err();
+        assert!(matches!(*e.rule, Rule::Init(_)), "{e}");
+        assert!(e.to_string().contains(expect), "{e}");
+    }
+    g.add(
+        "ok",
+        constant(DType::Bool, Init::Inline(vec![0.0, 1.0, 1.0, 0.0])),
+        &[],
+    )
+    .unwrap();
+}

@@ -69,7 +69,7 @@ fn mixtral_layer_parameters() {
     assert_eq!(expected, 1_451_270_144);
     assert_eq!(s.params, expected);
     assert_eq!(s.ops["moe_route"], 1);
-    assert_eq!(s.ops["expert_mat_mul"], 3);
+    assert_eq!(s.ops["expert_matmul"], 3);
     // Each token meets top-2 experts: 2 * (2 * tokens) * hidden * ffn per expert matmul.
     assert_eq!(
         s.flops_by_class["moe"] - 2 * 2 * 2048 * 4096 - 5 * 2048 * 8,

@@ -84,4 +84,10 @@ fn every_op_round_trips() {
     let mut all = weft::ir::Op::NAMES.to_vec();
     all.sort_unstable();
     assert_eq!(used, all, "tests/data/all-ops.json must use every op");
+    // The JSON spelling of every op is the name the text form and errors use.
+    let printed = to_json(&g);
+    for (_, node) in g.nodes() {
+        let line = format!(r#"{{"name":"{}","op":"{}""#, node.name, node.op.name());
+        assert!(printed.contains(&line), "{line} not in\n{printed}");
+    }
 }
