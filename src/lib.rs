@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use weft_backend_cpu as cpu;
 pub use weft_frontend_json as json;
 pub use weft_ir as ir;
 pub use weft_passes as passes;

@@ -5,6 +5,7 @@ mod cli;
 mod errors;
 mod examples;
 mod roundtrip;
+mod run;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,542 @@
+//! The driver: inputs in, one thread per rank, outputs out.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use weft_ir::{DType, Graph, Node, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
+
+use crate::collectives::{CommError, World};
+use crate::error::ExecError;
+use crate::kernels::{self, OutType};
+use crate::materialize::{assemble, materialize, placement_of, slice_block};
+use crate::mesh_coords::RankGrid;
+use crate::{RunOptions, Tensors};
+
+fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {
+    let value = graph.value(v);
+    let shape = value
+        .ty
+        .shape
+        .eval(&graph.dims)
+        .map_err(|e| ExecError::Config(format!("value `{}`: {e}", value.name)))?;
+    Ok(OutType {
+        dtype: value.ty.dtype,
+        shape: shape.into_iter().map(|d| d as usize).collect(),
+    })
+}
+
+/// Runs `graph` on logical inputs and returns its logical outputs, by name, in order.
+///
+/// The graph runs on as many ranks as its mesh has devices (one without a mesh). Each
+/// rank receives its piece of every input (per the input's sharding) and the outputs
+/// are reassembled the same way: split pieces concatenated, partial sums reduced,
+/// replicated values taken once.
+pub fn run(
+    graph: &Graph,
+    inputs: &Tensors,
+    options: &RunOptions,
+) -> Result<Vec<(String, Tensor)>, ExecError> {
+    weft_ir::verify(graph).map_err(|e| ExecError::Config(format!("the graph is invalid: {e}")))?;
+    let grid = RankGrid::new(&graph.mesh);
+    let names: Vec<&str> = graph
+        .inputs()
+        .map(|v| graph.value(v).name.as_str())
+        .collect();
+    if let Some(extra) = inputs.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(ExecError::Input {
+            name: extra.clone(),
+            message: format!(
+                "the graph has no such input (its inputs: {})",
+                names.join(", ")
+            ),
+        });
+    }
+    let mut per_rank: Vec<Tensors> = vec![Tensors::new(); grid.ranks()];
+    for v in graph.inputs() {
+        let value = graph.value(v);
+        let ty = concrete(graph, v)?;
+        let given = inputs.get(&value.name).ok_or_else(|| ExecError::Input {
+            name: value.name.clone(),
+            message: "no value given".into(),
+        })?;
+        if value
+            .sharding
+            .entries()
+            .any(|(_, p)| matches!(p, weft_ir::Placement::Partial(_)))
+        {
+            return Err(ExecError::Input {
+                name: value.name.clone(),
+                message: "an input cannot be a partial sum".into(),
+            });
+        }
+        for (rank, map) in per_rank.iter_mut().enumerate() {
+            let (logical, offset) = placement_of(&grid, rank, &value.sharding, &ty.shape);
+            if given.dtype() != ty.dtype || given.shape() != logical.as_slice() {
+                return Err(ExecError::Input {
+                    name: value.name.clone(),
+                    message: format!(
+                        "expected {}{:?}, got {}{:?}",
+                        ty.dtype,
+                        logical,
+                        given.dtype(),
+                        given.shape()
+                    ),
+                });
+            }
+            map.insert(
+                value.name.clone(),
+                slice_block(given, &logical, &offset, &ty.shape),
+            );
+        }
+    }
+    let per_rank_outputs = run_ranks(graph, per_rank, options)?;
+    Ok(graph
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
+            let value = graph.value(v);
+            (
+                value.name.clone(),
+                assemble(&grid, &value.sharding, &pieces),
+            )
+        })
+        .collect())
+}
+
+/// Runs `graph` with each rank's own (local) inputs and returns each rank's outputs.
+pub fn run_ranks(
+    graph: &Graph,
+    per_rank: Vec<Tensors>,
+    options: &RunOptions,
+) -> Result<Vec<Vec<Tensor>>, ExecError> {
+    let programs = vec![graph; per_rank.len().max(1)];
+    run_programs(&programs, per_rank, options)
+}
+
+/// Runs a different program on each rank (MPMD: pipeline stages, or tests of what
+/// happens when peers disagree). All programs share the first one's mesh.
+pub fn run_programs(
+    programs: &[&Graph],
+    per_rank: Vec<Tensors>,
+    options: &RunOptions,
+) -> Result<Vec<Vec<Tensor>>, ExecError> {
+    let mesh = &programs[0].mesh;
+    let grid = RankGrid::new(mesh);
+    if per_rank.len() != grid.ranks() || programs.len() != grid.ranks() {
+        return Err(ExecError::Config(format!(
+            "the mesh ({}) has {} rank(s), but {} program(s) and inputs for {} rank(s) were given",
+            if mesh.axes().is_empty() {
+                "none".to_owned()
+            } else {
+                mesh.to_string()
+            },
+            grid.ranks(),
+            programs.len(),
+            per_rank.len()
+        )));
+    }
+    if let Some(other) = programs.iter().find(|g| &g.mesh != mesh) {
+        return Err(ExecError::Config(format!(
+            "program `{}` has mesh {}, but the first has {mesh}",
+            other.name, other.mesh
+        )));
+    }
+    let world = World::new(grid.clone(), options.timeout);
+    let last_uses: Vec<Vec<usize>> = programs.iter().map(|g| last_uses(g)).collect();
+    // Split the machine's threads between the ranks' matrix products.
+    let threads = (options.threads / per_rank.len()).max(1);
+    let results: Vec<Result<Vec<Tensor>, ExecError>> = if per_rank.len() == 1 {
+        vec![run_rank(
+            programs[0],
+            0,
+            &per_rank[0],
+            &world,
+            &last_uses[0],
+            options,
+            threads,
+        )]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = per_rank
+                .iter()
+                .enumerate()
+                .map(|(rank, inputs)| {
+                    let (world, last_use, graph) = (&world, &last_uses[rank], programs[rank]);
+                    scope.spawn(move || {
+                        let result =
+                            run_rank(graph, rank, inputs, world, last_use, options, threads);
+                        match &result {
+                            Ok(_) => world.finish(rank),
+                            Err(e) if !e.is_secondary() => world.fail(rank, e.to_string()),
+                            Err(_) => {}
+                        }
+                        result
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .enumerate()
+                .map(|(rank, h)| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(ExecError::Config(format!(
+                            "rank {rank} panicked (a bug in the executor)"
+                        )))
+                    })
+                })
+                .collect()
+        })
+    };
+    // Report the first error that is not just "a peer failed".
+    let mut outputs = Vec::with_capacity(results.len());
+    let mut secondary = None;
+    for r in results {
+        match r {
+            Ok(o) => outputs.push(o),
+            Err(e) if e.is_secondary() => secondary = secondary.or(Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    match secondary {
+        Some(e) => Err(e),
+        None => Ok(outputs),
+    }
+}
+
+/// For each value, the index of the last node that reads it (graph outputs: never freed).
+fn last_uses(graph: &Graph) -> Vec<usize> {
+    let mut last = vec![0usize; graph.values().len()];
+    for (id, node) in graph.nodes() {
+        for &v in &node.inputs {
+            last[v.index()] = id.index();
+        }
+    }
+    for &v in &graph.outputs {
+        last[v.index()] = usize::MAX;
+    }
+    last
+}
+
+struct Rank<'a> {
+    graph: &'a Graph,
+    rank: usize,
+    world: &'a World,
+    options: &'a RunOptions,
+    threads: usize,
+    seq: HashMap<String, u64>,
+}
+
+fn run_rank(
+    graph: &Graph,
+    rank: usize,
+    inputs: &Tensors,
+    world: &World,
+    last_use: &[usize],
+    options: &RunOptions,
+    threads: usize,
+) -> Result<Vec<Tensor>, ExecError> {
+    let mut r = Rank {
+        graph,
+        rank,
+        world,
+        options,
+        threads,
+        seq: HashMap::new(),
+    };
+    let mut values: Vec<Option<Arc<Tensor>>> = vec![None; graph.values().len()];
+    for (id, node) in graph.nodes() {
+        let _span =
+            tracing::trace_span!("node", rank, name = %node.name, op = node.op.name()).entered();
+        let ins: Vec<Arc<Tensor>> = node
+            .inputs
+            .iter()
+            .map(|&v| {
+                values[v.index()]
+                    .clone()
+                    .expect("inputs are computed before use")
+            })
+            .collect();
+        let outs = r.eval_node(node, &ins, inputs)?;
+        for (&v, t) in node.outputs.iter().zip(outs) {
+            values[v.index()] = Some(Arc::new(t));
+        }
+        for &v in &node.inputs {
+            if last_use[v.index()] == id.index() {
+                values[v.index()] = None;
+            }
+        }
+    }
+    Ok(graph
+        .outputs
+        .iter()
+        .map(|&v| Arc::unwrap_or_clone(values[v.index()].clone().expect("outputs are kept")))
+        .collect())
+}
+
+impl Rank<'_> {
+    fn kernel_err(&self, node: &Node, message: String) -> ExecError {
+        ExecError::Kernel {
+            rank: self.rank,
+            node: node.name.clone(),
+            op: node.op.name(),
+            message,
+        }
+    }
+
+    fn comm_err(&self, node: &Node, axis: &str, e: CommError) -> ExecError {
+        match e {
+            CommError::Collective(message) => ExecError::Collective {
+                rank: self.rank,
+                node: node.name.clone(),
+                op: node.op.name(),
+                axis: axis.to_owned(),
+                message,
+            },
+            CommError::PeerFailed(failed_rank, reason) => ExecError::PeerFailed {
+                rank: self.rank,
+                failed_rank,
+                reason,
+            },
+        }
+    }
+
+    fn eval_node(
+        &mut self,
+        node: &Node,
+        ins: &[Arc<Tensor>],
+        inputs: &Tensors,
+    ) -> Result<Vec<Tensor>, ExecError> {
+        let out: Vec<OutType> = node
+            .outputs
+            .iter()
+            .map(|&v| concrete(self.graph, v))
+            .collect::<Result<_, _>>()?;
+        match &node.op {
+            Op::Input { .. } => {
+                let name = &self.graph.value(node.outputs[0]).name;
+                let t = inputs.get(name).ok_or_else(|| ExecError::Input {
+                    name: name.clone(),
+                    message: format!("no value given for rank {}", self.rank),
+                })?;
+                if t.dtype() != out[0].dtype || t.shape() != out[0].shape.as_slice() {
+                    return Err(ExecError::Input {
+                        name: name.clone(),
+                        message: format!(
+                            "rank {} expected {}{:?}, got {}{:?}",
+                            self.rank,
+                            out[0].dtype,
+                            out[0].shape,
+                            t.dtype(),
+                            t.shape()
+                        ),
+                    });
+                }
+                Ok(vec![t.clone()])
+            }
+            Op::Weight { init, .. } | Op::Constant { init, .. } => {
+                let value = self.graph.value(node.outputs[0]);
+                let (logical, offset) =
+                    placement_of(self.world.grid(), self.rank, &value.sharding, &out[0].shape);
+                let t = materialize(
+                    init,
+                    out[0].dtype,
+                    &out[0].shape,
+                    &logical,
+                    &offset,
+                    &self.options.base_dir,
+                )
+                .map_err(|message| ExecError::Weight {
+                    node: node.name.clone(),
+                    message,
+                })?;
+                Ok(vec![t])
+            }
+            op if op.mesh_axis().is_some() => self.collective(node, ins, &out),
+            op => {
+                let refs: Vec<&Tensor> = ins.iter().map(Arc::as_ref).collect();
+                kernels::eval(op, &refs, &out, self.threads).map_err(|m| self.kernel_err(node, m))
+            }
+        }
+    }
+
+    fn collective(
+        &mut self,
+        node: &Node,
+        ins: &[Arc<Tensor>],
+        out: &[OutType],
+    ) -> Result<Vec<Tensor>, ExecError> {
+        let axis = node.op.mesh_axis().unwrap_or_default().to_owned();
+        let (_, me) = self.world.grid().group(self.rank, &axis).ok_or_else(|| {
+            self.comm_err(
+                node,
+                &axis,
+                CommError::Collective("unknown mesh axis".into()),
+            )
+        })?;
+        match &node.op {
+            Op::Send { shift, .. } => {
+                self.world
+                    .send(self.rank, &axis, *shift, &node.name, Arc::clone(&ins[0]))
+                    .map_err(|e| self.comm_err(node, &axis, e))?;
+                return Ok(Vec::new());
+            }
+            Op::Recv { shift, .. } => {
+                let (from_node, t) = self
+                    .world
+                    .recv(self.rank, &axis, *shift)
+                    .map_err(|e| self.comm_err(node, &axis, e))?;
+                if t.dtype() != out[0].dtype || t.shape() != out[0].shape.as_slice() {
+                    let message = format!(
+                        "expected {}{:?}, but the peer's `{from_node}` sent {}{:?}",
+                        out[0].dtype,
+                        out[0].shape,
+                        t.dtype(),
+                        t.shape()
+                    );
+                    return Err(self.comm_err(node, &axis, CommError::Collective(message)));
+                }
+                return Ok(vec![Arc::unwrap_or_clone(t)]);
+            }
+            _ => {}
+        }
+        let seq = self.seq.entry(axis.clone()).or_insert(0);
+        *seq += 1;
+        let input = &ins[0];
+        let signature = format!(
+            "{}({}) on {}{:?}",
+            node.op.name(),
+            node.op.attr_text().join(", "),
+            input.dtype(),
+            input.shape()
+        );
+        let all = self
+            .world
+            .exchange(
+                self.rank,
+                &axis,
+                *seq,
+                &node.name,
+                signature,
+                Arc::clone(input),
+            )
+            .map_err(|e| self.comm_err(node, &axis, e))?;
+        let all: Vec<&Tensor> = all.iter().map(Arc::as_ref).collect();
+        let result = match &node.op {
+            Op::AllReduce { op, .. } => reduce_all(&all, *op),
+            Op::AllGather { dim, .. } => Ok(kernels::layout_concat(&all, *dim, &out[0])),
+            Op::ReduceScatter { dim, op, .. } => {
+                reduce_all(&all, *op).map(|full| kernels::layout_chunk(&full, *dim, all.len(), me))
+            }
+            Op::AllToAll {
+                split_dim,
+                concat_dim,
+                ..
+            } => {
+                let chunks: Vec<Tensor> = all
+                    .iter()
+                    .map(|t| kernels::layout_chunk(t, *split_dim, all.len(), me))
+                    .collect();
+                let refs: Vec<&Tensor> = chunks.iter().collect();
+                Ok(kernels::layout_concat(&refs, *concat_dim, &out[0]))
+            }
+            Op::Broadcast { root, .. } => Ok(all[*root as usize].clone()),
+            _ => Err(format!("`{}` is not a collective", node.op.name())),
+        };
+        result
+            .map(|t| vec![t])
+            .map_err(|m| self.comm_err(node, &axis, CommError::Collective(m)))
+    }
+}
+
+/// Element-wise reduction of the group's tensors, in group order, rounded once.
+fn reduce_all(all: &[&Tensor], op: ReduceOp) -> Result<Tensor, String> {
+    let first = all[0];
+    match first.data() {
+        TensorData::Float(v) => {
+            let mut acc = v.clone();
+            for t in &all[1..] {
+                let x = t.as_f32().ok_or("mixed dtypes")?;
+                for (a, &b) in acc.iter_mut().zip(x) {
+                    *a = match op {
+                        ReduceOp::Sum => *a + b,
+                        ReduceOp::Max => a.max(b),
+                    };
+                }
+            }
+            Tensor::from_f32(first.dtype(), first.shape().to_vec(), acc).map_err(|e| e.to_string())
+        }
+        TensorData::Int(v) => {
+            let mut acc = v.clone();
+            for t in &all[1..] {
+                let x = t.as_i64().ok_or("mixed dtypes")?;
+                for (a, &b) in acc.iter_mut().zip(x) {
+                    *a = match op {
+                        ReduceOp::Sum => a.wrapping_add(b),
+                        ReduceOp::Max => (*a).max(b),
+                    };
+                }
+            }
+            if first.dtype() == DType::I32 {
+                acc.iter_mut().for_each(|a| *a = *a as i32 as i64);
+            }
+            Tensor::from_i64(first.dtype(), first.shape().to_vec(), acc).map_err(|e| e.to_string())
+        }
+        TensorData::Bool(_) => Err("bool values cannot be reduced".into()),
+    }
+}
+
+/// A seeded random logical value for graph input `v`: floats are standard normal; integer
+/// inputs that index a `gather` are uniform over the valid indices, other integers
+/// uniform in `0..10`; bools are fair coin flips. Each input draws from its own stream
+/// (`seed` mixed with the input's position), so adding an input never changes the others.
+pub fn random_input(graph: &Graph, v: ValueId, seed: u64) -> Result<Tensor, ExecError> {
+    let grid = RankGrid::new(&graph.mesh);
+    let value = graph.value(v);
+    let ty = concrete(graph, v)?;
+    let (logical, _) = placement_of(&grid, 0, &value.sharding, &ty.shape);
+    let position = graph.inputs().position(|i| i == v).unwrap_or(0) as u64;
+    let stream = rng::mix(seed ^ rng::mix(position + 1));
+    let n: usize = logical.iter().product();
+    let bound = index_bound(graph, v).unwrap_or(10).max(1);
+    let t = match ty.dtype {
+        d if d.is_float() => Tensor::from_f64(
+            d,
+            logical,
+            (0..n as u64).map(|i| rng::normal(stream, i, 0.0, 1.0)),
+        ),
+        DType::Bool => Tensor::from_bool(
+            logical,
+            (0..n as u64)
+                .map(|i| rng::bits(stream, i) & 1 == 1)
+                .collect(),
+        ),
+        d => Tensor::from_i64(
+            d,
+            logical,
+            (0..n as u64)
+                .map(|i| (rng::bits(stream, i) % bound) as i64)
+                .collect(),
+        ),
+    };
+    t.map_err(|e| ExecError::Input {
+        name: value.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The size of the dimension `v` indexes, when `v` feeds a `gather` as its indices.
+fn index_bound(graph: &Graph, v: ValueId) -> Option<u64> {
+    graph
+        .nodes()
+        .filter_map(|(_, n)| match n.op {
+            Op::Gather { axis } if n.inputs.get(1) == Some(&v) => {
+                let data = &graph.value(n.inputs[0]).ty.shape;
+                let a = kernels::axis(axis, data.rank());
+                data.dims()[a].eval(&graph.dims).ok()
+            }
+            _ => None,
+        })
+        .min()
+}

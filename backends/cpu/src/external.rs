@@ -1,0 +1,143 @@
+//! Reading external weight files (`.npy`, `.safetensors`) into tensors.
+
+use std::path::Path;
+
+use weft_ir::{DType, Tensor};
+
+fn check_shape(path: &Path, found: &[usize], want: &[usize]) -> Result<(), String> {
+    if found == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` has shape {found:?}, expected {want:?}",
+            path.display()
+        ))
+    }
+}
+
+/// A `.npy` file as a tensor of `dtype` and shape `shape`.
+pub fn read_npy(path: &Path, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let found: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    check_shape(path, &found, shape)?;
+    let bad = |e: std::io::Error| format!("`{}`: {e}", path.display());
+    let t = match dtype {
+        DType::F32 => Tensor::from_f32(dtype, found, npy.into_vec::<f32>().map_err(bad)?),
+        DType::F16 => Tensor::from_f32(
+            dtype,
+            found,
+            npy.into_vec::<half::f16>()
+                .map_err(bad)?
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+        ),
+        DType::I64 => Tensor::from_i64(dtype, found, npy.into_vec::<i64>().map_err(bad)?),
+        DType::I32 => Tensor::from_i64(
+            dtype,
+            found,
+            npy.into_vec::<i32>()
+                .map_err(bad)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        DType::Bool => Tensor::from_bool(found, npy.into_vec::<bool>().map_err(bad)?),
+        DType::Bf16 | DType::F8e4m3 => {
+            return Err(format!(
+                "`{}`: numpy has no {dtype} arrays; use safetensors",
+                path.display()
+            ));
+        }
+    };
+    t.map_err(|e| e.to_string())
+}
+
+/// Tensor `name` of a `.safetensors` file as a tensor of `dtype` and shape `shape`.
+pub fn read_safetensors(
+    path: &Path,
+    name: &str,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<Tensor, String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let view = st
+        .tensor(name)
+        .map_err(|e| format!("`{}`: tensor `{name}`: {e}", path.display()))?;
+    check_shape(path, view.shape(), shape)?;
+    let data = view.data();
+    let chunks = |n: usize| data.chunks_exact(n);
+    let shape = shape.to_vec();
+    use safetensors::Dtype as S;
+    let t = match (view.dtype(), dtype) {
+        (S::F32, DType::F32) => Tensor::from_f32(
+            dtype,
+            shape,
+            chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        (S::F16, DType::F16) => Tensor::from_f32(
+            dtype,
+            shape,
+            chunks(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        (S::BF16, DType::Bf16) => Tensor::from_f32(
+            dtype,
+            shape,
+            chunks(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        ),
+        (S::F8_E4M3, DType::F8e4m3) => Tensor::from_f32(
+            dtype,
+            shape,
+            data.iter().map(|&b| f8e4m3_to_f32(b)).collect(),
+        ),
+        (S::I64, DType::I64) => Tensor::from_i64(
+            dtype,
+            shape,
+            chunks(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect(),
+        ),
+        (S::I32, DType::I32) => Tensor::from_i64(
+            dtype,
+            shape,
+            chunks(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+        ),
+        (S::BOOL, DType::Bool) => Tensor::from_bool(shape, data.iter().map(|&b| b != 0).collect()),
+        (found, _) => {
+            return Err(format!(
+                "`{}`: tensor `{name}` is {found:?}, the graph declares {dtype}",
+                path.display()
+            ));
+        }
+    };
+    t.map_err(|e| e.to_string())
+}
+
+/// Decodes one f8e4m3fn byte (bias 7, 3 mantissa bits, exponent 0 subnormal, S.1111.111 NaN).
+pub fn f8e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((b >> 3) & 0xf) as i32;
+    let man = (b & 7) as f32;
+    if exp == 0xf && b & 7 == 7 {
+        return f32::NAN;
+    }
+    let v = if exp == 0 {
+        man / 8.0 * 2f32.powi(-6)
+    } else {
+        (1.0 + man / 8.0) * 2f32.powi(exp - 7)
+    };
+    sign * v
+}

@@ -1,0 +1,165 @@
+//! Kernels: one function per op family, computing in f32 and rounding results to the
+//! output dtype. Shapes were checked by the verifier; kernels still check what only
+//! run-time data can break (index ranges, division by zero) and report it.
+
+mod attention;
+mod elementwise;
+mod layout;
+mod matmul;
+mod moe;
+mod norm;
+
+use weft_ir::{DType, Op, Tensor, TensorData};
+
+pub use elementwise::broadcast_to;
+pub use layout::{chunk as layout_chunk, concat as layout_concat};
+
+/// A kernel's failure, as a message; the executor adds rank and node.
+pub type KResult<T> = Result<T, String>;
+
+/// The type each output must have.
+#[derive(Clone, Debug)]
+pub struct OutType {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+/// Evaluates a compute op (not a source or collective).
+pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KResult<Vec<Tensor>> {
+    let one = |t: Tensor| Ok(vec![t]);
+    match op {
+        Op::MatMul {
+            transpose_a,
+            transpose_b,
+        } => one(matmul::matmul(
+            inputs[0],
+            inputs[1],
+            *transpose_a,
+            *transpose_b,
+            &out[0],
+            threads,
+        )?),
+        Op::ExpertMatMul { transpose_b } => one(matmul::expert_matmul(
+            inputs[0],
+            inputs[1],
+            inputs[2],
+            *transpose_b,
+            &out[0],
+            threads,
+        )?),
+        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+            one(elementwise::binary(op, inputs[0], inputs[1], &out[0])?)
+        }
+        Op::Neg
+        | Op::Exp
+        | Op::Sqrt
+        | Op::Rsqrt
+        | Op::Reciprocal
+        | Op::Silu
+        | Op::Gelu { .. }
+        | Op::Relu
+        | Op::Sigmoid
+        | Op::Tanh => one(elementwise::unary(op, inputs[0], &out[0])?),
+        Op::Cast { .. } => one(elementwise::cast(inputs[0], &out[0])?),
+        Op::Softmax { axis } => one(norm::softmax(inputs[0], *axis, &out[0])?),
+        Op::RmsNorm { eps } => one(norm::rms_norm(inputs[0], inputs[1], *eps, &out[0])?),
+        Op::LayerNorm { eps } => one(norm::layer_norm(
+            inputs[0],
+            inputs[1],
+            inputs.get(2).copied(),
+            *eps,
+            &out[0],
+        )?),
+        Op::RopeCache { theta, dim } => norm::rope_cache(inputs[0], *theta, *dim, out),
+        Op::Rope { interleaved } => one(norm::rope(
+            inputs[0],
+            inputs[1],
+            inputs[2],
+            *interleaved,
+            &out[0],
+        )?),
+        Op::Attention { causal, scale } => {
+            one(attention::attention(inputs, *causal, *scale, &out[0])?)
+        }
+        Op::Gather { axis } => one(layout::gather(inputs[0], inputs[1], *axis, &out[0])?),
+        Op::Reshape { .. } => one(inputs[0]
+            .clone()
+            .reshaped(out[0].shape.clone())
+            .map_err(|e| e.to_string())?),
+        Op::Transpose { perm } => one(layout::transpose(inputs[0], perm, &out[0])),
+        Op::Concat { axis } => one(layout::concat(inputs, *axis, &out[0])),
+        Op::Split { axis, .. } => Ok(layout::split(inputs[0], *axis, out)),
+        Op::Slice { axis, start, .. } => one(layout::slice(inputs[0], *axis, *start, &out[0])),
+        Op::Reduce { kind, axes, .. } => one(layout::reduce(inputs[0], *kind, axes, &out[0])?),
+        Op::TopK { axis, largest, .. } => layout::top_k(inputs[0], *axis, *largest, out),
+        Op::MoeRoute { top_k, normalize } => {
+            moe::route(inputs[0], *top_k as usize, *normalize, out)
+        }
+        Op::MoeDispatch { num_experts } => {
+            moe::dispatch(inputs[0], inputs[1], *num_experts as usize, out)
+        }
+        Op::MoeCombine => one(moe::combine(inputs[0], inputs[1], inputs[2], &out[0])?),
+        Op::Input { .. }
+        | Op::Weight { .. }
+        | Op::Constant { .. }
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. }
+        | Op::Broadcast { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
+    }
+}
+
+/// The f32 values of a float tensor.
+pub fn floats(t: &Tensor) -> KResult<&[f32]> {
+    t.as_f32()
+        .ok_or_else(|| format!("expected a float tensor, got {}", t.dtype()))
+}
+
+/// The values of an integer tensor.
+pub fn ints(t: &Tensor) -> KResult<&[i64]> {
+    t.as_i64()
+        .ok_or_else(|| format!("expected an integer tensor, got {}", t.dtype()))
+}
+
+/// A float result, rounded to its dtype.
+pub fn float_out(out: &OutType, data: Vec<f32>) -> KResult<Tensor> {
+    Tensor::from_f32(out.dtype, out.shape.clone(), data).map_err(|e| e.to_string())
+}
+
+/// A result of any kind, in the representation `like` has.
+pub fn same_kind(
+    out: &OutType,
+    like: &TensorData,
+    floats: Vec<f32>,
+    ints: Vec<i64>,
+    bools: Vec<bool>,
+) -> KResult<Tensor> {
+    match like {
+        TensorData::Float(_) => float_out(out, floats),
+        TensorData::Int(_) => {
+            Tensor::from_i64(out.dtype, out.shape.clone(), ints).map_err(|e| e.to_string())
+        }
+        TensorData::Bool(_) => {
+            Tensor::from_bool(out.shape.clone(), bools).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// Normalises a possibly negative axis (already validated by the verifier).
+pub fn axis(a: i64, rank: usize) -> usize {
+    if a < 0 {
+        (a + rank as i64) as usize
+    } else {
+        a as usize
+    }
+}
+
+/// `(outer, len, inner)` sizes around dimension `d`.
+pub fn around(shape: &[usize], d: usize) -> (usize, usize, usize) {
+    let outer = shape[..d].iter().product();
+    let inner = shape[d + 1..].iter().product();
+    (outer, shape[d], inner)
+}

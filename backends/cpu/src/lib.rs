@@ -1,0 +1,49 @@
+//! # weft-backend-cpu — the reference executor
+//!
+//! Runs IR graphs on the CPU, exactly and deterministically: every op in f32 with the
+//! narrow dtypes' rounding emulated, matrix products through the `gemm` crate, attention
+//! blockwise. A graph with a mesh runs as one thread per rank; the threads share nothing
+//! but the simulated collectives ([`collectives`]), whose reduction order is fixed, so
+//! the same inputs and rank count give bit-identical outputs.
+//!
+//! This executor is the oracle every other stage (sharding, rewrites, the CUDA backend)
+//! is checked against.
+
+pub mod collectives;
+mod error;
+mod exec;
+pub mod external;
+pub mod kernels;
+pub mod materialize;
+pub mod mesh_coords;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::ExecError;
+pub use exec::{random_input, run, run_programs, run_ranks};
+
+/// How to run a graph.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Folder that external weight paths are relative to (the model file's folder).
+    pub base_dir: PathBuf,
+    /// How long a rank waits for its peers at a collective before reporting them.
+    pub timeout: Duration,
+    /// Threads each rank's matrix products may use (1 = none besides the rank's own).
+    pub threads: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            base_dir: PathBuf::from("."),
+            timeout: Duration::from_secs(30),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Named tensors, the graph's inputs or outputs.
+pub type Tensors = BTreeMap<String, weft_ir::Tensor>;

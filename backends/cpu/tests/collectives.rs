@@ -1,0 +1,562 @@
+//! Collective semantics on N simulated ranks, N in {1, 2, 3, 4, 8}, checked against the
+//! definitions (NCCL's) computed directly in the test; plus the failure modes: peers that
+//! disagree, peers that never arrive, and shapes that do not divide.
+
+use std::time::{Duration, Instant};
+
+use weft_backend_cpu::{ExecError, RunOptions, Tensors, run, run_programs, run_ranks};
+use weft_ir::{DType, Graph, Op, Placement, ReduceOp, Shape, Sharding, Tensor, rng};
+
+const SIZES: [usize; 5] = [1, 2, 3, 4, 8];
+
+fn mesh_graph(n: usize, shape: &[u64], dtype: DType) -> (Graph, weft_ir::ValueId) {
+    let mut g = Graph::new(format!("coll{n}"));
+    g.mesh = format!("x={n}").parse().unwrap();
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype,
+                shape: Shape::new(shape.iter().copied()),
+            },
+            &[],
+        )
+        .unwrap();
+    (g, x)
+}
+
+/// Distinct random inputs per rank.
+fn rank_inputs(n: usize, shape: &[usize], dtype: DType) -> Vec<Tensor> {
+    let numel: usize = shape.iter().product();
+    (0..n)
+        .map(|r| {
+            let values = (0..numel as u64).map(|i| rng::normal(100 + r as u64, i, 0.0, 1.0));
+            match dtype {
+                DType::I64 => Tensor::from_i64(
+                    dtype,
+                    shape.to_vec(),
+                    values.map(|v| (v * 100.0) as i64).collect(),
+                )
+                .unwrap(),
+                _ => Tensor::from_f64(dtype, shape.to_vec(), values).unwrap(),
+            }
+        })
+        .collect()
+}
+
+fn per_rank(inputs: &[Tensor]) -> Vec<Tensors> {
+    inputs
+        .iter()
+        .map(|t| [("x".to_owned(), t.clone())].into())
+        .collect()
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        timeout: Duration::from_secs(10),
+        ..RunOptions::default()
+    }
+}
+
+fn one_op(n: usize, shape: &[u64], dtype: DType, op: Op) -> Graph {
+    let (mut g, x) = mesh_graph(n, shape, dtype);
+    let y = g.add("y", op, &[x]).unwrap();
+    g.outputs.push(y);
+    g
+}
+
+#[test]
+fn all_reduce_sums_in_rank_order() {
+    for n in SIZES {
+        let g = one_op(
+            n,
+            &[3, 5],
+            DType::F32,
+            Op::AllReduce {
+                axis: "x".into(),
+                op: ReduceOp::Sum,
+            },
+        );
+        let inputs = rank_inputs(n, &[3, 5], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        let mut expect = inputs[0].as_f32().unwrap().to_vec();
+        for t in &inputs[1..] {
+            expect
+                .iter_mut()
+                .zip(t.as_f32().unwrap())
+                .for_each(|(a, b)| *a += b);
+        }
+        for out in &outs {
+            assert_eq!(
+                out[0].as_f32().unwrap(),
+                expect.as_slice(),
+                "n={n}: bit-exact, every rank"
+            );
+        }
+    }
+}
+
+#[test]
+fn all_reduce_max_and_integers() {
+    for n in SIZES {
+        let g = one_op(
+            n,
+            &[4],
+            DType::F32,
+            Op::AllReduce {
+                axis: "x".into(),
+                op: ReduceOp::Max,
+            },
+        );
+        let inputs = rank_inputs(n, &[4], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for i in 0..4 {
+            let m = inputs
+                .iter()
+                .map(|t| t.as_f32().unwrap()[i])
+                .fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(outs[n - 1][0].as_f32().unwrap()[i], m);
+        }
+        let g = one_op(
+            n,
+            &[4],
+            DType::I64,
+            Op::AllReduce {
+                axis: "x".into(),
+                op: ReduceOp::Sum,
+            },
+        );
+        let inputs = rank_inputs(n, &[4], DType::I64);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for i in 0..4 {
+            let s: i64 = inputs.iter().map(|t| t.as_i64().unwrap()[i]).sum();
+            assert_eq!(outs[0][0].as_i64().unwrap()[i], s);
+        }
+    }
+}
+
+#[test]
+fn all_gather_concatenates_in_rank_order() {
+    for n in SIZES {
+        let g = one_op(
+            n,
+            &[2, 3],
+            DType::F32,
+            Op::AllGather {
+                axis: "x".into(),
+                dim: 1,
+            },
+        );
+        let inputs = rank_inputs(n, &[2, 3], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for out in &outs {
+            let y = &out[0];
+            assert_eq!(y.shape(), &[2, 3 * n]);
+            for row in 0..2 {
+                for (r, input) in inputs.iter().enumerate() {
+                    for c in 0..3 {
+                        assert_eq!(
+                            y.as_f32().unwrap()[row * 3 * n + r * 3 + c],
+                            input.as_f32().unwrap()[row * 3 + c]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_scatter_gives_rank_i_slice_i_of_the_sum() {
+    for n in SIZES {
+        let rows = 2 * n;
+        let g = one_op(
+            n,
+            &[rows as u64, 3],
+            DType::F32,
+            Op::ReduceScatter {
+                axis: "x".into(),
+                dim: 0,
+                op: ReduceOp::Sum,
+            },
+        );
+        let inputs = rank_inputs(n, &[rows, 3], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        let mut sum = inputs[0].as_f32().unwrap().to_vec();
+        for t in &inputs[1..] {
+            sum.iter_mut()
+                .zip(t.as_f32().unwrap())
+                .for_each(|(a, b)| *a += b);
+        }
+        for (r, out) in outs.iter().enumerate() {
+            assert_eq!(out[0].shape(), &[2, 3]);
+            assert_eq!(
+                out[0].as_f32().unwrap(),
+                &sum[r * 6..(r + 1) * 6],
+                "n={n} rank {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn all_to_all_sends_chunk_j_to_rank_j() {
+    for n in SIZES {
+        // [n*2, 3]: split rows into n chunks of 2, concatenate arrivals along dim 1.
+        let g = one_op(
+            n,
+            &[2 * n as u64, 3],
+            DType::F32,
+            Op::AllToAll {
+                axis: "x".into(),
+                split_dim: 0,
+                concat_dim: 1,
+            },
+        );
+        let inputs = rank_inputs(n, &[2 * n, 3], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for (j, out) in outs.iter().enumerate() {
+            let y = out[0].as_f32().unwrap();
+            assert_eq!(out[0].shape(), &[2, 3 * n]);
+            for row in 0..2 {
+                for (i, input) in inputs.iter().enumerate() {
+                    for c in 0..3 {
+                        let sent = input.as_f32().unwrap()[(j * 2 + row) * 3 + c];
+                        assert_eq!(
+                            y[row * 3 * n + i * 3 + c],
+                            sent,
+                            "n={n}: rank {j} gets chunk {j} of rank {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcast_copies_the_root() {
+    for n in SIZES {
+        let root = n - 1;
+        let g = one_op(
+            n,
+            &[5],
+            DType::F32,
+            Op::Broadcast {
+                axis: "x".into(),
+                root: root as u64,
+            },
+        );
+        let inputs = rank_inputs(n, &[5], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for out in &outs {
+            assert_eq!(&out[0], &inputs[root]);
+        }
+    }
+}
+
+#[test]
+fn send_recv_ring() {
+    for n in SIZES {
+        let (mut g, x) = mesh_graph(n, &[4], DType::F32);
+        g.add_node(
+            "send",
+            Op::Send {
+                axis: "x".into(),
+                shift: 1,
+            },
+            vec![x],
+        )
+        .unwrap();
+        let y = g
+            .add(
+                "recv",
+                Op::Recv {
+                    axis: "x".into(),
+                    shift: 1,
+                    dtype: DType::F32,
+                    shape: Shape::new([4u64]),
+                },
+                &[],
+            )
+            .unwrap();
+        g.outputs.push(y);
+        let inputs = rank_inputs(n, &[4], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for (r, out) in outs.iter().enumerate() {
+            assert_eq!(
+                &out[0],
+                &inputs[(r + n - 1) % n],
+                "n={n}: rank {r} receives from its predecessor"
+            );
+        }
+    }
+}
+
+#[test]
+fn groups_on_a_2d_mesh_stay_within_their_axis() {
+    // dp=2, tp=2: all_reduce over tp sums ranks {0,1} and {2,3} separately.
+    let mut g = Graph::new("2d");
+    g.mesh = "dp=2,tp=2".parse().unwrap();
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([3u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    let y = g
+        .add(
+            "y",
+            Op::AllReduce {
+                axis: "tp".into(),
+                op: ReduceOp::Sum,
+            },
+            &[x],
+        )
+        .unwrap();
+    g.outputs.push(y);
+    let inputs = rank_inputs(4, &[3], DType::F32);
+    let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+    for (r, out) in outs.iter().enumerate() {
+        let partner = r ^ 1;
+        let want: Vec<f32> = (0..3)
+            .map(|i| {
+                let (a, b) = (r.min(partner), r.max(partner));
+                inputs[a].as_f32().unwrap()[i] + inputs[b].as_f32().unwrap()[i]
+            })
+            .collect();
+        assert_eq!(out[0].as_f32().unwrap(), want.as_slice(), "rank {r}");
+    }
+}
+
+#[test]
+fn sharded_inputs_and_outputs_are_split_and_reassembled() {
+    // A logical [4, 6] input split over x=2 along dim 1, all-gathered back: identity.
+    let mut g = Graph::new("split");
+    g.mesh = "x=2".parse().unwrap();
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([4u64, 3]),
+            },
+            &[],
+        )
+        .unwrap();
+    g.value_mut(x).sharding = Sharding::on("x", Placement::Split(1));
+    let y = g
+        .add(
+            "y",
+            Op::AllGather {
+                axis: "x".into(),
+                dim: 1,
+            },
+            &[x],
+        )
+        .unwrap();
+    let z = g.add("z", Op::Exp, &[x]).unwrap();
+    g.value_mut(z).sharding = Sharding::on("x", Placement::Split(1));
+    g.outputs.extend([y, z]);
+    let logical = rank_inputs(1, &[4, 6], DType::F32).remove(0);
+    let outs = run(&g, &[("x".to_owned(), logical.clone())].into(), &opts()).unwrap();
+    assert_eq!(outs[0].1, logical);
+    let exp: Vec<f32> = logical.as_f32().unwrap().iter().map(|v| v.exp()).collect();
+    assert_eq!(outs[1].1.as_f32().unwrap(), exp.as_slice());
+    // A logical input of the wrong shape is refused with both shapes named.
+    let bad = rank_inputs(1, &[4, 3], DType::F32).remove(0);
+    let e = run(&g, &[("x".to_owned(), bad)].into(), &opts()).unwrap_err();
+    assert!(
+        e.to_string().contains("expected f32[4, 6], got f32[4, 3]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shapes_that_do_not_divide_are_rejected_when_the_graph_is_built() {
+    for n in [2, 3, 4, 8] {
+        let (mut g, x) = mesh_graph(n, &[n as u64 + 1, 2], DType::F32);
+        for op in [
+            Op::ReduceScatter {
+                axis: "x".into(),
+                dim: 0,
+                op: ReduceOp::Sum,
+            },
+            Op::AllToAll {
+                axis: "x".into(),
+                split_dim: 0,
+                concat_dim: 1,
+            },
+        ] {
+            let name = op.name();
+            let e = g.add("bad", op, &[x]).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(&format!("node `bad` ({name})")), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "does not divide evenly over mesh axis `x` of size {n}"
+                )),
+                "{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn peers_that_disagree_are_named() {
+    let a = one_op(
+        2,
+        &[4],
+        DType::F32,
+        Op::AllReduce {
+            axis: "x".into(),
+            op: ReduceOp::Sum,
+        },
+    );
+    let b = one_op(
+        2,
+        &[5],
+        DType::F32,
+        Op::AllReduce {
+            axis: "x".into(),
+            op: ReduceOp::Sum,
+        },
+    );
+    let inputs = vec![
+        [("x".to_owned(), rank_inputs(1, &[4], DType::F32).remove(0))].into(),
+        [("x".to_owned(), rank_inputs(1, &[5], DType::F32).remove(0))].into(),
+    ];
+    let e = run_programs(&[&a, &b], inputs, &opts()).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, ExecError::Collective { .. }), "{text}");
+    assert!(
+        text.contains("node `y` (all_reduce) over mesh axis `x`"),
+        "{text}"
+    );
+    assert!(text.contains("peers disagree: rank 0 runs `y` as all_reduce(axis=x, op=sum) on f32[4]; rank 1 runs `y` as all_reduce(axis=x, op=sum) on f32[5]"), "{text}");
+}
+
+#[test]
+fn a_peer_that_never_arrives_is_reported_quickly() {
+    let a = one_op(
+        2,
+        &[4],
+        DType::F32,
+        Op::AllReduce {
+            axis: "x".into(),
+            op: ReduceOp::Sum,
+        },
+    );
+    let b = one_op(2, &[4], DType::F32, Op::Exp);
+    let x = rank_inputs(2, &[4], DType::F32);
+    let start = Instant::now();
+    let e = run_programs(&[&a, &b], per_rank(&x), &opts()).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "no waiting for the timeout"
+    );
+    assert!(
+        e.to_string()
+            .contains("rank(s) 1 of group [0, 1] finished their program without reaching it"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_deadlock_ends_with_an_error_at_the_timeout() {
+    // Rank 0 waits at an all-reduce; rank 1 waits for a message rank 0 never sends.
+    let a = one_op(
+        2,
+        &[4],
+        DType::F32,
+        Op::AllReduce {
+            axis: "x".into(),
+            op: ReduceOp::Sum,
+        },
+    );
+    let (mut b, _) = mesh_graph(2, &[4], DType::F32);
+    let r = b
+        .add(
+            "wait",
+            Op::Recv {
+                axis: "x".into(),
+                shift: 1,
+                dtype: DType::F32,
+                shape: Shape::new([4u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    b.outputs.push(r);
+    let x = rank_inputs(2, &[4], DType::F32);
+    let options = RunOptions {
+        timeout: Duration::from_millis(300),
+        ..RunOptions::default()
+    };
+    let start = Instant::now();
+    let e = run_programs(&[&a, &b], per_rank(&x), &options).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let text = e.to_string();
+    assert!(text.contains("within 0.3 s"), "{text}");
+}
+
+#[test]
+fn a_failing_rank_stops_its_peers() {
+    // Rank 1's gather index is out of range; rank 0 must not wait for the timeout.
+    let mut a = Graph::new("a");
+    a.mesh = "x=2".parse().unwrap();
+    let data = a
+        .add(
+            "data",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([3u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    let idx = a
+        .add(
+            "idx",
+            Op::Input {
+                dtype: DType::I64,
+                shape: Shape::new([1u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    let g = a.add("g", Op::Gather { axis: 0 }, &[data, idx]).unwrap();
+    let y = a
+        .add(
+            "y",
+            Op::AllReduce {
+                axis: "x".into(),
+                op: ReduceOp::Sum,
+            },
+            &[g],
+        )
+        .unwrap();
+    a.outputs.push(y);
+    let d = Tensor::from_f32(DType::F32, vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+    let inputs = |i: i64| -> Tensors {
+        [
+            ("data".to_owned(), d.clone()),
+            (
+                "idx".to_owned(),
+                Tensor::from_i64(DType::I64, vec![1], vec![i]).unwrap(),
+            ),
+        ]
+        .into()
+    };
+    let start = Instant::now();
+    let e = run_ranks(&a, vec![inputs(0), inputs(7)], &opts()).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        e.to_string(),
+        "rank 1: node `g` (gather): index 7 is out of range for a dimension of size 3"
+    );
+}
