@@ -59,9 +59,16 @@ fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     /// A float tensor; values are rounded to `dtype`.
-    pub fn from_f32(dtype: DType, shape: Vec<usize>, mut data: Vec<f32>) -> Result<Tensor, TensorError> {
+    pub fn from_f32(
+        dtype: DType,
+        shape: Vec<usize>,
+        mut data: Vec<f32>,
+    ) -> Result<Tensor, TensorError> {
         if !dtype.is_float() {
-            return Err(TensorError::Kind { dtype, kind: "float" });
+            return Err(TensorError::Kind {
+                dtype,
+                kind: "float",
+            });
         }
         check_len(&shape, data.len())?;
         round_slice(dtype, &mut data);
@@ -73,9 +80,16 @@ impl Tensor {
     }
 
     /// An integer tensor; i32 values must be in range.
-    pub fn from_i64(dtype: DType, shape: Vec<usize>, data: Vec<i64>) -> Result<Tensor, TensorError> {
+    pub fn from_i64(
+        dtype: DType,
+        shape: Vec<usize>,
+        data: Vec<i64>,
+    ) -> Result<Tensor, TensorError> {
         if !dtype.is_int() {
-            return Err(TensorError::Kind { dtype, kind: "integer" });
+            return Err(TensorError::Kind {
+                dtype,
+                kind: "integer",
+            });
         }
         check_len(&shape, data.len())?;
         if dtype == DType::I32
@@ -102,10 +116,16 @@ impl Tensor {
 
     /// A tensor of `dtype` from f64 values (whole numbers for integer dtypes, 0/1 for
     /// bool), as initialisers produce them.
-    pub fn from_f64(dtype: DType, shape: Vec<usize>, values: impl Iterator<Item = f64>) -> Result<Tensor, TensorError> {
+    pub fn from_f64(
+        dtype: DType,
+        shape: Vec<usize>,
+        values: impl Iterator<Item = f64>,
+    ) -> Result<Tensor, TensorError> {
         match dtype {
             DType::Bool => Tensor::from_bool(shape, values.map(|v| v != 0.0).collect()),
-            DType::I64 | DType::I32 => Tensor::from_i64(dtype, shape, values.map(|v| v as i64).collect()),
+            DType::I64 | DType::I32 => {
+                Tensor::from_i64(dtype, shape, values.map(|v| v as i64).collect())
+            }
             _ => Tensor::from_f32(dtype, shape, values.map(|v| v as f32).collect()),
         }
     }
@@ -216,7 +236,11 @@ fn round_f8e4m3(x: f32) -> f32 {
         return F8E4M3_MAX.copysign(x);
     }
     // Spacing of representable values: 2^(e-3) for normals (e >= -6), 2^-9 below.
-    let e = if a == 0.0 { -6 } else { (a.log2().floor() as i32).max(-6) };
+    let e = if a == 0.0 {
+        -6
+    } else {
+        (a.log2().floor() as i32).max(-6)
+    };
     let step = 2f32.powi(e - 3);
     let q = a / step; // exact: division by a power of two
     let r = q.round_ties_even() * step;
@@ -263,11 +287,16 @@ mod tests {
             let mid = (lo + hi) / 2.0;
             let even = |v: f32| {
                 // the one whose mantissa bits end in 0
-                let k = (v.abs() / 2f32.powi((v.abs().log2().floor() as i32).max(-6) - 3)).round() as i64;
+                let k = (v.abs() / 2f32.powi((v.abs().log2().floor() as i32).max(-6) - 3)).round()
+                    as i64;
                 k % 2 == 0
             };
             let expect = if even(lo) { lo } else { hi };
-            assert_eq!(round_to(DType::F8e4m3, mid), expect, "midpoint of {lo} and {hi}");
+            assert_eq!(
+                round_to(DType::F8e4m3, mid),
+                expect,
+                "midpoint of {lo} and {hi}"
+            );
             assert_eq!(round_to(DType::F8e4m3, lo + (hi - lo) * 0.25), lo);
             assert_eq!(round_to(DType::F8e4m3, lo + (hi - lo) * 0.75), hi);
         }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weft_ir::{DType, Graph, Node, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
+use weft_ir::{DType, Graph, Node, NodeId, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
 
 use crate::collectives::{CommError, World};
 use crate::error::ExecError;
@@ -36,73 +36,131 @@ pub fn run(
     inputs: &Tensors,
     options: &RunOptions,
 ) -> Result<Vec<(String, Tensor)>, ExecError> {
-    weft_ir::verify(graph).map_err(|e| ExecError::Config(format!("the graph is invalid: {e}")))?;
-    let grid = RankGrid::new(&graph.mesh);
-    let names: Vec<&str> = graph
-        .inputs()
-        .map(|v| graph.value(v).name.as_str())
-        .collect();
-    if let Some(extra) = inputs.keys().find(|k| !names.contains(&k.as_str())) {
-        return Err(ExecError::Input {
-            name: extra.clone(),
-            message: format!(
-                "the graph has no such input (its inputs: {})",
-                names.join(", ")
-            ),
-        });
+    Session::new(graph, options)?.run(inputs)
+}
+
+/// A graph with its weights and constants materialised on every rank, ready to run
+/// many times (benchmarks, serving) without generating or loading them again.
+#[derive(Debug)]
+pub struct Session<'g> {
+    graph: &'g Graph,
+    options: RunOptions,
+    /// Per rank: the tensor of every weight and constant node.
+    weights: Vec<HashMap<NodeId, Arc<Tensor>>>,
+}
+
+impl<'g> Session<'g> {
+    /// Verifies `graph` and materialises its weights and constants for every rank.
+    pub fn new(graph: &'g Graph, options: &RunOptions) -> Result<Session<'g>, ExecError> {
+        weft_ir::verify(graph)
+            .map_err(|e| ExecError::Config(format!("the graph is invalid: {e}")))?;
+        let grid = RankGrid::new(&graph.mesh);
+        let mut weights = Vec::with_capacity(grid.ranks());
+        for rank in 0..grid.ranks() {
+            let mut map = HashMap::new();
+            for (id, node) in graph.nodes() {
+                if let Op::Weight { init, .. } | Op::Constant { init, .. } = &node.op {
+                    let v = node.outputs[0];
+                    let ty = concrete(graph, v)?;
+                    let (logical, offset) =
+                        placement_of(&grid, rank, &graph.value(v).sharding, &ty.shape);
+                    let t = materialize(
+                        init,
+                        ty.dtype,
+                        &ty.shape,
+                        &logical,
+                        &offset,
+                        &options.base_dir,
+                        options.threads,
+                    )
+                    .map_err(|message| ExecError::Weight {
+                        node: node.name.clone(),
+                        message,
+                    })?;
+                    map.insert(id, Arc::new(t));
+                }
+            }
+            weights.push(map);
+        }
+        Ok(Session {
+            graph,
+            options: options.clone(),
+            weights,
+        })
     }
-    let mut per_rank: Vec<Tensors> = vec![Tensors::new(); grid.ranks()];
-    for v in graph.inputs() {
-        let value = graph.value(v);
-        let ty = concrete(graph, v)?;
-        let given = inputs.get(&value.name).ok_or_else(|| ExecError::Input {
-            name: value.name.clone(),
-            message: "no value given".into(),
-        })?;
-        if value
-            .sharding
-            .entries()
-            .any(|(_, p)| matches!(p, weft_ir::Placement::Partial(_)))
-        {
+
+    /// Runs the graph on logical inputs (see [`run`]).
+    pub fn run(&self, inputs: &Tensors) -> Result<Vec<(String, Tensor)>, ExecError> {
+        let graph = self.graph;
+        let options = &self.options;
+        let grid = RankGrid::new(&graph.mesh);
+        let names: Vec<&str> = graph
+            .inputs()
+            .map(|v| graph.value(v).name.as_str())
+            .collect();
+        if let Some(extra) = inputs.keys().find(|k| !names.contains(&k.as_str())) {
             return Err(ExecError::Input {
-                name: value.name.clone(),
-                message: "an input cannot be a partial sum".into(),
+                name: extra.clone(),
+                message: format!(
+                    "the graph has no such input (its inputs: {})",
+                    names.join(", ")
+                ),
             });
         }
-        for (rank, map) in per_rank.iter_mut().enumerate() {
-            let (logical, offset) = placement_of(&grid, rank, &value.sharding, &ty.shape);
-            if given.dtype() != ty.dtype || given.shape() != logical.as_slice() {
+        let mut per_rank: Vec<Tensors> = vec![Tensors::new(); grid.ranks()];
+        for v in graph.inputs() {
+            let value = graph.value(v);
+            let ty = concrete(graph, v)?;
+            let given = inputs.get(&value.name).ok_or_else(|| ExecError::Input {
+                name: value.name.clone(),
+                message: "no value given".into(),
+            })?;
+            if value
+                .sharding
+                .entries()
+                .any(|(_, p)| matches!(p, weft_ir::Placement::Partial(_)))
+            {
                 return Err(ExecError::Input {
                     name: value.name.clone(),
-                    message: format!(
-                        "expected {}{:?}, got {}{:?}",
-                        ty.dtype,
-                        logical,
-                        given.dtype(),
-                        given.shape()
-                    ),
+                    message: "an input cannot be a partial sum".into(),
                 });
             }
-            map.insert(
-                value.name.clone(),
-                slice_block(given, &logical, &offset, &ty.shape),
-            );
+            for (rank, map) in per_rank.iter_mut().enumerate() {
+                let (logical, offset) = placement_of(&grid, rank, &value.sharding, &ty.shape);
+                if given.dtype() != ty.dtype || given.shape() != logical.as_slice() {
+                    return Err(ExecError::Input {
+                        name: value.name.clone(),
+                        message: format!(
+                            "expected {}{:?}, got {}{:?}",
+                            ty.dtype,
+                            logical,
+                            given.dtype(),
+                            given.shape()
+                        ),
+                    });
+                }
+                map.insert(
+                    value.name.clone(),
+                    slice_block(given, &logical, &offset, &ty.shape),
+                );
+            }
         }
+        let programs = vec![graph; per_rank.len()];
+        let per_rank_outputs = run_with(&programs, per_rank, options, Some(&self.weights))?;
+        Ok(graph
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
+                let value = graph.value(v);
+                (
+                    value.name.clone(),
+                    assemble(&grid, &value.sharding, &pieces),
+                )
+            })
+            .collect())
     }
-    let per_rank_outputs = run_ranks(graph, per_rank, options)?;
-    Ok(graph
-        .outputs
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
-            let value = graph.value(v);
-            (
-                value.name.clone(),
-                assemble(&grid, &value.sharding, &pieces),
-            )
-        })
-        .collect())
 }
 
 /// Runs `graph` with each rank's own (local) inputs and returns each rank's outputs.
@@ -122,6 +180,19 @@ pub fn run_programs(
     per_rank: Vec<Tensors>,
     options: &RunOptions,
 ) -> Result<Vec<Vec<Tensor>>, ExecError> {
+    run_with(programs, per_rank, options, None)
+}
+
+type Prepared = HashMap<NodeId, Arc<Tensor>>;
+
+fn run_with(
+    programs: &[&Graph],
+    per_rank: Vec<Tensors>,
+    options: &RunOptions,
+    prepared: Option<&[Prepared]>,
+) -> Result<Vec<Vec<Tensor>>, ExecError> {
+    let empty = Prepared::new();
+    let prepared_for = |rank: usize| prepared.map_or(&empty, |p| &p[rank]);
     let mesh = &programs[0].mesh;
     let grid = RankGrid::new(mesh);
     if per_rank.len() != grid.ranks() || programs.len() != grid.ranks() {
@@ -156,6 +227,7 @@ pub fn run_programs(
             &last_uses[0],
             options,
             threads,
+            prepared_for(0),
         )]
     } else {
         std::thread::scope(|scope| {
@@ -164,9 +236,11 @@ pub fn run_programs(
                 .enumerate()
                 .map(|(rank, inputs)| {
                     let (world, last_use, graph) = (&world, &last_uses[rank], programs[rank]);
+                    let prepared = prepared_for(rank);
                     scope.spawn(move || {
-                        let result =
-                            run_rank(graph, rank, inputs, world, last_use, options, threads);
+                        let result = run_rank(
+                            graph, rank, inputs, world, last_use, options, threads, prepared,
+                        );
                         match &result {
                             Ok(_) => world.finish(rank),
                             Err(e) if !e.is_secondary() => world.fail(rank, e.to_string()),
@@ -228,6 +302,7 @@ struct Rank<'a> {
     seq: HashMap<String, u64>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_rank(
     graph: &Graph,
     rank: usize,
@@ -236,6 +311,7 @@ fn run_rank(
     last_use: &[usize],
     options: &RunOptions,
     threads: usize,
+    prepared: &Prepared,
 ) -> Result<Vec<Tensor>, ExecError> {
     let mut r = Rank {
         graph,
@@ -258,9 +334,13 @@ fn run_rank(
                     .expect("inputs are computed before use")
             })
             .collect();
-        let outs = r.eval_node(node, &ins, inputs)?;
-        for (&v, t) in node.outputs.iter().zip(outs) {
-            values[v.index()] = Some(Arc::new(t));
+        if let Some(t) = prepared.get(&id) {
+            values[node.outputs[0].index()] = Some(Arc::clone(t));
+        } else {
+            let outs = r.eval_node(node, &ins, inputs)?;
+            for (&v, t) in node.outputs.iter().zip(outs) {
+                values[v.index()] = Some(Arc::new(t));
+            }
         }
         for &v in &node.inputs {
             if last_use[v.index()] == id.index() {
@@ -346,6 +426,7 @@ impl Rank<'_> {
                     &logical,
                     &offset,
                     &self.options.base_dir,
+                    self.threads,
                 )
                 .map_err(|message| ExecError::Weight {
                     node: node.name.clone(),

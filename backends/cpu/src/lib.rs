@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ExecError;
-pub use exec::{random_input, run, run_programs, run_ranks};
+pub use exec::{Session, random_input, run, run_programs, run_ranks};
 
 /// How to run a graph.
 #[derive(Clone, Debug)]

@@ -72,6 +72,7 @@ pub fn block_indices(
 }
 
 /// Materialises an initialiser for `rank`'s piece of the value.
+#[allow(clippy::too_many_arguments)]
 pub fn materialize(
     init: &Init,
     dtype: DType,
@@ -79,10 +80,31 @@ pub fn materialize(
     logical: &[usize],
     offset: &[usize],
     base_dir: &Path,
+    threads: usize,
 ) -> Result<Tensor, String> {
     let indices = block_indices(logical, offset, local);
     let shape = local.to_vec();
     let t = match init {
+        Init::Normal { seed, mean, std } if logical == local => {
+            let (seed, mean, std) = (*seed, *mean, *std);
+            Tensor::from_f32(
+                dtype,
+                shape,
+                generate(local.iter().product(), threads, move |i| {
+                    rng::normal(seed, i, mean, std) as f32
+                }),
+            )
+        }
+        Init::Uniform { seed, low, high } if logical == local => {
+            let (seed, low, high) = (*seed, *low, *high);
+            Tensor::from_f32(
+                dtype,
+                shape,
+                generate(local.iter().product(), threads, move |i| {
+                    rng::uniform(seed, i, low, high) as f32
+                }),
+            )
+        }
         Init::Normal { seed, mean, std } => Tensor::from_f64(
             dtype,
             shape,
@@ -109,6 +131,24 @@ pub fn materialize(
         }
     };
     t.map_err(|e| e.to_string())
+}
+
+/// `f(0..n)`, computed on up to `threads` threads for large `n` (the values depend only
+/// on the index, so the split cannot change them).
+fn generate(n: usize, threads: usize, f: impl Fn(u64) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    let chunk = n.div_ceil(threads.max(1)).max(1 << 16);
+    std::thread::scope(|scope| {
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                for (j, x) in part.iter_mut().enumerate() {
+                    *x = f((c * chunk + j) as u64);
+                }
+            });
+        }
+    });
+    out
 }
 
 /// The block of `full` at `offset` with shape `local`.
@@ -208,8 +248,16 @@ mod tests {
             mean: 0.0,
             std: 1.0,
         };
-        let whole =
-            materialize(&init, DType::F32, &[4, 6], &[4, 6], &[0, 0], Path::new(".")).unwrap();
+        let whole = materialize(
+            &init,
+            DType::F32,
+            &[4, 6],
+            &[4, 6],
+            &[0, 0],
+            Path::new("."),
+            2,
+        )
+        .unwrap();
         let sharding = Sharding::on("tp", Placement::Split(1));
         let pieces: Vec<Tensor> = (0..2)
             .map(|r| {
@@ -222,6 +270,7 @@ mod tests {
                     &logical,
                     &offset,
                     Path::new("."),
+                    1,
                 )
                 .unwrap()
             })
