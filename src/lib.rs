@@ -12,7 +12,9 @@ pub use weft_frontend_json as json;
 pub use weft_ir as ir;
 pub use weft_passes as passes;
 
+pub mod inputs;
 mod report;
+pub mod tensor_io;
 pub mod zoo;
 pub use report::CheckReport;
 

@@ -33,6 +33,8 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
     },
+    /// Execute a model on the CPU reference executor (one thread per simulated rank).
+    Run(RunArgs),
     /// Print a model's IR as text, JSON or Graphviz DOT.
     Dump {
         /// The model file (`.json`, see docs/json-format.md).
@@ -47,6 +49,38 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
     },
+}
+
+/// Arguments of `weft run`.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The model file (`.json`, see docs/json-format.md).
+    model: PathBuf,
+    /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
+    /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
+    /// matched by name (repeatable).
+    #[arg(long = "input", value_name = "NAME=FILE")]
+    inputs: Vec<String>,
+    /// A folder in the ONNX test-data layout: `input_0.pb`, `input_1.pb`, … fill the graph
+    /// inputs in order.
+    #[arg(long, value_name = "DIR")]
+    input_dir: Option<PathBuf>,
+    /// Write the outputs to this `.npz` file, one array per graph output, keyed by name.
+    /// Without it, a summary of each output is printed.
+    #[arg(short, long, value_name = "FILE.npz")]
+    output: Option<PathBuf>,
+    /// Simulated ranks; must equal the number of devices of the graph's mesh (the default).
+    #[arg(long, value_name = "N")]
+    ranks: Option<usize>,
+    /// Seed for the inputs that are not given (each gets seeded random values and a warning).
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+    /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+    dims: Vec<(String, u64)>,
+    /// Seconds a rank waits for its peers at a collective before reporting them.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    timeout: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -106,6 +140,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             };
             write_out(None, &text)
         }
+        Command::Run(args) => run_model(args),
         Command::Dump {
             model,
             format,
@@ -123,6 +158,40 @@ fn run(cli: Cli) -> miette::Result<()> {
     }
 }
 
+fn run_model(args: RunArgs) -> miette::Result<()> {
+    let graph = load_model(&args.model, &options(args.dims))?;
+    let devices = graph.mesh.num_devices() as usize;
+    if let Some(n) = args.ranks
+        && n != devices
+    {
+        let mesh = if graph.mesh.axes().is_empty() {
+            "has no mesh, so it runs on 1 rank".to_owned()
+        } else {
+            format!("has mesh {} = {devices} rank(s)", graph.mesh)
+        };
+        miette::bail!("--ranks {n} does not fit the graph: it {mesh}");
+    }
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        miette::bail!("--timeout must be a positive number of seconds");
+    }
+    let given = weft::inputs::gather_inputs(&graph, &args.inputs, args.input_dir.as_deref())?;
+    let inputs = weft::inputs::complete_inputs(&graph, given, args.seed)?;
+    let run_options = weft::cpu::RunOptions {
+        base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        ..weft::cpu::RunOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let outputs = weft::cpu::run(&graph, &inputs, &run_options).into_diagnostic()?;
+    tracing::info!(elapsed = ?start.elapsed(), ranks = devices, "run finished");
+    match &args.output {
+        Some(path) => weft::tensor_io::write_npz(path, &outputs)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write `{}`", path.display())),
+        None => write_out(None, &weft::inputs::summarize(&outputs)),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -132,6 +201,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Long messages stay on one line when stderr is a file or a pipe, so they can be grepped.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(tty).build())
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -182,3 +182,136 @@ fn help_documents_every_flag() {
     let o = weft(&["--help"]);
     assert!(stdout(&o).contains("RUST_LOG"), "{}", stdout(&o));
 }
+
+#[test]
+fn run_writes_finite_outputs_twice_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+    for out in [&a, &b] {
+        let o = weft(&[
+            "run",
+            "examples/tiny-llama.json",
+            "--seed",
+            "7",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        // The missing input is announced, with the seed.
+        assert!(
+            stderr(&o).contains(
+                "input `tokens` not given: using seeded random values i64[1, 16] (seed 7)"
+            ),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "two runs differ"
+    );
+    let arrays = weft::tensor_io::read_tensor_file(&a).unwrap();
+    assert_eq!(arrays.len(), 1);
+    let (name, logits) = &arrays[0];
+    assert_eq!(name, "logits");
+    assert_eq!(logits.shape(), &[1, 16, 256]);
+    assert!(logits.as_f32().unwrap().iter().all(|x| x.is_finite()));
+    // Another seed gives other tokens, hence other logits.
+    let c = dir.path().join("c.npz");
+    let o = weft(&[
+        "run",
+        "examples/tiny-llama.json",
+        "--seed",
+        "8",
+        "-o",
+        c.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+}
+
+#[test]
+fn run_reads_npy_npz_and_onnx_test_data_inputs() {
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<i64> = (0..16).map(|i| (i * 37 % 256) as i64).collect();
+    let tokens =
+        weft::ir::Tensor::from_i64(weft::ir::DType::I64, vec![1, 16], ids.clone()).unwrap();
+    // The same tokens as .npz, and as an ONNX test-data folder.
+    let npz = dir.path().join("in.npz");
+    weft::tensor_io::write_npz(&npz, &[("tokens".into(), tokens)]).unwrap();
+    let data = dir.path().join("test_data_set_0");
+    std::fs::create_dir(&data).unwrap();
+    let proto = weft_frontend_onnx::proto::TensorProto {
+        dims: vec![1, 16],
+        data_type: 7, // INT64
+        int64_data: ids,
+        name: "tokens".into(),
+        ..Default::default()
+    };
+    std::fs::write(data.join("input_0.pb"), proto.encode_to_vec()).unwrap();
+
+    let summary = |args: &[&str]| {
+        let o = weft(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("not given"), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let from_npz = summary(&[
+        "run",
+        "examples/tiny-llama.json",
+        "--input",
+        npz.to_str().unwrap(),
+    ]);
+    let named = format!("tokens={}", npz.display());
+    let from_named = summary(&["run", "examples/tiny-llama.json", "--input", &named]);
+    let from_dir = summary(&[
+        "run",
+        "examples/tiny-llama.json",
+        "--input-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        from_npz.starts_with("logits: f32[1, 16, 256]"),
+        "{from_npz}"
+    );
+    assert_eq!(from_npz, from_named);
+    assert_eq!(from_npz, from_dir);
+}
+
+#[test]
+fn run_rejects_bad_inputs_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let floats = dir.path().join("floats.npz");
+    let t = weft::ir::Tensor::from_f32(weft::ir::DType::F32, vec![1, 16], vec![0.5; 16]).unwrap();
+    weft::tensor_io::write_npz(&floats, &[("tokens".into(), t)]).unwrap();
+    let wrong_dtype = format!("tokens={}", floats.display());
+    let unknown = format!("toks={}", floats.display());
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--input", &wrong_dtype],
+            "expected i64[1, 16], got f32[1, 16]",
+        ),
+        (
+            &["--input", &unknown],
+            "the graph has no input `toks` (its inputs: tokens)",
+        ),
+        (
+            &["--input", "tokens=no/such.npy"],
+            "no/such.npy: no such file or directory",
+        ),
+        (&["--input-dir", "no/such/dir"], "no/such/dir"),
+        (
+            &["--ranks", "2"],
+            "--ranks 2 does not fit the graph: it has no mesh",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args = vec!["run", "examples/tiny-llama.json"];
+        args.extend_from_slice(extra);
+        let o = weft(&args);
+        assert_clean_failure(&o);
+        assert!(stderr(&o).contains(expect), "{extra:?}: {}", stderr(&o));
+    }
+}
