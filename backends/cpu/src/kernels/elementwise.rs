@@ -94,7 +94,9 @@ pub fn binary(op: &Op, a: &Tensor, b: &Tensor, out: &OutType) -> KResult<Tensor>
                 Op::Sub => zip_broadcast(x, sa, y, sb, so, |p: i64, q| Some(p.wrapping_sub(q))),
                 Op::Mul => zip_broadcast(x, sa, y, sb, so, |p: i64, q| Some(p.wrapping_mul(q))),
                 // Integer division truncates toward zero (as in C and ONNX).
-                _ => zip_broadcast(x, sa, y, sb, so, |p: i64, q| p.checked_div(q)),
+                _ => zip_broadcast(x, sa, y, sb, so, |p: i64, q| {
+                    (q != 0).then(|| p.wrapping_div(q))
+                }),
             };
             let values: Option<Vec<i64>> = values.into_iter().collect();
             let mut values = values.ok_or("integer division by zero")?;
