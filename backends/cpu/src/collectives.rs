@@ -108,6 +108,13 @@ impl World {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `rank`'s group along `axis` and its position in it.
+    fn group(&self, rank: usize, axis: &str) -> Result<(Vec<usize>, usize), CommError> {
+        self.grid
+            .group(rank, axis)
+            .ok_or_else(|| CommError::Collective(format!("mesh axis `{axis}` does not exist")))
+    }
+
     /// Records that `rank` failed, waking every rank that waits on it.
     pub fn fail(&self, rank: usize, reason: String) {
         let mut state = self.lock();
@@ -135,10 +142,7 @@ impl World {
         signature: String,
         tensor: Arc<Tensor>,
     ) -> Result<Vec<Arc<Tensor>>, CommError> {
-        let (members, me) = self
-            .grid
-            .group(rank, axis)
-            .ok_or_else(|| CommError::Collective(format!("mesh axis `{axis}` does not exist")))?;
+        let (members, me) = self.group(rank, axis)?;
         let key = SlotKey {
             axis: axis.to_owned(),
             group: members[0],
@@ -237,10 +241,7 @@ impl World {
         node: &str,
         tensor: Arc<Tensor>,
     ) -> Result<(), CommError> {
-        let (members, me) = self
-            .grid
-            .group(rank, axis)
-            .ok_or_else(|| CommError::Collective(format!("mesh axis `{axis}` does not exist")))?;
+        let (members, me) = self.group(rank, axis)?;
         let to = members[(me as i64 + shift).rem_euclid(members.len() as i64) as usize];
         let mut state = self.lock();
         state
@@ -263,10 +264,7 @@ impl World {
         axis: &str,
         shift: i64,
     ) -> Result<(String, Arc<Tensor>), CommError> {
-        let (members, me) = self
-            .grid
-            .group(rank, axis)
-            .ok_or_else(|| CommError::Collective(format!("mesh axis `{axis}` does not exist")))?;
+        let (members, me) = self.group(rank, axis)?;
         let from = members[(me as i64 - shift).rem_euclid(members.len() as i64) as usize];
         let key = (axis.to_owned(), from, rank);
         let deadline = Instant::now() + self.timeout;

@@ -2,7 +2,7 @@
 
 use weft_ir::{DType, GeluApprox, Op, Tensor, TensorData, round_to};
 
-use super::{KResult, OutType, float_out, floats};
+use super::{KResult, OutType, float_out, floats, strided_indices};
 use crate::materialize::strides;
 
 /// For each output element, the flat index of the input element it reads.
@@ -18,25 +18,7 @@ fn broadcast_indices(in_shape: &[usize], out_shape: &[usize]) -> Vec<usize> {
             }
         })
         .collect();
-    let total: usize = out_shape.iter().product();
-    let mut idx = vec![0usize; out_shape.len()];
-    let mut flat = 0usize;
-    let mut out = Vec::with_capacity(total);
-    for n in 0..total {
-        if n > 0 {
-            for d in (0..out_shape.len()).rev() {
-                idx[d] += 1;
-                flat += steps[d];
-                if idx[d] < out_shape[d] {
-                    break;
-                }
-                flat -= steps[d] * idx[d];
-                idx[d] = 0;
-            }
-        }
-        out.push(flat);
-    }
-    out
+    strided_indices(out_shape, &steps)
 }
 
 /// Applies `f` to pairs of broadcast elements.

@@ -5,7 +5,7 @@
 
 use weft_ir::{DType, ReduceKind, Tensor, TensorData};
 
-use super::{KResult, OutType, around, axis, float_out, ints};
+use super::{KResult, OutType, around, axis, float_out, ints, strided_indices};
 use crate::materialize::strides;
 
 /// A tensor of `shape` whose element `n` is `t`'s element `idx[n]`.
@@ -25,26 +25,8 @@ pub fn take(t: &Tensor, idx: &[usize], shape: Vec<usize>) -> Tensor {
 pub fn transpose(x: &Tensor, perm: &[usize], out: &OutType) -> Tensor {
     let in_strides = strides(x.shape());
     let out_shape = &out.shape;
-    let total: usize = out_shape.iter().product();
     let steps: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
-    let mut idx = vec![0usize; out_shape.len()];
-    let mut flat = 0usize;
-    let mut src = Vec::with_capacity(total);
-    for n in 0..total {
-        if n > 0 {
-            for d in (0..out_shape.len()).rev() {
-                idx[d] += 1;
-                flat += steps[d];
-                if idx[d] < out_shape[d] {
-                    break;
-                }
-                flat -= steps[d] * idx[d];
-                idx[d] = 0;
-            }
-        }
-        src.push(flat);
-    }
-    take(x, &src, out_shape.clone())
+    take(x, &strided_indices(out_shape, &steps), out_shape.clone())
 }
 
 /// Inputs joined along `dim`.

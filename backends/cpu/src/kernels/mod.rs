@@ -148,6 +148,31 @@ pub fn same_kind(
     }
 }
 
+/// Walks `shape` in row-major order and returns, for each position, the sum of its
+/// coordinates times `steps`: the source index of a strided view (a transpose, a
+/// broadcast with zero steps).
+pub fn strided_indices(shape: &[usize], steps: &[usize]) -> Vec<usize> {
+    let total: usize = shape.iter().product();
+    let mut idx = vec![0usize; shape.len()];
+    let mut flat = 0usize;
+    let mut out = Vec::with_capacity(total);
+    for n in 0..total {
+        if n > 0 {
+            for d in (0..shape.len()).rev() {
+                idx[d] += 1;
+                flat += steps[d];
+                if idx[d] < shape[d] {
+                    break;
+                }
+                flat -= steps[d] * idx[d];
+                idx[d] = 0;
+            }
+        }
+        out.push(flat);
+    }
+    out
+}
+
 /// Normalises a possibly negative axis (already validated by the verifier).
 pub fn axis(a: i64, rank: usize) -> usize {
     if a < 0 {
