@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub use weft_backend_cpu as cpu;
 pub use weft_frontend_json as json;
+pub use weft_frontend_onnx as onnx;
 pub use weft_ir as ir;
 pub use weft_passes as passes;
 
@@ -24,9 +25,9 @@ pub enum LoadError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Json(#[from] json::JsonError),
-    #[error("{}: ONNX models are not supported yet; convert the model to Weft's JSON format (docs/json-format.md)", .0.display())]
-    OnnxNotYetSupported(PathBuf),
-    #[error("{}: unknown model type; Weft reads `.json` models (docs/json-format.md)", .0.display())]
+    #[error(transparent)]
+    Onnx(#[from] weft_frontend_onnx::OnnxError),
+    #[error("{}: unknown model type; Weft reads `.json` (docs/json-format.md) and `.onnx` models", .0.display())]
     UnknownFormat(PathBuf),
 }
 
@@ -47,7 +48,13 @@ pub fn load_model(path: &Path, options: &LoadOptions) -> Result<ir::Graph, LoadE
                 dims: options.dims.clone(),
             },
         )?),
-        Some("onnx") => Err(LoadError::OnnxNotYetSupported(path.to_owned())),
+        Some("onnx") => Ok(weft_frontend_onnx::load(
+            path,
+            &weft_frontend_onnx::ImportOptions {
+                dims: options.dims.clone(),
+                ..Default::default()
+            },
+        )?),
         _ => Err(LoadError::UnknownFormat(path.to_owned())),
     }?;
     tracing::info!(

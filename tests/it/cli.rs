@@ -155,13 +155,22 @@ fn missing_and_unsupported_files_fail_cleanly() {
         "{}",
         stderr(&o)
     );
-    let o = weft(&["check", "model.onnx"]);
+    let o = weft(&["check", "no/such/model.onnx"]);
     assert_clean_failure(&o);
     assert!(
-        stderr(&o).contains("ONNX models are not supported yet"),
+        stderr(&o).contains("no/such/model.onnx: cannot read the model file"),
         "{}",
         stderr(&o)
     );
+    // Not a protobuf at all.
+    let o = weft(&["check", "tests/data/all-ops.json"]);
+    assert!(o.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff not protobuf").unwrap();
+    let o = weft(&["check", garbage.to_str().unwrap()]);
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("not a valid ONNX model"), "{}", stderr(&o));
     let o = weft(&["check", "Cargo.toml"]);
     assert_clean_failure(&o);
     assert!(stderr(&o).contains("unknown model type"), "{}", stderr(&o));

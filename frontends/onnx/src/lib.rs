@@ -1,11 +1,36 @@
 //! # weft-frontend-onnx — reading ONNX
 //!
-//! Today this crate decodes ONNX `TensorProto` messages into [`weft_ir::Tensor`]s, which is
-//! what `weft run` needs to read the ONNX test-data layout (`input_0.pb`, …). Model import
-//! (`ModelProto` → [`weft_ir::Graph`]) comes next and will reuse [`proto`].
+//! Decodes ONNX protobuf with hand-written `prost` messages ([`proto`]) and imports models
+//! into Weft's IR ([`import`]): opsets 13 to 23 of the default domain, initializers,
+//! graph inputs with symbolic dims bound at import, and the ops in
+//! [`import::SUPPORTED`]. A model with ops Weft cannot import gets one error that lists
+//! every such node. It also decodes single `TensorProto` files, which `weft run` reads
+//! from ONNX test-data folders.
 
+mod error;
+pub mod import;
 pub mod proto;
 pub mod tensor;
 
+use std::path::Path;
+
+use prost::Message;
+
+pub use error::{NodeProblem, OnnxError};
+pub use import::{ImportOptions, import_model};
 pub use proto::TensorProto;
 pub use tensor::{OnnxTensorError, decode_tensor_proto, tensor_from_proto};
+
+/// Reads, decodes and imports the model at `path`.
+pub fn load(path: &Path, options: &ImportOptions) -> Result<weft_ir::Graph, OnnxError> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let model =
+        proto::ModelProto::decode(bytes.as_slice()).map_err(|source| OnnxError::Decode {
+            path: path.to_owned(),
+            source,
+        })?;
+    import_model(&model, path, options)
+}
