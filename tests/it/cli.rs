@@ -170,7 +170,11 @@ fn missing_and_unsupported_files_fail_cleanly() {
     std::fs::write(&garbage, b"\xff\xff\xff\xff not protobuf").unwrap();
     let o = weft(&["check", garbage.to_str().unwrap()]);
     assert_clean_failure(&o);
-    assert!(stderr(&o).contains("not a valid ONNX model"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a valid ONNX model"),
+        "{}",
+        stderr(&o)
+    );
     let o = weft(&["check", "Cargo.toml"]);
     assert_clean_failure(&o);
     assert!(stderr(&o).contains("unknown model type"), "{}", stderr(&o));

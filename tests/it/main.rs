@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod errors;
 mod examples;
+mod onnx;
 mod roundtrip;
 mod run;
 

@@ -185,7 +185,30 @@ pub fn import_model(
     // are skipped, so each root cause is reported once.
     let mut problems = Vec::new();
     let mut poisoned: Vec<&str> = Vec::new();
+    let produced_later: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
     for node in &graph.node {
+        if let Some(late) = node.input.iter().find(|i| {
+            !i.is_empty()
+                && !im.vals.contains_key(*i)
+                && produced_later.contains(i.as_str())
+                && !poisoned.contains(&i.as_str())
+        }) {
+            problems.push(NodeProblem {
+                name: node.name.clone(),
+                op_type: node.op_type.clone(),
+                domain: node.domain.clone(),
+                opset,
+                reason: format!(
+                    "input {late:?} is produced by a later node: the graph is not topologically sorted, or has a cycle"
+                ),
+            });
+            poisoned.extend(node.output.iter().map(String::as_str));
+            continue;
+        }
         if node.input.iter().any(|i| poisoned.contains(&i.as_str())) {
             poisoned.extend(node.output.iter().map(String::as_str));
             continue;

@@ -1,0 +1,275 @@
+//! ONNX import: bad models get clear errors (never a panic), and a small real model
+//! matches onnxruntime.
+
+use prost::Message;
+use weft::onnx::proto::{
+    AttributeProto, AttributeType, Dimension, DimensionValue, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, TypeProtoTensor, ValueInfoProto,
+};
+
+use crate::repo;
+
+fn value_info(name: &str, elem: i32, dims: &[DimensionValue]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type: elem,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(d.clone()),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        name: name.into(),
+        op_type: op.into(),
+        attribute: attrs,
+        domain: String::new(),
+    }
+}
+
+fn int_attr(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        i,
+        r#type: AttributeType::Int as i32,
+        ..Default::default()
+    }
+}
+
+/// `x [2, 3] -> nodes -> y`, opset 18.
+fn model(nodes: Vec<NodeProto>, initializers: Vec<TensorProto>) -> ModelProto {
+    use DimensionValue::DimValue;
+    ModelProto {
+        ir_version: 9,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 18,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "g".into(),
+            initializer: initializers,
+            input: vec![value_info("x", 1, &[DimValue(2), DimValue(3)])],
+            output: vec![value_info("y", 1, &[])],
+            value_info: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+fn import_err(m: &ModelProto) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    match weft::load_model(&path, &weft::LoadOptions::default()) {
+        Ok(_) => panic!("expected an import error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_unsupported_node_is_listed_at_once() {
+    let m = model(
+        vec![
+            node("Erf", "e", &["x"], &["a"], vec![]),
+            node("Relu", "r", &["a"], &["b"], vec![]),
+            node("NonMaxSuppression", "n", &["b"], &["y"], vec![]),
+        ],
+        vec![],
+    );
+    let e = import_err(&m);
+    assert!(e.contains("2 node(s) cannot be imported"), "{e}");
+    assert!(
+        e.contains(r#"node "e" (Erf from ai.onnx, opset 18): no importer for this op"#),
+        "{e}"
+    );
+    assert!(
+        e.contains(r#"node "n" (NonMaxSuppression from ai.onnx, opset 18)"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_attribute_types_and_unknown_attributes_are_reported() {
+    let float_axis = AttributeProto {
+        name: "axis".into(),
+        f: 1.0,
+        r#type: AttributeType::Float as i32,
+        ..Default::default()
+    };
+    let e = import_err(&model(
+        vec![node("Softmax", "s", &["x"], &["y"], vec![float_axis])],
+        vec![],
+    ));
+    assert!(
+        e.contains(r#"node "s" (Softmax"#) && e.contains("attribute `axis` must be an INT"),
+        "{e}"
+    );
+    let e = import_err(&model(
+        vec![node(
+            "Softmax",
+            "s",
+            &["x"],
+            &["y"],
+            vec![int_attr("dim", 1)],
+        )],
+        vec![],
+    ));
+    assert!(
+        e.contains("attribute `dim` is not supported (known: axis)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_values_and_cycles_are_reported() {
+    // `w` is neither an input, an initializer nor produced by a node.
+    let e = import_err(&model(
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+        vec![],
+    ));
+    assert!(
+        e.contains(r#"node "add" (Add"#) && e.contains(r#"value "w" is not defined"#),
+        "{e}"
+    );
+    // a -> b -> a
+    let e = import_err(&model(
+        vec![
+            node("Relu", "r1", &["b"], &["a"], vec![]),
+            node("Relu", "r2", &["a"], &["b"], vec![]),
+            node("Relu", "r3", &["b"], &["y"], vec![]),
+        ],
+        vec![],
+    ));
+    assert!(
+        e.contains(
+            "is produced by a later node: the graph is not topologically sorted, or has a cycle"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_models_fail_cleanly() {
+    let good = model(vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
+    let bytes = good.encode_to_vec();
+    // Truncated protobuf.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.onnx");
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let e = weft::load_model(&path, &weft::LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a valid ONNX model"), "{e}");
+    // An opset Weft does not read.
+    let mut old = good.clone();
+    old.opset_import[0].version = 9;
+    assert!(
+        import_err(&old)
+            .contains("default-domain opset 9 is not supported; Weft reads opsets 13 to 25")
+    );
+    // A symbolic dim without a value.
+    let mut sym = good.clone();
+    sym.graph.as_mut().unwrap().input[0] =
+        value_info("x", 1, &[DimensionValue::DimParam("batch size".into())]);
+    let e = import_err(&sym);
+    assert!(
+        e.contains(r#"dim 0 is the symbol "batch size"; give its value with --dim batch_size=N"#),
+        "{e}"
+    );
+    // An initializer stored in an external file.
+    let ext = TensorProto {
+        name: "w".into(),
+        data_type: 1,
+        dims: vec![3],
+        data_location: 1,
+        external_data: vec![weft::onnx::proto::StringStringEntryProto {
+            key: "location".into(),
+            value: "../../etc/passwd".into(),
+        }],
+        ..Default::default()
+    };
+    let e = import_err(&model(
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+        vec![ext],
+    ));
+    assert!(
+        e.contains(r#"initializer "w""#) && e.contains("external"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_symbolic_dim_is_bound_with_dim() {
+    let mut m = model(vec![node("Relu", "r", &["x"], &["y"], vec![])], vec![]);
+    m.graph.as_mut().unwrap().input[0] = value_info(
+        "x",
+        1,
+        &[
+            DimensionValue::DimParam("batch".into()),
+            DimensionValue::DimValue(3),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let options = weft::LoadOptions {
+        dims: [("batch".to_owned(), 5)].into(),
+    };
+    let g = weft::load_model(&path, &options).unwrap();
+    assert_eq!(g.value(g.outputs[0]).ty.to_string(), "f32[batch, 3]");
+    assert_eq!(g.dims["batch"], 5);
+    let options = weft::LoadOptions {
+        dims: [("seq".to_owned(), 5)].into(),
+    };
+    let e = weft::load_model(&path, &options).unwrap_err().to_string();
+    assert!(e.contains("dim 0 is the symbol \"batch\""), "{e}");
+}
+
+#[test]
+fn small_model_matches_onnxruntime() {
+    // Written by scripts/make_onnx_fixtures.py: a two-layer MLP with LayerNorm, GELU,
+    // Softmax and an embedding lookup; expected outputs computed by onnxruntime.
+    let dir = repo("tests/onnx-models/mlp");
+    let g = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+    let inputs = weft::tensor_io::read_input_dir(&dir.join("test_data_set_0")).unwrap();
+    let feed: weft::cpu::Tensors = g
+        .inputs()
+        .map(|v| g.value(v).name.clone())
+        .zip(inputs)
+        .collect();
+    let outputs = weft::cpu::run(&g, &feed, &weft::cpu::RunOptions::default()).unwrap();
+    for (i, (name, got)) in outputs.iter().enumerate() {
+        let want =
+            weft::tensor_io::read_tensor_file(&dir.join(format!("test_data_set_0/output_{i}.pb")))
+                .unwrap()
+                .remove(0)
+                .1;
+        assert_eq!(want.shape(), got.shape(), "{name}");
+        let worst = want
+            .to_f64_vec()
+            .iter()
+            .zip(got.to_f64_vec())
+            .map(|(w, g)| (w - g).abs() / w.abs().max(1e-3))
+            .fold(0f64, f64::max);
+        assert!(worst <= 1e-5, "{name}: worst relative error {worst}");
+    }
+}
