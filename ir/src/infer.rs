@@ -388,7 +388,7 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
                 return Err(Rule::Init(format!("inline value {bad} is not finite")));
             }
         }
-        Init::Npy { path } | Init::Safetensors { path, .. } => {
+        Init::Npy { path } | Init::Safetensors { path, .. } | Init::Raw { path, .. } => {
             if path.is_empty() {
                 return Err(Rule::Init("external weight path is empty".into()));
             }

@@ -90,13 +90,19 @@ pub enum Init {
     Npy { path: String },
     /// One tensor of a `.safetensors` file, relative to the model file.
     Safetensors { path: String, tensor: String },
+    /// Raw little-endian elements of the value's dtype (bools one byte each), row-major,
+    /// starting at byte `offset` of a file relative to the model file: ONNX's external
+    /// data. The bytes are read only when something executes the graph.
+    Raw { path: String, offset: u64 },
 }
 
 impl Init {
     /// The external file this init reads, if any.
     pub fn external_path(&self) -> Option<&str> {
         match self {
-            Init::Npy { path } | Init::Safetensors { path, .. } => Some(path),
+            Init::Npy { path } | Init::Safetensors { path, .. } | Init::Raw { path, .. } => {
+                Some(path)
+            }
             _ => None,
         }
     }
@@ -798,6 +804,7 @@ impl Init {
             }
             Init::Npy { path } => format!("npy({path:?})"),
             Init::Safetensors { path, tensor } => format!("safetensors({path:?}, {tensor:?})"),
+            Init::Raw { path, offset } => format!("raw({path:?}, offset={offset})"),
         }
     }
 }

@@ -273,3 +273,95 @@ fn small_model_matches_onnxruntime() {
         assert!(worst <= 1e-5, "{name}: worst relative error {worst}");
     }
 }
+
+#[test]
+fn external_data_is_checked_at_import_and_read_at_run() {
+    use weft::onnx::proto::StringStringEntryProto;
+    let dir = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = vec![0.5, -1.25, 3.0];
+    let mut bytes = vec![0u8; 8]; // data starts at offset 8
+    bytes.extend(w.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/w.bin"), &bytes).unwrap();
+    let ext = |location: &str, offset: &str, length: Option<&str>| {
+        let mut entries = vec![
+            StringStringEntryProto {
+                key: "location".into(),
+                value: location.into(),
+            },
+            StringStringEntryProto {
+                key: "offset".into(),
+                value: offset.into(),
+            },
+        ];
+        if let Some(l) = length {
+            entries.push(StringStringEntryProto {
+                key: "length".into(),
+                value: l.into(),
+            });
+        }
+        TensorProto {
+            name: "w".into(),
+            data_type: 1,
+            dims: vec![3],
+            data_location: 1,
+            external_data: entries,
+            ..Default::default()
+        }
+    };
+    let path = dir.path().join("m.onnx");
+    let load = |t: TensorProto| {
+        let m = model(
+            vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+            vec![t],
+        );
+        std::fs::write(&path, m.encode_to_vec()).unwrap();
+        weft::load_model(&path, &weft::LoadOptions::default())
+    };
+    let g = load(ext("data/w.bin", "8", Some("12"))).unwrap();
+    // The weight refers to the file; nothing was read at import.
+    assert!(weft::ir::text::to_text(&g).contains(r#"weight raw("data/w.bin", offset=8)"#));
+    let x = weft::ir::Tensor::from_f32(weft::ir::DType::F32, vec![2, 3], vec![1.0; 6]).unwrap();
+    let options = weft::cpu::RunOptions {
+        base_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let out = weft::cpu::run(&g, &[("x".to_owned(), x)].into(), &options).unwrap();
+    assert_eq!(
+        out[0].1.as_f32().unwrap(),
+        &[1.5, -0.25, 4.0, 1.5, -0.25, 4.0]
+    );
+
+    for (t, expect) in [
+        (
+            ext("../w.bin", "0", None),
+            "must be a relative path inside the model's folder",
+        ),
+        (
+            ext("/etc/passwd", "0", None),
+            "must be a relative path inside the model's folder",
+        ),
+        (
+            ext("data/w.bin", "16", None),
+            "has 20 bytes, but the tensor needs bytes 16..28",
+        ),
+        (
+            ext("data/w.bin", "8", Some("16")),
+            "`length` is 16 bytes, but f32[3] needs 12",
+        ),
+        (
+            ext("data/none.bin", "0", None),
+            "cannot open external data file",
+        ),
+        (
+            ext("data/w.bin", "-4", None),
+            "`offset` = \"-4\" is not a whole number",
+        ),
+    ] {
+        let e = load(t).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"initializer "w""#) && e.contains(expect),
+            "{e}"
+        );
+    }
+}

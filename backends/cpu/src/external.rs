@@ -126,6 +126,68 @@ pub fn read_safetensors(
     t.map_err(|e| e.to_string())
 }
 
+/// `numel(shape)` raw little-endian elements of `dtype` at byte `offset` of `path` (ONNX
+/// external data). Only those bytes are read.
+pub fn read_raw(path: &Path, offset: u64, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let numel: usize = shape.iter().product();
+    let len = numel
+        .checked_mul(dtype.size_bytes() as usize)
+        .ok_or_else(|| format!("`{}`: tensor too large", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    let mut bytes = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| {
+            format!(
+                "`{}`: cannot read {len} bytes at offset {offset}: {e}",
+                path.display()
+            )
+        })?;
+    let shape = shape.to_vec();
+    let c = |n: usize| bytes.chunks_exact(n);
+    let t = match dtype {
+        DType::F32 => Tensor::from_f32(
+            dtype,
+            shape,
+            c(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        DType::F16 => Tensor::from_f32(
+            dtype,
+            shape,
+            c(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        DType::Bf16 => Tensor::from_f32(
+            dtype,
+            shape,
+            c(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        ),
+        DType::F8e4m3 => Tensor::from_f32(
+            dtype,
+            shape,
+            bytes.iter().map(|&b| f8e4m3_to_f32(b)).collect(),
+        ),
+        DType::I64 => Tensor::from_i64(
+            dtype,
+            shape,
+            c(8).map(|b| i64::from_le_bytes(b.try_into().expect("8-byte chunk")))
+                .collect(),
+        ),
+        DType::I32 => Tensor::from_i64(
+            dtype,
+            shape,
+            c(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)
+                .collect(),
+        ),
+        DType::Bool => Tensor::from_bool(shape, bytes.iter().map(|&b| b != 0).collect()),
+    };
+    t.map_err(|e| e.to_string())
+}
+
 /// Decodes one f8e4m3fn byte (bias 7, 3 mantissa bits, exponent 0 subnormal, S.1111.111 NaN).
 pub fn f8e4m3_to_f32(b: u8) -> f32 {
     let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };

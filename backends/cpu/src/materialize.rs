@@ -124,6 +124,14 @@ pub fn materialize(
             let full = crate::external::read_npy(&base_dir.join(path), dtype, logical)?;
             return Ok(slice_block(&full, logical, offset, local));
         }
+        Init::Raw {
+            path,
+            offset: file_offset,
+        } => {
+            let full =
+                crate::external::read_raw(&base_dir.join(path), *file_offset, dtype, logical)?;
+            return Ok(slice_block(&full, logical, offset, local));
+        }
         Init::Safetensors { path, tensor } => {
             let full =
                 crate::external::read_safetensors(&base_dir.join(path), tensor, dtype, logical)?;

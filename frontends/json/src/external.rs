@@ -43,6 +43,14 @@ pub fn check_external(graph: &Graph, model_path: &Path) -> Result<(), JsonError>
         let (found_dtype, found_shape) = match init {
             Init::Npy { .. } => npy_header(&path),
             Init::Safetensors { tensor, .. } => safetensors_header(&path, tensor),
+            Init::Raw { offset, .. } => {
+                let need = dims
+                    .iter()
+                    .try_fold(dtype.size_bytes(), |acc, &d| acc.checked_mul(d))
+                    .and_then(|n| n.checked_add(*offset));
+                check_raw_len(&path, need).map_err(fail)?;
+                continue;
+            }
             _ => continue,
         }
         .map_err(fail)?;
@@ -56,6 +64,24 @@ pub fn check_external(graph: &Graph, model_path: &Path) -> Result<(), JsonError>
         }
     }
     Ok(())
+}
+
+/// Checks that a raw data file holds at least `need` bytes (the end of the tensor's data).
+pub fn check_raw_len(path: &Path, need: Option<u64>) -> Result<(), String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?
+        .len();
+    match need {
+        Some(n) if n <= size => Ok(()),
+        Some(n) => Err(format!(
+            "`{}` has {size} bytes, but the tensor's data ends at byte {n}",
+            path.display()
+        )),
+        None => Err(format!(
+            "the tensor in `{}` is too large to address",
+            path.display()
+        )),
+    }
 }
 
 fn open(path: &Path) -> Result<File, String> {

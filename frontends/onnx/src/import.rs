@@ -80,6 +80,8 @@ struct Val {
 struct Importer {
     g: Graph,
     vals: HashMap<String, Val>,
+    /// Initializers whose data stays in external files, until first use.
+    externals: HashMap<String, (DType, Vec<u64>, Init)>,
 }
 
 type NResult<T> = Result<T, String>;
@@ -145,8 +147,18 @@ pub fn import_model(
             graph.name.clone()
         }),
         vals: HashMap::new(),
+        externals: HashMap::new(),
     };
     for t in &graph.initializer {
+        if t.data_location == crate::proto::DATA_LOCATION_EXTERNAL {
+            let external =
+                crate::external::locate(t, path).map_err(|message| OnnxError::Model {
+                    path: path.to_owned(),
+                    message: format!("initializer {:?}: {message}", t.name),
+                })?;
+            im.externals.insert(t.name.clone(), external);
+            continue;
+        }
         let tensor = tensor_from_proto(t).map_err(|source| OnnxError::Initializer {
             path: path.to_owned(),
             name: t.name.clone(),
@@ -410,6 +422,15 @@ impl Importer {
 
     /// The graph value for `name`, materialising a constant as a node on first use.
     fn tensor_value(&mut self, name: &str) -> NResult<ValueId> {
+        if let Some((dtype, dims, init)) = self.externals.remove(name) {
+            let shape = Shape::new(dims);
+            let op = if dtype.is_float() {
+                Op::Weight { dtype, shape, init }
+            } else {
+                Op::Constant { dtype, shape, init }
+            };
+            return self.emit_named(name, op, &[]);
+        }
         let val = self
             .vals
             .get(name)
@@ -465,6 +486,11 @@ impl Importer {
         let Some(name) = node.input.get(i).filter(|n| !n.is_empty()) else {
             return Ok(None);
         };
+        if self.externals.contains_key(name) {
+            return Err(format!(
+                "input {i} ({name:?}) is stored as external data; shape operands must be stored in the model"
+            ));
+        }
         let val = self
             .vals
             .get(name)

@@ -8,6 +8,7 @@
 //! from ONNX test-data folders.
 
 mod error;
+mod external;
 pub mod import;
 pub mod proto;
 pub mod tensor;
