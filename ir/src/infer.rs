@@ -243,6 +243,31 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let indices = TensorType::new(DType::I64, values.shape.clone());
             Ok(vec![values, indices])
         }
+        Op::Expand { shape } => {
+            check_shape_bound(shape, cx)?;
+            one(TensorType::new(
+                inputs[0].dtype,
+                broadcast(&inputs[0].shape, shape, cx)?,
+            ))
+        }
+        Op::Where => {
+            if inputs[0].dtype != DType::Bool {
+                return Err(Rule::DType(format!(
+                    "condition must be bool, got {}",
+                    inputs[0].dtype
+                )));
+            }
+            same_dtype(&inputs[1..], "the two branches")?;
+            let shape = broadcast(&inputs[0].shape, &inputs[1].shape, cx)?;
+            one(TensorType::new(
+                inputs[1].dtype,
+                broadcast(&shape, &inputs[2].shape, cx)?,
+            ))
+        }
+        Op::IsNan => {
+            float(inputs[0], "input")?;
+            one(TensorType::new(DType::Bool, inputs[0].shape.clone()))
+        }
         Op::MoeRoute { top_k, .. } => {
             let logits = inputs[0];
             float(logits, "router logits")?;

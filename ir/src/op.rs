@@ -313,6 +313,15 @@ pub enum Op {
         largest: bool,
     },
 
+    /// `x` broadcast (NumPy rules) against `shape`; the result has the broadcast shape.
+    Expand {
+        shape: Shape,
+    },
+    /// `cond ? a : b` element-wise, all three broadcast together; `cond` is bool.
+    Where,
+    /// Whether each element is NaN (bool result).
+    IsNan,
+
     // ---- mixture of experts ------------------------------------------------------------
     /// Top-k gating: router logits `[T, E]` to routing weights `[T, k]` (logits' dtype)
     /// and expert ids `[T, k]` (i64). Weights are the softmax over all experts taken at
@@ -464,6 +473,9 @@ impl Op {
         "cast",
         "reduce",
         "top_k",
+        "expand",
+        "where",
+        "is_nan",
         "moe_route",
         "moe_dispatch",
         "expert_matmul",
@@ -514,6 +526,9 @@ impl Op {
             Op::Cast { .. } => "cast",
             Op::Reduce { .. } => "reduce",
             Op::TopK { .. } => "top_k",
+            Op::Expand { .. } => "expand",
+            Op::Where => "where",
+            Op::IsNan => "is_nan",
             Op::MoeRoute { .. } => "moe_route",
             Op::MoeDispatch { .. } => "moe_dispatch",
             Op::ExpertMatMul { .. } => "expert_matmul",
@@ -546,7 +561,7 @@ impl Op {
             | Op::MoeDispatch { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
             Op::Attention { .. } => Between(3, 4),
-            Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine => Exactly(3),
+            Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
             Op::Concat { .. } => AtLeast(1),
             _ => Exactly(1),
         }
@@ -582,7 +597,8 @@ impl Op {
             | Op::Slice { .. }
             | Op::Cast { .. }
             | Op::Reduce { .. }
-            | Op::TopK { .. } => OpClass::Layout,
+            | Op::TopK { .. }
+            | Op::Expand { .. } => OpClass::Layout,
             Op::MoeRoute { .. }
             | Op::MoeDispatch { .. }
             | Op::ExpertMatMul { .. }
@@ -683,6 +699,7 @@ impl Op {
                     push("keepdims", "true".into());
                 }
             }
+            Op::Expand { shape } => push("shape", shape.to_string()),
             Op::TopK { k, axis, largest } => {
                 push("k", k.to_string());
                 push("axis", axis.to_string());
@@ -750,6 +767,8 @@ impl Op {
             | Op::Relu
             | Op::Sigmoid
             | Op::Tanh
+            | Op::Where
+            | Op::IsNan
             | Op::MoeCombine => {}
         }
         out

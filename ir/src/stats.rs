@@ -126,7 +126,9 @@ fn node_flops(
         | Op::Gelu { .. }
         | Op::Relu
         | Op::Sigmoid
-        | Op::Tanh => out_numel()?,
+        | Op::Tanh
+        | Op::Where
+        | Op::IsNan => out_numel()?,
         Op::Softmax { .. } => 5u64.saturating_mul(out_numel()?),
         Op::RmsNorm { .. } => 4u64.saturating_mul(out_numel()?),
         Op::LayerNorm { .. } => 7u64.saturating_mul(out_numel()?),

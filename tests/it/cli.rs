@@ -328,3 +328,38 @@ fn run_rejects_bad_inputs_cleanly() {
         assert!(stderr(&o).contains(expect), "{extra:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn run_onnx_model_with_npy_tokens_matches_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.npz");
+    let o = weft(&[
+        "run",
+        "tests/onnx-models/llama-gqa/model.onnx",
+        "--input",
+        "input_ids=tests/onnx-models/llama-gqa/input_ids.npy",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = weft::tensor_io::read_tensor_file(&out).unwrap().remove(0);
+    let want = weft::tensor_io::read_tensor_file(&repo(
+        "tests/onnx-models/llama-gqa/test_data_set_0/output_0.pb",
+    ))
+    .unwrap()
+    .remove(0)
+    .1;
+    assert_eq!(got.0, "logits");
+    let (w, g) = (want.to_f64_vec(), got.1.to_f64_vec());
+    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let worst = w
+        .iter()
+        .zip(&g)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f64, f64::max)
+        / scale;
+    assert!(
+        worst <= 1e-4,
+        "worst error {worst:.2e} relative to the largest logit"
+    );
+}

@@ -365,3 +365,47 @@ fn external_data_is_checked_at_import_and_read_at_run() {
         );
     }
 }
+
+/// Worst relative error of `got` against `want`, relative to the largest |want| (logits of
+/// random models are small, so element-wise relative error would be dominated by zeros).
+fn worst_error(want: &weft::ir::Tensor, got: &weft::ir::Tensor) -> f64 {
+    let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
+    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
+    w.iter()
+        .zip(&g)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0f64, f64::max)
+}
+
+#[test]
+fn exported_hugging_face_models_match_onnxruntime() {
+    // Written by scripts/export_hf_fixtures.py (torch.onnx.export(..., dynamo=True)):
+    // tiny random Llama (grouped-query attention), Qwen2 (QKV bias), Mixtral (8 experts,
+    // top-2) and GPT-2, with onnxruntime's logits for fixed token ids.
+    for name in ["llama-gqa", "qwen2", "mixtral", "gpt2"] {
+        let dir = repo(&format!("tests/onnx-models/{name}"));
+        let g = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ids = weft::tensor_io::read_tensor_file(&dir.join("input_ids.npy"))
+            .unwrap()
+            .remove(0)
+            .1;
+        let out = weft::cpu::run(
+            &g,
+            &[("input_ids".to_owned(), ids)].into(),
+            &weft::cpu::RunOptions::default(),
+        )
+        .unwrap();
+        let want = weft::tensor_io::read_tensor_file(&dir.join("test_data_set_0/output_0.pb"))
+            .unwrap()
+            .remove(0)
+            .1;
+        assert_eq!(out[0].0, "logits");
+        assert_eq!(out[0].1.shape(), want.shape(), "{name}");
+        let err = worst_error(&want, &out[0].1);
+        assert!(
+            err <= 1e-4,
+            "{name}: worst error {err:.2e} relative to the largest logit"
+        );
+    }
+}

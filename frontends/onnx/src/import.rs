@@ -41,11 +41,14 @@ pub const SUPPORTED: &[&str] = &[
     "Constant",
     "Div",
     "Exp",
+    "Expand",
     "Flatten",
     "Gather",
+    "GatherND",
     "Gelu",
     "Gemm",
     "Identity",
+    "IsNaN",
     "LayerNormalization",
     "MatMul",
     "Mul",
@@ -66,8 +69,10 @@ pub const SUPPORTED: &[&str] = &[
     "Squeeze",
     "Sub",
     "Tanh",
+    "TopK",
     "Transpose",
     "Unsqueeze",
+    "Where",
 ];
 
 /// A value under import: in the graph, and (for constants) its value too.
@@ -938,6 +943,138 @@ impl Importer {
                 let (outer, inner): (u64, u64) =
                     (shape[..a].iter().product(), shape[a..].iter().product());
                 self.reshape_to(node, x, vec![Dim::Fixed(outer), Dim::Fixed(inner)])
+            }
+            "Expand" => {
+                check_attrs(node, &[])?;
+                let x = self.input(node, 0)?;
+                let shape = self
+                    .const_ints(node, 1)?
+                    .ok_or("input 1 (shape) is missing")?;
+                let dims = shape
+                    .iter()
+                    .map(|&d| {
+                        u64::try_from(d)
+                            .map(Dim::Fixed)
+                            .map_err(|_| format!("shape {shape:?} has a negative entry"))
+                    })
+                    .collect::<NResult<Vec<_>>>()?;
+                self.emit(node, Op::Expand { shape: Shape(dims) }, &[x])
+            }
+            "Where" => {
+                check_attrs(node, &[])?;
+                let (c, a, b) = (
+                    self.input(node, 0)?,
+                    self.input(node, 1)?,
+                    self.input(node, 2)?,
+                );
+                self.emit(node, Op::Where, &[c, a, b])
+            }
+            "IsNaN" => {
+                check_attrs(node, &[])?;
+                let x = self.input(node, 0)?;
+                self.emit(node, Op::IsNan, &[x])
+            }
+            "TopK" => {
+                check_attrs(node, &["axis", "largest", "sorted"])?;
+                let x = self.input(node, 0)?;
+                let k = self.const_ints(node, 1)?.ok_or("input 1 (K) is missing")?;
+                let k = match k.as_slice() {
+                    [k] if *k > 0 => *k as u64,
+                    other => return Err(format!("K = {other:?} must be one positive number")),
+                };
+                let op = Op::TopK {
+                    k,
+                    axis: attr_int(node, "axis", -1)?,
+                    largest: attr_int(node, "largest", 1)? != 0,
+                };
+                let name = format!(
+                    "{}#topk",
+                    node.output.first().ok_or("the node has no output")?
+                );
+                let id = self
+                    .g
+                    .add_node(name, op, vec![x])
+                    .map_err(|e| e.rule.to_string())?;
+                let outs = self.g.node(id).outputs.clone();
+                for (v, name) in outs.into_iter().zip(&node.output) {
+                    if name.is_empty() {
+                        continue;
+                    }
+                    self.g.value_mut(v).name = name.clone();
+                    self.vals.insert(
+                        name.clone(),
+                        Val {
+                            id: Some(v),
+                            constant: None,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            "GatherND" => {
+                check_attrs(node, &["batch_dims"])?;
+                if attr_int(node, "batch_dims", 0)? != 0 {
+                    return Err("batch_dims > 0 is not supported".into());
+                }
+                // `indices [..., m]` picks slices `data[i0, .., i(m-1)]`: with the first m dims
+                // of `data` merged into one, that is a `gather` on axis 0 at the linear index
+                // `sum_j i_j * stride_j` (non-negative indices).
+                let (data, idx) = (self.input(node, 0)?, self.input(node, 1)?);
+                let dshape = self.shape_of(data)?;
+                let ishape = self.g.value(idx).ty.shape.clone();
+                let m = ishape
+                    .dims()
+                    .last()
+                    .ok_or("indices must have rank at least 1")?
+                    .eval(&self.g.dims)
+                    .map_err(|e| e.to_string())? as usize;
+                if m == 0 || m > dshape.len() {
+                    return Err(format!(
+                        "indices' last dim {m} must be in 1..={}",
+                        dshape.len()
+                    ));
+                }
+                let out = node.output.first().ok_or("the node has no output")?.clone();
+                let outer: u64 = dshape[..m].iter().product();
+                let mut merged = vec![Dim::Fixed(outer)];
+                merged.extend(dshape[m..].iter().map(|&d| Dim::Fixed(d)));
+                let flat_data = self.emit_named(
+                    &format!("{out}.data"),
+                    Op::Reshape {
+                        shape: Shape(merged),
+                    },
+                    &[data],
+                )?;
+                let strides: Vec<f64> = (0..m)
+                    .map(|j| dshape[j + 1..m].iter().product::<u64>() as f64)
+                    .collect();
+                let idx_dtype = self.g.value(idx).ty.dtype;
+                let lead = Shape(ishape.dims()[..ishape.rank() - 1].to_vec());
+                let linear = if m == 1 {
+                    self.emit_named(
+                        &format!("{out}.indices"),
+                        Op::Reshape { shape: lead },
+                        &[idx],
+                    )?
+                } else {
+                    let st = self.emit_named(
+                        &format!("{out}.strides"),
+                        Op::Constant {
+                            dtype: idx_dtype,
+                            shape: Shape::new([m as u64]),
+                            init: Init::Inline(strides),
+                        },
+                        &[],
+                    )?;
+                    let scaled = self.emit_named(&format!("{out}.scaled"), Op::Mul, &[idx, st])?;
+                    let sum = Op::Reduce {
+                        kind: ReduceKind::Sum,
+                        axes: vec![-1],
+                        keepdims: false,
+                    };
+                    self.emit_named(&format!("{out}.indices"), sum, &[scaled])?
+                };
+                self.emit(node, Op::Gather { axis: 0 }, &[flat_data, linear])
             }
             "Unsqueeze" | "Squeeze" => {
                 check_attrs(node, &[])?;

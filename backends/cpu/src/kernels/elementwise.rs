@@ -236,6 +236,53 @@ pub fn broadcast_to_any(t: &Tensor, shape: &[usize]) -> Broadcast {
     Broadcast { data }
 }
 
+/// `x` broadcast to the output shape (`expand`).
+pub fn expand(x: &Tensor, out: &OutType) -> KResult<Tensor> {
+    let b = broadcast_to_any(x, &out.shape);
+    let t = match b.data {
+        TensorData::Float(v) => Tensor::from_f32(out.dtype, out.shape.clone(), v),
+        TensorData::Int(v) => Tensor::from_i64(out.dtype, out.shape.clone(), v),
+        TensorData::Bool(v) => Tensor::from_bool(out.shape.clone(), v),
+    };
+    t.map_err(|e| e.to_string())
+}
+
+/// `cond ? a : b` with all three broadcast to the output shape (`where`).
+pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor, out: &OutType) -> KResult<Tensor> {
+    let c = broadcast_to_any(cond, &out.shape).bools();
+    let (a, b) = (
+        broadcast_to_any(a, &out.shape).data,
+        broadcast_to_any(b, &out.shape).data,
+    );
+    let t = match (a, b) {
+        (TensorData::Float(x), TensorData::Float(y)) => Tensor::from_f32(
+            out.dtype,
+            out.shape.clone(),
+            c.iter()
+                .zip(x.iter().zip(&y))
+                .map(|(&k, (&p, &q))| if k { p } else { q })
+                .collect(),
+        ),
+        (TensorData::Int(x), TensorData::Int(y)) => Tensor::from_i64(
+            out.dtype,
+            out.shape.clone(),
+            c.iter()
+                .zip(x.iter().zip(&y))
+                .map(|(&k, (&p, &q))| if k { p } else { q })
+                .collect(),
+        ),
+        (TensorData::Bool(x), TensorData::Bool(y)) => Tensor::from_bool(
+            out.shape.clone(),
+            c.iter()
+                .zip(x.iter().zip(&y))
+                .map(|(&k, (&p, &q))| if k { p } else { q })
+                .collect(),
+        ),
+        _ => return Err("the two branches must be of one kind".into()),
+    };
+    t.map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

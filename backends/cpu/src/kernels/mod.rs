@@ -61,6 +61,15 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::Sigmoid
         | Op::Tanh => one(elementwise::unary(op, inputs[0], &out[0])?),
         Op::Cast { .. } => one(elementwise::cast(inputs[0], &out[0])?),
+        Op::Expand { .. } => one(elementwise::expand(inputs[0], &out[0])?),
+        Op::Where => one(elementwise::select(
+            inputs[0], inputs[1], inputs[2], &out[0],
+        )?),
+        Op::IsNan => one(Tensor::from_bool(
+            out[0].shape.clone(),
+            floats(inputs[0])?.iter().map(|x| x.is_nan()).collect(),
+        )
+        .map_err(|e| e.to_string())?),
         Op::Softmax { axis } => one(norm::softmax(inputs[0], *axis, &out[0])?),
         Op::RmsNorm { eps } => one(norm::rms_norm(inputs[0], inputs[1], *eps, &out[0])?),
         Op::LayerNorm { eps } => one(norm::layer_norm(

@@ -701,3 +701,78 @@ fn top_k_largest_and_smallest_with_ties() {
         &[1, 4, 3, 6],
     );
 }
+
+// ---- expand, where, is_nan ---------------------------------------------------------------------
+
+/// Index into a tensor of `shape` for output position `pos` of `out` under NumPy broadcasting.
+fn broadcast_at(shape: &[usize], out: &[usize], mut pos: usize) -> usize {
+    let mut idx = vec![0usize; out.len()];
+    for d in (0..out.len()).rev() {
+        idx[d] = pos % out[d];
+        pos /= out[d];
+    }
+    let pad = out.len() - shape.len();
+    let mut flat = 0;
+    for (d, &s) in shape.iter().enumerate() {
+        let i = if s == 1 { 0 } else { idx[d + pad] };
+        flat = flat * s + i;
+    }
+    flat
+}
+
+#[test]
+fn expand_broadcasts_like_numpy() {
+    let mut rng = Rng::new(41);
+    for (from, to, out) in [
+        (vec![3, 1], vec![2, 1, 4], vec![2, 3, 4]),
+        (vec![1], vec![5], vec![5]),
+        (vec![2, 3], vec![1, 3], vec![2, 3]),
+    ] {
+        let (x, xv) = randn(&mut rng, &from);
+        let got = run_op(
+            Op::Expand {
+                shape: weft_ir::Shape::new(to.iter().map(|&d| d as u64)),
+            },
+            vec![x],
+        );
+        assert_eq!(got[0].shape(), out.as_slice());
+        let want: Vec<f32> = (0..out.iter().product())
+            .map(|p| xv[broadcast_at(&from, &out, p)])
+            .collect();
+        assert_eq!(floats(&got[0]), want.as_slice(), "{from:?} -> {out:?}");
+    }
+}
+
+#[test]
+fn where_selects_with_three_way_broadcasting() {
+    let mut rng = Rng::new(42);
+    let cond: Vec<bool> = (0..4).map(|_| rng.next_u64() % 2 == 0).collect();
+    let (a, av) = randn(&mut rng, &[3, 1]);
+    let (b, bv) = randn(&mut rng, &[1]);
+    let got = run_op(Op::Where, vec![tb(&[4], cond.clone()), a, b]);
+    assert_eq!(got[0].shape(), &[3, 4]);
+    for p in 0..12 {
+        let want = if cond[p % 4] { av[p / 4] } else { bv[0] };
+        assert_eq!(floats(&got[0])[p], want);
+    }
+    // Integer branches.
+    let got = run_op(
+        Op::Where,
+        vec![
+            tb(&[2], vec![true, false]),
+            ti(&[2], vec![1, 2]),
+            ti(&[2], vec![3, 4]),
+        ],
+    );
+    assert_eq!(got[0].as_i64().unwrap(), &[1, 4]);
+}
+
+#[test]
+fn is_nan_marks_only_nans() {
+    let got = run_op(
+        Op::IsNan,
+        vec![tf(&[4], vec![0.0, f32::NAN, f32::INFINITY, -1.5])],
+    );
+    assert_eq!(got[0].dtype(), DType::Bool);
+    assert_eq!(got[0].as_bool().unwrap(), &[false, true, false, false]);
+}
