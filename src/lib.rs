@@ -31,6 +31,30 @@ pub enum LoadError {
     UnknownFormat(PathBuf),
 }
 
+/// How far a loaded model is taken before it is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stage {
+    /// As the frontend produced it.
+    Parsed,
+    /// With decomposed patterns (RMSNorm, SiLU) raised to IR ops and dead nodes removed.
+    #[default]
+    Raised,
+}
+
+/// Runs the passes that take a parsed graph to `stage`, verifying after each.
+pub fn to_stage(
+    graph: ir::Graph,
+    stage: Stage,
+) -> Result<(ir::Graph, Vec<passes::PassReport>), passes::PassError> {
+    match stage {
+        Stage::Parsed => Ok((graph, Vec::new())),
+        Stage::Raised => passes::PassManager::new()
+            .with(passes::RaisePatterns::default())
+            .with(passes::DeadCodeElimination)
+            .run(graph),
+    }
+}
+
 /// Options that apply whatever the model's format.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {

@@ -45,6 +45,10 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Which stage to print: `parsed` (as the frontend read it) or `raised` (decomposed
+        /// RMSNorm and SiLU raised to IR ops, dead nodes removed).
+        #[arg(long, value_enum, default_value_t = StageArg::Raised)]
+        stage: StageArg,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
@@ -81,6 +85,35 @@ struct RunArgs {
     /// Seconds a rank waits for its peers at a collective before reporting them.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StageArg {
+    Parsed,
+    Raised,
+}
+
+impl From<StageArg> for weft::Stage {
+    fn from(s: StageArg) -> weft::Stage {
+        match s {
+            StageArg::Parsed => weft::Stage::Parsed,
+            StageArg::Raised => weft::Stage::Raised,
+        }
+    }
+}
+
+/// Loads a model and takes it to `stage`, logging what each pass did.
+fn load_at(
+    model: &std::path::Path,
+    dims: Vec<(String, u64)>,
+    stage: weft::Stage,
+) -> miette::Result<weft::ir::Graph> {
+    let graph = load_model(model, &options(dims))?;
+    let (graph, reports) = weft::to_stage(graph, stage).into_diagnostic()?;
+    for r in reports {
+        tracing::info!(pass = r.pass, elapsed = ?r.elapsed, "{}", r.summary);
+    }
+    Ok(graph)
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,7 +162,7 @@ fn write_out(output: Option<&PathBuf>, text: &str) -> miette::Result<()> {
 fn run(cli: Cli) -> miette::Result<()> {
     match cli.command {
         Command::Check { model, json, dims } => {
-            let graph = load_model(&model, &options(dims))?;
+            let graph = load_at(&model, dims, weft::Stage::Raised)?;
             let report = CheckReport::new(&graph).into_diagnostic()?;
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
@@ -145,9 +178,10 @@ fn run(cli: Cli) -> miette::Result<()> {
             model,
             format,
             output,
+            stage,
             dims,
         } => {
-            let graph = load_model(&model, &options(dims))?;
+            let graph = load_at(&model, dims, stage.into())?;
             let text = match format {
                 Format::Text => weft::ir::text::to_text(&graph),
                 Format::Json => weft::json::to_json(&graph),
@@ -159,7 +193,7 @@ fn run(cli: Cli) -> miette::Result<()> {
 }
 
 fn run_model(args: RunArgs) -> miette::Result<()> {
-    let graph = load_model(&args.model, &options(args.dims))?;
+    let graph = load_at(&args.model, args.dims, weft::Stage::Raised)?;
     let devices = graph.mesh.num_devices() as usize;
     if let Some(n) = args.ranks
         && n != devices

@@ -6,6 +6,8 @@
 
 mod dce;
 mod manager;
+mod raise;
 
 pub use dce::DeadCodeElimination;
 pub use manager::{Pass, PassError, PassManager, PassReport};
+pub use raise::RaisePatterns;

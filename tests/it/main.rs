@@ -6,6 +6,7 @@ mod conformance;
 mod errors;
 mod examples;
 mod onnx;
+mod raise;
 mod roundtrip;
 mod run;
 

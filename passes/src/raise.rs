@@ -1,0 +1,285 @@
+//! Raising: recognise decomposed patterns that exporters write (PyTorch's RMSNorm as
+//! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, SiLU as `x * sigmoid(x)`) and replace
+//! them with the IR op they spell out, so later passes see one `rms_norm` instead of seven
+//! primitives.
+//!
+//! A pattern is raised only when it matches exactly: the constants have the expected
+//! values, the reduction runs over the last axis, and every interior value is used by the
+//! pattern alone. Anything that almost matches is left as it is; the pass never guesses.
+
+use std::collections::{BTreeMap, HashSet};
+
+use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
+
+use crate::manager::{Pass, PassError};
+
+/// Replaces decomposed RMSNorm and SiLU with `rms_norm` and `silu`.
+#[derive(Debug, Default)]
+pub struct RaisePatterns {
+    /// How many of each pattern the last run raised.
+    pub raised: BTreeMap<&'static str, usize>,
+}
+
+/// A match: the node whose output the raised op takes over, the op and its inputs, and
+/// the interior nodes it absorbs.
+struct Match {
+    root: NodeId,
+    op: Op,
+    inputs: Vec<ValueId>,
+    absorbed: Vec<NodeId>,
+    pattern: &'static str,
+}
+
+struct View<'g> {
+    g: &'g Graph,
+    uses: Vec<usize>,
+}
+
+impl<'g> View<'g> {
+    fn new(g: &'g Graph) -> View<'g> {
+        let mut uses = vec![0usize; g.values().len()];
+        for (_, n) in g.nodes() {
+            for &v in &n.inputs {
+                uses[v.index()] += 1;
+            }
+        }
+        for &v in &g.outputs {
+            uses[v.index()] += 1;
+        }
+        View { g, uses }
+    }
+
+    /// The single-output node producing `v`, if `v` has exactly one use.
+    fn private(&self, v: ValueId) -> Option<(NodeId, &'g weft_ir::Node)> {
+        let value = self.g.value(v);
+        let node = self.g.node(value.producer);
+        (self.uses[v.index()] == 1 && node.outputs.len() == 1).then_some((value.producer, node))
+    }
+
+    /// The value of a one-element constant or weight, if `v` is one.
+    fn scalar(&self, v: ValueId) -> Option<f64> {
+        let node = self.g.node(self.g.value(v).producer);
+        let init = match &node.op {
+            Op::Constant { init, .. } | Op::Weight { init, .. } => init,
+            _ => return None,
+        };
+        if self.g.value(v).ty.shape.numel(&self.g.dims).ok()? != 1 {
+            return None;
+        }
+        match init {
+            Init::Fill { value } => Some(*value),
+            Init::Inline(values) => values.first().copied(),
+            _ => None,
+        }
+    }
+
+    /// `x * sigmoid(x)` (either order) rooted at `root`.
+    fn silu(&self, root: NodeId) -> Option<Match> {
+        let node = self.g.node(root);
+        if node.op != Op::Mul {
+            return None;
+        }
+        for (a, b) in [
+            (node.inputs[0], node.inputs[1]),
+            (node.inputs[1], node.inputs[0]),
+        ] {
+            if let Some((sid, s)) = self.private(b)
+                && s.op == Op::Sigmoid
+                && s.inputs[0] == a
+            {
+                return Some(Match {
+                    root,
+                    op: Op::Silu,
+                    inputs: vec![a],
+                    absorbed: vec![sid],
+                    pattern: "silu",
+                });
+            }
+        }
+        None
+    }
+
+    /// `w * (x * rsqrt(mean(x^2, last axis) + eps))`, with `rsqrt` written as `rsqrt(.)`
+    /// or `reciprocal(sqrt(.))`, and either operand order of the two products.
+    fn rms_norm(&self, root: NodeId) -> Option<Match> {
+        let node = self.g.node(root);
+        if node.op != Op::Mul {
+            return None;
+        }
+        for (w, m) in [
+            (node.inputs[0], node.inputs[1]),
+            (node.inputs[1], node.inputs[0]),
+        ] {
+            if let Some(found) = self.rms_norm_with(root, w, m) {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn rms_norm_with(&self, root: NodeId, w: ValueId, m: ValueId) -> Option<Match> {
+        let (mid, mnode) = self.private(m)?;
+        if mnode.op != Op::Mul {
+            return None;
+        }
+        let mut absorbed = vec![mid];
+        for (x, r) in [
+            (mnode.inputs[0], mnode.inputs[1]),
+            (mnode.inputs[1], mnode.inputs[0]),
+        ] {
+            absorbed.truncate(1);
+            let Some(denominator) = self.inverse_sqrt(r, &mut absorbed) else {
+                continue;
+            };
+            let Some((aid, add)) = self.private(denominator) else {
+                continue;
+            };
+            if add.op != Op::Add {
+                continue;
+            }
+            let (mean, eps) = match (self.scalar(add.inputs[1]), self.scalar(add.inputs[0])) {
+                (Some(e), _) => (add.inputs[0], e),
+                (None, Some(e)) => (add.inputs[1], e),
+                _ => continue,
+            };
+            let Some((rid, reduce)) = self.private(mean) else {
+                continue;
+            };
+            let rank = self.g.value(x).ty.shape.rank() as i64;
+            let last_axis = matches!(&reduce.op, Op::Reduce { kind: ReduceKind::Mean, axes, keepdims: true }
+                if axes.len() == 1 && (axes[0] == -1 || axes[0] == rank - 1));
+            if !last_axis {
+                continue;
+            }
+            let Some((pid, square)) = self.private(reduce.inputs[0]) else {
+                continue;
+            };
+            let squares_x = match square.op {
+                Op::Pow => square.inputs[0] == x && self.scalar(square.inputs[1]) == Some(2.0),
+                Op::Mul => square.inputs[0] == x && square.inputs[1] == x,
+                _ => false,
+            };
+            // The weight must be the per-channel scale rms_norm takes: [last dim], same dtype.
+            let (wt, xt) = (&self.g.value(w).ty, &self.g.value(x).ty);
+            let weight_fits = wt.dtype == xt.dtype
+                && wt.shape.rank() == 1
+                && xt
+                    .shape
+                    .dims()
+                    .last()
+                    .is_some_and(|d| d.same(&wt.shape.dims()[0], &self.g.dims));
+            if !squares_x || !weight_fits || !(eps.is_finite() && eps >= 0.0) {
+                continue;
+            }
+            absorbed.extend([aid, rid, pid]);
+            return Some(Match {
+                root,
+                op: Op::RmsNorm { eps },
+                inputs: vec![x, w],
+                absorbed,
+                pattern: "rms_norm",
+            });
+        }
+        None
+    }
+
+    /// If `r` is `rsqrt(d)` or `reciprocal(sqrt(d))` (privately used), returns `d`.
+    fn inverse_sqrt(&self, r: ValueId, absorbed: &mut Vec<NodeId>) -> Option<ValueId> {
+        let (rid, rnode) = self.private(r)?;
+        match rnode.op {
+            Op::Rsqrt => {
+                absorbed.push(rid);
+                Some(rnode.inputs[0])
+            }
+            Op::Reciprocal => {
+                let (sid, snode) = self.private(rnode.inputs[0])?;
+                (snode.op == Op::Sqrt).then(|| {
+                    absorbed.extend([rid, sid]);
+                    snode.inputs[0]
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Pass for RaisePatterns {
+    fn name(&self) -> &'static str {
+        "raise"
+    }
+
+    fn run(&mut self, graph: Graph) -> Result<(Graph, String), PassError> {
+        self.raised.clear();
+        let view = View::new(&graph);
+        let mut matches: Vec<Match> = Vec::new();
+        let mut taken: HashSet<NodeId> = HashSet::new();
+        // Later roots first, so a larger pattern is not cut short by a smaller one inside it.
+        for (id, _) in graph.nodes().collect::<Vec<_>>().into_iter().rev() {
+            if taken.contains(&id) {
+                continue;
+            }
+            let found = view.rms_norm(id).or_else(|| view.silu(id));
+            if let Some(m) = found
+                && !m.absorbed.iter().any(|n| taken.contains(n))
+            {
+                taken.insert(m.root);
+                taken.extend(m.absorbed.iter().copied());
+                matches.push(m);
+            }
+        }
+        if matches.is_empty() {
+            return Ok((graph, "no pattern matched".into()));
+        }
+        let absorbed: HashSet<NodeId> = matches
+            .iter()
+            .flat_map(|m| m.absorbed.iter().copied())
+            .collect();
+        let by_root: BTreeMap<NodeId, &Match> = matches.iter().map(|m| (m.root, m)).collect();
+        let mut out = Graph::new(graph.name.clone());
+        out.mesh = graph.mesh.clone();
+        out.dims = graph.dims.clone();
+        let mut map: Vec<Option<ValueId>> = vec![None; graph.values().len()];
+        for (id, node) in graph.nodes() {
+            if absorbed.contains(&id) {
+                continue;
+            }
+            let (op, inputs) = match by_root.get(&id) {
+                Some(m) => (m.op.clone(), m.inputs.clone()),
+                None => (node.op.clone(), node.inputs.clone()),
+            };
+            let inputs = inputs
+                .iter()
+                .map(|v| map[v.index()].expect("pattern inputs come from kept nodes"))
+                .collect();
+            let new = out
+                .add_node(node.name.clone(), op, inputs)
+                .map_err(|source| PassError::Build {
+                    pass: "raise",
+                    source,
+                })?;
+            let new_outputs = out.node(new).outputs.clone();
+            for (&old_v, new_v) in node.outputs.iter().zip(new_outputs) {
+                let old = graph.value(old_v);
+                let value = out.value_mut(new_v);
+                value.name = old.name.clone();
+                value.sharding = old.sharding.clone();
+                map[old_v.index()] = Some(new_v);
+            }
+        }
+        out.outputs = graph
+            .outputs
+            .iter()
+            .map(|v| map[v.index()].expect("outputs are kept"))
+            .collect();
+        for m in &matches {
+            *self.raised.entry(m.pattern).or_default() += 1;
+        }
+        let summary = self
+            .raised
+            .iter()
+            .map(|(p, n)| format!("{p}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok((out, format!("raised {summary}")))
+    }
+}

@@ -1,0 +1,238 @@
+//! Raising decomposed patterns: exact matches become IR ops, near misses stay primitive,
+//! and raising never changes what a model computes (checked by running both).
+
+use weft::cpu::{RunOptions, Tensors, random_input, run};
+use weft::ir::{DType, Graph, Init, Op, ReduceKind, Shape, ValueId};
+use weft::passes::{Pass, RaisePatterns};
+
+use crate::repo;
+
+fn raise(g: Graph) -> (Graph, std::collections::BTreeMap<&'static str, usize>) {
+    let mut pass = RaisePatterns::default();
+    let (out, _) = pass.run(g).unwrap();
+    weft::ir::verify(&out).unwrap();
+    (out, pass.raised)
+}
+
+fn scalar(g: &mut Graph, name: &str, v: f64) -> ValueId {
+    g.add(
+        name,
+        Op::Constant {
+            dtype: DType::F32,
+            shape: Shape::scalar(),
+            init: Init::Inline(vec![v]),
+        },
+        &[],
+    )
+    .unwrap()
+}
+
+/// PyTorch's RMSNorm as the dynamo exporter writes it, with knobs to break it.
+fn decomposed_rms_norm(exponent: f64, axis: i64, eps_is_constant: bool, reuse_mean: bool) -> Graph {
+    let mut g = Graph::new("rms");
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([2u64, 3, 8]),
+            },
+            &[],
+        )
+        .unwrap();
+    let w = g
+        .add(
+            "w",
+            Op::Weight {
+                dtype: DType::F32,
+                shape: Shape::new([8u64]),
+                init: Init::Normal {
+                    seed: 1,
+                    mean: 1.0,
+                    std: 0.1,
+                },
+            },
+            &[],
+        )
+        .unwrap();
+    let two = scalar(&mut g, "two", exponent);
+    let eps = if eps_is_constant {
+        scalar(&mut g, "eps", 1e-6)
+    } else {
+        g.add(
+            "eps",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::scalar(),
+            },
+            &[],
+        )
+        .unwrap()
+    };
+    let p = g.add("pow", Op::Pow, &[x, two]).unwrap();
+    let m = g
+        .add(
+            "mean",
+            Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: vec![axis],
+                keepdims: true,
+            },
+            &[p],
+        )
+        .unwrap();
+    let a = g.add("add", Op::Add, &[m, eps]).unwrap();
+    let s = g.add("sqrt", Op::Sqrt, &[a]).unwrap();
+    let r = g.add("recip", Op::Reciprocal, &[s]).unwrap();
+    let n = g.add("norm", Op::Mul, &[x, r]).unwrap();
+    let y = g.add("y", Op::Mul, &[w, n]).unwrap();
+    g.outputs.push(y);
+    if reuse_mean {
+        g.outputs.push(m);
+    }
+    g
+}
+
+fn inputs(g: &Graph) -> Tensors {
+    g.inputs()
+        .map(|v| {
+            let t = random_input(g, v, 3).unwrap();
+            // A random eps input must stay positive.
+            let t = if g.value(v).name == "eps" {
+                weft::ir::Tensor::from_f32(DType::F32, vec![], vec![1e-6]).unwrap()
+            } else {
+                t
+            };
+            (g.value(v).name.clone(), t)
+        })
+        .collect()
+}
+
+#[test]
+fn exact_rms_norm_is_raised_and_computes_the_same() {
+    let g = decomposed_rms_norm(2.0, -1, true, false);
+    let before = run(&g, &inputs(&g), &RunOptions::default()).unwrap();
+    let (raised, counts) = raise(g.clone());
+    assert_eq!(counts.get("rms_norm"), Some(&1));
+    let y = raised.value(raised.outputs[0]);
+    assert_eq!(raised.node(y.producer).op, Op::RmsNorm { eps: 1e-6 });
+    let after = run(&raised, &inputs(&g), &RunOptions::default()).unwrap();
+    let (b, a) = (before[0].1.as_f32().unwrap(), after[0].1.as_f32().unwrap());
+    let worst = b
+        .iter()
+        .zip(a)
+        .map(|(x, y)| ((x - y) / x.abs().max(1e-6)).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "raised rms_norm differs by {worst:e}");
+}
+
+#[test]
+fn near_misses_are_left_alone() {
+    for (label, g) in [
+        (
+            "cube instead of square",
+            decomposed_rms_norm(3.0, -1, true, false),
+        ),
+        (
+            "mean over the first axis",
+            decomposed_rms_norm(2.0, 0, true, false),
+        ),
+        (
+            "eps not a constant",
+            decomposed_rms_norm(2.0, -1, false, false),
+        ),
+        (
+            "the mean is also a graph output",
+            decomposed_rms_norm(2.0, -1, true, true),
+        ),
+    ] {
+        let (raised, counts) = raise(g.clone());
+        assert!(counts.is_empty(), "{label}: raised {counts:?}");
+        assert_eq!(raised.num_nodes(), g.num_nodes(), "{label}");
+    }
+}
+
+#[test]
+fn silu_is_raised_only_for_x_times_sigmoid_x() {
+    let mut g = Graph::new("silu");
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([4u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    let z = g
+        .add(
+            "z",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([4u64]),
+            },
+            &[],
+        )
+        .unwrap();
+    let s = g.add("s", Op::Sigmoid, &[x]).unwrap();
+    let y = g.add("y", Op::Mul, &[s, x]).unwrap();
+    let s2 = g.add("s2", Op::Sigmoid, &[x]).unwrap();
+    let other = g.add("other", Op::Mul, &[z, s2]).unwrap(); // sigmoid of x times z: no
+    g.outputs.extend([y, other]);
+    let feed = inputs(&g);
+    let before = run(&g, &feed, &RunOptions::default()).unwrap();
+    let (raised, counts) = raise(g);
+    assert_eq!(counts.get("silu"), Some(&1));
+    let after = run(&raised, &feed, &RunOptions::default()).unwrap();
+    assert_eq!(before[1], after[1]);
+    for (a, b) in before[0]
+        .1
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(after[0].1.as_f32().unwrap())
+    {
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0));
+    }
+}
+
+#[test]
+fn exported_models_raise_their_norms_and_activations_without_changing_outputs() {
+    for (name, rms, silu) in [
+        ("llama-gqa", 5, 2),
+        ("qwen2", 5, 2),
+        ("mixtral", 5, 2),
+        ("gpt2", 0, 0),
+    ] {
+        let dir = repo(&format!("tests/onnx-models/{name}"));
+        let parsed =
+            weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+        let (raised, reports) = weft::to_stage(parsed.clone(), weft::Stage::Raised).unwrap();
+        let count = |op: &str| raised.nodes().filter(|(_, n)| n.op.name() == op).count();
+        assert_eq!(
+            (count("rms_norm"), count("silu")),
+            (rms, silu),
+            "{name}: {reports:?}"
+        );
+        let ids = weft::tensor_io::read_tensor_file(&dir.join("input_ids.npy"))
+            .unwrap()
+            .remove(0)
+            .1;
+        let feed: Tensors = [("input_ids".to_owned(), ids)].into();
+        let a = run(&parsed, &feed, &RunOptions::default()).unwrap();
+        let b = run(&raised, &feed, &RunOptions::default()).unwrap();
+        let (x, y) = (a[0].1.to_f64_vec(), b[0].1.to_f64_vec());
+        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f64, f64::max)
+            / scale;
+        assert!(
+            worst <= 1e-5,
+            "{name}: raising changed the logits by {worst:e} of the largest"
+        );
+    }
+}
