@@ -168,7 +168,7 @@ impl<'g> View<'g> {
                     .dims()
                     .last()
                     .is_some_and(|d| d.same(&wt.shape.dims()[0], &self.g.dims));
-            if !squares_x || !weight_fits || !(eps.is_finite() && eps >= 0.0) {
+            if !(squares_x && weight_fits && eps.is_finite() && eps >= 0.0) {
                 continue;
             }
             absorbed.extend([aid, rid, pid]);
