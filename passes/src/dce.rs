@@ -2,6 +2,8 @@
 
 use weft_ir::{Graph, Op, ValueId};
 
+use crate::rebuild::{Fate, rebuild};
+
 use crate::manager::{Pass, PassError};
 
 /// Removes nodes that neither feed a graph output nor have side effects (`send`).
@@ -33,39 +35,17 @@ impl Pass for DeadCodeElimination {
         if removed == 0 {
             return Ok((graph, "nothing to remove".into()));
         }
-        let mut out = Graph::new(graph.name.clone());
-        out.mesh = graph.mesh.clone();
-        out.dims = graph.dims.clone();
-        let mut map: Vec<Option<ValueId>> = vec![None; graph.values().len()];
-        for (id, node) in graph.nodes() {
-            if !live[id.index()] {
-                continue;
+        let out = rebuild(&graph, |id| {
+            if live[id.index()] {
+                Fate::Keep
+            } else {
+                Fate::Drop
             }
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|v| map[v.index()].expect("live nodes only use live values"))
-                .collect();
-            let new = out
-                .add_node(node.name.clone(), node.op.clone(), inputs)
-                .map_err(|source| PassError::Build {
-                    pass: "dce",
-                    source,
-                })?;
-            let new_outputs = out.node(new).outputs.clone();
-            for (&old_v, new_v) in node.outputs.iter().zip(new_outputs) {
-                let old = graph.value(old_v);
-                let value = out.value_mut(new_v);
-                value.name = old.name.clone();
-                value.sharding = old.sharding.clone();
-                map[old_v.index()] = Some(new_v);
-            }
-        }
-        out.outputs = graph
-            .outputs
-            .iter()
-            .map(|v| map[v.index()].expect("outputs are live"))
-            .collect();
+        })
+        .map_err(|source| PassError::Build {
+            pass: "dce",
+            source,
+        })?;
         Ok((out, format!("removed {removed} dead node(s)")))
     }
 }

@@ -7,6 +7,7 @@
 mod dce;
 mod manager;
 mod raise;
+pub mod rebuild;
 
 pub use dce::DeadCodeElimination;
 pub use manager::{Pass, PassError, PassManager, PassReport};

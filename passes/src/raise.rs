@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
 
 use crate::manager::{Pass, PassError};
+use crate::rebuild::{Fate, rebuild};
 
 /// Replaces decomposed RMSNorm and SiLU with `rms_norm` and `silu`.
 #[derive(Debug, Default)]
@@ -235,42 +236,15 @@ impl Pass for RaisePatterns {
             .flat_map(|m| m.absorbed.iter().copied())
             .collect();
         let by_root: BTreeMap<NodeId, &Match> = matches.iter().map(|m| (m.root, m)).collect();
-        let mut out = Graph::new(graph.name.clone());
-        out.mesh = graph.mesh.clone();
-        out.dims = graph.dims.clone();
-        let mut map: Vec<Option<ValueId>> = vec![None; graph.values().len()];
-        for (id, node) in graph.nodes() {
-            if absorbed.contains(&id) {
-                continue;
-            }
-            let (op, inputs) = match by_root.get(&id) {
-                Some(m) => (m.op.clone(), m.inputs.clone()),
-                None => (node.op.clone(), node.inputs.clone()),
-            };
-            let inputs = inputs
-                .iter()
-                .map(|v| map[v.index()].expect("pattern inputs come from kept nodes"))
-                .collect();
-            let new = out
-                .add_node(node.name.clone(), op, inputs)
-                .map_err(|source| PassError::Build {
-                    pass: "raise",
-                    source,
-                })?;
-            let new_outputs = out.node(new).outputs.clone();
-            for (&old_v, new_v) in node.outputs.iter().zip(new_outputs) {
-                let old = graph.value(old_v);
-                let value = out.value_mut(new_v);
-                value.name = old.name.clone();
-                value.sharding = old.sharding.clone();
-                map[old_v.index()] = Some(new_v);
-            }
-        }
-        out.outputs = graph
-            .outputs
-            .iter()
-            .map(|v| map[v.index()].expect("outputs are kept"))
-            .collect();
+        let out = rebuild(&graph, |id| match by_root.get(&id) {
+            Some(m) => Fate::Replace(m.op.clone(), m.inputs.clone()),
+            None if absorbed.contains(&id) => Fate::Drop,
+            None => Fate::Keep,
+        })
+        .map_err(|source| PassError::Build {
+            pass: "raise",
+            source,
+        })?;
         for m in &matches {
             *self.raised.entry(m.pattern).or_default() += 1;
         }

@@ -545,6 +545,38 @@ impl Importer {
         Ok(id)
     }
 
+    /// Adds a multi-output op whose values take the node's output names (an empty name
+    /// marks an output the model does not use).
+    fn emit_multi(&mut self, node: &NodeProto, op: Op, inputs: Vec<ValueId>) -> NResult<()> {
+        let first = node.output.first().ok_or("the node has no output")?;
+        let id = self
+            .g
+            .add_node(format!("{first}#{}", op.name()), op, inputs)
+            .map_err(|e| e.rule.to_string())?;
+        let outs = self.g.node(id).outputs.clone();
+        if outs.len() != node.output.len() {
+            return Err(format!(
+                "the op produces {} values for {} outputs",
+                outs.len(),
+                node.output.len()
+            ));
+        }
+        for (v, name) in outs.into_iter().zip(&node.output) {
+            if name.is_empty() {
+                continue;
+            }
+            self.g.value_mut(v).name = name.clone();
+            self.vals.insert(
+                name.clone(),
+                Val {
+                    id: Some(v),
+                    constant: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
     fn constant(&mut self, name: &str, dtype: DType, values: Vec<f64>) -> NResult<ValueId> {
         let shape = if values.len() == 1 {
             Shape::scalar()
@@ -987,29 +1019,7 @@ impl Importer {
                     axis: attr_int(node, "axis", -1)?,
                     largest: attr_int(node, "largest", 1)? != 0,
                 };
-                let name = format!(
-                    "{}#topk",
-                    node.output.first().ok_or("the node has no output")?
-                );
-                let id = self
-                    .g
-                    .add_node(name, op, vec![x])
-                    .map_err(|e| e.rule.to_string())?;
-                let outs = self.g.node(id).outputs.clone();
-                for (v, name) in outs.into_iter().zip(&node.output) {
-                    if name.is_empty() {
-                        continue;
-                    }
-                    self.g.value_mut(v).name = name.clone();
-                    self.vals.insert(
-                        name.clone(),
-                        Val {
-                            id: Some(v),
-                            constant: None,
-                        },
-                    );
-                }
-                Ok(())
+                self.emit_multi(node, op, vec![x])
             }
             "GatherND" => {
                 check_attrs(node, &["batch_dims"])?;
@@ -1253,33 +1263,7 @@ impl Importer {
                             .collect()
                     }
                 };
-                let name = format!(
-                    "{}#split",
-                    node.output.first().ok_or("the node has no output")?
-                );
-                let id = self
-                    .g
-                    .add_node(name, Op::Split { axis, sizes }, vec![x])
-                    .map_err(|e| e.rule.to_string())?;
-                let outs = self.g.node(id).outputs.clone();
-                if outs.len() != node.output.len() {
-                    return Err(format!(
-                        "{} split sizes for {} outputs",
-                        outs.len(),
-                        node.output.len()
-                    ));
-                }
-                for (v, name) in outs.into_iter().zip(&node.output) {
-                    self.g.value_mut(v).name = name.clone();
-                    self.vals.insert(
-                        name.clone(),
-                        Val {
-                            id: Some(v),
-                            constant: None,
-                        },
-                    );
-                }
-                Ok(())
+                self.emit_multi(node, Op::Split { axis, sizes }, vec![x])
             }
             "Slice" => {
                 check_attrs(node, &[])?;

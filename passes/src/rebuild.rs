@@ -1,0 +1,50 @@
+//! Building a new graph from an old one, node by node: the arena is append-only, so a
+//! pass that removes or replaces nodes writes a fresh graph, keeping names and shardings.
+
+use weft_ir::{Graph, NodeId, Op, ValueId, VerifyError};
+
+/// What becomes of one node of the old graph.
+#[derive(Debug)]
+pub enum Fate {
+    /// Copied as it is.
+    Keep,
+    /// Left out (nothing kept may use its values).
+    Drop,
+    /// Replaced by another op on other (old-graph) inputs, producing the same values.
+    Replace(Op, Vec<ValueId>),
+}
+
+/// A copy of `graph` in which every node meets the fate `fate` gives it. Type inference runs
+/// again on every node, so a replacement that does not fit fails here, not later.
+pub fn rebuild(graph: &Graph, mut fate: impl FnMut(NodeId) -> Fate) -> Result<Graph, VerifyError> {
+    let mut out = Graph::new(graph.name.clone());
+    out.mesh = graph.mesh.clone();
+    out.dims = graph.dims.clone();
+    let mut map: Vec<Option<ValueId>> = vec![None; graph.values().len()];
+    for (id, node) in graph.nodes() {
+        let (op, inputs) = match fate(id) {
+            Fate::Drop => continue,
+            Fate::Keep => (node.op.clone(), node.inputs.clone()),
+            Fate::Replace(op, inputs) => (op, inputs),
+        };
+        let inputs = inputs
+            .iter()
+            .map(|v| map[v.index()].expect("a kept node only uses kept values"))
+            .collect();
+        let new = out.add_node(node.name.clone(), op, inputs)?;
+        let new_outputs = out.node(new).outputs.clone();
+        for (&old_v, new_v) in node.outputs.iter().zip(new_outputs) {
+            let old = graph.value(old_v);
+            let value = out.value_mut(new_v);
+            value.name = old.name.clone();
+            value.sharding = old.sharding.clone();
+            map[old_v.index()] = Some(new_v);
+        }
+    }
+    out.outputs = graph
+        .outputs
+        .iter()
+        .map(|v| map[v.index()].expect("graph outputs are kept"))
+        .collect();
+    Ok(out)
+}
