@@ -409,3 +409,19 @@ fn exported_hugging_face_models_match_onnxruntime() {
         );
     }
 }
+
+#[test]
+fn inputs_the_fuzzer_found_fail_cleanly() {
+    // Each file once crashed the importer (kept as regressions from `cargo fuzz run onnx_import`).
+    let dir = repo("tests/data/onnx-fuzz");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let result = weft::load_model(&path.with_extension("onnx"), &weft::LoadOptions::default());
+        if let Err(e) = result {
+            assert!(!e.to_string().is_empty());
+        }
+        seen += 1;
+    }
+    assert!(seen > 0);
+}

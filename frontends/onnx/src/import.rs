@@ -631,6 +631,10 @@ impl Importer {
     }
 
     fn node(&mut self, node: &NodeProto) -> NResult<()> {
+        // Every importer names its result after the node's first output.
+        if node.output.first().is_none_or(|o| o.is_empty()) {
+            return Err("the node has no output".into());
+        }
         let op_type = node.op_type.as_str();
         let binary = |op: Op| -> Option<Op> { Some(op) };
         let bin = match op_type {
@@ -1179,7 +1183,7 @@ impl Importer {
                 let axes = match axes {
                     Some(a) if !a.is_empty() => a,
                     _ if attr_int(node, "noop_with_empty_axes", 0)? != 0 => {
-                        let name = node.input[0].clone();
+                        let name = node.input.first().ok_or("input 0 is missing")?.clone();
                         let val = self.vals[&name].clone();
                         self.vals.insert(node.output[0].clone(), val);
                         return Ok(());
