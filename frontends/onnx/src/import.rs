@@ -61,6 +61,7 @@ pub const SUPPORTED: &[&str] = &[
     "ReduceSum",
     "Relu",
     "Reshape",
+    "RotaryEmbedding",
     "Sigmoid",
     "Slice",
     "Softmax",
@@ -979,6 +980,109 @@ impl Importer {
                 let (outer, inner): (u64, u64) =
                     (shape[..a].iter().product(), shape[a..].iter().product());
                 self.reshape_to(node, x, vec![Dim::Fixed(outer), Dim::Fixed(inner)])
+            }
+            "RotaryEmbedding" => {
+                check_attrs(node, &["interleaved", "num_heads", "rotary_embedding_dim"])?;
+                let interleaved = attr_int(node, "interleaved", 0)? != 0;
+                let x = self.input(node, 0)?;
+                let (cos_cache, sin_cache) = (self.input(node, 1)?, self.input(node, 2)?);
+                let out = node.output[0].clone();
+                let shape = self.g.value(x).ty.shape.clone();
+                // 3-D input [b, s, n*d] is viewed as [b, s, n, d]; 4-D is [b, n, s, d].
+                let (xv, heads_axis) = match shape.rank() {
+                    4 => (x, 1usize),
+                    3 => {
+                        let n = attr_int(node, "num_heads", 0)?;
+                        let hidden = self.shape_of(x)?[2];
+                        if n <= 0 || hidden % n as u64 != 0 {
+                            return Err(format!(
+                                "num_heads = {n} must divide the hidden size {hidden}"
+                            ));
+                        }
+                        let mut view = shape.dims()[..2].to_vec();
+                        view.extend([Dim::Fixed(n as u64), Dim::Fixed(hidden / n as u64)]);
+                        (
+                            self.emit_named(
+                                &format!("{out}.heads"),
+                                Op::Reshape { shape: Shape(view) },
+                                &[x],
+                            )?,
+                            2usize,
+                        )
+                    }
+                    r => {
+                        return Err(format!(
+                            "input of rank {r}: RotaryEmbedding takes rank 3 or 4"
+                        ));
+                    }
+                };
+                let head = self.shape_of(xv)?[3];
+                let rot = match attr_int(node, "rotary_embedding_dim", 0)? {
+                    0 => head,
+                    r if r > 0 && (r as u64) <= head && r % 2 == 0 => r as u64,
+                    r => {
+                        return Err(format!(
+                            "rotary_embedding_dim = {r} must be even and at most the head size {head}"
+                        ));
+                    }
+                };
+                // Tables per token, [b, s, rot/2], then a unit heads dim to broadcast over heads.
+                let has_positions = node.input.get(3).is_some_and(|n| !n.is_empty());
+                let (cos, sin) = if has_positions {
+                    let pos = self.input(node, 3)?;
+                    (
+                        self.emit_named(
+                            &format!("{out}.cos"),
+                            Op::Gather { axis: 0 },
+                            &[cos_cache, pos],
+                        )?,
+                        self.emit_named(
+                            &format!("{out}.sin"),
+                            Op::Gather { axis: 0 },
+                            &[sin_cache, pos],
+                        )?,
+                    )
+                } else {
+                    (cos_cache, sin_cache)
+                };
+                let mut table = self.g.value(cos).ty.shape.dims().to_vec();
+                table.insert(heads_axis, Dim::Fixed(1));
+                let cos = self.emit_named(
+                    &format!("{out}.cos_h"),
+                    Op::Reshape {
+                        shape: Shape(table.clone()),
+                    },
+                    &[cos],
+                )?;
+                let sin = self.emit_named(
+                    &format!("{out}.sin_h"),
+                    Op::Reshape {
+                        shape: Shape(table),
+                    },
+                    &[sin],
+                )?;
+                let rope = Op::Rope { interleaved };
+                let rotated = if rot == head {
+                    self.emit_named(&format!("{out}.rope"), rope, &[xv, cos, sin])?
+                } else {
+                    // Only the first `rot` channels rotate; the rest pass through.
+                    let split = Op::Split {
+                        axis: -1,
+                        sizes: vec![rot, head - rot],
+                    };
+                    let id = self
+                        .g
+                        .add_node(format!("{out}.split"), split, vec![xv])
+                        .map_err(|e| e.rule.to_string())?;
+                    let parts = self.g.node(id).outputs.clone();
+                    let r = self.emit_named(&format!("{out}.rope"), rope, &[parts[0], cos, sin])?;
+                    self.emit_named(
+                        &format!("{out}.join"),
+                        Op::Concat { axis: -1 },
+                        &[r, parts[1]],
+                    )?
+                };
+                self.reshape_to(node, rotated, shape.dims().to_vec())
             }
             "Expand" => {
                 check_attrs(node, &[])?;
