@@ -1,7 +1,8 @@
 //! Raising: recognise decomposed patterns that exporters write (PyTorch's RMSNorm as
-//! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, SiLU as `x * sigmoid(x)`) and replace
-//! them with the IR op they spell out, so later passes see one `rms_norm` instead of seven
-//! primitives.
+//! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, rotary embedding as
+//! `x * cos + cat(-x2, x1) * sin` with tables whose halves repeat, SiLU as
+//! `x * sigmoid(x)`) and replace them with the IR op they spell out, so later passes see
+//! one `rms_norm` instead of seven primitives.
 //!
 //! A pattern is raised only when it matches exactly: the constants have the expected
 //! values, the reduction runs over the last axis, and every interior value is used by the
@@ -14,7 +15,7 @@ use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
 use crate::manager::{Pass, PassError};
 use crate::rebuild::{Fate, rebuild};
 
-/// Replaces decomposed RMSNorm and SiLU with `rms_norm` and `silu`.
+/// Replaces decomposed RMSNorm, rotary embedding and SiLU with `rms_norm`, `rope` and `silu`.
 #[derive(Debug, Default)]
 pub struct RaisePatterns {
     /// How many of each pattern the last run raised.
@@ -29,6 +30,8 @@ struct Match {
     inputs: Vec<ValueId>,
     absorbed: Vec<NodeId>,
     pattern: &'static str,
+    /// Rotary tables (cos, sin) this match reads; they are replaced by their first halves.
+    tables: Vec<ValueId>,
 }
 
 struct View<'g> {
@@ -94,6 +97,7 @@ impl<'g> View<'g> {
                     inputs: vec![a],
                     absorbed: vec![sid],
                     pattern: "silu",
+                    tables: Vec::new(),
                 });
             }
         }
@@ -179,6 +183,7 @@ impl<'g> View<'g> {
                 inputs: vec![x, w],
                 absorbed,
                 pattern: "rms_norm",
+                tables: Vec::new(),
             });
         }
         None
@@ -204,6 +209,169 @@ impl<'g> View<'g> {
     }
 }
 
+impl View<'_> {
+    /// Elements `lo..hi` of the last axis of `x`, if `v` is such a (privately used) slice.
+    fn last_axis_slice(&self, v: ValueId, x: ValueId) -> Option<(NodeId, u64, u64)> {
+        let (id, node) = self.private(v)?;
+        let Op::Slice { axis, start, end } = node.op else {
+            return None;
+        };
+        let shape = self.g.value(x).ty.shape.eval(&self.g.dims).ok()?;
+        let (rank, len) = (shape.len() as i64, *shape.last()? as i64);
+        let clamp = |i: i64| (if i < 0 { i + len } else { i }).clamp(0, len) as u64;
+        (node.inputs[0] == x && (axis == -1 || axis == rank - 1))
+            .then(|| (id, clamp(start), clamp(end)))
+    }
+
+    /// A rotary table: a constant or weight whose last dim is `d` and whose two halves
+    /// along it are equal (`cat([c, c], -1)`), as exporters write `cos` and `sin`.
+    fn rotary_table(&self, v: ValueId, d: u64) -> bool {
+        let node = self.g.node(self.g.value(v).producer);
+        let (Op::Constant {
+            init: Init::Inline(values),
+            ..
+        }
+        | Op::Weight {
+            init: Init::Inline(values),
+            ..
+        }) = &node.op
+        else {
+            return false;
+        };
+        let d = d as usize;
+        let h = d / 2;
+        d > 0
+            && self
+                .g
+                .value(v)
+                .ty
+                .shape
+                .dims()
+                .last()
+                .and_then(|x| x.eval(&self.g.dims).ok())
+                == Some(d as u64)
+            && values
+                .chunks(d)
+                .all(|row| row.len() == d && row[..h] == row[h..])
+    }
+
+    /// `x * cos + rotate_half(x) * sin` with `rotate_half(x) = cat(-x[.., h:], x[.., :h])`.
+    fn rope(&self, root: NodeId) -> Option<Match> {
+        let node = self.g.node(root);
+        if node.op != Op::Add {
+            return None;
+        }
+        for (a, b) in [
+            (node.inputs[0], node.inputs[1]),
+            (node.inputs[1], node.inputs[0]),
+        ] {
+            if let Some(m) = self.rope_with(root, a, b) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn rope_with(&self, root: NodeId, plain: ValueId, rotated: ValueId) -> Option<Match> {
+        let (m1, n1) = self.private(plain)?;
+        let (m2, n2) = self.private(rotated)?;
+        if n1.op != Op::Mul || n2.op != Op::Mul {
+            return None;
+        }
+        for (r, sin) in [(n2.inputs[0], n2.inputs[1]), (n2.inputs[1], n2.inputs[0])] {
+            let Some((cid, cat)) = self.private(r) else {
+                continue;
+            };
+            let x_rank = |v: ValueId| self.g.value(v).ty.shape.rank() as i64;
+            let Op::Concat { axis } = cat.op else {
+                continue;
+            };
+            if cat.inputs.len() != 2 {
+                continue;
+            }
+            let Some((nid, neg)) = self.private(cat.inputs[0]) else {
+                continue;
+            };
+            if neg.op != Op::Neg {
+                continue;
+            }
+            for (x, cos) in [(n1.inputs[0], n1.inputs[1]), (n1.inputs[1], n1.inputs[0])] {
+                let rank = x_rank(x);
+                if !(axis == -1 || axis == rank - 1) {
+                    continue;
+                }
+                let Some(d) = self
+                    .g
+                    .value(x)
+                    .ty
+                    .shape
+                    .dims()
+                    .last()
+                    .and_then(|d| d.eval(&self.g.dims).ok())
+                else {
+                    continue;
+                };
+                let h = d / 2;
+                let (Some((s2, lo2, hi2)), Some((s1, lo1, hi1))) = (
+                    self.last_axis_slice(neg.inputs[0], x),
+                    self.last_axis_slice(cat.inputs[1], x),
+                ) else {
+                    continue;
+                };
+                let halves = d % 2 == 0 && (lo2, hi2) == (h, d) && (lo1, hi1) == (0, h);
+                if !(halves && self.rotary_table(cos, d) && self.rotary_table(sin, d)) {
+                    continue;
+                }
+                return Some(Match {
+                    root,
+                    op: Op::Rope { interleaved: false },
+                    inputs: vec![x, cos, sin],
+                    absorbed: vec![m1, m2, cid, nid, s1, s2],
+                    pattern: "rope",
+                    tables: vec![cos, sin],
+                });
+            }
+        }
+        None
+    }
+}
+
+/// The first half (along the last axis) of a rotary table node's op.
+fn halved(op: &Op) -> Option<Op> {
+    let (dtype, shape, values, weight) = match op {
+        Op::Constant {
+            dtype,
+            shape,
+            init: Init::Inline(v),
+        } => (*dtype, shape, v, false),
+        Op::Weight {
+            dtype,
+            shape,
+            init: Init::Inline(v),
+        } => (*dtype, shape, v, true),
+        _ => return None,
+    };
+    let mut dims = shape.dims().to_vec();
+    let last = dims.last_mut()?;
+    let d = match last {
+        weft_ir::Dim::Fixed(d) => *d as usize,
+        weft_ir::Dim::Sym(_) => return None,
+    };
+    *last = weft_ir::Dim::Fixed((d / 2) as u64);
+    let init = Init::Inline(
+        values
+            .chunks(d)
+            .flat_map(|row| row[..d / 2].to_vec())
+            .collect(),
+    );
+    let shape = weft_ir::Shape(dims);
+    Some(if weight {
+        Op::Weight { dtype, shape, init }
+    } else {
+        Op::Constant { dtype, shape, init }
+    })
+}
+
 impl Pass for RaisePatterns {
     fn name(&self) -> &'static str {
         "raise"
@@ -219,7 +387,10 @@ impl Pass for RaisePatterns {
             if taken.contains(&id) {
                 continue;
             }
-            let found = view.rms_norm(id).or_else(|| view.silu(id));
+            let found = view
+                .rms_norm(id)
+                .or_else(|| view.rope(id))
+                .or_else(|| view.silu(id));
             if let Some(m) = found
                 && !m.absorbed.iter().any(|n| taken.contains(n))
             {
@@ -228,9 +399,40 @@ impl Pass for RaisePatterns {
                 matches.push(m);
             }
         }
+        // A rotary table is halved in place, so every one of its uses must belong to a raised
+        // rope; where one does not, those ropes stay primitive.
+        let table_users = |t: ValueId| -> Vec<NodeId> {
+            graph
+                .nodes()
+                .filter(|(_, n)| n.inputs.contains(&t))
+                .map(|(id, _)| id)
+                .collect()
+        };
+        loop {
+            let absorbed: HashSet<NodeId> = matches
+                .iter()
+                .flat_map(|m| m.absorbed.iter().copied())
+                .collect();
+            let bad = matches.iter().position(|m| {
+                m.tables.iter().any(|&t| {
+                    graph.outputs.contains(&t)
+                        || table_users(t).iter().any(|u| !absorbed.contains(u))
+                })
+            });
+            match bad {
+                Some(i) => {
+                    matches.remove(i);
+                }
+                None => break,
+            }
+        }
         if matches.is_empty() {
             return Ok((graph, "no pattern matched".into()));
         }
+        let tables: HashSet<NodeId> = matches
+            .iter()
+            .flat_map(|m| m.tables.iter().map(|&t| graph.value(t).producer))
+            .collect();
         let absorbed: HashSet<NodeId> = matches
             .iter()
             .flat_map(|m| m.absorbed.iter().copied())
@@ -239,6 +441,10 @@ impl Pass for RaisePatterns {
         let out = rebuild(&graph, |id| match by_root.get(&id) {
             Some(m) => Fate::Replace(m.op.clone(), m.inputs.clone()),
             None if absorbed.contains(&id) => Fate::Drop,
+            None if tables.contains(&id) => match halved(&graph.node(id).op) {
+                Some(op) => Fate::Replace(op, Vec::new()),
+                None => Fate::Keep,
+            },
             None => Fate::Keep,
         })
         .map_err(|source| PassError::Build {

@@ -236,3 +236,109 @@ fn exported_models_raise_their_norms_and_activations_without_changing_outputs() 
         );
     }
 }
+
+/// `x * cos + cat(-x[.., 4:], x[.., :4]) * sin` over x [1, 2, 4, 8], as exporters write RoPE.
+fn decomposed_rope(duplicated_halves: bool, table_also_output: bool) -> Graph {
+    let mut g = Graph::new("rope");
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([1u64, 2, 4, 8]),
+            },
+            &[],
+        )
+        .unwrap();
+    let table = |phase: f64| -> Vec<f64> {
+        (0..4)
+            .flat_map(|p| {
+                (0..8).map(move |i| {
+                    let j = if duplicated_halves { i % 4 } else { i };
+                    (p as f64 * (j as f64 + 1.0) * 0.3 + phase).cos()
+                })
+            })
+            .collect()
+    };
+    let mut weight = |name: &str, values: Vec<f64>| {
+        g.add(
+            name,
+            Op::Weight {
+                dtype: DType::F32,
+                shape: Shape::new([4u64, 8]),
+                init: Init::Inline(values),
+            },
+            &[],
+        )
+        .unwrap()
+    };
+    let cos = weight("cos", table(0.0));
+    let sin = weight("sin", table(-std::f64::consts::FRAC_PI_2));
+    let m1 = g.add("m1", Op::Mul, &[x, cos]).unwrap();
+    let lo = g
+        .add(
+            "lo",
+            Op::Slice {
+                axis: 3,
+                start: 0,
+                end: 4,
+            },
+            &[x],
+        )
+        .unwrap();
+    let hi = g
+        .add(
+            "hi",
+            Op::Slice {
+                axis: 3,
+                start: 4,
+                end: i64::MAX,
+            },
+            &[x],
+        )
+        .unwrap();
+    let neg = g.add("neg", Op::Neg, &[hi]).unwrap();
+    let cat = g.add("cat", Op::Concat { axis: -1 }, &[neg, lo]).unwrap();
+    let m2 = g.add("m2", Op::Mul, &[cat, sin]).unwrap();
+    let y = g.add("y", Op::Add, &[m1, m2]).unwrap();
+    g.outputs.push(y);
+    if table_also_output {
+        g.outputs.push(cos);
+    }
+    g
+}
+
+#[test]
+fn rope_is_raised_only_with_repeating_tables_used_by_ropes_alone() {
+    let g = decomposed_rope(true, false);
+    let feed = inputs(&g);
+    let before = run(&g, &feed, &RunOptions::default()).unwrap();
+    let (raised, counts) = raise(g);
+    assert_eq!(counts.get("rope"), Some(&1));
+    assert_eq!(
+        raised.num_nodes(),
+        4,
+        "x, the two halved tables and the rope"
+    );
+    let after = run(&raised, &feed, &RunOptions::default()).unwrap();
+    for (a, b) in before[0]
+        .1
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(after[0].1.as_f32().unwrap())
+    {
+        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    for (label, g) in [
+        ("halves differ", decomposed_rope(false, false)),
+        (
+            "the cos table is also an output",
+            decomposed_rope(true, true),
+        ),
+    ] {
+        let (raised, counts) = raise(g.clone());
+        assert!(counts.is_empty(), "{label}: {counts:?}");
+        assert_eq!(raised.num_nodes(), g.num_nodes(), "{label}");
+    }
+}
