@@ -36,7 +36,7 @@ pub enum LoadError {
 pub enum Stage {
     /// As the frontend produced it.
     Parsed,
-    /// With decomposed patterns (RMSNorm, rotary embedding, SiLU) raised to IR ops and dead
+    /// With decomposed patterns (attention, RMSNorm, rotary embedding, SiLU) raised to IR ops and dead
     /// nodes removed.
     #[default]
     Raised,

@@ -46,7 +46,7 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Which stage to print: `parsed` (as the frontend read it) or `raised` (decomposed
-        /// RMSNorm, rotary embedding and SiLU raised to IR ops, dead nodes removed).
+        /// attention, RMSNorm, rotary embedding and SiLU raised to IR ops, dead nodes removed).
         #[arg(long, value_enum, default_value_t = StageArg::Raised)]
         stage: StageArg,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).

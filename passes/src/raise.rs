@@ -1,4 +1,5 @@
-//! Raising: recognise decomposed patterns that exporters write (PyTorch's RMSNorm as
+//! Raising: recognise decomposed patterns that exporters write (scaled dot-product
+//! attention as `matmul`/`softmax`/`matmul` with grouped-query KV repeats, RMSNorm as
 //! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, rotary embedding as
 //! `x * cos + cat(-x2, x1) * sin` with tables whose halves repeat, SiLU as
 //! `x * sigmoid(x)`) and replace them with the IR op they spell out, so later passes see
@@ -15,7 +16,8 @@ use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
 use crate::manager::{Pass, PassError};
 use crate::rebuild::{Fate, rebuild};
 
-/// Replaces decomposed RMSNorm, rotary embedding and SiLU with `rms_norm`, `rope` and `silu`.
+/// Replaces decomposed attention, RMSNorm, rotary embedding and SiLU with `attention`,
+/// `rms_norm`, `rope` and `silu`.
 #[derive(Debug, Default)]
 pub struct RaisePatterns {
     /// How many of each pattern the last run raised.
@@ -336,6 +338,212 @@ impl View<'_> {
     }
 }
 
+impl View<'_> {
+    /// Concrete shape of a value.
+    fn dims(&self, v: ValueId) -> Option<Vec<u64>> {
+        self.g.value(v).ty.shape.eval(&self.g.dims).ok()
+    }
+
+    /// `(x, c)` if `v` is a private `x * c` (either order) with `c` a scalar constant.
+    fn scaled(&self, v: ValueId, absorbed: &mut Vec<NodeId>) -> Option<(ValueId, f64)> {
+        let (id, node) = self.private(v)?;
+        if node.op != Op::Mul {
+            return None;
+        }
+        let (x, c) = match (self.scalar(node.inputs[1]), self.scalar(node.inputs[0])) {
+            (Some(c), _) => (node.inputs[0], c),
+            (None, Some(c)) => (node.inputs[1], c),
+            _ => return None,
+        };
+        absorbed.push(id);
+        Some((x, c))
+    }
+
+    /// The KV tensor `[b, hkv, t, d]` behind a grouped-query "repeat": `reshape` to
+    /// `[b, hkv, 1, t, d]`, `expand` to `[b, hkv, g, t, d]`. Returns it and `g`.
+    fn repeated(&self, v: ValueId, absorbed: &mut Vec<NodeId>) -> Option<(ValueId, u64)> {
+        let (eid, expand) = self.private(v)?;
+        if !matches!(expand.op, Op::Expand { .. }) {
+            return None;
+        }
+        let (rid, unsq) = self.private(expand.inputs[0])?;
+        if !matches!(unsq.op, Op::Reshape { .. }) {
+            return None;
+        }
+        let kv = unsq.inputs[0];
+        let (k, u, e) = (self.dims(kv)?, self.dims(expand.inputs[0])?, self.dims(v)?);
+        let [b, h, t, d] = <[u64; 4]>::try_from(k).ok()?;
+        if u != [b, h, 1, t, d] || e.len() != 5 || e[..2] != [b, h] || e[3..] != [t, d] {
+            return None;
+        }
+        absorbed.extend([eid, rid]);
+        Some((kv, e[2]))
+    }
+
+    /// `v` as attention's value operand: `[b, hq, t, dv]` directly, or a grouped-query
+    /// repeat of `[b, hkv, t, dv]` merged back to `hq = hkv * g` heads.
+    fn values(&self, v: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<ValueId> {
+        let mut local = Vec::new();
+        if let Some((rid, merge)) = self.private(v)
+            && matches!(merge.op, Op::Reshape { .. })
+            && let Some((kv, g)) = self.repeated(merge.inputs[0], &mut local)
+        {
+            let [b, h, t, d] = <[u64; 4]>::try_from(self.dims(kv)?).ok()?;
+            if self.dims(v)? == [b, h * g, t, d] && h * g == hq {
+                absorbed.push(rid);
+                absorbed.extend(local);
+                return Some(kv);
+            }
+            return None;
+        }
+        (self.dims(v)?.get(1) == Some(&hq)).then_some(v)
+    }
+
+    /// `k` behind `kᵀ` as the score matmul reads it: `transpose(k, [0, 1, 3, 2])`, or the
+    /// grouped-query form: repeat, `reshape` to `[b*hq, t, d]`, `transpose [0, 2, 1]`,
+    /// `reshape` to `[b, hq, d, t]`.
+    fn keys(&self, kt: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<ValueId> {
+        let (id, node) = self.private(kt)?;
+        match &node.op {
+            Op::Transpose { perm } if perm == &[0, 1, 3, 2] => {
+                let k = node.inputs[0];
+                (self.dims(k)?.get(1) == Some(&hq)).then(|| {
+                    absorbed.push(id);
+                    k
+                })
+            }
+            Op::Reshape { .. } => {
+                let (tid, tr) = self.private(node.inputs[0])?;
+                if !matches!(&tr.op, Op::Transpose { perm } if perm == &[0, 2, 1]) {
+                    return None;
+                }
+                let (mid, merge) = self.private(tr.inputs[0])?;
+                if !matches!(merge.op, Op::Reshape { .. }) {
+                    return None;
+                }
+                let mut local = vec![id, tid, mid];
+                let (k, g) = self.repeated(merge.inputs[0], &mut local)?;
+                let [b, h, t, d] = <[u64; 4]>::try_from(self.dims(k)?).ok()?;
+                let fits = h * g == hq
+                    && self.dims(merge.inputs[0].to_owned())?.len() == 5
+                    && self.dims(tr.inputs[0])? == [b * hq, t, d]
+                    && self.dims(kt)? == [b, hq, d, t];
+                fits.then(|| {
+                    absorbed.extend(local);
+                    k
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Scaled dot-product attention as exporters decompose it: `matmul(softmax(matmul(q·c,
+    /// kᵀ·c) + mask), v)`, optionally with NaN rows zeroed (`where(is_nan(p), 0, p)`) and
+    /// with grouped-query KV repeats; rooted at the final matmul.
+    fn attention(&self, root: NodeId) -> Option<Match> {
+        let node = self.g.node(root);
+        if node.op
+            != (Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            })
+        {
+            return None;
+        }
+        let mut absorbed = Vec::new();
+        let (probs, vx) = (node.inputs[0], node.inputs[1]);
+        // Optional NaN guard: `where(is_nan(p), 0, p)`; p is then used twice, by both.
+        let p = match self.private(probs) {
+            Some((wid, w)) if w.op == Op::Where => {
+                let (cond, zero, p) = (w.inputs[0], w.inputs[1], w.inputs[2]);
+                let (nid, nan) = self.private(cond)?;
+                if nan.op != Op::IsNan
+                    || nan.inputs[0] != p
+                    || self.scalar(zero) != Some(0.0)
+                    || self.uses[p.index()] != 2
+                {
+                    return None;
+                }
+                absorbed.extend([wid, nid]);
+                p
+            }
+            _ => probs,
+        };
+        let pnode = self.g.node(self.g.value(p).producer);
+        let rank = self.g.value(p).ty.shape.rank() as i64;
+        if !matches!(pnode.op, Op::Softmax { axis } if axis == -1 || axis == rank - 1) || rank != 4
+        {
+            return None;
+        }
+        if p == probs && self.uses[p.index()] != 1 {
+            return None;
+        }
+        absorbed.push(self.g.value(p).producer);
+        let mut scores = pnode.inputs[0];
+        let mut mask = None;
+        if let Some((aid, add)) = self.private(scores)
+            && add.op == Op::Add
+        {
+            let is_score = |v: ValueId| {
+                self.private(v).is_some_and(|(_, n)| {
+                    n.op == Op::MatMul {
+                        transpose_a: false,
+                        transpose_b: false,
+                    }
+                })
+            };
+            let (s, m) = if is_score(add.inputs[0]) {
+                (add.inputs[0], add.inputs[1])
+            } else {
+                (add.inputs[1], add.inputs[0])
+            };
+            absorbed.push(aid);
+            scores = s;
+            mask = Some(m);
+        }
+        let (sid, smm) = self.private(scores)?;
+        if smm.op
+            != (Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            })
+        {
+            return None;
+        }
+        absorbed.push(sid);
+        let (q, cq) = self
+            .scaled(smm.inputs[0], &mut absorbed)
+            .unwrap_or((smm.inputs[0], 1.0));
+        let (kt, ck) = self
+            .scaled(smm.inputs[1], &mut absorbed)
+            .unwrap_or((smm.inputs[1], 1.0));
+        let qd = self.dims(q)?;
+        if qd.len() != 4 {
+            return None;
+        }
+        let hq = qd[1];
+        let k = self.keys(kt, hq, &mut absorbed)?;
+        let v = self.values(vx, hq, &mut absorbed)?;
+        let scale = cq * ck;
+        if !(scale.is_finite() && scale > 0.0) {
+            return None;
+        }
+        let mut inputs = vec![q, k, v];
+        inputs.extend(mask);
+        Some(Match {
+            root,
+            op: Op::Attention {
+                causal: false,
+                scale: Some(scale),
+            },
+            inputs,
+            absorbed,
+            pattern: "attention",
+            tables: Vec::new(),
+        })
+    }
+}
+
 /// The first half (along the last axis) of a rotary table node's op.
 fn halved(op: &Op) -> Option<Op> {
     let (dtype, shape, values, weight) = match op {
@@ -388,7 +596,8 @@ impl Pass for RaisePatterns {
                 continue;
             }
             let found = view
-                .rms_norm(id)
+                .attention(id)
+                .or_else(|| view.rms_norm(id))
                 .or_else(|| view.rope(id))
                 .or_else(|| view.silu(id));
             if let Some(m) = found

@@ -342,3 +342,87 @@ fn rope_is_raised_only_with_repeating_tables_used_by_ropes_alone() {
         assert_eq!(raised.num_nodes(), g.num_nodes(), "{label}");
     }
 }
+
+/// `matmul(softmax(matmul(q·c, transpose(k)·c), axis), v)` over [1, 2, 4, 8] inputs.
+fn decomposed_attention(softmax_axis: i64) -> Graph {
+    let mut g = Graph::new("sdpa");
+    let mut input = |name: &str| {
+        g.add(
+            name,
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([1u64, 2, 4, 8]),
+            },
+            &[],
+        )
+        .unwrap()
+    };
+    let (q, k, v) = (input("q"), input("k"), input("v"));
+    let c = scalar(&mut g, "c", 8f64.powf(-0.25));
+    let kt = g
+        .add(
+            "kt",
+            Op::Transpose {
+                perm: vec![0, 1, 3, 2],
+            },
+            &[k],
+        )
+        .unwrap();
+    let qs = g.add("qs", Op::Mul, &[q, c]).unwrap();
+    let ks = g.add("ks", Op::Mul, &[kt, c]).unwrap();
+    let s = g
+        .add(
+            "s",
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            },
+            &[qs, ks],
+        )
+        .unwrap();
+    let p = g
+        .add("p", Op::Softmax { axis: softmax_axis }, &[s])
+        .unwrap();
+    let y = g
+        .add(
+            "y",
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            },
+            &[p, v],
+        )
+        .unwrap();
+    g.outputs.push(y);
+    g
+}
+
+#[test]
+fn attention_is_raised_from_its_decomposition() {
+    let g = decomposed_attention(-1);
+    let feed = inputs(&g);
+    let before = run(&g, &feed, &RunOptions::default()).unwrap();
+    let (raised, counts) = raise(g);
+    assert_eq!(counts.get("attention"), Some(&1));
+    let y = raised.value(raised.outputs[0]);
+    match &raised.node(y.producer).op {
+        Op::Attention {
+            causal: false,
+            scale: Some(s),
+        } => assert!((s - 8f64.powf(-0.5)).abs() < 1e-12),
+        other => panic!("expected attention, got {other:?}"),
+    }
+    let after = run(&raised, &feed, &RunOptions::default()).unwrap();
+    for (a, b) in before[0]
+        .1
+        .as_f32()
+        .unwrap()
+        .iter()
+        .zip(after[0].1.as_f32().unwrap())
+    {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    // Softmax over the query axis is not attention.
+    let (_, counts) = raise(decomposed_attention(2));
+    assert!(counts.is_empty(), "{counts:?}");
+}
