@@ -6,8 +6,8 @@
     tests/onnx-models/<name>/test_data_set_0/input_0.pb, output_0.pb
 
 Models: Llama with grouped-query attention, Qwen2 (QKV bias), Mixtral (8 experts, top-2,
-`experts_implementation="batched_mm"`) and GPT-2, each with 2 layers, hidden 64 and a
-256-token vocabulary, exported with `torch.onnx.export(..., dynamo=True)` at batch 1,
+`experts_implementation="batched_mm"`), GPT-2 and a BERT encoder (its output is the last
+hidden state rather than logits), each with 2 layers, hidden 64 and a 256-token vocabulary, exported with `torch.onnx.export(..., dynamo=True)` at batch 1,
 sequence 8. Weights come from `torch.manual_seed(0)`, inputs from a fixed numpy seed, so a
 rerun with the same library versions reproduces the files.
 
@@ -54,6 +54,14 @@ def configs():
         "gpt2": transformers.GPT2Config(
             vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=64, use_cache=False
         ),
+        "bert": transformers.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=128,
+            max_position_embeddings=64,
+        ),
     }
 
 
@@ -65,14 +73,20 @@ class LogitsOnly(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids):
-        return self.model(input_ids=input_ids).logits
+        out = self.model(input_ids=input_ids)
+        # Causal LMs give logits; an encoder (BERT) its last hidden state.
+        return out.logits if hasattr(out, "logits") else out.last_hidden_state
 
 
 def export(name, config):
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    if config.model_type == "bert":
+        model = transformers.AutoModel.from_config(config).eval()
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(config).eval()
     wrapped = LogitsOnly(model)
     ids = np.random.default_rng(7).integers(0, VOCAB, (BATCH, SEQ)).astype(np.int64)
+    output = "last_hidden_state" if config.model_type == "bert" else "logits"
     d = os.path.join(OUT, name)
     ds = os.path.join(d, "test_data_set_0")
     os.makedirs(ds, exist_ok=True)
@@ -83,7 +97,7 @@ def export(name, config):
             (torch.from_numpy(ids),),
             dynamo=True,
             input_names=["input_ids"],
-            output_names=["logits"],
+            output_names=[output],
         )
     program.save(path, external_data=False)
     onnx.checker.check_model(path)
@@ -97,7 +111,7 @@ def export(name, config):
         numpy_helper.from_array(ids, "input_ids").SerializeToString()
     )
     open(os.path.join(ds, "output_0.pb"), "wb").write(
-        numpy_helper.from_array(logits, "logits").SerializeToString()
+        numpy_helper.from_array(logits, output).SerializeToString()
     )
     ops = sorted({n.op_type for n in onnx.load(path).graph.node})
     size = os.path.getsize(path)

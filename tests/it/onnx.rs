@@ -381,8 +381,14 @@ fn worst_error(want: &weft::ir::Tensor, got: &weft::ir::Tensor) -> f64 {
 fn exported_hugging_face_models_match_onnxruntime() {
     // Written by scripts/export_hf_fixtures.py (torch.onnx.export(..., dynamo=True)):
     // tiny random Llama (grouped-query attention), Qwen2 (QKV bias), Mixtral (8 experts,
-    // top-2) and GPT-2, with onnxruntime's logits for fixed token ids.
-    for name in ["llama-gqa", "qwen2", "mixtral", "gpt2"] {
+    // top-2), GPT-2 and a BERT encoder, with onnxruntime's outputs for fixed token ids.
+    for (name, output) in [
+        ("llama-gqa", "logits"),
+        ("qwen2", "logits"),
+        ("mixtral", "logits"),
+        ("gpt2", "logits"),
+        ("bert", "last_hidden_state"),
+    ] {
         let dir = repo(&format!("tests/onnx-models/{name}"));
         let g = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -400,7 +406,7 @@ fn exported_hugging_face_models_match_onnxruntime() {
             .unwrap()
             .remove(0)
             .1;
-        assert_eq!(out[0].0, "logits");
+        assert_eq!(out[0].0, output);
         assert_eq!(out[0].1.shape(), want.shape(), "{name}");
         let err = worst_error(&want, &out[0].1);
         assert!(

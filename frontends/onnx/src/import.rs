@@ -44,6 +44,7 @@ pub const SUPPORTED: &[&str] = &[
     "Expand",
     "Flatten",
     "Gather",
+    "GatherElements",
     "GatherND",
     "Gelu",
     "Gemm",
@@ -1084,6 +1085,30 @@ impl Importer {
                 };
                 self.reshape_to(node, rotated, shape.dims().to_vec())
             }
+            "GatherElements" => {
+                // Exporters use it on constant buffers (BERT's token-type ids); it is folded
+                // at import, so both operands must be constants.
+                check_attrs(node, &["axis"])?;
+                let constant = |i: usize| -> NResult<Tensor> {
+                    let name = node
+                        .input
+                        .get(i)
+                        .ok_or_else(|| format!("input {i} is missing"))?;
+                    self.vals.get(name).and_then(|v| v.constant.clone()).ok_or_else(|| {
+                        format!("input {i} ({name:?}) must be a constant (an initializer or a Constant node): GatherElements is folded at import")
+                    })
+                };
+                let (data, idx) = (constant(0)?, constant(1)?);
+                let folded = gather_elements(&data, &idx, attr_int(node, "axis", 0)?)?;
+                self.vals.insert(
+                    node.output[0].clone(),
+                    Val {
+                        id: None,
+                        constant: Some(folded),
+                    },
+                );
+                Ok(())
+            }
             "Expand" => {
                 check_attrs(node, &[])?;
                 let x = self.input(node, 0)?;
@@ -1426,4 +1451,61 @@ impl Importer {
             other => Err(format!("no importer for {other}")),
         }
     }
+}
+
+/// `out[i] = data[i with dim axis replaced by indices[i]]` on constants (ONNX GatherElements).
+fn gather_elements(data: &Tensor, idx: &Tensor, axis: i64) -> NResult<Tensor> {
+    let (ds, is) = (data.shape(), idx.shape());
+    if ds.len() != is.len() {
+        return Err(format!(
+            "data {ds:?} and indices {is:?} must have the same rank"
+        ));
+    }
+    let a = weft_ir::infer::norm_axis(axis, ds.len(), "axis").map_err(|e| e.to_string())?;
+    let indices = idx.as_i64().ok_or("indices must be integers")?;
+    let strides = |shape: &[usize]| {
+        let mut st = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            st[d] = st[d + 1] * shape[d + 1];
+        }
+        st
+    };
+    let (dst, ist) = (strides(ds), strides(is));
+    let mut src = Vec::with_capacity(indices.len());
+    for (n, &i) in indices.iter().enumerate() {
+        let mut flat = 0;
+        for d in 0..is.len() {
+            let coord = (n / ist[d]) % is[d];
+            let c = if d == a {
+                let len = ds[a] as i64;
+                let j = if i < 0 { i + len } else { i };
+                if !(0..len).contains(&j) {
+                    return Err(format!(
+                        "index {i} is out of range for a dimension of size {len}"
+                    ));
+                }
+                j as usize
+            } else {
+                if coord >= ds[d] {
+                    return Err(format!(
+                        "indices {is:?} exceed data {ds:?} outside the gather axis"
+                    ));
+                }
+                coord
+            };
+            flat += c * dst[d];
+        }
+        src.push(flat);
+    }
+    let shape = is.to_vec();
+    let t = match data.data() {
+        TensorData::Float(v) => {
+            Tensor::from_f32(data.dtype(), shape, src.iter().map(|&k| v[k]).collect())
+        }
+        TensorData::Int(v) => {
+            Tensor::from_i64(data.dtype(), shape, src.iter().map(|&k| v[k]).collect())
+        }
+        TensorData::Bool(v) => Tensor::from_bool(shape, src.iter().map(|&k| v[k]).collect()),
+    };
+    t.map_err(|e| e.to_string())
 }
