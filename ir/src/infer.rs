@@ -403,12 +403,8 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
             finite("step", *step)?;
         }
         Init::Inline(values) => {
-            if values.len() as u64 != numel {
-                return Err(Rule::Init(format!(
-                    "{} inline values given for a tensor of {numel} elements",
-                    values.len()
-                )));
-            }
+            // The count is checked by the verifier, which knows the value's sharding: inline
+            // values describe the whole (logical) tensor, of which a rank holds a piece.
             if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
                 return Err(Rule::Init(format!("inline value {bad} is not finite")));
             }

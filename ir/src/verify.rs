@@ -11,7 +11,7 @@ use std::fmt;
 use crate::graph::{Graph, NodeId};
 use crate::infer::infer;
 use crate::mesh::Placement;
-use crate::op::{Arity, Op};
+use crate::op::{Arity, Init, Op};
 use crate::types::{DimError, TensorType};
 
 /// The rule a graph breaks.
@@ -168,6 +168,7 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
         }
     }
     check_shardings(graph, &mut errors);
+    check_inline_lengths(graph, &mut errors);
     if graph.outputs.is_empty() {
         errors.push(VerifyError::graph(Rule::Outputs(
             "the graph returns nothing; list at least one output".into(),
@@ -340,6 +341,50 @@ fn check_node(graph: &Graph, id: NodeId) -> Result<(), Rule> {
         }
     }
     Ok(())
+}
+
+/// Inline values describe the logical tensor: the local element count times the number of
+/// pieces its sharding cuts it into.
+fn check_inline_lengths(graph: &Graph, errors: &mut Vec<VerifyError>) {
+    for (_, node) in graph.nodes() {
+        let (Op::Weight {
+            init: Init::Inline(values),
+            ..
+        }
+        | Op::Constant {
+            init: Init::Inline(values),
+            ..
+        }) = &node.op
+        else {
+            continue;
+        };
+        let Some(value) = node.outputs.first().map(|&v| graph.value(v)) else {
+            continue;
+        };
+        let Ok(local) = value.ty.shape.numel(&graph.dims) else {
+            continue;
+        };
+        let pieces: u64 = value
+            .sharding
+            .entries()
+            .filter(|(_, p)| matches!(p, Placement::Split(_)))
+            .filter_map(|(axis, _)| graph.mesh.axis_size(axis))
+            .product();
+        let logical = local.saturating_mul(pieces);
+        if values.len() as u64 != logical {
+            let whole = if pieces > 1 {
+                format!("a tensor of {logical} elements ({local} per piece, {pieces} pieces)")
+            } else {
+                format!("a tensor of {logical} elements")
+            };
+            errors.push(VerifyError::node(
+                &node.name,
+                &node.op,
+                Vec::new(),
+                Rule::Init(format!("{} inline values given for {whole}", values.len())),
+            ));
+        }
+    }
 }
 
 fn check_shardings(graph: &Graph, errors: &mut Vec<VerifyError>) {

@@ -173,7 +173,7 @@ fn unbound_dim() {
 #[test]
 fn bad_initialiser() {
     let mut g = Graph::new("init");
-    let e = g
+    let w = g
         .add(
             "w",
             Op::Weight {
@@ -183,13 +183,29 @@ fn bad_initialiser() {
             },
             &[],
         )
-        .unwrap_err();
+        .unwrap();
+    g.outputs.push(w);
+    let e = only_error(&g);
     assert!(matches!(*e.rule, Rule::Init(_)), "{e}");
+    assert!(e.to_string().contains("node `w` (weight)"), "{e}");
     assert!(
         e.to_string()
             .contains("3 inline values given for a tensor of 4 elements"),
         "{e}"
     );
+    // A weight split in two holds half of the values it lists.
+    g.mesh = "tp=2".parse().unwrap();
+    g.value_mut(w).sharding = Sharding::on("tp", Placement::Split(0));
+    let e = only_error(&g);
+    assert!(
+        e.to_string()
+            .contains("3 inline values given for a tensor of 8 elements (4 per piece, 2 pieces)"),
+        "{e}"
+    );
+    if let Op::Weight { init, .. } = &mut g.node_mut(g.value(w).producer).op {
+        *init = Init::Inline((0..8).map(f64::from).collect());
+    }
+    verify(&g).unwrap();
 }
 
 #[test]

@@ -119,7 +119,16 @@ pub fn materialize(
         Init::Range { start, step } => {
             Tensor::from_f64(dtype, shape, indices.map(|i| start + step * i as f64))
         }
-        Init::Inline(values) => Tensor::from_f64(dtype, shape, indices.map(|i| values[i])),
+        Init::Inline(values) => {
+            let logical_numel: usize = logical.iter().product();
+            if values.len() != logical_numel {
+                return Err(format!(
+                    "{} inline values, but the whole (logical) tensor {logical:?} has {logical_numel} elements",
+                    values.len()
+                ));
+            }
+            Tensor::from_f64(dtype, shape, indices.map(|i| values[i]))
+        }
         Init::Npy { path } => {
             let full = crate::external::read_npy(&base_dir.join(path), dtype, logical)?;
             return Ok(slice_block(&full, logical, offset, local));

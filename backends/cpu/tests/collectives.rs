@@ -560,3 +560,36 @@ fn a_failing_rank_stops_its_peers() {
         "rank 1: node `g` (gather): index 7 is out of range for a dimension of size 3"
     );
 }
+
+#[test]
+fn inline_values_of_a_sharded_weight_describe_the_whole_tensor() {
+    // A weight split over x=2 with a [2]-element piece lists all 4 logical values; each
+    // rank materialises its half, and the reassembled output is the whole.
+    let mut g = Graph::new("w");
+    g.mesh = "x=2".parse().unwrap();
+    let w = g
+        .add(
+            "w",
+            Op::Weight {
+                dtype: DType::F32,
+                shape: Shape::new([2u64]),
+                init: weft_ir::Init::Inline(vec![1.0, 2.0, 3.0, 4.0]),
+            },
+            &[],
+        )
+        .unwrap();
+    g.value_mut(w).sharding = Sharding::on("x", Placement::Split(0));
+    g.outputs.push(w);
+    let out = run(&g, &Tensors::new(), &opts()).unwrap();
+    assert_eq!(out[0].1.as_f32(), Some(&[1.0f32, 2.0, 3.0, 4.0][..]));
+    // The local count alone is refused by the verifier, before anything runs.
+    if let Op::Weight { init, .. } = &mut g.node_mut(g.value(w).producer).op {
+        *init = weft_ir::Init::Inline(vec![1.0, 2.0]);
+    }
+    let e = run(&g, &Tensors::new(), &opts()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("2 inline values given for a tensor of 4 elements (2 per piece, 2 pieces)"),
+        "{e}"
+    );
+}
