@@ -7,6 +7,7 @@
 mod dce;
 mod manager;
 mod raise;
+pub mod raise_moe;
 pub mod rebuild;
 
 pub use dce::DeadCodeElimination;

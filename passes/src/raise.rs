@@ -2,8 +2,9 @@
 //! attention as `matmul`/`softmax`/`matmul` with grouped-query KV repeats, RMSNorm as
 //! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, rotary embedding as
 //! `x * cos + cat(-x2, x1) * sin` with tables whose halves repeat, SiLU as
-//! `x * sigmoid(x)`) and replace them with the IR op they spell out, so later passes see
-//! one `rms_norm` instead of seven primitives.
+//! `x * sigmoid(x)`, and the batched-matmul MoE block, see [`crate::raise_moe`]) and
+//! replace them with the IR ops they spell out, so later passes see one `rms_norm`
+//! instead of seven primitives.
 //!
 //! A pattern is raised only when it matches exactly: the constants have the expected
 //! values, the reduction runs over the last axis, and every interior value is used by the
@@ -14,10 +15,12 @@ use std::collections::{BTreeMap, HashSet};
 use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
 
 use crate::manager::{Pass, PassError};
+use crate::raise_moe::MoeBlock;
 use crate::rebuild::{Fate, rebuild};
 
-/// Replaces decomposed attention, RMSNorm, rotary embedding and SiLU with `attention`,
-/// `rms_norm`, `rope` and `silu`.
+/// Replaces decomposed attention, RMSNorm, rotary embedding, SiLU and MoE blocks with
+/// `attention`, `rms_norm`, `rope`, `silu` and `moe_route`/`moe_dispatch`/`expert_matmul`/
+/// `moe_combine`.
 #[derive(Debug, Default)]
 pub struct RaisePatterns {
     /// How many of each pattern the last run raised.
@@ -635,7 +638,12 @@ impl Pass for RaisePatterns {
                 None => break,
             }
         }
-        if matches.is_empty() {
+        let moe = crate::raise_moe::find(&graph);
+        let in_moe: HashSet<NodeId> = moe.iter().flat_map(MoeBlock::nodes).collect();
+        matches.retain(|m| {
+            !in_moe.contains(&m.root) && !m.absorbed.iter().any(|n| in_moe.contains(n))
+        });
+        if matches.is_empty() && moe.is_empty() {
             return Ok((graph, "no pattern matched".into()));
         }
         let tables: HashSet<NodeId> = matches
@@ -648,6 +656,9 @@ impl Pass for RaisePatterns {
             .collect();
         let by_root: BTreeMap<NodeId, &Match> = matches.iter().map(|m| (m.root, m)).collect();
         let out = rebuild(&graph, |id| match by_root.get(&id) {
+            _ if crate::raise_moe::fate(&moe, id, &graph).is_some() => {
+                crate::raise_moe::fate(&moe, id, &graph).expect("checked")
+            }
             Some(m) => Fate::Replace(m.op.clone(), m.inputs.clone()),
             None if absorbed.contains(&id) => Fate::Drop,
             None if tables.contains(&id) => match halved(&graph.node(id).op) {
@@ -662,6 +673,9 @@ impl Pass for RaisePatterns {
         })?;
         for m in &matches {
             *self.raised.entry(m.pattern).or_default() += 1;
+        }
+        if !moe.is_empty() {
+            self.raised.insert("moe", moe.len());
         }
         let summary = self
             .raised

@@ -426,3 +426,25 @@ fn attention_is_raised_from_its_decomposition() {
     let (_, counts) = raise(decomposed_attention(2));
     assert!(counts.is_empty(), "{counts:?}");
 }
+
+#[test]
+fn an_moe_block_whose_routing_weights_are_used_elsewhere_stays_primitive() {
+    let dir = repo("tests/onnx-models/mixtral");
+    let mut g = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+    let (raised, counts) = raise(g.clone());
+    assert_eq!(counts.get("moe"), Some(&2));
+    assert!(raised.nodes().any(|(_, n)| n.op.name() == "moe_dispatch"));
+    // Expose layer 0's renormalised routing weights: that block must not be raised.
+    let div = g
+        .values()
+        .find(|(_, v)| v.name == "div")
+        .map(|(id, _)| id)
+        .unwrap();
+    g.outputs.push(div);
+    let (_, counts) = raise(g);
+    assert_eq!(
+        counts.get("moe"),
+        Some(&1),
+        "only the other layer's block is raised"
+    );
+}
