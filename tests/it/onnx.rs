@@ -418,16 +418,25 @@ fn exported_hugging_face_models_match_onnxruntime() {
 
 #[test]
 fn inputs_the_fuzzer_found_fail_cleanly() {
-    // Each file once crashed the importer (kept as regressions from `cargo fuzz run onnx_import`).
-    let dir = repo("tests/data/onnx-fuzz");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let result = weft::load_model(&path.with_extension("onnx"), &weft::LoadOptions::default());
-        if let Err(e) = result {
-            assert!(!e.to_string().is_empty());
-        }
-        seen += 1;
+    // Each file once crashed the importer (kept as regressions from `cargo fuzz run
+    // onnx_import`); each is an invalid model, so it must be refused with a reason.
+    let cases = [("crash-no-output.onnx", "the node has no output")];
+    for (file, reason) in cases {
+        let path = repo(&format!("tests/data/onnx-fuzz/{file}"));
+        let e = weft::load_model(&path, &weft::LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot be imported") && e.contains(reason),
+            "{file}: {e}"
+        );
     }
-    assert!(seen > 0);
+    let stored = std::fs::read_dir(repo("tests/data/onnx-fuzz"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        stored,
+        cases.len(),
+        "every stored crash input is listed here"
+    );
 }

@@ -254,30 +254,22 @@ pub fn select(cond: &Tensor, a: &Tensor, b: &Tensor, out: &OutType) -> KResult<T
         broadcast_to_any(a, &out.shape).data,
         broadcast_to_any(b, &out.shape).data,
     );
+    fn pick<T: Copy>(c: &[bool], x: &[T], y: &[T]) -> Vec<T> {
+        c.iter()
+            .zip(x.iter().zip(y))
+            .map(|(&k, (&p, &q))| if k { p } else { q })
+            .collect()
+    }
     let t = match (a, b) {
-        (TensorData::Float(x), TensorData::Float(y)) => Tensor::from_f32(
-            out.dtype,
-            out.shape.clone(),
-            c.iter()
-                .zip(x.iter().zip(&y))
-                .map(|(&k, (&p, &q))| if k { p } else { q })
-                .collect(),
-        ),
-        (TensorData::Int(x), TensorData::Int(y)) => Tensor::from_i64(
-            out.dtype,
-            out.shape.clone(),
-            c.iter()
-                .zip(x.iter().zip(&y))
-                .map(|(&k, (&p, &q))| if k { p } else { q })
-                .collect(),
-        ),
-        (TensorData::Bool(x), TensorData::Bool(y)) => Tensor::from_bool(
-            out.shape.clone(),
-            c.iter()
-                .zip(x.iter().zip(&y))
-                .map(|(&k, (&p, &q))| if k { p } else { q })
-                .collect(),
-        ),
+        (TensorData::Float(x), TensorData::Float(y)) => {
+            Tensor::from_f32(out.dtype, out.shape.clone(), pick(&c, &x, &y))
+        }
+        (TensorData::Int(x), TensorData::Int(y)) => {
+            Tensor::from_i64(out.dtype, out.shape.clone(), pick(&c, &x, &y))
+        }
+        (TensorData::Bool(x), TensorData::Bool(y)) => {
+            Tensor::from_bool(out.shape.clone(), pick(&c, &x, &y))
+        }
         _ => return Err("the two branches must be of one kind".into()),
     };
     t.map_err(|e| e.to_string())
