@@ -124,6 +124,14 @@ impl World {
         self.wake.notify_all();
     }
 
+    /// Ends `rank`'s wait with `msg`: releases the lock, marks the run failed (waking every
+    /// other waiter) and returns the error for `rank` itself.
+    fn give_up(&self, state: MutexGuard<'_, State>, rank: usize, msg: String) -> CommError {
+        drop(state);
+        self.fail(rank, msg.clone());
+        CommError::Collective(msg)
+    }
+
     /// Records that `rank` completed its program, so peers waiting on it stop at once.
     pub fn finish(&self, rank: usize) {
         let mut state = self.lock();
@@ -187,9 +195,7 @@ impl World {
                     "collective #{seq} on this axis: rank(s) {} of group {members:?} finished their program without reaching it",
                     gone.join(", ")
                 );
-                drop(state);
-                self.fail(rank, msg.clone());
-                return Err(CommError::Collective(msg));
+                return Err(self.give_up(state, rank, msg));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -199,9 +205,7 @@ impl World {
                     missing.join(", "),
                     self.timeout.as_secs_f64()
                 );
-                drop(state);
-                self.fail(rank, msg.clone());
-                return Err(CommError::Collective(msg));
+                return Err(self.give_up(state, rank, msg));
             }
             state = self
                 .wake
@@ -278,9 +282,7 @@ impl World {
             }
             if state.finished.contains(&from) {
                 let msg = format!("rank {from} finished its program without sending anything more");
-                drop(state);
-                self.fail(rank, msg.clone());
-                return Err(CommError::Collective(msg));
+                return Err(self.give_up(state, rank, msg));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -288,9 +290,7 @@ impl World {
                     "nothing arrived from rank {from} within {:.1} s (it failed, or never sends)",
                     self.timeout.as_secs_f64()
                 );
-                drop(state);
-                self.fail(rank, msg.clone());
-                return Err(CommError::Collective(msg));
+                return Err(self.give_up(state, rank, msg));
             }
             state = self
                 .wake
