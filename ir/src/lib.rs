@@ -20,6 +20,8 @@
 
 pub mod arena;
 pub mod dot;
+#[cfg(feature = "serde")]
+mod float_json;
 pub mod graph;
 pub mod infer;
 pub mod mesh;

@@ -72,8 +72,11 @@ pub enum Init {
     },
     /// Uniformly distributed values in `[low, high)` from [`crate::rng`].
     Uniform { seed: u64, low: f64, high: f64 },
-    /// Every element equal to `value`.
-    Fill { value: f64 },
+    /// Every element equal to `value` (infinities and NaN allowed for float dtypes).
+    Fill {
+        #[cfg_attr(feature = "serde", serde(with = "crate::float_json"))]
+        value: f64,
+    },
     /// `start + i * step` for the `i`-th element in row-major order.
     Range {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_zero"))]
@@ -84,8 +87,9 @@ pub enum Init {
         )]
         step: f64,
     },
-    /// Values written in the model file, row-major.
-    Inline(Vec<f64>),
+    /// Values written in the model file, row-major (infinities and NaN allowed for
+    /// float dtypes; JSON writes them as `"inf"`, `"-inf"`, `"nan"`).
+    Inline(#[cfg_attr(feature = "serde", serde(with = "crate::float_json::list"))] Vec<f64>),
     /// A `.npy` file, relative to the model file.
     Npy { path: String },
     /// One tensor of a `.safetensors` file, relative to the model file.

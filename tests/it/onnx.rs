@@ -440,3 +440,84 @@ fn inputs_the_fuzzer_found_fail_cleanly() {
         "every stored crash input is listed here"
     );
 }
+
+/// The ops of a node test's imported graph, by name.
+fn node_test_ops(test: &str) -> Vec<&'static str> {
+    let path = repo(&format!("tests/onnx-node/{test}/model.onnx"));
+    let g = weft::load_model(&path, &weft::LoadOptions::default()).unwrap();
+    g.nodes().map(|(_, n)| n.op.name()).collect()
+}
+
+#[test]
+fn attention_becomes_the_fused_op_when_nothing_else_is_asked_for() {
+    // Grouped-query, masked and cached attention fit the IR's attention op exactly.
+    for test in [
+        "test_attention_4d_gqa",
+        "test_attention_3d_attn_mask",
+        "test_attention_4d_with_past_and_present",
+    ] {
+        let ops = node_test_ops(test);
+        assert_eq!(
+            ops.iter().filter(|o| **o == "attention").count(),
+            1,
+            "{test}: {ops:?}"
+        );
+        assert!(!ops.contains(&"softmax"), "{test}: {ops:?}");
+    }
+    // Softcap, the qk output, padded KV lengths, sliding windows and top-left causal
+    // masks over a longer KV are spelled out in primitive ops instead of being dropped.
+    for (test, needs) in [
+        ("test_attention_4d_softcap", "tanh"),
+        ("test_attention_4d_with_qk_matmul_softmax", "softmax"),
+        ("test_attention_4d_causal_nonpad_batch_prefill", "relu"),
+        ("test_attention_local_window", "softmax"),
+    ] {
+        let ops = node_test_ops(test);
+        assert!(!ops.contains(&"attention"), "{test}: {ops:?}");
+        assert!(ops.contains(&needs), "{test}: {ops:?}");
+    }
+}
+
+#[test]
+fn infinite_mask_constants_survive_a_json_round_trip() {
+    // A local-window mask holds -inf; JSON has no literal for it, so it is written "-inf".
+    let dir = repo("tests/onnx-node/test_attention_local_window");
+    let g = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+    let text = weft::json::to_json(&g);
+    assert!(text.contains("\"-inf\""), "no -inf written");
+    let back = weft::json::parse_str(&text, std::path::Path::new("roundtrip.json")).unwrap();
+    assert_eq!(weft::json::to_json(&back), text);
+    let inputs = weft::tensor_io::read_input_dir(&dir.join("test_data_set_0")).unwrap();
+    let feed: weft::cpu::Tensors = g
+        .inputs()
+        .map(|v| g.value(v).name.clone())
+        .zip(inputs)
+        .collect();
+    let options = weft::cpu::RunOptions::default();
+    let a = weft::cpu::run(&g, &feed, &options).unwrap();
+    let b = weft::cpu::run(&back, &feed, &options).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn attention_inputs_that_do_not_fit_are_reported() {
+    let e = import_err(&model(
+        vec![node("Attention", "att", &["x", "x", "x"], &["y"], vec![])],
+        vec![],
+    ));
+    assert!(
+        e.contains(r#"node "att" (Attention"#) && e.contains("they must all be 3 or all be 4"),
+        "{e}"
+    );
+    let e = import_err(&model(
+        vec![node(
+            "Attention",
+            "att",
+            &["x", "x", "x"],
+            &["y"],
+            vec![int_attr("qk_matmul_output_mode", 7)],
+        )],
+        vec![],
+    ));
+    assert!(e.contains(r#"node "att" (Attention"#), "{e}");
+}

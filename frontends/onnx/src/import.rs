@@ -19,6 +19,8 @@ use crate::proto::{
 };
 use crate::tensor::tensor_from_proto;
 
+mod attention;
+
 /// Opsets of the default domain Weft reads. Opsets 24 and 25 changed the supported ops
 /// only in the element types they accept, so models exported for them import as well.
 pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
@@ -36,6 +38,7 @@ pub struct ImportOptions {
 /// The op types this importer turns into IR ops.
 pub const SUPPORTED: &[&str] = &[
     "Add",
+    "Attention",
     "Cast",
     "Concat",
     "Constant",
@@ -982,6 +985,7 @@ impl Importer {
                     (shape[..a].iter().product(), shape[a..].iter().product());
                 self.reshape_to(node, x, vec![Dim::Fixed(outer), Dim::Fixed(inner)])
             }
+            "Attention" => self.attention(node),
             "RotaryEmbedding" => {
                 check_attrs(node, &["interleaved", "num_heads", "rotary_embedding_dim"])?;
                 let interleaved = attr_int(node, "interleaved", 0)? != 0;
