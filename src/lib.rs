@@ -17,7 +17,7 @@ pub mod inputs;
 mod report;
 pub mod tensor_io;
 pub mod zoo;
-pub use report::CheckReport;
+pub use report::{CheckReport, CollectiveEntry, CommSummary};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -54,6 +54,12 @@ pub fn to_stage(
             .with(passes::DeadCodeElimination)
             .run(graph),
     }
+}
+
+/// Shards a single-device graph over `mesh` (`tp=4`, `tp=2,dp=2`): the SPMD graph every
+/// device runs, with explicit collectives (see `passes/src/shard/`).
+pub fn shard(graph: &ir::Graph, mesh: &ir::Mesh) -> Result<ir::Graph, passes::shard::ShardError> {
+    passes::shard::shard(graph, &passes::shard::ShardOptions { mesh: mesh.clone() })
 }
 
 /// Options that apply whatever the model's format.

@@ -26,9 +26,14 @@ enum Command {
     Check {
         /// The model file (`.json`, see docs/json-format.md).
         model: PathBuf,
-        /// Print the summary as one JSON object (keys: params, param_bytes, flops, ops, …).
+        /// Print the summary as one JSON object (keys: params, param_bytes, flops, ops, …;
+        /// with `--mesh` also comm_bytes_total, comm_bytes_per_layer and collectives).
         #[arg(long)]
         json: bool,
+        /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
+        /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
+        #[arg(long, value_name = "SPEC")]
+        mesh: Option<weft::ir::Mesh>,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
@@ -45,10 +50,16 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
-        /// Which stage to print: `parsed` (as the frontend read it) or `raised` (decomposed
-        /// attention, RMSNorm, rotary embedding and SiLU raised to IR ops, dead nodes removed).
-        #[arg(long, value_enum, default_value_t = StageArg::Raised)]
-        stage: StageArg,
+        /// Which stage to print: `parsed` (as the frontend read it), `raised` (decomposed
+        /// attention, RMSNorm, rotary embedding, SiLU and MoE raised to IR ops, dead nodes
+        /// removed) or `sharded` (the per-device graph for `--mesh`, with collectives and
+        /// each value's sharding; the default when `--mesh` is given).
+        #[arg(long, value_enum)]
+        stage: Option<StageArg>,
+        /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
+        /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
+        #[arg(long, value_name = "SPEC")]
+        mesh: Option<weft::ir::Mesh>,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
@@ -76,6 +87,10 @@ struct RunArgs {
     /// Simulated ranks; must equal the number of devices of the graph's mesh (the default).
     #[arg(long, value_name = "N")]
     ranks: Option<usize>,
+    /// Shard the model over this device mesh and run one simulated rank per device, e.g.
+    /// `--mesh tp=4`; outputs are written whole (split outputs gathered).
+    #[arg(long, value_name = "SPEC")]
+    mesh: Option<weft::ir::Mesh>,
     /// Seed for the inputs that are not given (each gets seeded random values and a warning).
     #[arg(long, default_value_t = 0, value_name = "S")]
     seed: u64,
@@ -91,29 +106,42 @@ struct RunArgs {
 enum StageArg {
     Parsed,
     Raised,
+    Sharded,
 }
 
-impl From<StageArg> for weft::Stage {
-    fn from(s: StageArg) -> weft::Stage {
-        match s {
-            StageArg::Parsed => weft::Stage::Parsed,
-            StageArg::Raised => weft::Stage::Raised,
-        }
-    }
-}
-
-/// Loads a model and takes it to `stage`, logging what each pass did.
+/// Loads a model and takes it to `stage` (sharded over `mesh` when one is given),
+/// logging what each pass did.
 fn load_at(
     model: &std::path::Path,
     dims: Vec<(String, u64)>,
-    stage: weft::Stage,
+    stage: StageArg,
+    mesh: Option<&weft::ir::Mesh>,
 ) -> miette::Result<weft::ir::Graph> {
     let graph = load_model(model, &options(dims))?;
-    let (graph, reports) = weft::to_stage(graph, stage).into_diagnostic()?;
+    let passes = match (stage, mesh) {
+        (StageArg::Parsed, None) => weft::Stage::Parsed,
+        (StageArg::Raised, None) => weft::Stage::Raised,
+        (StageArg::Sharded, None) => miette::bail!("--stage sharded needs --mesh SPEC"),
+        (StageArg::Parsed, Some(_)) => {
+            miette::bail!("--mesh shards the raised graph; drop --stage parsed or --mesh")
+        }
+        (_, Some(_)) => weft::Stage::Raised,
+    };
+    let (graph, reports) = weft::to_stage(graph, passes).into_diagnostic()?;
     for r in reports {
         tracing::info!(pass = r.pass, elapsed = ?r.elapsed, "{}", r.summary);
     }
-    Ok(graph)
+    match mesh {
+        Some(mesh) => {
+            let start = std::time::Instant::now();
+            let sharded = weft::shard(&graph, mesh)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot shard `{}` over {mesh}", model.display()))?;
+            tracing::info!(elapsed = ?start.elapsed(), %mesh, "sharded");
+            Ok(sharded)
+        }
+        None => Ok(graph),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -161,9 +189,17 @@ fn write_out(output: Option<&PathBuf>, text: &str) -> miette::Result<()> {
 
 fn run(cli: Cli) -> miette::Result<()> {
     match cli.command {
-        Command::Check { model, json, dims } => {
-            let graph = load_at(&model, dims, weft::Stage::Raised)?;
-            let report = CheckReport::new(&graph).into_diagnostic()?;
+        Command::Check {
+            model,
+            json,
+            mesh,
+            dims,
+        } => {
+            let graph = load_at(&model, dims, StageArg::Raised, mesh.as_ref())?;
+            let mut report = CheckReport::new(&graph).into_diagnostic()?;
+            if mesh.is_some() {
+                report.comm = Some(weft::CommSummary::new(&graph));
+            }
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
                 s.push('\n');
@@ -179,9 +215,15 @@ fn run(cli: Cli) -> miette::Result<()> {
             format,
             output,
             stage,
+            mesh,
             dims,
         } => {
-            let graph = load_at(&model, dims, stage.into())?;
+            let stage = stage.unwrap_or(if mesh.is_some() {
+                StageArg::Sharded
+            } else {
+                StageArg::Raised
+            });
+            let graph = load_at(&model, dims, stage, mesh.as_ref())?;
             let text = match format {
                 Format::Text => weft::ir::text::to_text(&graph),
                 Format::Json => weft::json::to_json(&graph),
@@ -193,7 +235,7 @@ fn run(cli: Cli) -> miette::Result<()> {
 }
 
 fn run_model(args: RunArgs) -> miette::Result<()> {
-    let graph = load_at(&args.model, args.dims, weft::Stage::Raised)?;
+    let graph = load_at(&args.model, args.dims, StageArg::Raised, args.mesh.as_ref())?;
     let devices = graph.mesh.num_devices() as usize;
     if let Some(n) = args.ranks
         && n != devices

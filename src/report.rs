@@ -24,6 +24,51 @@ pub struct CheckReport {
     pub flops_by_class: BTreeMap<&'static str, u64>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+    /// Communication of a sharded graph (`weft check --mesh`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<CommSummary>,
+}
+
+/// The collectives of a sharded graph; bytes are NCCL message sizes per device
+/// (`passes/src/shard/comm.rs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CommSummary {
+    pub comm_bytes_total: u64,
+    /// The total over the layer count (attention ops), embedding and head included.
+    pub comm_bytes_per_layer: u64,
+    pub layers: u64,
+    pub collectives: Vec<CollectiveEntry>,
+}
+
+/// One collective.
+#[derive(Clone, Debug, Serialize)]
+pub struct CollectiveEntry {
+    pub node: String,
+    pub kind: &'static str,
+    pub axis: String,
+    pub bytes: u64,
+}
+
+impl CommSummary {
+    /// The communication of a sharded graph.
+    pub fn new(graph: &Graph) -> CommSummary {
+        let r = weft_passes::shard::comm_report(graph);
+        CommSummary {
+            comm_bytes_total: r.total_bytes,
+            comm_bytes_per_layer: r.bytes_per_layer,
+            layers: r.layers,
+            collectives: r
+                .collectives
+                .into_iter()
+                .map(|c| CollectiveEntry {
+                    node: c.node,
+                    kind: c.kind,
+                    axis: c.axis,
+                    bytes: c.bytes,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl CheckReport {
@@ -46,6 +91,7 @@ impl CheckReport {
             flops_by_class: s.flops_by_class,
             inputs: graph.inputs().map(describe).collect(),
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
+            comm: None,
         })
     }
 
@@ -92,6 +138,25 @@ impl CheckReport {
         writeln!(out, "  ops")?;
         for (op, n) in &self.ops {
             writeln!(out, "    {op:<16}{n}")?;
+        }
+        if let Some(comm) = &self.comm {
+            writeln!(
+                out,
+                "  comm        {} per forward pass ({} per layer over {} layer(s)), NCCL message bytes per device",
+                si(comm.comm_bytes_total as f64, "B"),
+                si(comm.comm_bytes_per_layer as f64, "B"),
+                comm.layers
+            )?;
+            for c in &comm.collectives {
+                writeln!(
+                    out,
+                    "    {:<16}{:<4}{:>12}  {}",
+                    c.kind,
+                    c.axis,
+                    group(c.bytes),
+                    c.node
+                )?;
+            }
         }
         Ok(())
     }

@@ -364,6 +364,24 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             axis_size(axis, cx)?;
             Ok(Vec::new())
         }
+        Op::AllSlice { axis, dim } => {
+            let size = axis_size(axis, cx)?;
+            let x = inputs[0];
+            let a = norm_axis(*dim, x.shape.rank(), "dim")?;
+            one(with_dim(x, a, divide(&x.shape.dims()[a], size, axis, cx)?))
+        }
+        Op::ShardedGather { axis } => {
+            axis_size(axis, cx)?;
+            int(inputs[1], "indices")?;
+            numeric(inputs[0], "table")?;
+            let data = &inputs[0].shape;
+            if data.rank() == 0 {
+                return Err(Rule::Shape("the table must have rank at least 1".into()));
+            }
+            let mut dims = inputs[1].shape.dims().to_vec();
+            dims.extend_from_slice(&data.dims()[1..]);
+            one(TensorType::new(inputs[0].dtype, Shape(dims)))
+        }
     }
 }
 

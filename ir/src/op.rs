@@ -397,6 +397,19 @@ pub enum Op {
         axis: String,
         root: u64,
     },
+    /// Replicated → split without communication: device `i` along `axis` keeps the
+    /// `i`-th equal slice of its input along `dim` (MLIR's `all_slice`).
+    AllSlice {
+        axis: String,
+        dim: i64,
+    },
+    /// Lookup in a table split by rows over `axis` (vocabulary-parallel embedding):
+    /// device `i` holds rows `[i·n, (i+1)·n)` of the table (`data [n, ..]`); `indices` are
+    /// global; rows this device does not hold give zeros, so the result is a partial sum
+    /// over `axis`. Output shape as `gather` along axis 0.
+    ShardedGather {
+        axis: String,
+    },
 }
 
 /// How many inputs an op accepts.
@@ -491,6 +504,8 @@ impl Op {
         "send",
         "recv",
         "broadcast",
+        "all_slice",
+        "sharded_gather",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -544,6 +559,8 @@ impl Op {
             Op::Send { .. } => "send",
             Op::Recv { .. } => "recv",
             Op::Broadcast { .. } => "broadcast",
+            Op::AllSlice { .. } => "all_slice",
+            Op::ShardedGather { .. } => "sharded_gather",
         }
     }
 
@@ -562,7 +579,8 @@ impl Op {
             | Op::Pow
             | Op::RmsNorm { .. }
             | Op::Gather { .. }
-            | Op::MoeDispatch { .. } => Exactly(2),
+            | Op::MoeDispatch { .. }
+            | Op::ShardedGather { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
@@ -613,7 +631,9 @@ impl Op {
             | Op::AllToAll { .. }
             | Op::Send { .. }
             | Op::Recv { .. }
-            | Op::Broadcast { .. } => OpClass::Collective,
+            | Op::Broadcast { .. }
+            | Op::AllSlice { .. } => OpClass::Collective,
+            Op::ShardedGather { .. } => OpClass::Layout,
             _ => OpClass::Elementwise,
         }
     }
@@ -627,7 +647,9 @@ impl Op {
             | Op::AllToAll { axis, .. }
             | Op::Send { axis, .. }
             | Op::Recv { axis, .. }
-            | Op::Broadcast { axis, .. } => Some(axis),
+            | Op::Broadcast { axis, .. }
+            | Op::AllSlice { axis, .. }
+            | Op::ShardedGather { axis } => Some(axis),
             _ => None,
         }
     }
@@ -757,6 +779,11 @@ impl Op {
                 push("axis", axis.clone());
                 push("root", root.to_string());
             }
+            Op::AllSlice { axis, dim } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+            }
+            Op::ShardedGather { axis } => push("axis", axis.clone()),
             Op::Add
             | Op::Sub
             | Op::Mul

@@ -457,6 +457,25 @@ impl Rank<'_> {
             )
         })?;
         match &node.op {
+            // Communication-free ops that only need this device's place along the axis.
+            Op::AllSlice { dim, .. } => {
+                let size = self
+                    .world
+                    .grid()
+                    .group(self.rank, &axis)
+                    .map_or(1, |g| g.0.len());
+                return Ok(vec![kernels::layout_chunk(&ins[0], *dim, size, me)]);
+            }
+            Op::ShardedGather { .. } => {
+                let size = self
+                    .world
+                    .grid()
+                    .group(self.rank, &axis)
+                    .map_or(1, |g| g.0.len());
+                return kernels::sharded_gather(&ins[0], &ins[1], me, size, &out[0])
+                    .map(|t| vec![t])
+                    .map_err(|m| self.kernel_err(node, m));
+            }
             Op::Send { shift, .. } => {
                 self.world
                     .send(self.rank, &axis, *shift, &node.name, Arc::clone(&ins[0]))
@@ -616,6 +635,12 @@ fn index_bound(graph: &Graph, v: ValueId) -> Option<u64> {
                 let data = &graph.value(n.inputs[0]).ty.shape;
                 let a = kernels::axis(axis, data.rank());
                 data.dims()[a].eval(&graph.dims).ok()
+            }
+            // A row-split table's indices are global: the whole table's rows.
+            Op::ShardedGather { ref axis } if n.inputs.get(1) == Some(&v) => {
+                let rows = graph.value(n.inputs[0]).ty.shape.dims().first()?;
+                let pieces = graph.mesh.axis_size(axis)?;
+                rows.eval(&graph.dims).ok().map(|r| r * pieces)
             }
             _ => None,
         })

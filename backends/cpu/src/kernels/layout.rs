@@ -256,3 +256,51 @@ pub fn top_positions(row: &[f32], k: usize) -> Vec<usize> {
     let values: Vec<f64> = row.iter().map(|&v| v as f64).collect();
     rank_row(&values, true).into_iter().take(k).collect()
 }
+
+/// A lookup in this device's rows `[me·n, (me+1)·n)` of a row-split table (`data [n, ..]`,
+/// `size` devices): global indices outside those rows give zeros.
+pub fn sharded_gather(
+    data: &Tensor,
+    indices: &Tensor,
+    me: usize,
+    size: usize,
+    out: &OutType,
+) -> KResult<Tensor> {
+    let (_, n, inner) = around(data.shape(), 0);
+    let total = (n * size) as i64;
+    let idx = ints(indices)?;
+    let mut rows = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let j = if i < 0 { i + total } else { i };
+        if !(0..total).contains(&j) {
+            return Err(format!(
+                "index {i} is out of range for a table of {total} rows"
+            ));
+        }
+        let local = j - (me * n) as i64;
+        rows.push((0..n as i64).contains(&local).then_some(local as usize));
+    }
+    let shape = out.shape.clone();
+    let t = match data.data() {
+        TensorData::Float(v) => {
+            let mut o = vec![0f32; rows.len() * inner];
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(row) = row {
+                    o[r * inner..][..inner].copy_from_slice(&v[row * inner..][..inner]);
+                }
+            }
+            Tensor::from_f32(data.dtype(), shape, o)
+        }
+        TensorData::Int(v) => {
+            let mut o = vec![0i64; rows.len() * inner];
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(row) = row {
+                    o[r * inner..][..inner].copy_from_slice(&v[row * inner..][..inner]);
+                }
+            }
+            Tensor::from_i64(data.dtype(), shape, o)
+        }
+        TensorData::Bool(_) => return Err("a bool table cannot be summed across devices".into()),
+    };
+    t.map_err(|e| e.to_string())
+}

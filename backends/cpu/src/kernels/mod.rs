@@ -12,7 +12,7 @@ mod norm;
 use weft_ir::{DType, Op, Tensor, TensorData};
 
 pub use elementwise::broadcast_to;
-pub use layout::{chunk as layout_chunk, concat as layout_concat};
+pub use layout::{chunk as layout_chunk, concat as layout_concat, sharded_gather};
 
 /// A kernel's failure, as a message; the executor adds rank and node.
 pub type KResult<T> = Result<T, String>;
@@ -117,7 +117,9 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::AllToAll { .. }
         | Op::Send { .. }
         | Op::Recv { .. }
-        | Op::Broadcast { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
+        | Op::Broadcast { .. }
+        | Op::AllSlice { .. }
+        | Op::ShardedGather { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
     }
 }
 

@@ -1,0 +1,63 @@
+//! Communication volume of a sharded graph, per collective.
+//!
+//! Bytes are NCCL's message sizes, per device: an all-reduce or reduce-scatter counts
+//! its input, an all-gather its (whole) output, an all-to-all its input. `all_slice`
+//! moves nothing and is not listed. What a ring algorithm puts on the wire follows from
+//! these (`2(n-1)/n` of the message for an all-reduce, `(n-1)/n` for the others).
+
+use weft_ir::{Graph, Op};
+
+/// One collective of the graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectiveCost {
+    pub node: String,
+    /// `all_reduce`, `all_gather`, `reduce_scatter` or `all_to_all`.
+    pub kind: &'static str,
+    pub axis: String,
+    pub bytes: u64,
+}
+
+/// All collectives of a graph and their totals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommReport {
+    pub collectives: Vec<CollectiveCost>,
+    pub total_bytes: u64,
+    /// Attention ops in the graph (fused, or spelled out around a softmax), taken as its
+    /// layer count (at least 1).
+    pub layers: u64,
+    /// `total_bytes / layers`: the embedding's and the head's collectives included.
+    pub bytes_per_layer: u64,
+}
+
+/// The collectives of `graph` (a sharded graph) and the bytes each moves.
+pub fn comm_report(graph: &Graph) -> CommReport {
+    let mut collectives = Vec::new();
+    let mut layers = 0u64;
+    for (_, node) in graph.nodes() {
+        if matches!(node.op, Op::Attention { .. } | Op::Softmax { .. }) {
+            layers += 1;
+        }
+        let bytes_of = |v| graph.value(v).ty.size_bytes(&graph.dims).unwrap_or(0);
+        let (kind, axis, bytes) = match &node.op {
+            Op::AllReduce { axis, .. } => ("all_reduce", axis, bytes_of(node.inputs[0])),
+            Op::ReduceScatter { axis, .. } => ("reduce_scatter", axis, bytes_of(node.inputs[0])),
+            Op::AllGather { axis, .. } => ("all_gather", axis, bytes_of(node.outputs[0])),
+            Op::AllToAll { axis, .. } => ("all_to_all", axis, bytes_of(node.inputs[0])),
+            _ => continue,
+        };
+        collectives.push(CollectiveCost {
+            node: node.name.clone(),
+            kind,
+            axis: axis.clone(),
+            bytes,
+        });
+    }
+    let total_bytes = collectives.iter().map(|c| c.bytes).sum();
+    let layers = layers.max(1);
+    CommReport {
+        collectives,
+        total_bytes,
+        layers,
+        bytes_per_layer: total_bytes / layers,
+    }
+}

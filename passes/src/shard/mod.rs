@@ -1,0 +1,898 @@
+//! The sharding pass: a single-device graph and a mesh (`tp=4`, `tp=2,dp=2`) become the
+//! SPMD graph every device runs, with each value's sharding recorded and the
+//! collectives made explicit.
+//!
+//! The pass walks the graph in order. For each node and each mesh axis a rule
+//! ([`rules`]) says which placement it wants its inputs in and which its outputs get;
+//! the driver moves inputs there (all-reduce, all-gather, reduce-scatter, all-to-all or
+//! a communication-free `all_slice`) and emits the op on local shapes. Graph inputs,
+//! weights and constants are laid out on first use, in whatever placement their first
+//! consumer wants (Megatron's column- and row-parallel weights fall out of this). Values
+//! a user already sharded in the model keep their sharding.
+//!
+//! Axis roles: `tp` is Megatron tensor parallelism (column/row-parallel projections,
+//! heads, vocabulary-parallel embedding, KV-head replication when there are fewer KV
+//! heads than devices); `dp` splits the batch (dim 0 of every graph input). Other axes
+//! (`ep`, `sp`) are refused with a clear error until their rules exist.
+
+mod comm;
+mod rules;
+
+use std::collections::{HashMap, HashSet};
+
+use weft_ir::{Graph, Mesh, Node, NodeId, Op, Placement, Shape, Sharding, ValueId};
+
+pub use comm::{CollectiveCost, CommReport, comm_report};
+use rules::{Axis, In, Plan, Site};
+
+/// Why a graph cannot be sharded as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// A dimension the layout must split does not divide over the mesh axis.
+    #[error("node `{node}` ({op}): {what} cannot be split over mesh axis `{axis}` of size {size}")]
+    Indivisible {
+        node: String,
+        op: String,
+        what: String,
+        axis: String,
+        size: u64,
+    },
+    /// The op has no rule for this layout.
+    #[error("node `{node}` ({op}): {reason}")]
+    NoRule {
+        node: String,
+        op: String,
+        reason: String,
+    },
+    /// The mesh asks for something the pass does not do.
+    #[error("mesh `{mesh}`: {reason}")]
+    Mesh { mesh: String, reason: String },
+    /// The emitted graph broke an IR rule: a bug in the pass, reported rather than hidden.
+    #[error("sharding produced an invalid graph at `{node}`: {reason}")]
+    Internal { node: String, reason: String },
+}
+
+/// How to shard.
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    pub mesh: Mesh,
+}
+
+/// The axes this pass has rules for, and what each does.
+pub const AXES: &[(&str, &str)] = &[
+    (
+        "tp",
+        "Megatron tensor parallelism: column/row-parallel weights, heads, vocabulary",
+    ),
+    (
+        "dp",
+        "data parallelism: graph inputs split along dim 0 (batch)",
+    ),
+];
+
+/// Shards `graph` (single-device) over `options.mesh`.
+pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
+    let mesh = &options.mesh;
+    for axis in mesh.axes() {
+        if !AXES.iter().any(|(name, _)| *name == axis.name) {
+            return Err(ShardError::Mesh {
+                mesh: mesh.to_string(),
+                reason: format!(
+                    "axis `{}` has no sharding rules (supported: {}); expert (`ep`) and sequence (`sp`) parallelism are not implemented yet",
+                    axis.name,
+                    AXES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    if !graph.mesh.axes().is_empty() && graph.mesh != *mesh {
+        return Err(ShardError::Mesh {
+            mesh: mesh.to_string(),
+            reason: format!("the model already declares the mesh `{}`", graph.mesh),
+        });
+    }
+    let mut s = Sharder::new(graph, mesh.clone());
+    for (id, node) in graph.nodes() {
+        s.node(id, node)?;
+    }
+    let mut outputs = Vec::new();
+    for &v in &graph.outputs {
+        let mut nv = s.value_of(v)?;
+        // A partial result is no answer: outputs are reduced; splits are left for the
+        // runner to gather.
+        for axis in mesh.axes() {
+            if let Placement::Partial(_) = s.placement(nv, &axis.name) {
+                nv = s.convert(nv, &axis.name, Placement::Replicate)?;
+            }
+        }
+        outputs.push(nv);
+    }
+    s.new.outputs = outputs;
+    weft_ir::verify(&s.new).map_err(|errors| ShardError::Internal {
+        node: graph.name.clone(),
+        reason: errors.to_string(),
+    })?;
+    Ok(s.new)
+}
+
+struct Sharder<'g> {
+    old: &'g Graph,
+    new: Graph,
+    /// Old non-source value → new value.
+    map: HashMap<ValueId, ValueId>,
+    /// (old source value, sharding) → its laid-out copy.
+    sources: HashMap<(ValueId, Sharding), ValueId>,
+    /// (new value, axis, wanted placement) → converted value, so a value used twice is
+    /// communicated once.
+    converted: HashMap<(ValueId, String, Placement), ValueId>,
+    /// Logical shape of every new value.
+    logical: HashMap<ValueId, Vec<u64>>,
+    users: HashMap<ValueId, Vec<NodeId>>,
+    /// Nodes already emitted as part of another node's rewrite.
+    skip: HashSet<NodeId>,
+    /// Rows of the largest embedding table: the vocabulary, split on `tp`.
+    vocab_rows: u64,
+}
+
+/// An argument of an op being emitted: a value of the old graph, or one already placed.
+#[derive(Clone, Copy, Debug)]
+enum Arg {
+    Old(ValueId),
+    New(ValueId),
+}
+
+impl<'g> Sharder<'g> {
+    fn new(old: &'g Graph, mesh: Mesh) -> Sharder<'g> {
+        let mut new = Graph::new(old.name.clone());
+        new.mesh = mesh;
+        new.dims = old.dims.clone();
+        let mut users: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
+        let mut vocab_rows = 0;
+        for (id, node) in old.nodes() {
+            for &v in &node.inputs {
+                users.entry(v).or_default().push(id);
+            }
+            if let Op::Gather { axis: 0 } = node.op {
+                let table = old.value(node.inputs[0]);
+                if let Some(Ok(rows)) = table.ty.shape.dims().first().map(|d| d.eval(&old.dims)) {
+                    vocab_rows = vocab_rows.max(rows);
+                }
+            }
+        }
+        Sharder {
+            old,
+            new,
+            map: HashMap::new(),
+            sources: HashMap::new(),
+            converted: HashMap::new(),
+            logical: HashMap::new(),
+            users,
+            skip: HashSet::new(),
+            vocab_rows,
+        }
+    }
+
+    fn old_shape(&self, v: ValueId) -> Result<Vec<u64>, ShardError> {
+        let value = self.old.value(v);
+        let mut shape = value
+            .ty
+            .shape
+            .eval(&self.old.dims)
+            .map_err(|e| ShardError::Internal {
+                node: value.name.clone(),
+                reason: e.to_string(),
+            })?;
+        // A value the user sharded is declared by its local shape.
+        for (axis, p) in value.sharding.entries() {
+            if let Placement::Split(d) = p {
+                shape[d] *= self.new.mesh.axis_size(axis).unwrap_or(1);
+            }
+        }
+        Ok(shape)
+    }
+
+    fn is_source(&self, v: ValueId) -> bool {
+        let node = self.old.node(self.old.value(v).producer);
+        matches!(
+            node.op,
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+        )
+    }
+
+    fn placement(&self, v: ValueId, axis: &str) -> Placement {
+        self.new.value(v).sharding.placement(axis)
+    }
+
+    fn value_of(&mut self, v: ValueId) -> Result<ValueId, ShardError> {
+        if let Some(&nv) = self.map.get(&v) {
+            return Ok(nv);
+        }
+        // A source nobody laid out yet (an output that is a weight, say): as declared.
+        let sharding = self.old.value(v).sharding.clone();
+        self.source(v, sharding)
+    }
+
+    fn local_shape(
+        &self,
+        name: &str,
+        logical: &[u64],
+        sharding: &Sharding,
+    ) -> Result<Vec<u64>, ShardError> {
+        let mut local = logical.to_vec();
+        let mut split_by: HashMap<usize, &str> = HashMap::new();
+        for (axis, p) in sharding.entries() {
+            if let Placement::Split(d) = p {
+                let size = self.new.mesh.axis_size(axis).unwrap_or(1);
+                if let Some(other) = split_by.insert(d, axis) {
+                    return Err(ShardError::NoRule {
+                        node: name.into(),
+                        op: "sharding".into(),
+                        reason: format!(
+                            "dim {d} would be split over both `{other}` and `{axis}`, which this pass does not do"
+                        ),
+                    });
+                }
+                if d >= local.len() || local[d] % size != 0 {
+                    return Err(ShardError::Internal {
+                        node: name.into(),
+                        reason: format!("dim {d} of {logical:?} does not divide over `{axis}`"),
+                    });
+                }
+                local[d] /= size;
+            }
+        }
+        Ok(local)
+    }
+
+    /// Lays out a graph input, weight or constant with `sharding`.
+    fn source(&mut self, v: ValueId, sharding: Sharding) -> Result<ValueId, ShardError> {
+        self.source_view(v, sharding, None)
+    }
+
+    /// The same, optionally declared with another shape of the same row-major elements
+    /// (a view: `[K, 3H]` as `[K, 3, H]`), so a part of the tensor can be split.
+    fn source_view(
+        &mut self,
+        v: ValueId,
+        sharding: Sharding,
+        view: Option<Vec<u64>>,
+    ) -> Result<ValueId, ShardError> {
+        let declared = self.old.value(v).sharding.clone();
+        let sharding = if declared.is_replicated() {
+            sharding
+        } else {
+            declared
+        };
+        if view.is_none()
+            && let Some(&nv) = self.sources.get(&(v, sharding.clone()))
+        {
+            return Ok(nv);
+        }
+        let node = self.old.node(self.old.value(v).producer);
+        let name = if view.is_some() {
+            format!("{}@view", node.name)
+        } else if self.sources.keys().any(|(old, _)| *old == v) {
+            format!("{}@{sharding}", node.name)
+        } else {
+            node.name.clone()
+        };
+        let logical = match view.clone() {
+            Some(view) => view,
+            None => self.old_shape(v)?,
+        };
+        let local = Shape::new(self.local_shape(&name, &logical, &sharding)?);
+        let op = match &node.op {
+            Op::Input { dtype, .. } => Op::Input {
+                dtype: *dtype,
+                shape: local,
+            },
+            Op::Weight { dtype, init, .. } => Op::Weight {
+                dtype: *dtype,
+                shape: local,
+                init: init.clone(),
+            },
+            Op::Constant { dtype, init, .. } => Op::Constant {
+                dtype: *dtype,
+                shape: local,
+                init: init.clone(),
+            },
+            _ => {
+                return Err(ShardError::Internal {
+                    node: name,
+                    reason: "not a source".into(),
+                });
+            }
+        };
+        let nv = self.emit(&name, op, vec![], vec![(sharding.clone(), logical)])?[0];
+        if view.is_none() {
+            self.sources.insert((v, sharding), nv);
+        }
+        Ok(nv)
+    }
+
+    /// Adds a node with the given output shardings, checking that the op's inferred
+    /// local shapes are the logical shapes cut by those shardings.
+    fn emit(
+        &mut self,
+        name: &str,
+        op: Op,
+        inputs: Vec<ValueId>,
+        outs: Vec<(Sharding, Vec<u64>)>,
+    ) -> Result<Vec<ValueId>, ShardError> {
+        let id = self
+            .new
+            .add_node(name, op, inputs)
+            .map_err(|e| ShardError::Internal {
+                node: name.into(),
+                reason: e.to_string(),
+            })?;
+        let values = self.new.node(id).outputs.clone();
+        for (&v, (sharding, logical)) in values.iter().zip(outs) {
+            let want = self.local_shape(name, &logical, &sharding)?;
+            let got = self
+                .new
+                .value(v)
+                .ty
+                .shape
+                .eval(&self.new.dims)
+                .map_err(|e| ShardError::Internal {
+                    node: name.into(),
+                    reason: e.to_string(),
+                })?;
+            if got != want {
+                return Err(ShardError::Internal {
+                    node: name.into(),
+                    reason: format!(
+                        "local shape {got:?} is not {logical:?} cut by {sharding} ({want:?})"
+                    ),
+                });
+            }
+            self.new.value_mut(v).sharding = sharding;
+            self.logical.insert(v, logical);
+        }
+        Ok(values)
+    }
+
+    /// Moves `v` to placement `want` along `axis` with one collective.
+    fn convert(&mut self, v: ValueId, axis: &str, want: Placement) -> Result<ValueId, ShardError> {
+        use Placement::{Partial, Replicate, Split};
+        let have = self.placement(v, axis);
+        if have == want {
+            return Ok(v);
+        }
+        let key = (v, axis.to_owned(), want);
+        if let Some(&c) = self.converted.get(&key) {
+            return Ok(c);
+        }
+        let axis_s = axis.to_owned();
+        let (kind, op) = match (have, want) {
+            (Partial(op), Replicate) => ("all_reduce", Op::AllReduce { axis: axis_s, op }),
+            (Partial(op), Split(d)) => (
+                "reduce_scatter",
+                Op::ReduceScatter {
+                    axis: axis_s,
+                    dim: d as i64,
+                    op,
+                },
+            ),
+            (Split(d), Replicate) => (
+                "all_gather",
+                Op::AllGather {
+                    axis: axis_s,
+                    dim: d as i64,
+                },
+            ),
+            (Replicate, Split(d)) => (
+                "all_slice",
+                Op::AllSlice {
+                    axis: axis_s,
+                    dim: d as i64,
+                },
+            ),
+            (Split(from), Split(to)) => (
+                "all_to_all",
+                Op::AllToAll {
+                    axis: axis_s,
+                    split_dim: to as i64,
+                    concat_dim: from as i64,
+                },
+            ),
+            (_, Partial(_)) => {
+                return Err(ShardError::Internal {
+                    node: self.new.value(v).name.clone(),
+                    reason: "a rule asked for a partial input".into(),
+                });
+            }
+            (Replicate, Replicate) => return Ok(v),
+        };
+        let name = format!("{}.{kind}.{axis}", self.new.value(v).name);
+        let sharding = self.new.value(v).sharding.clone().with(axis, want);
+        let logical = self.logical.get(&v).cloned().unwrap_or_default();
+        let c = self.emit(&name, op, vec![v], vec![(sharding, logical)])?[0];
+        self.converted.insert(key, c);
+        Ok(c)
+    }
+
+    /// Whether splitting the last dim of `v` (a matmul result) over `size` devices
+    /// survives its consumers: element-wise ops carry it, a reshape must keep the
+    /// pieces contiguous (heads that divide).
+    fn column_survives(&self, v: ValueId, size: u64, depth: usize) -> bool {
+        let Ok(shape) = self.old_shape(v) else {
+            return false;
+        };
+        let last = shape.len().saturating_sub(1);
+        for &user in self.users.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
+            let node = self.old.node(user);
+            let ok = match &node.op {
+                Op::Reshape { .. } => self
+                    .old_shape(node.outputs[0])
+                    .is_ok_and(|out| rules::reshape_dim(&shape, &out, last, size).is_some()),
+                Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::Div
+                | Op::Silu
+                | Op::Gelu { .. }
+                | Op::Relu
+                | Op::Sigmoid
+                | Op::Tanh => {
+                    let out = node.outputs[0];
+                    depth < 4
+                        && self
+                            .old_shape(out)
+                            .is_ok_and(|o| o.len() == shape.len() && o[last] == shape[last])
+                        && self.column_survives(out, size, depth + 1)
+                }
+                // A row-parallel consumer takes the split as its contraction dim.
+                Op::MatMul {
+                    transpose_a: false, ..
+                } => node.inputs[0] == v,
+                Op::ExpertMatMul { .. } => node.inputs[0] == v,
+                Op::MoeCombine => node.inputs[0] == v,
+                // Softmax, norms, routing and the rest need the whole row.
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn node(&mut self, id: NodeId, node: &Node) -> Result<(), ShardError> {
+        if self.skip.contains(&id)
+            || matches!(
+                node.op,
+                Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+            )
+        {
+            return Ok(()); // laid out on first use, or already emitted by `unfuse`
+        }
+        if self.unfuse(node)? {
+            return Ok(());
+        }
+        let out_shapes: Vec<Vec<u64>> = node
+            .outputs
+            .iter()
+            .map(|&v| self.old_shape(v))
+            .collect::<Result<_, _>>()?;
+        let args: Vec<Arg> = node.inputs.iter().map(|&v| Arg::Old(v)).collect();
+        let survives = node.outputs.first().copied();
+        let values = self.apply(&node.name, &node.op, &args, out_shapes, survives)?;
+        for (&old, new) in node.outputs.iter().zip(values) {
+            self.new.value_mut(new).name = self.old.value(old).name.clone();
+            self.map.insert(old, new);
+        }
+        Ok(())
+    }
+
+    /// The current placement of an argument along `axis`, as a rule sees it.
+    fn arg_in(&self, arg: Arg, axis: &str) -> Result<In, ShardError> {
+        Ok(match arg {
+            Arg::New(nv) => In {
+                placement: self.placement(nv, axis),
+                shape: self.logical.get(&nv).cloned().unwrap_or_default(),
+                free: false,
+            },
+            Arg::Old(v) => {
+                let shape = self.old_shape(v)?;
+                match self.map.get(&v) {
+                    Some(&nv) => In {
+                        placement: self.placement(nv, axis),
+                        shape,
+                        free: false,
+                    },
+                    None => In {
+                        placement: self.old.value(v).sharding.placement(axis),
+                        shape,
+                        free: self.old.value(v).sharding.is_replicated(),
+                    },
+                }
+            }
+        })
+    }
+
+    /// Plans `op` on `args` along every mesh axis, moves the arguments where the plans
+    /// want them, and emits the op on local shapes.
+    fn apply(
+        &mut self,
+        name: &str,
+        op: &Op,
+        args: &[Arg],
+        out_shapes: Vec<Vec<u64>>,
+        result: Option<ValueId>,
+    ) -> Result<Vec<ValueId>, ShardError> {
+        let template = Node {
+            name: name.to_owned(),
+            op: op.clone(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        let mesh = self.new.mesh.clone();
+        let mut plans: Vec<(String, Plan)> = Vec::new();
+        for axis in mesh.axes() {
+            let mut ins: Vec<In> = args
+                .iter()
+                .map(|&a| self.arg_in(a, &axis.name))
+                .collect::<Result<_, _>>()?;
+            // Data parallelism: whole graph inputs are split by batch on first use.
+            if axis.name == "dp" {
+                for (i, arg) in args.iter().enumerate() {
+                    if let Arg::Old(v) = arg
+                        && ins[i].free
+                        && matches!(
+                            self.old.node(self.old.value(*v).producer).op,
+                            Op::Input { .. }
+                        )
+                        && ins[i]
+                            .shape
+                            .first()
+                            .is_some_and(|&b| b > 0 && b % axis.size == 0)
+                    {
+                        ins[i].placement = Placement::Split(0);
+                        ins[i].free = false;
+                    }
+                }
+            }
+            let column = |_: u64| result.is_some_and(|v| self.column_survives(v, axis.size, 0));
+            let site = Site {
+                node: &template,
+                out_shapes: out_shapes.clone(),
+                column_survives: &column,
+                vocab_rows: self.vocab_rows,
+            };
+            let ax = Axis {
+                name: &axis.name,
+                size: axis.size,
+                megatron: axis.name == "tp",
+            };
+            let plan = rules::rule(&site, &ins, &ax)?;
+            plans.push((axis.name.clone(), plan));
+        }
+        // Move the inputs where the plans want them.
+        let mut inputs = Vec::with_capacity(args.len());
+        for (i, &arg) in args.iter().enumerate() {
+            let placed = match arg {
+                Arg::New(nv) => Some(nv),
+                Arg::Old(v) => self.map.get(&v).copied(),
+            };
+            let nv = match placed {
+                Some(mut nv) => {
+                    // Reduce partial sums first, then move splits.
+                    let mut order: Vec<&(String, Plan)> = plans.iter().collect();
+                    order.sort_by_key(|(axis, _)| {
+                        !matches!(self.placement(nv, axis), Placement::Partial(_))
+                    });
+                    for (axis, plan) in order {
+                        let want = if plan.repeat_kv.is_some() && (i == 1 || i == 2) {
+                            Placement::Replicate
+                        } else {
+                            plan.inputs[i]
+                        };
+                        nv = self.convert(nv, axis, want)?;
+                    }
+                    nv
+                }
+                None => {
+                    let Arg::Old(v) = arg else { unreachable!() };
+                    let mut sharding = Sharding::replicated();
+                    for (axis, plan) in &plans {
+                        sharding = sharding.with(axis.clone(), plan.inputs[i]);
+                    }
+                    if !self.is_source(v) {
+                        return Err(ShardError::Internal {
+                            node: name.into(),
+                            reason: format!("input {i} was never produced"),
+                        });
+                    }
+                    self.source(v, sharding)?
+                }
+            };
+            inputs.push(nv);
+        }
+        // KV-head replication: repeat each KV head, then each device keeps its own.
+        for (axis, plan) in &plans {
+            if let Some(r) = plan.repeat_kv {
+                for slot in [1, 2] {
+                    inputs[slot] = self.repeat_heads(name, inputs[slot], r, axis)?;
+                }
+            }
+        }
+        let vocab_axis = plans
+            .iter()
+            .find(|(_, p)| p.vocab_parallel)
+            .map(|(a, _)| a.clone());
+        let mut outs = Vec::new();
+        for (slot, logical) in out_shapes.iter().enumerate() {
+            let mut sharding = Sharding::replicated();
+            for (axis, plan) in &plans {
+                sharding = sharding.with(axis.clone(), plan.outputs[slot]);
+            }
+            outs.push((sharding, logical.clone()));
+        }
+        let op = match vocab_axis {
+            Some(axis) => Op::ShardedGather { axis },
+            None => self.local_op(name, op, &outs)?,
+        };
+        self.emit(name, op, inputs, outs)
+    }
+
+    /// Megatron splits a fused projection (Q, K and V in one weight; gate and up in one
+    /// expert weight) part by part: `split(x @ W [+ b])` into k equal column parts becomes
+    /// k column-parallel projections, each with its part of `W` — `W` viewed as
+    /// `[.., k, N/k, ..]` and split along `N/k` — since splitting `W`'s columns directly
+    /// would cut across parts. Returns whether the node was handled this way.
+    fn unfuse(&mut self, node: &Node) -> Result<bool, ShardError> {
+        let Some(tp) = self.new.mesh.axis_size("tp") else {
+            return Ok(false);
+        };
+        let (w_slot, col) = match &node.op {
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b,
+            } => (1, if *transpose_b { 0 } else { 1 }),
+            Op::ExpertMatMul { transpose_b } => (2, if *transpose_b { 1 } else { 2 }),
+            _ => return Ok(false),
+        };
+        let w = node.inputs[w_slot];
+        let w_shape = self.old_shape(w)?;
+        let expected_rank = if w_slot == 1 { 2 } else { 3 };
+        if !self.is_source(w)
+            || w_shape.len() != expected_rank
+            || !self.old.value(w).sharding.is_replicated()
+            || self.arg_in(Arg::Old(node.inputs[0]), "tp")?.placement != Placement::Replicate
+        {
+            return Ok(false);
+        }
+        let sole_user = |v: ValueId| match self.users.get(&v).map(Vec::as_slice) {
+            Some([u]) if !self.old.outputs.contains(&v) => Some(*u),
+            _ => None,
+        };
+        let out = node.outputs[0];
+        let n = *self.old_shape(out)?.last().unwrap_or(&0);
+        let Some(mut user) = sole_user(out) else {
+            return Ok(false);
+        };
+        // An optional bias add between the projection and the split.
+        let mut bias = None;
+        let mut add_id = None;
+        let mut split_in = out;
+        let user_node = self.old.node(user);
+        if let Op::Add = user_node.op {
+            let other = if user_node.inputs[0] == out {
+                user_node.inputs[1]
+            } else {
+                user_node.inputs[0]
+            };
+            if !self.is_source(other) || self.old_shape(other)? != vec![n] {
+                return Ok(false);
+            }
+            bias = Some((other, user_node.inputs[0] == out));
+            add_id = Some(user);
+            split_in = user_node.outputs[0];
+            match sole_user(split_in) {
+                Some(u) => user = u,
+                None => return Ok(false),
+            }
+        }
+        // An optional reshape that keeps the last dim (`[b*s, 3h]` → `[b, s, 3h]`).
+        let mut reshape = None;
+        if let Op::Reshape { .. } = self.old.node(user).op {
+            let r = self.old.node(user);
+            let shaped = self.old_shape(r.outputs[0])?;
+            if shaped.last() != Some(&n) {
+                return Ok(false);
+            }
+            reshape = Some((user, shaped));
+            split_in = r.outputs[0];
+            match sole_user(split_in) {
+                Some(u) => user = u,
+                None => return Ok(false),
+            }
+        }
+        let split = self.old.node(user);
+        let Op::Split { axis, sizes } = &split.op else {
+            return Ok(false);
+        };
+        let rank = self.old_shape(split_in)?.len() as i64;
+        let k = sizes.len();
+        if (*axis != -1 && *axis != rank - 1)
+            || k < 2
+            || sizes.iter().any(|&s| s != sizes[0] || s % tp != 0)
+        {
+            return Ok(false);
+        }
+        let part = sizes[0];
+        let split_outputs = split.outputs.clone();
+        let split_id = user;
+        // The weight as [.., k, part, ..], its parts split over tp.
+        let mut view = w_shape.clone();
+        view.splice(col..=col, [k as u64, part]);
+        let pieces = self.view_parts(w, view, col, &node.name)?;
+        let bias_parts = match bias {
+            Some((b, _)) => Some(self.view_parts(b, vec![k as u64, part], 0, &node.name)?),
+            None => None,
+        };
+        let mut out_shape = self.old_shape(out)?;
+        if let Some(last) = out_shape.last_mut() {
+            *last = part;
+        }
+        for (i, &old_part) in split_outputs.iter().enumerate() {
+            let mut args: Vec<Arg> = node.inputs.iter().map(|&v| Arg::Old(v)).collect();
+            args[w_slot] = Arg::New(pieces[i]);
+            let name = format!("{}.part{i}", node.name);
+            let mut v = self.apply(&name, &node.op, &args, vec![out_shape.clone()], None)?[0];
+            if let (Some(parts), Some((_, projection_first))) = (&bias_parts, bias) {
+                let add_name = format!("{}.part{i}", self.old.node(add_id.unwrap_or(user)).name);
+                let args = if projection_first {
+                    [Arg::New(v), Arg::New(parts[i])]
+                } else {
+                    [Arg::New(parts[i]), Arg::New(v)]
+                };
+                v = self.apply(&add_name, &Op::Add, &args, vec![out_shape.clone()], None)?[0];
+            }
+            if let Some((id, shaped)) = &reshape {
+                let mut target = shaped.clone();
+                if let Some(last) = target.last_mut() {
+                    *last = part;
+                }
+                let name = format!("{}.part{i}", self.old.node(*id).name);
+                let op = Op::Reshape {
+                    shape: Shape::new(target.clone()),
+                };
+                v = self.apply(&name, &op, &[Arg::New(v)], vec![target], None)?[0];
+            }
+            self.new.value_mut(v).name = self.old.value(old_part).name.clone();
+            self.map.insert(old_part, v);
+        }
+        if let Some(id) = add_id {
+            self.skip.insert(id);
+        }
+        if let Some((id, _)) = reshape {
+            self.skip.insert(id);
+        }
+        self.skip.insert(split_id);
+        tracing::debug!(node = %node.name, parts = k, "fused projection split per part");
+        Ok(true)
+    }
+
+    /// A source viewed as `view` (dim `col` of the original become `[k, part]`), split
+    /// over tp along `part`, cut into its k parts of the original rank.
+    fn view_parts(
+        &mut self,
+        v: ValueId,
+        view: Vec<u64>,
+        col: usize,
+        site: &str,
+    ) -> Result<Vec<ValueId>, ShardError> {
+        let k = view[col] as usize;
+        let sharding = Sharding::on("tp", Placement::Split(col + 1));
+        let whole = self.source_view(v, sharding.clone(), Some(view.clone()))?;
+        let mut piece = view.clone();
+        piece[col] = 1;
+        let base = self.new.value(whole).name.clone();
+        let parts = self.emit(
+            &format!("{base}.parts"),
+            Op::Split {
+                axis: col as i64,
+                sizes: vec![1; k],
+            },
+            vec![whole],
+            vec![(sharding.clone(), piece.clone()); k],
+        )?;
+        let mut logical = view.clone();
+        logical.remove(col);
+        let part_sharding = Sharding::on("tp", Placement::Split(col));
+        let local = Shape::new(self.local_shape(site, &logical, &part_sharding)?);
+        let mut out = Vec::with_capacity(k);
+        for (i, p) in parts.into_iter().enumerate() {
+            out.push(
+                self.emit(
+                    &format!("{base}.part{i}"),
+                    Op::Reshape {
+                        shape: local.clone(),
+                    },
+                    vec![p],
+                    vec![(part_sharding.clone(), logical.clone())],
+                )?[0],
+            );
+        }
+        Ok(out)
+    }
+
+    /// The op with its shape attributes made local.
+    fn local_op(
+        &self,
+        name: &str,
+        op: &Op,
+        outs: &[(Sharding, Vec<u64>)],
+    ) -> Result<Op, ShardError> {
+        let local = |i: usize| -> Result<Shape, ShardError> {
+            Ok(Shape::new(self.local_shape(name, &outs[i].1, &outs[i].0)?))
+        };
+        Ok(match op {
+            Op::Reshape { .. } => Op::Reshape { shape: local(0)? },
+            Op::Expand { .. } => Op::Expand { shape: local(0)? },
+            other => other.clone(),
+        })
+    }
+
+    /// `[b, h, t, d]` (whole) → `[b, h·r, t, d]` with each head repeated `r` times in
+    /// place, then this device's slice of heads along `axis`.
+    fn repeat_heads(
+        &mut self,
+        name: &str,
+        x: ValueId,
+        r: u64,
+        axis: &str,
+    ) -> Result<ValueId, ShardError> {
+        let logical = self.logical.get(&x).cloned().unwrap_or_default();
+        let sharding = self.new.value(x).sharding.clone();
+        let base = self.new.value(x).name.clone();
+        let local: Vec<u64> = self
+            .new
+            .value(x)
+            .ty
+            .shape
+            .eval(&self.new.dims)
+            .map_err(|e| ShardError::Internal {
+                node: name.into(),
+                reason: e.to_string(),
+            })?;
+        let mut wide_local = local.clone();
+        wide_local.insert(2, 1);
+        let mut wide_logical = logical.clone();
+        wide_logical.insert(2, 1);
+        let x1 = self.emit(
+            &format!("{base}.kv_heads_1"),
+            Op::Reshape {
+                shape: Shape::new(wide_local.clone()),
+            },
+            vec![x],
+            vec![(sharding.clone(), wide_logical.clone())],
+        )?[0];
+        wide_local[2] = r;
+        wide_logical[2] = r;
+        let xr = self.emit(
+            &format!("{base}.kv_heads_r"),
+            Op::Expand {
+                shape: Shape::new(wide_local),
+            },
+            vec![x1],
+            vec![(sharding.clone(), wide_logical)],
+        )?[0];
+        let mut merged_local = local;
+        merged_local[1] *= r;
+        let mut merged_logical = logical;
+        merged_logical[1] *= r;
+        let xm = self.emit(
+            &format!("{base}.kv_heads_repeated"),
+            Op::Reshape {
+                shape: Shape::new(merged_local),
+            },
+            vec![xr],
+            vec![(sharding, merged_logical)],
+        )?[0];
+        self.convert(xm, axis, Placement::Split(1))
+    }
+}
