@@ -184,12 +184,14 @@ fn missing_and_unsupported_files_fail_cleanly() {
 fn help_documents_every_flag() {
     let o = weft(&["check", "--help"]);
     let help = stdout(&o);
-    for flag in ["--json", "--dim", "<MODEL>"] {
+    for flag in ["--json", "--dim", "--mesh", "<MODEL>"] {
         assert!(help.contains(flag), "{help}");
     }
     let o = weft(&["dump", "--help"]);
     let help = stdout(&o);
-    for flag in ["--format", "--output", "--dim", "text", "json", "dot"] {
+    for flag in [
+        "--format", "--output", "--dim", "--mesh", "sharded", "text", "json", "dot",
+    ] {
         assert!(help.contains(flag), "{help}");
     }
     let o = weft(&["--help"]);
@@ -362,4 +364,94 @@ fn run_onnx_model_with_npy_tokens_matches_onnxruntime() {
         worst <= 1e-4,
         "worst error {worst:.2e} relative to the largest logit"
     );
+}
+
+#[test]
+fn mesh_shards_for_dump_check_and_run() {
+    // dump: the per-device graph with its collectives and each value's sharding.
+    let o = weft(&["dump", "examples/tiny-llama.json", "--mesh", "tp=2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("mesh tp=2"), "{text}");
+    assert!(
+        text.contains("= all_reduce(%layers.0.attn_residual) {axis=tp, op=sum}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("%layers.0.attn.q_proj.weight: f32[64, 32] {tp: S(1)}"),
+        "{text}"
+    );
+    let explicit = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "sharded",
+    ]);
+    assert_eq!(stdout(&explicit), text);
+    // check --json: communication per collective and per layer.
+    let o = weft(&[
+        "check",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // 5 all-reduces of [1, 16, 64] f32 (4096 bytes) over 2 layers.
+    assert_eq!(report["comm_bytes_total"], 5 * 4096);
+    assert_eq!(report["comm_bytes_per_layer"], 5 * 4096 / 2);
+    let list = report["collectives"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert_eq!(list[0]["kind"], "all_reduce");
+    assert_eq!(list[0]["axis"], "tp");
+    assert_eq!(list[0]["bytes"], 4096);
+    // run --mesh: the whole outputs, equal to a single device's within 1e-5.
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.npz"), dir.path().join("two.npz"));
+    for (out, extra) in [(&one, None), (&two, Some("tp=4"))] {
+        let mut args = vec![
+            "run",
+            "examples/tiny-llama.json",
+            "--seed",
+            "4",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        if let Some(m) = extra {
+            args.extend(["--mesh", m]);
+        }
+        let o = weft(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let a = weft::tensor_io::read_tensor_file(&one).unwrap().remove(0).1;
+    let b = weft::tensor_io::read_tensor_file(&two).unwrap().remove(0).1;
+    assert_eq!(a.shape(), b.shape());
+    let scale = a.to_f64_vec().iter().fold(0f64, |m, x| m.max(x.abs()));
+    let worst = a
+        .to_f64_vec()
+        .iter()
+        .zip(b.to_f64_vec())
+        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+    assert!(worst <= 1e-5 * scale, "{worst}");
+    // Impossible layouts and misuse fail cleanly.
+    let o = weft(&["run", "examples/tiny-llama.json", "--mesh", "tp=3"]);
+    assert_clean_failure(&o);
+    assert!(stderr(&o).contains("cannot shard"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vocabulary (256 rows"),
+        "{}",
+        stderr(&o)
+    );
+    let o = weft(&["dump", "examples/tiny-llama.json", "--stage", "sharded"]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("--stage sharded needs --mesh"),
+        "{}",
+        stderr(&o)
+    );
+    let o = weft(&["check", "examples/tiny-llama.json", "--mesh", "tp=two"]);
+    assert!(!o.status.success());
 }

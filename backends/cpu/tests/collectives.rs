@@ -593,3 +593,92 @@ fn inline_values_of_a_sharded_weight_describe_the_whole_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn all_slice_keeps_rank_i_slice_i_without_communicating() {
+    for n in SIZES {
+        let g = one_op(
+            n,
+            &[3, 2 * n as u64],
+            DType::F32,
+            Op::AllSlice {
+                axis: "x".into(),
+                dim: 1,
+            },
+        );
+        let inputs = rank_inputs(n, &[3, 2 * n], DType::F32);
+        let outs = run_ranks(&g, per_rank(&inputs), &opts()).unwrap();
+        for (r, out) in outs.iter().enumerate() {
+            let x = inputs[r].as_f32().unwrap();
+            let want: Vec<f32> = (0..3)
+                .flat_map(|row| (0..2).map(move |c| (row, 2 * r + c)))
+                .map(|(row, col)| x[row * 2 * n + col])
+                .collect();
+            assert_eq!(out[0].shape(), &[3, 2]);
+            assert_eq!(out[0].as_f32().unwrap(), want.as_slice(), "n={n} rank {r}");
+        }
+    }
+}
+
+#[test]
+fn sharded_gather_looks_up_global_rows_and_zeros_the_rest() {
+    for n in SIZES {
+        let rows = 2usize; // per rank
+        let mut g = Graph::new("vocab");
+        g.mesh = format!("x={n}").parse().unwrap();
+        let table = g
+            .add(
+                "table",
+                Op::Input {
+                    dtype: DType::F32,
+                    shape: Shape::new([rows as u64, 3]),
+                },
+                &[],
+            )
+            .unwrap();
+        let total = (rows * n) as i64;
+        let ids: Vec<f64> = vec![0.0, (total - 1) as f64, -1.0, 1.0];
+        let idx = g
+            .add(
+                "ids",
+                Op::Constant {
+                    dtype: DType::I64,
+                    shape: Shape::new([4u64]),
+                    init: weft_ir::Init::Inline(ids),
+                },
+                &[],
+            )
+            .unwrap();
+        let y = g
+            .add("y", Op::ShardedGather { axis: "x".into() }, &[table, idx])
+            .unwrap();
+        g.outputs.push(y);
+        let tables: Vec<Tensor> = rank_inputs(n, &[rows, 3], DType::F32);
+        let per: Vec<Tensors> = tables
+            .iter()
+            .map(|t| [("table".to_owned(), t.clone())].into())
+            .collect();
+        let outs = run_ranks(&g, per, &opts()).unwrap();
+        // Global row j lives on rank j / rows at local row j % rows.
+        let global = |j: i64| {
+            let j = if j < 0 { j + total } else { j } as usize;
+            (j / rows, j % rows)
+        };
+        for (r, out) in outs.iter().enumerate() {
+            let got = out[0].as_f32().unwrap();
+            for (slot, &j) in [0, total - 1, -1, 1].iter().enumerate() {
+                let (owner, local) = global(j);
+                let want: Vec<f32> = if owner == r {
+                    tables[r].as_f32().unwrap()[local * 3..local * 3 + 3].to_vec()
+                } else {
+                    vec![0.0; 3]
+                };
+                assert_eq!(
+                    &got[slot * 3..slot * 3 + 3],
+                    want.as_slice(),
+                    "n={n} rank {r} id {j}"
+                );
+            }
+        }
+    }
+}
