@@ -59,7 +59,11 @@ pub fn to_stage(
 /// Shards a single-device graph over `mesh` (`tp=4`, `tp=2,dp=2`): the SPMD graph every
 /// device runs, with explicit collectives (see `passes/src/shard/`).
 pub fn shard(graph: &ir::Graph, mesh: &ir::Mesh) -> Result<ir::Graph, passes::shard::ShardError> {
-    passes::shard::shard(graph, &passes::shard::ShardOptions { mesh: mesh.clone() })
+    let options = passes::shard::ShardOptions {
+        mesh: mesh.clone(),
+        sp_norms: false,
+    };
+    passes::shard::shard(graph, &options)
 }
 
 /// Options that apply whatever the model's format.

@@ -34,6 +34,10 @@ enum Command {
         /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
         #[arg(long, value_name = "SPEC")]
         mesh: Option<weft::ir::Mesh>,
+        /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
+        /// device's sequence shard, between a reduce-scatter and an all-gather.
+        #[arg(long, requires = "mesh")]
+        sp_norms: bool,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
@@ -60,6 +64,10 @@ enum Command {
         /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
         #[arg(long, value_name = "SPEC")]
         mesh: Option<weft::ir::Mesh>,
+        /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
+        /// device's sequence shard, between a reduce-scatter and an all-gather.
+        #[arg(long, requires = "mesh")]
+        sp_norms: bool,
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
@@ -91,6 +99,10 @@ struct RunArgs {
     /// `--mesh tp=4`; outputs are written whole (split outputs gathered).
     #[arg(long, value_name = "SPEC")]
     mesh: Option<weft::ir::Mesh>,
+    /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
+    /// device's sequence shard, between a reduce-scatter and an all-gather.
+    #[arg(long, requires = "mesh")]
+    sp_norms: bool,
     /// Seed for the inputs that are not given (each gets seeded random values and a warning).
     #[arg(long, default_value_t = 0, value_name = "S")]
     seed: u64,
@@ -116,6 +128,7 @@ fn load_at(
     dims: Vec<(String, u64)>,
     stage: StageArg,
     mesh: Option<&weft::ir::Mesh>,
+    sp_norms: bool,
 ) -> miette::Result<weft::ir::Graph> {
     let graph = load_model(model, &options(dims))?;
     let passes = match (stage, mesh) {
@@ -134,7 +147,11 @@ fn load_at(
     match mesh {
         Some(mesh) => {
             let start = std::time::Instant::now();
-            let sharded = weft::shard(&graph, mesh)
+            let options = weft::passes::shard::ShardOptions {
+                mesh: mesh.clone(),
+                sp_norms,
+            };
+            let sharded = weft::passes::shard::shard(&graph, &options)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot shard `{}` over {mesh}", model.display()))?;
             tracing::info!(elapsed = ?start.elapsed(), %mesh, "sharded");
@@ -193,9 +210,10 @@ fn run(cli: Cli) -> miette::Result<()> {
             model,
             json,
             mesh,
+            sp_norms,
             dims,
         } => {
-            let graph = load_at(&model, dims, StageArg::Raised, mesh.as_ref())?;
+            let graph = load_at(&model, dims, StageArg::Raised, mesh.as_ref(), sp_norms)?;
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
             if mesh.is_some() {
                 report.comm = Some(weft::CommSummary::new(&graph));
@@ -216,6 +234,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             output,
             stage,
             mesh,
+            sp_norms,
             dims,
         } => {
             let stage = stage.unwrap_or(if mesh.is_some() {
@@ -223,7 +242,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             } else {
                 StageArg::Raised
             });
-            let graph = load_at(&model, dims, stage, mesh.as_ref())?;
+            let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
             let text = match format {
                 Format::Text => weft::ir::text::to_text(&graph),
                 Format::Json => weft::json::to_json(&graph),
@@ -235,7 +254,13 @@ fn run(cli: Cli) -> miette::Result<()> {
 }
 
 fn run_model(args: RunArgs) -> miette::Result<()> {
-    let graph = load_at(&args.model, args.dims, StageArg::Raised, args.mesh.as_ref())?;
+    let graph = load_at(
+        &args.model,
+        args.dims,
+        StageArg::Raised,
+        args.mesh.as_ref(),
+        args.sp_norms,
+    )?;
     let devices = graph.mesh.num_devices() as usize;
     if let Some(n) = args.ranks
         && n != devices

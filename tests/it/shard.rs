@@ -263,3 +263,72 @@ fn impossible_layouts_are_reported() {
     let e = err(&llama(&cfg).unwrap(), "tp=2");
     assert!(e.contains("3 key/value heads"), "{e}");
 }
+
+fn shard_sp(graph: &Graph, spec: &str) -> Graph {
+    let options = weft::passes::shard::ShardOptions {
+        mesh: mesh(spec),
+        sp_norms: true,
+    };
+    weft::passes::shard::shard(graph, &options).unwrap_or_else(|e| panic!("{spec}: {e}"))
+}
+
+#[test]
+fn sequence_parallel_norms_reduce_scatter_then_all_gather() {
+    // Megatron-SP: each all-reduce becomes a reduce-scatter before the norm and an
+    // all-gather after it, the same bytes: (2L+1) of each, b·s·h·4 bytes (f32) apiece.
+    let tiny = crate::load("examples/tiny-llama.json");
+    let report = weft::passes::shard::comm_report(&shard_sp(&tiny, "tp=2"));
+    let message = 16 * 64 * 4;
+    let count = |kind: &str| report.collectives.iter().filter(|c| c.kind == kind).count();
+    assert_eq!((count("reduce_scatter"), count("all_gather")), (5, 5));
+    assert!(report.collectives.iter().all(|c| c.bytes == message));
+    // The norms themselves run on sequence shards.
+    let sharded = shard_sp(&tiny, "tp=2");
+    let norm = sharded
+        .nodes()
+        .find(|(_, n)| n.name == "layers.0.ffn_norm")
+        .unwrap()
+        .1;
+    assert_eq!(
+        sharded.value(norm.outputs[0]).sharding.to_string(),
+        "{tp: S(1)}"
+    );
+    // And the outputs do not change: examples and fixtures.
+    let options = RunOptions::default();
+    let mut graphs: Vec<(String, Graph, Tensors)> = Vec::new();
+    for (file, cfg) in bundled_examples() {
+        let g = llama(&scaled_down(&cfg)).unwrap();
+        let inputs = random_inputs(&g, 2);
+        graphs.push((file.to_owned(), g, inputs));
+    }
+    for fixture in ["llama-gqa", "qwen2", "mixtral", "gpt2", "bert"] {
+        let dir = format!("tests/onnx-models/{fixture}");
+        let g = raised(&format!("{dir}/model.onnx"));
+        let given =
+            weft::tensor_io::read_input_dir(&repo(&format!("{dir}/test_data_set_0"))).unwrap();
+        let inputs: Tensors = g
+            .inputs()
+            .map(|v| g.value(v).name.clone())
+            .zip(given)
+            .collect();
+        graphs.push((fixture.to_owned(), g, inputs));
+    }
+    for (name, g, inputs) in graphs {
+        let want = run(&g, &inputs, &options).unwrap();
+        for spec in ["tp=2", "tp=4"] {
+            let got = run(&shard_sp(&g, spec), &inputs, &options).unwrap();
+            for ((_, w), (_, x)) in want.iter().zip(&got) {
+                let (w, x) = (w.to_f64_vec(), x.to_f64_vec());
+                let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let worst = w
+                    .iter()
+                    .zip(&x)
+                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "{name} at {spec} with SP norms: {worst}"
+                );
+            }
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub enum ShardError {
 #[derive(Clone, Debug)]
 pub struct ShardOptions {
     pub mesh: Mesh,
+    /// Megatron-SP: on `tp`, each norm runs on the device's sequence shard between a
+    /// reduce-scatter and an all-gather (instead of whole after an all-reduce).
+    pub sp_norms: bool,
 }
 
 /// The axes this pass has rules for, and what each does.
@@ -91,7 +94,14 @@ pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError>
             reason: format!("the model already declares the mesh `{}`", graph.mesh),
         });
     }
+    if options.sp_norms && mesh.axis_size("tp").is_none() {
+        return Err(ShardError::Mesh {
+            mesh: mesh.to_string(),
+            reason: "--sp-norms shards norms over `tp`, which the mesh lacks".into(),
+        });
+    }
     let mut s = Sharder::new(graph, mesh.clone());
+    s.sp_norms = options.sp_norms;
     for (id, node) in graph.nodes() {
         s.node(id, node)?;
     }
@@ -132,6 +142,9 @@ struct Sharder<'g> {
     skip: HashSet<NodeId>,
     /// Rows of the largest embedding table: the vocabulary, split on `tp`.
     vocab_rows: u64,
+    sp_norms: bool,
+    /// Node names used in the new graph.
+    names: HashSet<String>,
 }
 
 /// An argument of an op being emitted: a value of the old graph, or one already placed.
@@ -169,6 +182,8 @@ impl<'g> Sharder<'g> {
             users,
             skip: HashSet::new(),
             vocab_rows,
+            sp_norms: false,
+            names: HashSet::new(),
         }
     }
 
@@ -269,6 +284,19 @@ impl<'g> Sharder<'g> {
             return Ok(nv);
         }
         let node = self.old.node(self.old.value(v).producer);
+        // A graph input is fed once, by name: another layout of it is communicated from
+        // the first.
+        if let (Op::Input { .. }, None) = (&node.op, &view)
+            && let Some((_, &first)) = self.sources.iter().find(|((old, _), _)| *old == v)
+        {
+            let mut nv = first;
+            let axes: Vec<String> = self.new.mesh.axes().iter().map(|a| a.name.clone()).collect();
+            for axis in axes {
+                nv = self.convert(nv, &axis, sharding.placement(&axis))?;
+            }
+            self.sources.insert((v, sharding), nv);
+            return Ok(nv);
+        }
         let name = if view.is_some() {
             format!("{}@view", node.name)
         } else if self.sources.keys().any(|(old, _)| *old == v) {
@@ -319,6 +347,14 @@ impl<'g> Sharder<'g> {
         inputs: Vec<ValueId>,
         outs: Vec<(Sharding, Vec<u64>)>,
     ) -> Result<Vec<ValueId>, ShardError> {
+        // Names stay unique: a second conversion of a value to another place gets a suffix.
+        let mut unique = name.to_owned();
+        let mut k = 2;
+        while !self.names.insert(unique.clone()) {
+            unique = format!("{name}.{k}");
+            k += 1;
+        }
+        let name = unique.as_str();
         let id = self
             .new
             .add_node(name, op, inputs)
@@ -565,6 +601,7 @@ impl<'g> Sharder<'g> {
                 name: &axis.name,
                 size: axis.size,
                 megatron: axis.name == "tp",
+                sp_norms: self.sp_norms && axis.name == "tp",
             };
             let plan = rules::rule(&site, &ins, &ax)?;
             plans.push((axis.name.clone(), plan));

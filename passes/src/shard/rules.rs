@@ -31,6 +31,8 @@ pub(super) struct Axis<'a> {
     /// Megatron-style tensor parallelism (column/row-parallel weights, heads,
     /// vocabulary) runs on the `tp` axis only.
     pub megatron: bool,
+    /// Megatron-SP: norms (and the residual stream) on sequence shards of `tp`.
+    pub sp_norms: bool,
 }
 
 /// What a rule decided.
@@ -112,8 +114,14 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         }
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
             let last = ins[0].shape.len() - 1;
-            let p = match ins[0].placement {
-                S(d) if d != last => S(d),
+            // Megatron-SP: normalise this device's tokens only (the sequence dim is the
+            // one before the hidden dim), after a reduce-scatter instead of an all-reduce.
+            let seq = ins[0].shape.len().checked_sub(2);
+            let sp =
+                seq.filter(|&d| ax.megatron && ax.sp_norms && divides(ins[0].shape[d], ax.size));
+            let p = match (ins[0].placement, sp) {
+                (S(d), _) if d != last => S(d),
+                (_, Some(d)) => S(d),
                 _ => R,
             };
             let mut inputs = vec![p];
@@ -397,7 +405,13 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
             R
         }
     };
+    let column = |b: &In| {
+        let n = b.shape[b_n];
+        ax.megatron && b.free && divides(n, ax.size) && (site.column_survives)(n)
+    };
     let (wa, wb, out) = match (pa, pb) {
+        // Megatron-SP: sequence-split activations are gathered into a column-parallel layer.
+        (S(d), R) if d == a_m && ax.sp_norms && !a.free && column(b) => (R, S(b_n), S(r - 1)),
         (S(d), _) if !a.free || pb == R => {
             if d == a_k {
                 (S(a_k), S(b_k), SUM)
@@ -423,9 +437,7 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
         _ => {
             // Megatron's column-parallel layer: a whole activation times a weight split
             // by output columns, when the split survives what consumes the result.
-            let n = b.shape[b_n];
-            if ax.megatron && b.free && !a.free && divides(n, ax.size) && (site.column_survives)(n)
-            {
+            if !a.free && column(b) {
                 (R, S(b_n), S(r - 1))
             } else {
                 (R, R, R)
