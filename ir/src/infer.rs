@@ -301,12 +301,54 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             int(counts, "expert counts")?;
             same_dtype(&[x, w], "rows and expert weights")?;
             let [rows, k] = rank_n::<2>(x, "rows [N, K]")?;
-            let [e] = rank_n::<1>(counts, "expert counts [E]")?;
+            let e = match counts.shape.rank() {
+                1 => rank_n::<1>(counts, "expert counts [E]")?[0].clone(),
+                _ => {
+                    let [blocks, e] = rank_n::<2>(counts, "blocked expert counts [B, E]")?;
+                    let (n, b) = (rows.eval(cx.dims), blocks.eval(cx.dims));
+                    if let (Ok(n), Ok(b)) = (n, b)
+                        && (b == 0 || n % b != 0)
+                    {
+                        return Err(Rule::Shape(format!(
+                            "{n} rows do not split into {b} equal blocks"
+                        )));
+                    }
+                    e
+                }
+            };
             let [e2, wk, wm] = rank_n::<3>(w, "expert weights [E, K, M]")?;
             let (wk, wm) = if *transpose_b { (wm, wk) } else { (wk, wm) };
             same_dim(&e, &e2, "expert counts and weights' expert dim", cx)?;
             same_dim(&k, &wk, "rows' K and weights' K", cx)?;
             one(TensorType::new(x.dtype, Shape(vec![rows, wm])))
+        }
+        Op::MoePad { groups } => {
+            let (x, counts) = (inputs[0], inputs[1]);
+            int(counts, "expert counts")?;
+            let [n, h] = rank_n::<2>(x, "rows [N, H]")?;
+            let [e] = rank_n::<1>(counts, "expert counts [E]")?;
+            if *groups == 0 || e.eval(cx.dims).is_ok_and(|e| e % groups != 0) {
+                return Err(Rule::Attr(format!(
+                    "{groups} groups do not divide the {e} experts"
+                )));
+            }
+            one(TensorType::new(
+                x.dtype,
+                Shape(vec![Dim::Fixed(*groups), n, h]),
+            ))
+        }
+        Op::MoeUnpad { groups, rows } => {
+            let (x, counts) = (inputs[0], inputs[1]);
+            int(counts, "expert counts")?;
+            let [g, _, h] = rank_n::<3>(x, "blocks [G, N', H]")?;
+            let [e] = rank_n::<1>(counts, "expert counts [E]")?;
+            same_dim(&g, &Dim::Fixed(*groups), "blocks and groups", cx)?;
+            if *groups == 0 || e.eval(cx.dims).is_ok_and(|e| e % groups != 0) {
+                return Err(Rule::Attr(format!(
+                    "{groups} groups do not divide the {e} experts"
+                )));
+            }
+            one(TensorType::new(x.dtype, Shape(vec![Dim::Fixed(*rows), h])))
         }
         Op::MoeCombine => {
             let (y, w, ids) = (inputs[0], inputs[1], inputs[2]);

@@ -343,10 +343,25 @@ pub enum Op {
     },
     /// Grouped matmul: rows `[N, K]` grouped by expert counts `[E]` (consecutive runs),
     /// each run multiplied by its expert's weight `[E, K, M]` (or `[E, M, K]` transposed).
+    /// With blocked counts `[B, E]` the rows are `B` equal blocks, block `b` holding runs
+    /// of `counts[b, e]` rows per expert followed by padding rows, whose results are zero
+    /// (the layout expert parallelism receives from its all-to-all).
     #[cfg_attr(feature = "serde", serde(rename = "expert_matmul"))]
     ExpertMatMul {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
+    },
+    /// Expert-parallel send buffer: rows `[N, H]` sorted by expert with counts `[E]` to
+    /// `[G, N, H]`, block `g` holding the rows of experts `g·E/G … (g+1)·E/G - 1` (a
+    /// contiguous run) followed by zero rows.
+    MoePad {
+        groups: u64,
+    },
+    /// Inverse of `moe_pad`: `[G, N', H]` blocks and counts `[E]` back to the `[N, H]` rows
+    /// sorted by expert (`N` = the counts' sum, read from the output type: `rows`).
+    MoeUnpad {
+        groups: u64,
+        rows: u64,
     },
     /// Inverse of dispatch: expert outputs `[T*k, H]` in dispatch order, routing weights
     /// `[T, k]` and expert ids `[T, k]` to `out[t] = sum_j w[t, j] * y[slot(t, j)]`, `[T, H]`.
@@ -497,6 +512,8 @@ impl Op {
         "moe_dispatch",
         "expert_matmul",
         "moe_combine",
+        "moe_pad",
+        "moe_unpad",
         "all_reduce",
         "all_gather",
         "reduce_scatter",
@@ -552,6 +569,8 @@ impl Op {
             Op::MoeDispatch { .. } => "moe_dispatch",
             Op::ExpertMatMul { .. } => "expert_matmul",
             Op::MoeCombine => "moe_combine",
+            Op::MoePad { .. } => "moe_pad",
+            Op::MoeUnpad { .. } => "moe_unpad",
             Op::AllReduce { .. } => "all_reduce",
             Op::AllGather { .. } => "all_gather",
             Op::ReduceScatter { .. } => "reduce_scatter",
@@ -580,6 +599,8 @@ impl Op {
             | Op::RmsNorm { .. }
             | Op::Gather { .. }
             | Op::MoeDispatch { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
             | Op::ShardedGather { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
             Op::Attention { .. } => Between(3, 4),
@@ -624,6 +645,8 @@ impl Op {
             Op::MoeRoute { .. }
             | Op::MoeDispatch { .. }
             | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
             | Op::MoeCombine => OpClass::Moe,
             Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -740,6 +763,11 @@ impl Op {
                 }
             }
             Op::MoeDispatch { num_experts } => push("num_experts", num_experts.to_string()),
+            Op::MoePad { groups } => push("groups", groups.to_string()),
+            Op::MoeUnpad { groups, rows } => {
+                push("groups", groups.to_string());
+                push("rows", rows.to_string());
+            }
             Op::ExpertMatMul { transpose_b } => {
                 if *transpose_b {
                     push("transpose_b", "true".into());

@@ -218,7 +218,10 @@ fn weights_are_column_and_row_parallel() {
 #[test]
 fn impossible_layouts_are_reported() {
     let tiny = crate::load("examples/tiny-llama.json");
-    let err = |g: &Graph, spec: &str| weft::shard(g, &mesh(spec)).unwrap_err().to_string();
+    let err = |g: &Graph, spec: &str| match weft::shard(g, &mesh(spec)) {
+        Ok(_) => panic!("{spec} should fail"),
+        Err(e) => e.to_string(),
+    };
     // A vocabulary of 256 rows over 3 devices: the embedding is the first to object.
     let e = err(&tiny, "tp=3");
     assert!(
@@ -245,8 +248,8 @@ fn impossible_layouts_are_reported() {
         "{e}"
     );
     // Axes without rules.
-    let e = err(&tiny, "ep=2");
-    assert!(e.contains("axis `ep` has no sharding rules"), "{e}");
+    let e = err(&tiny, "sp=2");
+    assert!(e.contains("axis `sp` has no sharding rules"), "{e}");
     // A graph that already communicates.
     let e = err(&crate::load("tests/data/collectives.json"), "tp=2,ep=2");
     assert!(
@@ -331,4 +334,58 @@ fn sequence_parallel_norms_reduce_scatter_then_all_gather() {
             }
         }
     }
+}
+
+#[test]
+fn expert_parallelism_routes_tokens_with_all_to_all() {
+    let moe = |path: &str| raised(path);
+    // The Mixtral fixture (8 experts, top-2) and the Mixtral example's builder, scaled.
+    let fixture = moe("tests/onnx-models/mixtral/model.onnx");
+    let dir = repo("tests/onnx-models/mixtral/test_data_set_0");
+    let given = weft::tensor_io::read_input_dir(&dir).unwrap();
+    let fixture_inputs: Tensors = fixture
+        .inputs()
+        .map(|v| fixture.value(v).name.clone())
+        .zip(given)
+        .collect();
+    let example = llama(&scaled_down(&LlamaConfig::mixtral_8x7b_layer())).unwrap();
+    let example_inputs = random_inputs(&example, 9);
+    for (name, graph, inputs) in [
+        ("mixtral fixture", &fixture, &fixture_inputs),
+        ("mixtral example (scaled)", &example, &example_inputs),
+    ] {
+        for spec in ["ep=2", "ep=4", "tp=2,ep=2", "ep=2,dp=1"] {
+            let err = sharded_error(graph, spec, inputs);
+            assert!(err <= 1e-5, "{name} at {spec}: relative error {err}");
+        }
+    }
+    // Communication of one Mixtral-8x7B layer at ep=8 (T = 2048 tokens, k = 2, H = 4096,
+    // bf16): each device sends every one of its T/8·k token copies in a block padded to
+    // that size for each of the 8 peers (8 · 512 · 4096 · 2 bytes = T·k·H·2), receives the
+    // same back after the experts, exchanges 8 counts (i64), and all-gathers the tokens.
+    let layer = crate::load("examples/mixtral-8x7b-moe-layer.json");
+    let report = weft::passes::shard::comm_report(&weft::shard(&layer, &mesh("ep=8")).unwrap());
+    let (t, k, h) = (2048u64, 2u64, 4096u64);
+    let bytes: Vec<(&str, u64)> = report
+        .collectives
+        .iter()
+        .map(|c| (c.kind, c.bytes))
+        .collect();
+    assert_eq!(
+        bytes,
+        vec![
+            ("all_to_all", t * k * h * 2),
+            ("all_to_all", 8 * 8),
+            ("all_to_all", t * k * h * 2),
+            ("all_gather", t * h * 2),
+        ]
+    );
+    // Experts that do not divide.
+    let e = weft::shard(&example, &mesh("ep=3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("8 experts cannot be split over mesh axis `ep` of size 3"),
+        "{e}"
+    );
 }

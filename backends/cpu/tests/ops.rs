@@ -69,6 +69,8 @@ const COVERED: &[&str] = &[
     "moe_dispatch",
     "expert_matmul",
     "moe_combine",
+    "moe_pad",
+    "moe_unpad",
 ];
 
 const NOT_COMPUTE: &[&str] = &[
@@ -82,6 +84,8 @@ const NOT_COMPUTE: &[&str] = &[
     "send",
     "recv",
     "broadcast",
+    "all_slice",
+    "sharded_gather",
 ];
 
 #[test]

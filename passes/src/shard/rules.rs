@@ -263,7 +263,9 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::Recv { .. }
         | Op::Broadcast { .. }
         | Op::AllSlice { .. }
-        | Op::ShardedGather { .. }) => {
+        | Op::ShardedGather { .. }
+        | Op::MoePad { .. }
+        | Op::MoeUnpad { .. }) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),

@@ -139,29 +139,44 @@ pub fn expert_matmul(
     let (rows, k) = (x.shape()[0], x.shape()[1]);
     let (we, wr, wc) = (w.shape()[0], w.shape()[1], w.shape()[2]);
     let m = if tb { wr } else { wc };
-    let total: i64 = cv.iter().sum();
-    if cv.iter().any(|&c| c < 0) || total != rows as i64 {
-        return Err(format!(
-            "expert counts {cv:?} must be non-negative and sum to the {rows} rows"
-        ));
-    }
+    // Blocked counts [B, E]: B equal blocks of rows, each runs-then-padding.
+    let blocks = if counts.shape().len() == 2 {
+        counts.shape()[0]
+    } else {
+        1
+    };
+    let block_rows = rows / blocks.max(1);
     let w_strides = if tb { (1, wc) } else { (wc, 1) };
     let mut y = vec![0f32; rows * m];
-    let mut start = 0usize;
-    for (e, &c) in cv.iter().enumerate().take(we) {
-        let c = c as usize;
-        gemm_f32(
-            &mut y[start * m..(start + c) * m],
-            c,
-            m,
-            k,
-            &xv[start * k..(start + c) * k],
-            (k, 1),
-            &wv[e * wr * wc..(e + 1) * wr * wc],
-            w_strides,
-            threads,
-        );
-        start += c;
+    for (b, block) in cv.chunks(we.max(1)).enumerate().take(blocks) {
+        let total: i64 = block.iter().sum();
+        let fits = if blocks == 1 {
+            total == rows as i64
+        } else {
+            total <= block_rows as i64
+        };
+        if block.iter().any(|&c| c < 0) || !fits {
+            return Err(format!(
+                "expert counts {block:?} must be non-negative and sum to {} the {block_rows} rows of block {b}",
+                if blocks == 1 { "" } else { "at most" }
+            ));
+        }
+        let mut start = b * block_rows;
+        for (e, &c) in block.iter().enumerate() {
+            let c = c as usize;
+            gemm_f32(
+                &mut y[start * m..(start + c) * m],
+                c,
+                m,
+                k,
+                &xv[start * k..(start + c) * k],
+                (k, 1),
+                &wv[e * wr * wc..(e + 1) * wr * wc],
+                w_strides,
+                threads,
+            );
+            start += c;
+        }
     }
     float_out(out, y)
 }

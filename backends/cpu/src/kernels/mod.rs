@@ -108,6 +108,10 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
             moe::dispatch(inputs[0], inputs[1], *num_experts as usize, out)
         }
         Op::MoeCombine => one(moe::combine(inputs[0], inputs[1], inputs[2], &out[0])?),
+        Op::MoePad { groups } => one(moe::pad(inputs[0], inputs[1], *groups as usize, &out[0])?),
+        Op::MoeUnpad { groups, .. } => {
+            one(moe::unpad(inputs[0], inputs[1], *groups as usize, &out[0])?)
+        }
         Op::Input { .. }
         | Op::Weight { .. }
         | Op::Constant { .. }

@@ -102,3 +102,50 @@ pub fn combine(y: &Tensor, weights: &Tensor, ids: &Tensor, out: &OutType) -> KRe
     }
     float_out(out, o)
 }
+
+/// `moe_pad`: rows sorted by expert → `[G, N, H]`, block `g` holding the rows of expert
+/// group `g` (a contiguous run of the input) and zeros after them.
+pub fn pad(x: &Tensor, counts: &Tensor, groups: usize, out: &OutType) -> KResult<Tensor> {
+    let (xv, cv) = (floats(x)?, ints(counts)?);
+    let (n, h) = (x.shape()[0], x.shape()[1]);
+    let per = cv.len() / groups.max(1);
+    let total: i64 = cv.iter().sum();
+    if cv.iter().any(|&c| c < 0) || total != n as i64 {
+        return Err(format!(
+            "expert counts {cv:?} must be non-negative and sum to the {n} rows"
+        ));
+    }
+    let mut o = vec![0f32; groups * n * h];
+    let mut start = 0usize;
+    for g in 0..groups {
+        let len: usize = cv[g * per..(g + 1) * per].iter().map(|&c| c as usize).sum();
+        o[g * n * h..][..len * h].copy_from_slice(&xv[start * h..(start + len) * h]);
+        start += len;
+    }
+    float_out(out, o)
+}
+
+/// `moe_unpad`: the inverse of [`pad`], the valid rows of each block concatenated.
+pub fn unpad(x: &Tensor, counts: &Tensor, groups: usize, out: &OutType) -> KResult<Tensor> {
+    let (xv, cv) = (floats(x)?, ints(counts)?);
+    let (block, h) = (x.shape()[1], x.shape()[2]);
+    let rows = out.shape[0];
+    let per = cv.len() / groups.max(1);
+    let total: i64 = cv.iter().sum();
+    if cv.iter().any(|&c| c < 0) || total != rows as i64 {
+        return Err(format!(
+            "expert counts {cv:?} must be non-negative and sum to the {rows} rows"
+        ));
+    }
+    let mut o = Vec::with_capacity(rows * h);
+    for g in 0..groups {
+        let len: usize = cv[g * per..(g + 1) * per].iter().map(|&c| c as usize).sum();
+        if len > block {
+            return Err(format!(
+                "group {g} has {len} rows, more than its block of {block}"
+            ));
+        }
+        o.extend_from_slice(&xv[g * block * h..][..len * h]);
+    }
+    float_out(out, o)
+}

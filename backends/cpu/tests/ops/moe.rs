@@ -424,3 +424,51 @@ fn moe_pipeline_matches_dense_per_token_arithmetic() {
         assert_close(&what, &got[0], &[t, m], &want, SUMS);
     }
 }
+
+#[test]
+fn moe_pad_and_unpad_move_expert_groups_into_zero_padded_blocks_and_back() {
+    let (n, h, groups) = (7usize, 3usize, 2usize);
+    let mut rng = Rng::new(733);
+    let (xt, x) = randn(&mut rng, &[n, h]);
+    // Four experts in two groups: group 0 = experts 0 and 1 (2 + 1 rows), group 1 = 4 rows.
+    let counts = vec![2i64, 1, 0, 4];
+    let padded = run_op(
+        Op::MoePad {
+            groups: groups as u64,
+        },
+        vec![xt, ti(&[4], counts.clone())],
+    );
+    let mut want = vec![0f32; groups * n * h];
+    want[..3 * h].copy_from_slice(&x[..3 * h]);
+    want[n * h..n * h + 4 * h].copy_from_slice(&x[3 * h..]);
+    assert_same_f32("padded blocks", &padded[0], &[groups, n, h], &want);
+    let back = run_op(
+        Op::MoeUnpad {
+            groups: groups as u64,
+            rows: n as u64,
+        },
+        vec![padded[0].clone(), ti(&[4], counts)],
+    );
+    assert_same_f32("unpadded rows", &back[0], &[n, h], &x);
+}
+
+#[test]
+fn blocked_expert_counts_leave_padding_rows_zero() {
+    // Two blocks of 4 rows; block 0: 1 row for expert 0, 2 for expert 1, 1 padding row;
+    // block 1: 3 rows for expert 1, 1 padding row.
+    let (rows, kdim, m, e) = (8usize, 3usize, 2usize, 2usize);
+    let mut rng = Rng::new(734);
+    let (xt, x) = randn(&mut rng, &[rows, kdim]);
+    let (wt, w) = randn(&mut rng, &[e, kdim, m]);
+    let got = run_op(
+        Op::ExpertMatMul { transpose_b: false },
+        vec![xt, ti(&[2, e], vec![1, 2, 0, 3]), wt],
+    );
+    let block0 = ref_expert_matmul(&x[..3 * kdim], kdim, &[1, 2], &w, m, false);
+    let block1 = ref_expert_matmul(&x[4 * kdim..7 * kdim], kdim, &[0, 3], &w, m, false);
+    let mut want = block0;
+    want.extend([0.0; 2]);
+    want.extend(block1);
+    want.extend([0.0; 2]);
+    assert_close("blocked expert matmul", &got[0], &[rows, m], &want, SUMS);
+}
