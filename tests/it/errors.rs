@@ -213,15 +213,20 @@ fn unknown_graph_output() {
 fn bad_mesh_and_sharding() {
     let e = parse_err(r#"{"weft": 1, "name": "m", "mesh": "tp=0", "nodes": [], "outputs": []}"#);
     assert!(e.to_string().contains("mesh axis `tp` has size `0`"), "{e}");
-    let e = parse_err(&with_node(
-        r#"{"name": "y", "op": "exp", "inputs": ["x"], "sharding": {"tp": "S(0)"}}"#,
+    let node = r#"{"name": "y", "op": "exp", "inputs": ["x"], "sharding": {"tp": "S(0)"}}"#;
+    let e = parse_err(&with_node(node).replacen(
+        r#""name": "m","#,
+        r#""name": "m", "mesh": "dp=2","#,
+        1,
     ));
     assert_eq!(e.kind, ErrorKind::Verify);
     assert!(
         e.to_string()
-            .contains("sharding of `y`: mesh axis `tp` is not in the graph's mesh"),
+            .contains("sharding of `y`: mesh axis `tp` is not in the graph's mesh (dp=2)"),
         "{e}"
     );
+    // Without a mesh, shardings are layout requests for the sharding pass: accepted.
+    assert!(parse_str(&with_node(node), Path::new("model.json")).is_ok());
     let e = parse_err(&with_node(
         r#"{"name": "y", "op": "exp", "inputs": ["x"], "sharding": {"tp": "Q"}}"#,
     ));

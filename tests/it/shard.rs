@@ -248,8 +248,8 @@ fn impossible_layouts_are_reported() {
         "{e}"
     );
     // Axes without rules.
-    let e = err(&tiny, "sp=2");
-    assert!(e.contains("axis `sp` has no sharding rules"), "{e}");
+    let e = err(&tiny, "cp=2");
+    assert!(e.contains("axis `cp` has no sharding rules"), "{e}");
     // A graph that already communicates.
     let e = err(&crate::load("tests/data/collectives.json"), "tp=2,ep=2");
     assert!(
@@ -388,4 +388,121 @@ fn expert_parallelism_routes_tokens_with_all_to_all() {
         e.contains("8 experts cannot be split over mesh axis `ep` of size 3"),
         "{e}"
     );
+}
+
+#[test]
+fn ulysses_trades_sequence_shards_for_head_shards_around_attention() {
+    // tiny-llama at sp=2: the tokens are split by sequence; each layer all-to-alls q, k
+    // and v to head shards and the output back: local q and the output are
+    // [1, 4 heads, 16/2, 16] f32 = 2048 bytes, k and v (2 KV heads) 1024.
+    let tiny = crate::load("examples/tiny-llama.json");
+    let sharded = weft::shard(&tiny, &mesh("sp=2")).unwrap();
+    let tokens = sharded.inputs().next().unwrap();
+    assert_eq!(sharded.value(tokens).sharding.to_string(), "{sp: S(1)}");
+    let report = weft::passes::shard::comm_report(&sharded);
+    let per_layer: Vec<(&str, u64)> = report.collectives[..4]
+        .iter()
+        .map(|c| (c.kind, c.bytes))
+        .collect();
+    assert_eq!(
+        per_layer,
+        vec![
+            ("all_to_all", 2048),
+            ("all_to_all", 1024),
+            ("all_to_all", 1024),
+            ("all_to_all", 2048)
+        ]
+    );
+    assert_eq!(report.collectives.len(), 8);
+    // Outputs unchanged: the examples' builders and every fixture, at sp=2 and sp=4 (with
+    // 2 KV heads over 4 devices, K and V are gathered and each device keeps its head).
+    let inputs = random_inputs(&tiny, 6);
+    for spec in ["sp=2", "sp=4", "dp=1,sp=2"] {
+        let err = sharded_error(&tiny, spec, &inputs);
+        assert!(err <= 1e-5, "tiny-llama at {spec}: {err}");
+    }
+    for (file, cfg) in bundled_examples() {
+        let g = llama(&scaled_down(&cfg)).unwrap();
+        let inputs = random_inputs(&g, 8);
+        for spec in ["sp=2", "sp=4"] {
+            let err = sharded_error(&g, spec, &inputs);
+            assert!(err <= 1e-5, "{file} (scaled) at {spec}: {err}");
+        }
+    }
+    for fixture in ["llama-gqa", "qwen2", "mixtral", "gpt2", "bert"] {
+        let dir = format!("tests/onnx-models/{fixture}");
+        let g = raised(&format!("{dir}/model.onnx"));
+        let given =
+            weft::tensor_io::read_input_dir(&repo(&format!("{dir}/test_data_set_0"))).unwrap();
+        let inputs: Tensors = g
+            .inputs()
+            .map(|v| g.value(v).name.clone())
+            .zip(given)
+            .collect();
+        for spec in ["sp=2", "sp=4"] {
+            let err = sharded_error(&g, spec, &inputs);
+            assert!(err <= 1e-5, "{fixture} at {spec}: {err}");
+        }
+    }
+    // 4 query heads cannot be spread over 8 devices.
+    let e = match weft::shard(&tiny, &mesh("sp=8")) {
+        Ok(_) => panic!("sp=8 should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("4 query heads cannot be split over mesh axis `sp` of size 8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn shardings_written_in_the_model_are_respected() {
+    // A single-device model (no mesh) whose file asks for layouts: layer 0's down
+    // projection split by columns (Megatron would split it by rows) and the first norm's
+    // output split by sequence. The pass honours both, moving values where the rules
+    // need them, and the outputs match the unannotated model.
+    let text = std::fs::read_to_string(repo("examples/tiny-llama.json")).unwrap();
+    let requested = text
+        .replace(
+            r#"{"name":"layers.0.mlp.down_proj.weight","op":"weight","#,
+            r#"{"name":"layers.0.mlp.down_proj.weight","sharding":{"tp":"S(1)"},"op":"weight","#,
+        )
+        .replace(
+            r#"{"name":"layers.0.attn_norm","op":"rms_norm","#,
+            r#"{"name":"layers.0.attn_norm","sharding":{"tp":"S(1)","dp":"S(0)"},"op":"rms_norm","#,
+        );
+    assert_eq!(
+        requested.matches("\"sharding\"").count(),
+        2,
+        "the example's text changed"
+    );
+    let graph = weft::json::parse_str(&requested, &repo("examples/requested.json")).unwrap();
+    let sharded = weft::shard(&graph, &mesh("tp=2")).unwrap();
+    let layout = |name: &str| {
+        let (_, n) = sharded.nodes().find(|(_, n)| n.name == name).unwrap();
+        sharded.value(n.outputs[0]).sharding.to_string()
+    };
+    assert_eq!(layout("layers.0.mlp.down_proj.weight"), "{tp: S(1)}");
+    assert_eq!(layout("layers.0.attn_norm.all_slice.tp"), "{tp: S(1)}");
+    let plain = crate::load("examples/tiny-llama.json");
+    let inputs = random_inputs(&plain, 4);
+    let options = RunOptions::default();
+    let want = run(&plain, &inputs, &options).unwrap();
+    let got = run(&sharded, &inputs, &options).unwrap();
+    let (w, g) = (want[0].1.to_f64_vec(), got[0].1.to_f64_vec());
+    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
+    let worst = w
+        .iter()
+        .zip(&g)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= 1e-5 * scale, "{worst}");
+    // The unannotated model runs as before on one device (requests mean nothing there).
+    let single = run(&graph, &inputs, &options).unwrap();
+    assert_eq!(single, want);
+    // A request that cannot be honoured is an error naming the value and the axis.
+    let e = match weft::shard(&graph, &mesh("tp=3")) {
+        Ok(_) => panic!("tp=3 should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("`tp` of size 3"), "{e}");
 }

@@ -13,8 +13,8 @@
 //! Axis roles: `tp` is Megatron tensor parallelism (column/row-parallel projections,
 //! heads, vocabulary-parallel embedding, KV-head replication when there are fewer KV
 //! heads than devices); `dp` splits the batch (dim 0 of every graph input); `ep` splits
-//! the experts of MoE blocks ([`Sharder::ep_dispatch`]). Other axes (`sp`) are refused
-//! with a clear error until their rules exist.
+//! the experts of MoE blocks ([`Sharder::ep_dispatch`]); `sp` is Ulysses sequence
+//! parallelism (graph inputs split along dim 1, attention all-to-all to heads and back).
 
 mod comm;
 mod rules;
@@ -76,6 +76,10 @@ pub const AXES: &[(&str, &str)] = &[
         "ep",
         "expert parallelism: experts split, tokens routed by all-to-all (no capacity limit)",
     ),
+    (
+        "sp",
+        "Ulysses sequence parallelism: graph inputs split along dim 1 (sequence); attention all-to-all to heads and back",
+    ),
 ];
 
 /// Shards `graph` (single-device) over `options.mesh`.
@@ -86,7 +90,7 @@ pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError>
             return Err(ShardError::Mesh {
                 mesh: mesh.to_string(),
                 reason: format!(
-                    "axis `{}` has no sharding rules (supported: {}); sequence parallelism (`sp`, Ulysses) is not implemented yet",
+                    "axis `{}` has no sharding rules (supported: {})",
                     axis.name,
                     AXES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
                 ),
@@ -152,6 +156,8 @@ struct Sharder<'g> {
     names: HashSet<String>,
     /// The expert-parallel MoE block being rewritten, if any.
     moe: Option<MoeBlock>,
+    /// The graph has no mesh: its shardings are requests (hints) on whole values.
+    hints: bool,
 }
 
 /// An MoE block under expert parallelism, between its dispatch and its combine: the
@@ -209,6 +215,7 @@ impl<'g> Sharder<'g> {
             sp_norms: false,
             names: HashSet::new(),
             moe: None,
+            hints: old.mesh.axes().is_empty(),
         }
     }
 
@@ -222,13 +229,67 @@ impl<'g> Sharder<'g> {
                 node: value.name.clone(),
                 reason: e.to_string(),
             })?;
-        // A value the user sharded is declared by its local shape.
+        // In a graph with a mesh, a value the user sharded is declared by its local shape;
+        // without one, shapes are whole and shardings are requests.
+        if self.hints {
+            return Ok(shape);
+        }
         for (axis, p) in value.sharding.entries() {
             if let Placement::Split(d) = p {
                 shape[d] *= self.new.mesh.axis_size(axis).unwrap_or(1);
             }
         }
         Ok(shape)
+    }
+
+    /// The layout the model asks for `v` (its written sharding), checked against the
+    /// mesh: axes the mesh lacks are dropped with a warning, splits must divide, and only
+    /// computed values can be partial.
+    fn hint(&self, v: ValueId) -> Result<Sharding, ShardError> {
+        let value = self.old.value(v);
+        if !self.hints || value.sharding.is_replicated() {
+            return Ok(value.sharding.clone());
+        }
+        let node = self.old.node(value.producer);
+        let shape = self.old_shape(v)?;
+        let mut out = Sharding::replicated();
+        for (axis, p) in value.sharding.entries() {
+            let Some(size) = self.new.mesh.axis_size(axis) else {
+                tracing::warn!(
+                    value = %value.name,
+                    "the model asks for a layout on mesh axis `{axis}`, which mesh `{}` lacks: ignored",
+                    self.new.mesh
+                );
+                continue;
+            };
+            match p {
+                Placement::Split(d) if d >= shape.len() || shape[d] % size != 0 => {
+                    return Err(ShardError::Indivisible {
+                        node: node.name.clone(),
+                        op: node.op.name().into(),
+                        what: format!(
+                            "dim {d} of `{}` (a requested split, shape {shape:?})",
+                            value.name
+                        ),
+                        axis: axis.into(),
+                        size,
+                    });
+                }
+                Placement::Partial(_) => {
+                    return Err(ShardError::NoRule {
+                        node: node.name.clone(),
+                        op: node.op.name().into(),
+                        reason: format!(
+                            "`{}` is requested as a partial value; only a split or whole layout can be asked for",
+                            value.name
+                        ),
+                    });
+                }
+                _ => {}
+            }
+            out = out.with(axis, p);
+        }
+        Ok(out)
     }
 
     fn is_source(&self, v: ValueId) -> bool {
@@ -248,7 +309,7 @@ impl<'g> Sharder<'g> {
             return Ok(nv);
         }
         // A source nobody laid out yet (an output that is a weight, say): as declared.
-        let sharding = self.old.value(v).sharding.clone();
+        let sharding = self.hint(v)?;
         self.source(v, sharding)
     }
 
@@ -297,7 +358,7 @@ impl<'g> Sharder<'g> {
         sharding: Sharding,
         view: Option<Vec<u64>>,
     ) -> Result<ValueId, ShardError> {
-        let declared = self.old.value(v).sharding.clone();
+        let declared = self.hint(v)?;
         let sharding = if declared.is_replicated() {
             sharding
         } else {
@@ -557,9 +618,31 @@ impl<'g> Sharder<'g> {
             .collect::<Result<_, _>>()?;
         let args: Vec<Arg> = node.inputs.iter().map(|&v| Arg::Old(v)).collect();
         let survives = node.outputs.first().copied();
-        let values = self.apply(&node.name, &node.op, &args, out_shapes, survives)?;
-        for (&old, new) in node.outputs.iter().zip(values) {
-            self.new.value_mut(new).name = self.old.value(old).name.clone();
+        let values = self.apply(
+            &node.name,
+            &node.op,
+            &args,
+            out_shapes,
+            survives,
+            &node.outputs,
+        )?;
+        for (&old, mut new) in node.outputs.iter().zip(values) {
+            // A computed value the model asks to be laid out some way is moved there.
+            let hint = self.hint(old)?;
+            if self.hints && !hint.is_replicated() {
+                let axes: Vec<String> = self
+                    .new
+                    .mesh
+                    .axes()
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect();
+                for axis in axes {
+                    if hint.placement(&axis) != Placement::Replicate {
+                        new = self.convert(new, &axis, hint.placement(&axis))?;
+                    }
+                }
+            }
             self.map.insert(old, new);
         }
         Ok(())
@@ -581,11 +664,14 @@ impl<'g> Sharder<'g> {
                         shape,
                         free: false,
                     },
-                    None => In {
-                        placement: self.old.value(v).sharding.placement(axis),
-                        shape,
-                        free: self.old.value(v).sharding.is_replicated(),
-                    },
+                    None => {
+                        let hint = self.hint(v)?;
+                        In {
+                            placement: hint.placement(axis),
+                            shape,
+                            free: hint.is_replicated(),
+                        }
+                    }
                 }
             }
         })
@@ -600,6 +686,7 @@ impl<'g> Sharder<'g> {
         args: &[Arg],
         out_shapes: Vec<Vec<u64>>,
         result: Option<ValueId>,
+        old_outputs: &[ValueId],
     ) -> Result<Vec<ValueId>, ShardError> {
         let template = Node {
             name: name.to_owned(),
@@ -614,8 +701,14 @@ impl<'g> Sharder<'g> {
                 .iter()
                 .map(|&a| self.arg_in(a, &axis.name))
                 .collect::<Result<_, _>>()?;
-            // Data parallelism: whole graph inputs are split by batch on first use.
-            if axis.name == "dp" && axis.size > 1 {
+            // Data parallelism: whole graph inputs are split by batch (dim 0) on first use;
+            // Ulysses: graph inputs of rank 2 or more by sequence (dim 1).
+            let input_dim = match axis.name.as_str() {
+                "dp" => Some(0),
+                "sp" => Some(1),
+                _ => None,
+            };
+            if let Some(dim) = input_dim.filter(|_| axis.size > 1) {
                 for (i, arg) in args.iter().enumerate() {
                     if let Arg::Old(v) = arg
                         && ins[i].free
@@ -625,10 +718,10 @@ impl<'g> Sharder<'g> {
                         )
                         && ins[i]
                             .shape
-                            .first()
-                            .is_some_and(|&b| b > 0 && b % axis.size == 0)
+                            .get(dim)
+                            .is_some_and(|&n| n > 0 && n % axis.size == 0)
                     {
-                        ins[i].placement = Placement::Split(0);
+                        ins[i].placement = Placement::Split(dim);
                         ins[i].free = false;
                     }
                 }
@@ -645,6 +738,7 @@ impl<'g> Sharder<'g> {
                 size: axis.size,
                 megatron: axis.name == "tp",
                 sp_norms: self.sp_norms && axis.name == "tp",
+                ulysses: axis.name == "sp",
             };
             // An axis of one device lays nothing out.
             let plan = if axis.size == 1 {
@@ -694,7 +788,12 @@ impl<'g> Sharder<'g> {
                             reason: format!("input {i} was never produced"),
                         });
                     }
-                    self.source(v, sharding)?
+                    // A requested layout wins over the rule's; move it where the rule wants.
+                    let mut nv = self.source(v, sharding)?;
+                    for (axis, plan) in &plans {
+                        nv = self.convert(nv, axis, plan.inputs[i])?;
+                    }
+                    nv
                 }
             };
             inputs.push(nv);
@@ -723,7 +822,17 @@ impl<'g> Sharder<'g> {
             Some(axis) => Op::ShardedGather { axis },
             None => self.local_op(name, op, &outs)?,
         };
-        self.emit(name, op, inputs, outs)
+        let mut values = self.emit(name, op, inputs, outs)?;
+        // The old graph's names, before any value is moved on.
+        for (&old, &new) in old_outputs.iter().zip(&values) {
+            self.new.value_mut(new).name = self.old.value(old).name.clone();
+        }
+        for (axis, plan) in &plans {
+            if let Some(p) = plan.restore {
+                values[0] = self.convert(values[0], axis, p)?;
+            }
+        }
+        Ok(values)
     }
 
     /// Megatron splits a fused projection (Q, K and V in one weight; gate and up in one
@@ -830,7 +939,7 @@ impl<'g> Sharder<'g> {
             let mut args: Vec<Arg> = node.inputs.iter().map(|&v| Arg::Old(v)).collect();
             args[w_slot] = Arg::New(pieces[i]);
             let name = format!("{}.part{i}", node.name);
-            let mut v = self.apply(&name, &node.op, &args, vec![out_shape.clone()], None)?[0];
+            let mut v = self.apply(&name, &node.op, &args, vec![out_shape.clone()], None, &[])?[0];
             if let (Some(parts), Some((_, projection_first))) = (&bias_parts, bias) {
                 let add_name = format!("{}.part{i}", self.old.node(add_id.unwrap_or(user)).name);
                 let args = if projection_first {
@@ -838,7 +947,14 @@ impl<'g> Sharder<'g> {
                 } else {
                     [Arg::New(parts[i]), Arg::New(v)]
                 };
-                v = self.apply(&add_name, &Op::Add, &args, vec![out_shape.clone()], None)?[0];
+                v = self.apply(
+                    &add_name,
+                    &Op::Add,
+                    &args,
+                    vec![out_shape.clone()],
+                    None,
+                    &[],
+                )?[0];
             }
             if let Some((id, shaped)) = &reshape {
                 let mut target = shaped.clone();
@@ -849,7 +965,7 @@ impl<'g> Sharder<'g> {
                 let op = Op::Reshape {
                     shape: Shape::new(target.clone()),
                 };
-                v = self.apply(&name, &op, &[Arg::New(v)], vec![target], None)?[0];
+                v = self.apply(&name, &op, &[Arg::New(v)], vec![target], None, &[])?[0];
             }
             self.new.value_mut(v).name = self.old.value(old_part).name.clone();
             self.map.insert(old_part, v);

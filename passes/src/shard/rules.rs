@@ -33,6 +33,9 @@ pub(super) struct Axis<'a> {
     pub megatron: bool,
     /// Megatron-SP: norms (and the residual stream) on sequence shards of `tp`.
     pub sp_norms: bool,
+    /// Ulysses sequence parallelism (the `sp` axis): attention swaps sequence shards for
+    /// head shards with an all-to-all, and back.
+    pub ulysses: bool,
 }
 
 /// What a rule decided.
@@ -45,6 +48,9 @@ pub(super) struct Plan {
     pub repeat_kv: Option<u64>,
     /// A row-split embedding table looked up with global indices.
     pub vocab_parallel: bool,
+    /// Move the (single) output back to this placement right after the op: Ulysses
+    /// returns attention's head-split output to sequence shards.
+    pub restore: Option<Placement>,
 }
 
 /// Context a rule needs beyond the inputs: the node and its outputs' logical shapes,
@@ -528,6 +534,34 @@ fn attention(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, ShardEr
             _ => R,
         })
     };
+    // Ulysses: queries, keys and values arrive split by sequence (dim 2); attention needs
+    // every key, so an all-to-all trades the sequence split for a head split, and the
+    // output goes back to sequence shards.
+    if ax.ulysses && q.placement == S(2) {
+        if !divides(hq, ax.size) {
+            return Err(indivisible(format!("{hq} query heads")));
+        }
+        let mut inputs = vec![S(1)];
+        let mut repeat_kv = None;
+        if divides(hkv, ax.size) {
+            inputs.extend([S(1), S(1)]);
+        } else if divides(ax.size, hkv) {
+            repeat_kv = Some(ax.size / hkv);
+            inputs.extend([R, R]);
+        } else {
+            return Err(indivisible(format!(
+                "{hkv} key/value heads (neither split nor replicated evenly)"
+            )));
+        }
+        inputs.extend(mask_as(S(1)));
+        return Ok(Plan {
+            inputs,
+            outputs: vec![S(1)],
+            repeat_kv,
+            restore: Some(S(2)),
+            ..Plan::default()
+        });
+    }
     let split = match q.placement {
         S(d) if d <= 1 => Some(d),
         _ => {
