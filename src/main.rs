@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
-        /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
+        /// `--mesh tp=2,ep=4` (axes: `tp` Megatron tensor parallelism, `dp` batch split,
+        /// `ep` expert parallelism, `sp` Ulysses sequence parallelism; docs/sharding.md).
         #[arg(long, value_name = "SPEC")]
         mesh: Option<weft::ir::Mesh>,
         /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
@@ -61,7 +62,8 @@ enum Command {
         #[arg(long, value_enum)]
         stage: Option<StageArg>,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
-        /// `--mesh tp=2,dp=2` (axes: `tp` Megatron tensor parallelism, `dp` batch split).
+        /// `--mesh tp=2,ep=4` (axes: `tp` Megatron tensor parallelism, `dp` batch split,
+        /// `ep` expert parallelism, `sp` Ulysses sequence parallelism; docs/sharding.md).
         #[arg(long, value_name = "SPEC")]
         mesh: Option<weft::ir::Mesh>,
         /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
@@ -96,7 +98,8 @@ struct RunArgs {
     #[arg(long, value_name = "N")]
     ranks: Option<usize>,
     /// Shard the model over this device mesh and run one simulated rank per device, e.g.
-    /// `--mesh tp=4`; outputs are written whole (split outputs gathered).
+    /// `--mesh tp=4` (axes `tp`, `dp`, `ep`, `sp`; docs/sharding.md); outputs are written
+    /// whole (split outputs gathered).
     #[arg(long, value_name = "SPEC")]
     mesh: Option<weft::ir::Mesh>,
     /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the

@@ -34,6 +34,8 @@ pub struct CheckReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct CommSummary {
     pub comm_bytes_total: u64,
+    /// What each device sends with ring algorithms (see `comm.rs`).
+    pub comm_wire_bytes_total: u64,
     /// The total over the layer count (attention ops), embedding and head included.
     pub comm_bytes_per_layer: u64,
     pub layers: u64,
@@ -47,6 +49,7 @@ pub struct CollectiveEntry {
     pub kind: &'static str,
     pub axis: String,
     pub bytes: u64,
+    pub wire_bytes: u64,
 }
 
 impl CommSummary {
@@ -55,6 +58,7 @@ impl CommSummary {
         let r = weft_passes::shard::comm_report(graph);
         CommSummary {
             comm_bytes_total: r.total_bytes,
+            comm_wire_bytes_total: r.total_wire_bytes,
             comm_bytes_per_layer: r.bytes_per_layer,
             layers: r.layers,
             collectives: r
@@ -65,6 +69,7 @@ impl CommSummary {
                     kind: c.kind,
                     axis: c.axis,
                     bytes: c.bytes,
+                    wire_bytes: c.wire_bytes,
                 })
                 .collect(),
         }
@@ -142,18 +147,25 @@ impl CheckReport {
         if let Some(comm) = &self.comm {
             writeln!(
                 out,
-                "  comm        {} per forward pass ({} per layer over {} layer(s)), NCCL message bytes per device",
+                "  comm        {} per forward pass ({} per layer over {} layer(s)) in NCCL messages; {} sent per device (ring)",
                 si(comm.comm_bytes_total as f64, "B"),
                 si(comm.comm_bytes_per_layer as f64, "B"),
-                comm.layers
+                comm.layers,
+                si(comm.comm_wire_bytes_total as f64, "B"),
+            )?;
+            writeln!(
+                out,
+                "    {:<16}{:<4}{:>14}{:>14}  node",
+                "kind", "axis", "message B", "sent B"
             )?;
             for c in &comm.collectives {
                 writeln!(
                     out,
-                    "    {:<16}{:<4}{:>12}  {}",
+                    "    {:<16}{:<4}{:>14}{:>14}  {}",
                     c.kind,
                     c.axis,
                     group(c.bytes),
+                    group(c.wire_bytes),
                     c.node
                 )?;
             }

@@ -285,6 +285,10 @@ fn sequence_parallel_norms_reduce_scatter_then_all_gather() {
     let count = |kind: &str| report.collectives.iter().filter(|c| c.kind == kind).count();
     assert_eq!((count("reduce_scatter"), count("all_gather")), (5, 5));
     assert!(report.collectives.iter().all(|c| c.bytes == message));
+    // What each device sends is the same as with the all-reduces they replace.
+    let plain = weft::passes::shard::comm_report(&weft::shard(&tiny, &mesh("tp=2")).unwrap());
+    assert_eq!(report.total_wire_bytes, plain.total_wire_bytes);
+    assert_eq!(plain.total_wire_bytes, 5 * 2 * message / 2);
     // The norms themselves run on sequence shards.
     let sharded = shard_sp(&tiny, "tp=2");
     let norm = sharded

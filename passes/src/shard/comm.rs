@@ -1,9 +1,11 @@
 //! Communication volume of a sharded graph, per collective.
 //!
-//! Bytes are NCCL's message sizes, per device: an all-reduce or reduce-scatter counts
-//! its input, an all-gather its (whole) output, an all-to-all its input. `all_slice`
-//! moves nothing and is not listed. What a ring algorithm puts on the wire follows from
-//! these (`2(n-1)/n` of the message for an all-reduce, `(n-1)/n` for the others).
+//! `bytes` are NCCL's message sizes, per device: an all-reduce or reduce-scatter counts
+//! its input, an all-gather its (whole) output, an all-to-all its input. `wire_bytes`
+//! are what each device sends with ring algorithms over `n` devices: `2(n-1)/n` of the
+//! message for an all-reduce, `(n-1)/n` for the others — so an all-reduce and the
+//! reduce-scatter plus all-gather that replace it send the same. `all_slice` moves
+//! nothing and is not listed.
 
 use weft_ir::{Graph, Op};
 
@@ -15,6 +17,7 @@ pub struct CollectiveCost {
     pub kind: &'static str,
     pub axis: String,
     pub bytes: u64,
+    pub wire_bytes: u64,
 }
 
 /// All collectives of a graph and their totals.
@@ -22,6 +25,7 @@ pub struct CollectiveCost {
 pub struct CommReport {
     pub collectives: Vec<CollectiveCost>,
     pub total_bytes: u64,
+    pub total_wire_bytes: u64,
     /// Attention ops in the graph (fused, or spelled out around a softmax), taken as its
     /// layer count (at least 1).
     pub layers: u64,
@@ -45,18 +49,27 @@ pub fn comm_report(graph: &Graph) -> CommReport {
             Op::AllToAll { axis, .. } => ("all_to_all", axis, bytes_of(node.inputs[0])),
             _ => continue,
         };
+        let n = graph.mesh.axis_size(axis).unwrap_or(1);
+        let share = bytes * (n - 1) / n.max(1);
         collectives.push(CollectiveCost {
             node: node.name.clone(),
             kind,
             axis: axis.clone(),
             bytes,
+            wire_bytes: if kind == "all_reduce" {
+                2 * share
+            } else {
+                share
+            },
         });
     }
     let total_bytes = collectives.iter().map(|c| c.bytes).sum();
+    let total_wire_bytes = collectives.iter().map(|c| c.wire_bytes).sum();
     let layers = layers.max(1);
     CommReport {
         collectives,
         total_bytes,
+        total_wire_bytes,
         layers,
         bytes_per_layer: total_bytes / layers,
     }
