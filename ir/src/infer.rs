@@ -412,6 +412,37 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let a = norm_axis(*dim, x.shape.rank(), "dim")?;
             one(with_dim(x, a, divide(&x.shape.dims()[a], size, axis, cx)?))
         }
+        Op::MatMulReduceScatter {
+            axis,
+            dim,
+            chunks,
+            transpose_b,
+        } => {
+            let size = axis_size(axis, cx)?;
+            let y = matmul(inputs[0], inputs[1], false, *transpose_b, cx)?;
+            let a = norm_axis(*dim, y.shape.rank(), "dim")?;
+            if *chunks == 0 {
+                return Err(Rule::Attr("chunks must be at least 1".into()));
+            }
+            divide(&y.shape.dims()[a], size * chunks, axis, cx)?;
+            one(with_dim(&y, a, divide(&y.shape.dims()[a], size, axis, cx)?))
+        }
+        Op::AllGatherMatMul {
+            axis,
+            dim,
+            transpose_b,
+        } => {
+            let size = axis_size(axis, cx)?;
+            let x = inputs[0];
+            let a = norm_axis(*dim, x.shape.rank(), "dim")?;
+            if a + 1 >= x.shape.rank() {
+                return Err(Rule::Attr(format!(
+                    "dim {dim} is the contraction dim of a [.., m, k]; gather a row dim"
+                )));
+            }
+            let gathered = with_dim(x, a, x.shape.dims()[a].mul(size));
+            one(matmul(&gathered, inputs[1], false, *transpose_b, cx)?)
+        }
         Op::ShardedGather { axis } => {
             axis_size(axis, cx)?;
             int(inputs[1], "indices")?;

@@ -425,6 +425,27 @@ pub enum Op {
     ShardedGather {
         axis: String,
     },
+    /// A GEMM fused with the reduce-scatter of its result (T3, Flux GEMM+RS):
+    /// `reduce_scatter(matmul(a, b), axis, dim)`, computed in `chunks` pieces along `dim`,
+    /// each reduced as soon as it is produced so communication overlaps the rest of the
+    /// GEMM. `dim` must divide into `size · chunks` pieces.
+    MatMulReduceScatter {
+        axis: String,
+        dim: i64,
+        chunks: u64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
+    /// An all-gather fused into the GEMM that consumes it (collective matmul, ring
+    /// decomposed: XLA, PyTorch async TP, Flux AG+GEMM): `matmul(all_gather(a, axis, dim),
+    /// b)`, each device's piece multiplied as it arrives round the ring. `dim` is a row
+    /// (not the contraction) dim of `a`.
+    AllGatherMatMul {
+        axis: String,
+        dim: i64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
 }
 
 /// How many inputs an op accepts.
@@ -523,6 +544,8 @@ impl Op {
         "broadcast",
         "all_slice",
         "sharded_gather",
+        "matmul_reduce_scatter",
+        "all_gather_matmul",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -580,6 +603,8 @@ impl Op {
             Op::Broadcast { .. } => "broadcast",
             Op::AllSlice { .. } => "all_slice",
             Op::ShardedGather { .. } => "sharded_gather",
+            Op::MatMulReduceScatter { .. } => "matmul_reduce_scatter",
+            Op::AllGatherMatMul { .. } => "all_gather_matmul",
         }
     }
 
@@ -601,7 +626,9 @@ impl Op {
             | Op::MoeDispatch { .. }
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
-            | Op::ShardedGather { .. } => Exactly(2),
+            | Op::ShardedGather { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
@@ -655,7 +682,9 @@ impl Op {
             | Op::Send { .. }
             | Op::Recv { .. }
             | Op::Broadcast { .. }
-            | Op::AllSlice { .. } => OpClass::Collective,
+            | Op::AllSlice { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. } => OpClass::Collective,
             Op::ShardedGather { .. } => OpClass::Layout,
             _ => OpClass::Elementwise,
         }
@@ -672,7 +701,9 @@ impl Op {
             | Op::Recv { axis, .. }
             | Op::Broadcast { axis, .. }
             | Op::AllSlice { axis, .. }
-            | Op::ShardedGather { axis } => Some(axis),
+            | Op::ShardedGather { axis }
+            | Op::MatMulReduceScatter { axis, .. }
+            | Op::AllGatherMatMul { axis, .. } => Some(axis),
             _ => None,
         }
     }
@@ -812,6 +843,30 @@ impl Op {
                 push("dim", dim.to_string());
             }
             Op::ShardedGather { axis } => push("axis", axis.clone()),
+            Op::MatMulReduceScatter {
+                axis,
+                dim,
+                chunks,
+                transpose_b,
+            } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+                push("chunks", chunks.to_string());
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
+            Op::AllGatherMatMul {
+                axis,
+                dim,
+                transpose_b,
+            } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
             Op::Add
             | Op::Sub
             | Op::Mul

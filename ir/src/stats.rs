@@ -72,7 +72,8 @@ pub fn stats(graph: &Graph) -> Result<GraphStats, DimError> {
     Ok(s)
 }
 
-fn node_flops(
+/// FLOPs of one op given its input shapes and (first) output shape.
+pub fn node_flops(
     op: &Op,
     inputs: &[&Shape],
     output: Option<&Shape>,
@@ -92,9 +93,23 @@ fn node_flops(
             };
             2u64.saturating_mul(out_numel()?).saturating_mul(k)
         }
-        Op::ExpertMatMul { .. } => {
+        Op::ExpertMatMul { .. } | Op::AllGatherMatMul { .. } => {
             let k = last(inputs[0])?;
             2u64.saturating_mul(out_numel()?).saturating_mul(k)
+        }
+        // The GEMM before the scatter: a's rows times b's columns times k.
+        Op::MatMulReduceScatter { transpose_b, .. } => {
+            let a = inputs[0].eval(dims)?;
+            let b = inputs[1].eval(dims)?;
+            let n = if *transpose_b {
+                b[b.len() - 2]
+            } else {
+                b[b.len() - 1]
+            };
+            let rows: u64 = a[..a.len() - 1].iter().product();
+            2u64.saturating_mul(rows)
+                .saturating_mul(n)
+                .saturating_mul(a[a.len() - 1])
         }
         Op::Attention { causal, .. } => {
             let q = inputs[0].eval(dims)?;

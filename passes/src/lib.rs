@@ -9,6 +9,7 @@ mod manager;
 mod raise;
 pub mod raise_moe;
 pub mod rebuild;
+pub mod saturate;
 pub mod shard;
 
 pub use dce::DeadCodeElimination;

@@ -374,7 +374,7 @@ fn mesh_shards_for_dump_check_and_run() {
     let text = stdout(&o);
     assert!(text.contains("mesh tp=2"), "{text}");
     assert!(
-        text.contains("= all_reduce(%layers.0.attn_residual) {axis=tp, op=sum}"),
+        text.contains("= all_reduce(%layers.0.attn.o_proj) {axis=tp, op=sum}"),
         "{text}"
     );
     assert!(

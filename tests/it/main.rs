@@ -9,6 +9,7 @@ mod onnx;
 mod raise;
 mod roundtrip;
 mod run;
+mod saturate;
 mod shard;
 
 use std::path::{Path, PathBuf};

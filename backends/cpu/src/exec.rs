@@ -501,9 +501,43 @@ impl Rank<'_> {
             }
             _ => {}
         }
+        // Fused GEMM + reduce-scatter: the reference executor computes the GEMM, then
+        // reduces and scatters it exactly as `reduce_scatter` does — the same values a
+        // chunked, overlapped kernel produces (its chunking is a schedule, not arithmetic).
+        let fused_input;
+        let input = match &node.op {
+            Op::MatMulReduceScatter { transpose_b, .. } => {
+                let a = ins[0].shape();
+                let b = ins[1].shape();
+                let n = if *transpose_b {
+                    b[b.len() - 2]
+                } else {
+                    b[b.len() - 1]
+                };
+                let mut shape = a.to_vec();
+                if let Some(last) = shape.last_mut() {
+                    *last = n;
+                }
+                let ty = OutType {
+                    dtype: out[0].dtype,
+                    shape,
+                };
+                let op = Op::MatMul {
+                    transpose_a: false,
+                    transpose_b: *transpose_b,
+                };
+                let y = kernels::eval(&op, &[&ins[0], &ins[1]], &[ty], self.threads)
+                    .map_err(|m| self.kernel_err(node, m))?;
+                fused_input =
+                    Arc::new(y.into_iter().next().ok_or_else(|| {
+                        self.kernel_err(node, "the GEMM produced nothing".into())
+                    })?);
+                &fused_input
+            }
+            _ => &ins[0],
+        };
         let seq = self.seq.entry(axis.clone()).or_insert(0);
         *seq += 1;
-        let input = &ins[0];
         let signature = format!(
             "{}({}) on {}{:?}",
             node.op.name(),
@@ -542,6 +576,31 @@ impl Rank<'_> {
                 Ok(kernels::layout_concat(&refs, *concat_dim, &out[0]))
             }
             Op::Broadcast { root, .. } => Ok(all[*root as usize].clone()),
+            Op::MatMulReduceScatter { dim, .. } => reduce_all(&all, ReduceOp::Sum)
+                .map(|full| kernels::layout_chunk(&full, *dim, all.len(), me)),
+            Op::AllGatherMatMul {
+                dim, transpose_b, ..
+            } => {
+                // The ring delivers the pieces in device order; the GEMM of the gathered rows
+                // is the GEMM of each piece, stacked.
+                let mut shape = input.shape().to_vec();
+                let d = kernels::axis(*dim, shape.len());
+                shape[d] *= all.len();
+                let gathered = kernels::layout_concat(
+                    &all,
+                    *dim,
+                    &OutType {
+                        dtype: input.dtype(),
+                        shape,
+                    },
+                );
+                let op = Op::MatMul {
+                    transpose_a: false,
+                    transpose_b: *transpose_b,
+                };
+                kernels::eval(&op, &[&gathered, &ins[1]], out, self.threads)
+                    .and_then(|mut v| v.pop().ok_or_else(|| "the GEMM produced nothing".into()))
+            }
             _ => Err(format!("`{}` is not a collective", node.op.name())),
         };
         result

@@ -648,6 +648,18 @@ impl<'g> Sharder<'g> {
         Ok(())
     }
 
+    /// Whether an argument already exists reduced to a whole value on `axis`.
+    fn has_whole_form(&self, arg: Arg, axis: &str) -> bool {
+        let nv = match arg {
+            Arg::New(nv) => Some(nv),
+            Arg::Old(v) => self.map.get(&v).copied(),
+        };
+        nv.is_some_and(|nv| {
+            self.converted
+                .contains_key(&(nv, axis.to_owned(), Placement::Replicate))
+        })
+    }
+
     /// The current placement of an argument along `axis`, as a rule sees it.
     fn arg_in(&self, arg: Arg, axis: &str) -> Result<In, ShardError> {
         Ok(match arg {
@@ -749,6 +761,21 @@ impl<'g> Sharder<'g> {
                 }
             } else {
                 rules::rule(&site, &ins, &ax)?
+            };
+            // Megatron's form: a partial sum added to a value whose whole form already
+            // exists is reduced first, so the sum is whole and the reduced value is reused
+            // (the same number of collectives, and the residual stream stays whole).
+            let plan = if matches!(op, Op::Add | Op::Sub)
+                && plan.outputs.first() == Some(&Placement::Partial(weft_ir::ReduceOp::Sum))
+                && args.iter().any(|&a| self.has_whole_form(a, &axis.name))
+            {
+                Plan {
+                    inputs: vec![Placement::Replicate; args.len()],
+                    outputs: vec![Placement::Replicate],
+                    ..Plan::default()
+                }
+            } else {
+                plan
             };
             plans.push((axis.name.clone(), plan));
         }

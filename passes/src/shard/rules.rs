@@ -271,7 +271,9 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::AllSlice { .. }
         | Op::ShardedGather { .. }
         | Op::MoePad { .. }
-        | Op::MoeUnpad { .. }) => {
+        | Op::MoeUnpad { .. }
+        | Op::MatMulReduceScatter { .. }
+        | Op::AllGatherMatMul { .. }) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),

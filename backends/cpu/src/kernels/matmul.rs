@@ -150,15 +150,16 @@ pub fn expert_matmul(
     let mut y = vec![0f32; rows * m];
     for (b, block) in cv.chunks(we.max(1)).enumerate().take(blocks) {
         let total: i64 = block.iter().sum();
-        let fits = if blocks == 1 {
-            total == rows as i64
-        } else {
+        let blocked = counts.shape().len() == 2;
+        let fits = if blocked {
             total <= block_rows as i64
+        } else {
+            total == rows as i64
         };
         if block.iter().any(|&c| c < 0) || !fits {
             return Err(format!(
                 "expert counts {block:?} must be non-negative and sum to {} the {block_rows} rows of block {b}",
-                if blocks == 1 { "" } else { "at most" }
+                if blocked { "at most" } else { "exactly" }
             ));
         }
         let mut start = b * block_rows;

@@ -123,7 +123,9 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::Recv { .. }
         | Op::Broadcast { .. }
         | Op::AllSlice { .. }
-        | Op::ShardedGather { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
+        | Op::ShardedGather { .. }
+        | Op::MatMulReduceScatter { .. }
+        | Op::AllGatherMatMul { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
     }
 }
 

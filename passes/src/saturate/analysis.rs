@@ -1,0 +1,136 @@
+//! What every e-class knows: its per-device type and sharding.
+//!
+//! Types come from the IR's own typing rules ([`weft_ir::infer`]), so an e-node a rule
+//! builds is typed exactly as the verifier would type it. Rules check that a node types
+//! before adding it ([`super::rules`]), because `make` cannot refuse one. Two classes
+//! merging with different types (or shardings) means a rule is unsound: debug builds
+//! panic, release builds record it and the report says so.
+
+use egg::{Analysis, DidMerge, EGraph, Id};
+use weft_ir::infer::{InferCtx, infer};
+use weft_ir::{DimBindings, Mesh, Op, Sharding, TensorType};
+
+use super::lang::{Head, OpTable, WNode};
+
+/// The e-graph Weft saturates.
+pub type WEGraph = EGraph<WNode, WeftAnalysis>;
+
+/// An e-class's facts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Meta {
+    Value {
+        ty: TensorType,
+        sharding: Sharding,
+    },
+    Tuple(Vec<(TensorType, Sharding)>),
+    Root,
+    /// A node that does not type: only ever built by a bug (rules check first).
+    Invalid(String),
+}
+
+impl Meta {
+    pub fn ty(&self) -> Option<&TensorType> {
+        match self {
+            Meta::Value { ty, .. } => Some(ty),
+            _ => None,
+        }
+    }
+
+    pub fn sharding(&self) -> Option<&Sharding> {
+        match self {
+            Meta::Value { sharding, .. } => Some(sharding),
+            _ => None,
+        }
+    }
+}
+
+/// The analysis: the op table, the graph's mesh and dims, and what merges found.
+#[derive(Debug, Default, Clone)]
+pub struct WeftAnalysis {
+    pub ops: OpTable,
+    pub mesh: Mesh,
+    pub dims: DimBindings,
+    /// Shardings for the next node added (set by the converter and the rules).
+    pub pending: Option<Vec<Sharding>>,
+    /// Merges of classes whose types or shardings differ: unsound rules.
+    pub unsound: Vec<String>,
+}
+
+impl WeftAnalysis {
+    /// The types `op` gives `inputs`, by the IR's rules.
+    pub fn type_op(&self, op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        let cx = InferCtx {
+            mesh: &self.mesh,
+            dims: &self.dims,
+        };
+        infer(op, inputs, &cx).map_err(|e| e.to_string())
+    }
+}
+
+impl Analysis<WNode> for WeftAnalysis {
+    type Data = Meta;
+
+    fn make(egraph: &mut WEGraph, enode: &WNode, _id: Id) -> Meta {
+        let pending = egraph.analysis.pending.take();
+        match enode.head {
+            Head::Root => Meta::Root,
+            Head::Proj(k) => match &egraph[enode.children[0]].data {
+                Meta::Tuple(items) => match items.get(k as usize) {
+                    Some((ty, sharding)) => Meta::Value {
+                        ty: ty.clone(),
+                        sharding: sharding.clone(),
+                    },
+                    None => Meta::Invalid(format!("projection {k} of a {}-tuple", items.len())),
+                },
+                other => Meta::Invalid(format!("projection of a non-tuple {other:?}")),
+            },
+            Head::Op(i) => {
+                let op = egraph.analysis.ops.get(i).clone();
+                let mut types = Vec::with_capacity(enode.children.len());
+                for &c in &enode.children {
+                    match egraph[c].data.ty() {
+                        Some(t) => types.push(t.clone()),
+                        None => return Meta::Invalid(format!("`{}` of a non-value", op.name())),
+                    }
+                }
+                let refs: Vec<&TensorType> = types.iter().collect();
+                let out = match egraph.analysis.type_op(&op, &refs) {
+                    Ok(out) => out,
+                    Err(e) => return Meta::Invalid(format!("`{}`: {e}", op.name())),
+                };
+                let shardings = pending.unwrap_or_default();
+                let sharding = |k: usize| shardings.get(k).cloned().unwrap_or_default();
+                if out.len() == 1 {
+                    Meta::Value {
+                        ty: out[0].clone(),
+                        sharding: sharding(0),
+                    }
+                } else {
+                    Meta::Tuple(
+                        out.into_iter()
+                            .enumerate()
+                            .map(|(k, t)| (t, sharding(k)))
+                            .collect(),
+                    )
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, a: &mut Meta, b: Meta) -> DidMerge {
+        if *a != b {
+            let message = format!("merged classes differ: {a:?} vs {b:?}");
+            debug_assert!(false, "unsound rewrite: {message}");
+            self.unsound.push(message);
+        }
+        DidMerge(false, false)
+    }
+}
+
+/// Adds `node` with the shardings of its outputs, returning its class.
+pub fn add_with(egraph: &mut WEGraph, node: WNode, shardings: Vec<Sharding>) -> Id {
+    egraph.analysis.pending = Some(shardings);
+    let id = egraph.add(node);
+    egraph.analysis.pending = None;
+    id
+}

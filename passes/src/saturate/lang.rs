@@ -1,0 +1,79 @@
+//! The e-graph language: IR ops as e-nodes.
+//!
+//! An e-node is an interned IR op (attributes included, so two `all_gather`s over
+//! different dims are different operators) applied to e-classes. Graph inputs, weights and
+//! constants are interned by name, so distinct sources never merge. Multi-output ops give
+//! a tuple class whose values are taken with `Proj(k)`; the graph's outputs hang off one
+//! `Root` node, since an e-graph has one root (Tensat's `noop`).
+
+use std::collections::HashMap;
+
+use egg::{Id, Language};
+use weft_ir::Op;
+
+/// What an e-node applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Head {
+    /// An IR op, by its index in the [`OpTable`].
+    Op(u32),
+    /// Output `k` of a multi-output op.
+    Proj(u32),
+    /// The graph's outputs, in order.
+    Root,
+}
+
+/// An e-node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WNode {
+    pub head: Head,
+    pub children: Vec<Id>,
+}
+
+impl Language for WNode {
+    type Discriminant = Head;
+
+    fn discriminant(&self) -> Head {
+        self.head
+    }
+
+    fn matches(&self, other: &Self) -> bool {
+        self.head == other.head && self.children.len() == other.children.len()
+    }
+
+    fn children(&self) -> &[Id] {
+        &self.children
+    }
+
+    fn children_mut(&mut self) -> &mut [Id] {
+        &mut self.children
+    }
+}
+
+/// Interned ops: equal ops (same name and attributes) share an index.
+#[derive(Debug, Default, Clone)]
+pub struct OpTable {
+    ops: Vec<Op>,
+    index: HashMap<String, u32>,
+}
+
+impl OpTable {
+    /// The index of `op`; `source` names a graph input, weight or constant, which is
+    /// interned by that name so that two sources are never equal.
+    pub fn intern(&mut self, op: &Op, source: Option<&str>) -> u32 {
+        let key = match source {
+            Some(name) => format!("source:{name}"),
+            None => format!("{}({})", op.name(), op.attr_text().join(",")),
+        };
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.ops.len() as u32;
+        self.ops.push(op.clone());
+        self.index.insert(key, i);
+        i
+    }
+
+    pub fn get(&self, i: u32) -> &Op {
+        &self.ops[i as usize]
+    }
+}

@@ -1,0 +1,427 @@
+//! Equality saturation over a sharded graph with `egg`.
+//!
+//! The sharded graph becomes an e-graph ([`convert`]); exact rewrites ([`rules`]) add
+//! every equivalent way to compute it — collectives decomposed, element-wise ops and
+//! norms moved onto shards, GEMMs fused with their collectives, tokens split — in phases
+//! (`collective`, then `fusion`, then `split`), each with explicit node, iteration and
+//! time limits and a reported stop reason. [`extract`] then picks one program and turns
+//! it back into an IR graph that `weft run` executes.
+//!
+//! The cost model used for extraction is a **placeholder** ([`PLACEHOLDER_COST`]): it
+//! adds per-op times (FLOPs at an H100's dense bf16 peak, collective bytes at NVLink
+//! bandwidth) and credits overlap only inside fused ops. The planning issue replaces it
+//! with an overlap-aware schedule; until then every output says which model chose it.
+
+mod analysis;
+mod convert;
+mod lang;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use egg::{CostFunction, Extractor, Id, RecExpr, Runner, StopReason};
+use weft_ir::{Graph, Op};
+
+pub use analysis::{Meta, WEGraph, WeftAnalysis};
+/// The e-graph library, for custom cost functions.
+pub use egg;
+pub use lang::{Head, WNode};
+pub use rules::{Guards, RULES, RuleDef};
+
+/// Why saturation or extraction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SaturateError {
+    #[error("node `{node}`: {reason}")]
+    Unsupported { node: String, reason: String },
+    #[error("unknown rule `{name}` (rules: {known})")]
+    UnknownRule { name: String, known: String },
+    #[error("extraction failed: {0}")]
+    Extraction(String),
+}
+
+/// Limits and choices for a saturation run.
+#[derive(Clone, Debug)]
+pub struct SaturateOptions {
+    /// E-nodes at which a phase stops (egg checks between rules, so a phase may overshoot
+    /// by one rule's batch).
+    pub node_limit: usize,
+    pub iter_limit: usize,
+    pub time_limit: Duration,
+    /// Rules to run, by name; all of them when empty.
+    pub rules: Vec<String>,
+    pub guards: Guards,
+}
+
+impl Default for SaturateOptions {
+    fn default() -> SaturateOptions {
+        SaturateOptions {
+            node_limit: 500_000,
+            iter_limit: 8,
+            time_limit: Duration::from_secs(10),
+            rules: Vec::new(),
+            guards: Guards::default(),
+        }
+    }
+}
+
+/// One rule's activity in a phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleStats {
+    pub name: &'static str,
+    pub matches: usize,
+    pub applied: usize,
+}
+
+/// One phase of saturation.
+#[derive(Clone, Debug)]
+pub struct PhaseReport {
+    pub ruleset: &'static str,
+    pub stop_reason: String,
+    pub iterations: usize,
+    pub nodes: usize,
+    pub classes: usize,
+    pub elapsed: Duration,
+    pub rules: Vec<RuleStats>,
+}
+
+/// What saturation did.
+#[derive(Clone, Debug)]
+pub struct SaturationReport {
+    pub phases: Vec<PhaseReport>,
+    pub nodes: usize,
+    pub classes: usize,
+    pub elapsed: Duration,
+    /// Merges of classes with different types: an unsound rule (never expected).
+    pub unsound: Vec<String>,
+    /// Rules asked for by name that never applied.
+    pub not_fired: Vec<&'static str>,
+}
+
+/// A saturated e-graph and its root.
+#[derive(Debug)]
+pub struct Saturated {
+    pub egraph: WEGraph,
+    pub root: Id,
+    names: HashMap<Id, String>,
+    /// The e-nodes the graph itself gave, before any rule ran.
+    initial: Vec<WNode>,
+    pub report: SaturationReport,
+}
+
+/// The rules selected by name (all when `names` is empty).
+pub fn select_rules(names: &[String]) -> Result<Vec<RuleDef>, SaturateError> {
+    if names.is_empty() {
+        return Ok(RULES.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| {
+            RULES
+                .iter()
+                .find(|r| r.name == n.as_str())
+                .copied()
+                .ok_or_else(|| SaturateError::UnknownRule {
+                    name: n.clone(),
+                    known: RULES.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+                })
+        })
+        .collect()
+}
+
+/// Saturates `graph` (a sharded graph) with the selected rules, phase by phase.
+pub fn saturate(graph: &Graph, options: &SaturateOptions) -> Result<Saturated, SaturateError> {
+    let start = Instant::now();
+    let selected = select_rules(&options.rules)?;
+    let (mut egraph, root, names) = convert::to_egraph(graph)?;
+    let initial: Vec<WNode> = egraph
+        .classes()
+        .flat_map(|c| c.nodes.iter().cloned())
+        .collect();
+    let mut phases = Vec::new();
+    let mut applied_total: HashMap<&'static str, usize> = HashMap::new();
+    for ruleset in ["collective", "fusion", "split"] {
+        let defs: Vec<RuleDef> = selected
+            .iter()
+            .filter(|r| r.ruleset == ruleset)
+            .copied()
+            .collect();
+        if defs.is_empty() {
+            continue;
+        }
+        let (rewrites, counters): (Vec<_>, Vec<_>) = defs
+            .iter()
+            .map(|d| rules::EggRule::rewrite(*d, options.guards.clone()))
+            .unzip();
+        let phase_start = Instant::now();
+        let runner = Runner::default()
+            .with_egraph(egraph)
+            .with_node_limit(options.node_limit)
+            .with_iter_limit(options.iter_limit)
+            .with_time_limit(options.time_limit)
+            .run(&rewrites);
+        let stop_reason = match &runner.stop_reason {
+            Some(StopReason::Saturated) => "saturated".to_owned(),
+            Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
+            Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
+            Some(StopReason::TimeLimit(t)) => format!("time limit ({t:.1} s)"),
+            Some(StopReason::Other(s)) => s.clone(),
+            None => "not run".to_owned(),
+        };
+        let mut stats = Vec::new();
+        for (d, counter) in defs.iter().zip(&counters) {
+            let applied: usize = runner
+                .iterations
+                .iter()
+                .map(|it| {
+                    it.applied
+                        .get(&egg::Symbol::from(d.name))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum();
+            *applied_total.entry(d.name).or_default() += applied;
+            stats.push(RuleStats {
+                name: d.name,
+                matches: counter.load(Ordering::Relaxed),
+                applied,
+            });
+        }
+        egraph = runner.egraph;
+        tracing::debug!(ruleset, %stop_reason, nodes = egraph.total_size(), "phase done");
+        phases.push(PhaseReport {
+            ruleset,
+            stop_reason,
+            iterations: runner.iterations.len(),
+            nodes: egraph.total_size(),
+            classes: egraph.number_of_classes(),
+            elapsed: phase_start.elapsed(),
+            rules: stats,
+        });
+    }
+    let not_fired = if options.rules.is_empty() {
+        Vec::new()
+    } else {
+        selected
+            .iter()
+            .filter(|r| applied_total.get(r.name).copied().unwrap_or(0) == 0)
+            .map(|r| r.name)
+            .collect()
+    };
+    for name in &not_fired {
+        tracing::warn!("rule `{name}` was asked for but never applied");
+    }
+    let report = SaturationReport {
+        nodes: egraph.total_size(),
+        classes: egraph.number_of_classes(),
+        elapsed: start.elapsed(),
+        unsound: egraph.analysis.unsound.clone(),
+        not_fired,
+        phases,
+    };
+    Ok(Saturated {
+        root: egraph.find(root),
+        egraph,
+        names,
+        initial,
+        report,
+    })
+}
+
+/// What the extraction's cost model is, as printed with every extracted program.
+pub const PLACEHOLDER_COST: &str = "placeholder cost model (additive: FLOPs at 989 TFLOP/s + ring bytes at 450 GB/s + 5 µs per collective; overlap credited only inside fused ops) — to be replaced by the planner's schedule";
+
+/// The placeholder cost of one e-node, in seconds.
+#[derive(Debug)]
+pub struct PlaceholderCost<'a> {
+    egraph: &'a WEGraph,
+}
+
+const PEAK_FLOPS: f64 = 989e12;
+const LINK_BYTES_PER_S: f64 = 450e9;
+const COLLECTIVE_LATENCY_S: f64 = 5e-6;
+/// Every op costs at least this, so extraction never prefers a longer chain for free.
+const OP_FLOOR_S: f64 = 1e-9;
+
+impl PlaceholderCost<'_> {
+    fn self_cost(&self, node: &WNode) -> f64 {
+        let Head::Op(i) = node.head else {
+            return 0.0;
+        };
+        let eg = self.egraph;
+        let op = eg.analysis.ops.get(i);
+        if matches!(
+            op,
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+        ) {
+            return 0.0;
+        }
+        let dims = &eg.analysis.dims;
+        let in_shapes: Vec<_> = node
+            .children
+            .iter()
+            .filter_map(|&c| eg[c].data.ty().map(|t| t.shape.clone()))
+            .collect();
+        let refs: Vec<_> = in_shapes.iter().collect();
+        let me = eg.lookup(node.clone());
+        let out_shape = me.and_then(|c| eg[c].data.ty().map(|t| t.shape.clone()));
+        let flops = weft_ir::stats::node_flops(op, &refs, out_shape.as_ref(), dims).unwrap_or(0);
+        let compute = flops as f64 / PEAK_FLOPS;
+        let bytes = |c: Id| {
+            eg[c]
+                .data
+                .ty()
+                .and_then(|t| t.size_bytes(dims).ok())
+                .unwrap_or(0) as f64
+        };
+        let out_bytes = me.map_or(0.0, bytes);
+        let comm = match op.mesh_axis() {
+            Some(axis) => {
+                let n = eg.analysis.mesh.axis_size(axis).unwrap_or(1) as f64;
+                let share = (n - 1.0) / n;
+                let message = match op {
+                    Op::AllReduce { .. } => 2.0 * bytes(node.children[0]),
+                    Op::AllGather { .. } => out_bytes,
+                    Op::AllGatherMatMul { .. } => bytes(node.children[0]) * n,
+                    Op::MatMulReduceScatter { .. } => out_bytes * n,
+                    Op::AllSlice { .. } | Op::ShardedGather { .. } => 0.0,
+                    _ => bytes(node.children[0]),
+                };
+                if message == 0.0 {
+                    0.0
+                } else {
+                    message * share / LINK_BYTES_PER_S + COLLECTIVE_LATENCY_S
+                }
+            }
+            None => 0.0,
+        };
+        let fused = matches!(
+            op,
+            Op::MatMulReduceScatter { .. } | Op::AllGatherMatMul { .. }
+        );
+        let t = if fused {
+            compute.max(comm)
+        } else {
+            compute + comm
+        };
+        t.max(OP_FLOOR_S)
+    }
+}
+
+impl CostFunction<WNode> for PlaceholderCost<'_> {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &WNode, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let own = self.self_cost(enode);
+        enode.children.iter().fold(own, |sum, &c| sum + costs(c))
+    }
+}
+
+/// Extracts the cheapest program under the placeholder cost model.
+pub fn extract(sat: &Saturated, template: &Graph) -> Result<Graph, SaturateError> {
+    let cost = PlaceholderCost {
+        egraph: &sat.egraph,
+    };
+    extract_with(sat, template, cost)
+}
+
+/// Extracts the program that uses rewritten forms wherever there are any: what the rules
+/// built, for inspecting them and for proving each rule by execution.
+pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, SaturateError> {
+    let eg = &sat.egraph;
+    let original: std::collections::HashSet<WNode> = sat
+        .initial
+        .iter()
+        .map(|n| WNode {
+            head: n.head,
+            children: n.children.iter().map(|&c| eg.find(c)).collect(),
+        })
+        .collect();
+    let cost = PreferRewritten { original };
+    extract_with(sat, template, cost)
+}
+
+/// Original nodes cost 1, nodes a rule built 0.001, plus the dearest child: a max rather
+/// than a sum, so a value two pieces share is not counted twice.
+#[derive(Debug)]
+struct PreferRewritten {
+    original: std::collections::HashSet<WNode>,
+}
+
+impl CostFunction<WNode> for PreferRewritten {
+    type Cost = f64;
+
+    fn cost<C>(&mut self, enode: &WNode, mut costs: C) -> f64
+    where
+        C: FnMut(Id) -> f64,
+    {
+        let own = if self.original.contains(enode) {
+            1.0
+        } else {
+            0.001
+        };
+        own + enode
+            .children
+            .iter()
+            .fold(0.0, |m: f64, &c| m.max(costs(c)))
+    }
+}
+
+/// Extracts with any (monotone) cost function: an acyclic term by construction, rebuilt
+/// as an IR graph and verified.
+pub fn extract_with<C>(sat: &Saturated, template: &Graph, cost: C) -> Result<Graph, SaturateError>
+where
+    C: CostFunction<WNode>,
+{
+    let extractor = Extractor::new(&sat.egraph, cost);
+    let mut expr: RecExpr<WNode> = RecExpr::default();
+    let mut classes: Vec<Id> = Vec::new();
+    let mut memo: HashMap<Id, Id> = HashMap::new();
+    // Post-order over the chosen nodes, each class emitted once (shared values stay shared).
+    let mut stack: Vec<(Id, bool)> = vec![(sat.root, false)];
+    let mut on_path: std::collections::HashSet<Id> = std::collections::HashSet::new();
+    while let Some((class, expanded)) = stack.pop() {
+        let class = sat.egraph.find(class);
+        if memo.contains_key(&class) {
+            continue;
+        }
+        let node = extractor.find_best_node(class).clone();
+        if expanded {
+            let children = node
+                .children
+                .iter()
+                .map(|&c| memo[&sat.egraph.find(c)])
+                .collect();
+            let at = expr.add(WNode {
+                head: node.head,
+                children,
+            });
+            classes.push(class);
+            memo.insert(class, at);
+            on_path.remove(&class);
+            continue;
+        }
+        if !on_path.insert(class) {
+            return Err(SaturateError::Extraction(format!(
+                "the chosen program is cyclic at class {class}"
+            )));
+        }
+        stack.push((class, true));
+        for &c in node.children.iter().rev() {
+            let c = sat.egraph.find(c);
+            if !memo.contains_key(&c) {
+                if on_path.contains(&c) {
+                    return Err(SaturateError::Extraction(format!(
+                        "the chosen program is cyclic at class {c}"
+                    )));
+                }
+                stack.push((c, false));
+            }
+        }
+    }
+    convert::to_graph(&expr, &sat.egraph, &classes, &sat.names, template)
+}

@@ -1,0 +1,397 @@
+//! Equality saturation: every rule proven by execution (the program that uses the rule's
+//! result wherever it applied is run against the original on simulated ranks, f32,
+//! relative error ≤ 1e-5), extraction keeps whole models' outputs, limits and guards hold.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+use weft::cpu::{RunOptions, Tensors, run};
+use weft::ir::{Graph, Mesh};
+use weft::passes::saturate::{self, Guards, SaturateOptions};
+
+fn mesh(spec: &str) -> Mesh {
+    spec.parse().unwrap()
+}
+
+fn worst(a: &[(String, weft::ir::Tensor)], b: &[(String, weft::ir::Tensor)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
+    for ((na, x), (nb, y)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(x.shape(), y.shape(), "{na}");
+        let (x, y) = (x.to_f64_vec(), y.to_f64_vec());
+        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
+        for (p, q) in x.iter().zip(&y) {
+            worst = worst.max((p - q).abs() / scale);
+        }
+    }
+    worst
+}
+
+fn ops_of(g: &Graph) -> Vec<&'static str> {
+    g.nodes().map(|(_, n)| n.op.name()).collect()
+}
+
+fn one_rule(rule: &str) -> SaturateOptions {
+    SaturateOptions {
+        rules: vec![rule.to_owned()],
+        guards: Guards {
+            min_rows: 1,
+            ..Guards::default()
+        },
+        ..SaturateOptions::default()
+    }
+}
+
+/// Saturates `graph` with one rule, extracts the program that uses its results, checks
+/// that `expect` ops appear (and `gone` ones do not), and runs both programs.
+fn prove(rule: &str, graph: &Graph, expect: &[&str], gone: &[&str]) -> f64 {
+    let sat = saturate::saturate(graph, &one_rule(rule)).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    assert!(
+        sat.report.unsound.is_empty(),
+        "{rule}: {:?}",
+        sat.report.unsound
+    );
+    assert!(sat.report.not_fired.is_empty(), "{rule} never applied");
+    let rewritten = saturate::extract_rewritten(&sat, graph).unwrap();
+    let ops = ops_of(&rewritten);
+    for op in expect {
+        assert!(ops.contains(op), "{rule}: no {op} in {ops:?}");
+    }
+    for op in gone {
+        assert!(!ops.contains(op), "{rule}: {op} remains in {ops:?}");
+    }
+    let inputs: Tensors = weft::inputs::complete_inputs(graph, Vec::new(), 3).unwrap();
+    let o = RunOptions::default();
+    let want = run(graph, &inputs, &o).unwrap();
+    let got = run(&rewritten, &inputs, &o).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    let err = worst(&want, &got);
+    assert!(err <= 1e-5, "{rule}: relative error {err}");
+    err
+}
+
+fn json(src: &str) -> Graph {
+    weft::json::parse_str(src, Path::new("rule.json")).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// `[m, k] @ [k, n]` with k split over tp=N: a partial product, then `tail`.
+fn partial_product(n: u64, m: u64, k: u64, cols: u64, tail: &str, out: &str) -> Graph {
+    json(&format!(
+        r#"{{"weft": 1, "name": "rule", "mesh": "tp={n}", "nodes": [
+  {{"name": "a", "op": "input", "attrs": {{"dtype": "f32", "shape": [{m}, {kl}]}}, "sharding": {{"tp": "S(1)"}}}},
+  {{"name": "w", "op": "weight", "attrs": {{"dtype": "f32", "shape": [{kl}, {cols}], "init": {{"normal": {{"seed": 5, "std": 0.5}}}}}}, "sharding": {{"tp": "S(0)"}}}},
+  {{"name": "mm", "op": "matmul", "inputs": ["a", "w"], "sharding": {{"tp": "P(sum)"}}}},
+  {tail}
+], "outputs": ["{out}"]}}"#,
+        kl = k / n
+    ))
+}
+
+fn tiny_tp2() -> (Graph, Graph) {
+    let tiny = crate::load("examples/tiny-llama.json");
+    let sharded = weft::shard(&tiny, &mesh("tp=2")).unwrap();
+    (tiny, sharded)
+}
+
+#[test]
+fn all_reduce_becomes_reduce_scatter_and_all_gather() {
+    let (_, sharded) = tiny_tp2();
+    prove(
+        "all-reduce-to-reduce-scatter-all-gather",
+        &sharded,
+        &["reduce_scatter", "all_gather"],
+        &["all_reduce"],
+    );
+}
+
+#[test]
+fn reduce_scatter_and_all_gather_become_all_reduce() {
+    let g = partial_product(
+        2,
+        8,
+        8,
+        6,
+        r#"{"name": "rs", "op": "reduce_scatter", "inputs": ["mm"], "attrs": {"axis": "tp", "dim": 0}, "sharding": {"tp": "S(0)"}},
+  {"name": "ag", "op": "all_gather", "inputs": ["rs"], "attrs": {"axis": "tp", "dim": 0}}"#,
+        "ag",
+    );
+    prove(
+        "reduce-scatter-all-gather-to-all-reduce",
+        &g,
+        &["all_reduce"],
+        &["reduce_scatter", "all_gather"],
+    );
+}
+
+/// A row-split value gathered, then `ops` on the whole value.
+fn gathered(ops: &str, out: &str) -> Graph {
+    json(&format!(
+        r#"{{"weft": 1, "name": "rule", "mesh": "tp=2", "nodes": [
+  {{"name": "x", "op": "input", "attrs": {{"dtype": "f32", "shape": [4, 8]}}, "sharding": {{"tp": "S(0)"}}}},
+  {{"name": "ag", "op": "all_gather", "inputs": ["x"], "attrs": {{"axis": "tp", "dim": 0}}}},
+  {ops}
+], "outputs": ["{out}"]}}"#
+    ))
+}
+
+#[test]
+fn element_wise_ops_and_the_residual_add_move_onto_the_shard() {
+    let g = gathered(
+        r#"{"name": "r", "op": "input", "attrs": {"dtype": "f32", "shape": [8, 8]}},
+  {"name": "b", "op": "weight", "attrs": {"dtype": "f32", "shape": [8], "init": {"normal": {"seed": 2, "std": 1}}}},
+  {"name": "res", "op": "add", "inputs": ["ag", "r"]},
+  {"name": "biased", "op": "add", "inputs": ["b", "res"]},
+  {"name": "act", "op": "silu", "inputs": ["biased"]}"#,
+        "act",
+    );
+    prove(
+        "elementwise-onto-shard",
+        &g,
+        &["all_slice", "all_gather"],
+        &[],
+    );
+}
+
+#[test]
+fn norms_move_onto_the_shard() {
+    let g = gathered(
+        r#"{"name": "w", "op": "weight", "attrs": {"dtype": "f32", "shape": [8], "init": {"normal": {"seed": 2, "mean": 1, "std": 0.1}}}},
+  {"name": "c", "op": "weight", "attrs": {"dtype": "f32", "shape": [8], "init": {"normal": {"seed": 3, "std": 0.1}}}},
+  {"name": "n1", "op": "rms_norm", "inputs": ["ag", "w"]},
+  {"name": "n2", "op": "layer_norm", "inputs": ["n1", "w", "c"]}"#,
+        "n2",
+    );
+    prove("norm-onto-shard", &g, &["rms_norm", "layer_norm"], &[]);
+    // Through whole models: TokenWeave's form (reduce-scatter, residual add and norm on the
+    // shard, all-gather) by the collective rules together.
+    let (tiny, sharded) = tiny_tp2();
+    let options = SaturateOptions {
+        rules: [
+            "all-reduce-to-reduce-scatter-all-gather",
+            "elementwise-onto-shard",
+            "norm-onto-shard",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..SaturateOptions::default()
+    };
+    let sat = saturate::saturate(&sharded, &options).unwrap();
+    let rewritten = saturate::extract_rewritten(&sat, &sharded).unwrap();
+    let norm_on_shard = rewritten.nodes().any(|(_, n)| {
+        n.op.name() == "rms_norm"
+            && rewritten.value(n.outputs[0]).sharding.to_string() == "{tp: S(1)}"
+    });
+    assert!(norm_on_shard, "{}", weft::ir::text::to_text(&rewritten));
+    let inputs: Tensors = weft::inputs::complete_inputs(&tiny, Vec::new(), 4).unwrap();
+    let o = RunOptions::default();
+    let err = worst(
+        &run(&tiny, &inputs, &o).unwrap(),
+        &run(&rewritten, &inputs, &o).unwrap(),
+    );
+    assert!(err <= 1e-5, "{err}");
+}
+
+#[test]
+fn gemm_and_reduce_scatter_fuse() {
+    let g = partial_product(
+        2,
+        8,
+        8,
+        6,
+        r#"{"name": "rs", "op": "reduce_scatter", "inputs": ["mm"], "attrs": {"axis": "tp", "dim": 0}, "sharding": {"tp": "S(0)"}}"#,
+        "rs",
+    );
+    prove(
+        "gemm-reduce-scatter-fusion",
+        &g,
+        &["matmul_reduce_scatter"],
+        &["reduce_scatter"],
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random shapes, device counts and chunk counts.
+    #[test]
+    fn gemm_reduce_scatter_fusion_holds_for_random_shapes(
+        n in prop::sample::select(vec![2u64, 4]),
+        chunks in prop::sample::select(vec![1u64, 2, 4]),
+        rows_per in 1u64..3,
+        k_per in 1u64..4,
+        cols in 1u64..7,
+    ) {
+        let m = n * chunks * rows_per;
+        let g = partial_product(
+            n,
+            m,
+            n * k_per,
+            cols,
+            r#"{"name": "rs", "op": "reduce_scatter", "inputs": ["mm"], "attrs": {"axis": "tp", "dim": 0}, "sharding": {"tp": "S(0)"}}"#,
+            "rs",
+        );
+        let mut options = one_rule("gemm-reduce-scatter-fusion");
+        options.guards.chunk_counts = vec![chunks];
+        let sat = saturate::saturate(&g, &options).unwrap();
+        let rewritten = saturate::extract_rewritten(&sat, &g).unwrap();
+        prop_assert!(ops_of(&rewritten).contains(&"matmul_reduce_scatter"));
+        let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), m).unwrap();
+        let o = RunOptions::default();
+        let err = worst(&run(&g, &inputs, &o).unwrap(), &run(&rewritten, &inputs, &o).unwrap());
+        prop_assert!(err <= 1e-5, "relative error {}", err);
+    }
+}
+
+#[test]
+fn all_gather_and_gemm_fuse() {
+    let g = gathered(
+        r#"{"name": "w", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 6], "init": {"normal": {"seed": 2, "std": 1}}}},
+  {"name": "y", "op": "matmul", "inputs": ["ag", "w"]}"#,
+        "y",
+    );
+    prove(
+        "all-gather-gemm-fusion",
+        &g,
+        &["all_gather_matmul"],
+        &["all_gather"],
+    );
+    // In a Megatron layer, after the collective rules the column-parallel projections
+    // gather their input: also fused.
+    let (_, sharded) = tiny_tp2();
+    let options = SaturateOptions {
+        rules: [
+            "all-reduce-to-reduce-scatter-all-gather",
+            "norm-onto-shard",
+            "all-gather-gemm-fusion",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..SaturateOptions::default()
+    };
+    let sat = saturate::saturate(&sharded, &options).unwrap();
+    let applied = |name: &str| {
+        sat.report
+            .phases
+            .iter()
+            .flat_map(|p| &p.rules)
+            .filter(|r| r.name == name)
+            .map(|r| r.applied)
+            .sum::<usize>()
+    };
+    assert!(applied("all-gather-gemm-fusion") > 0, "{:#?}", sat.report);
+}
+
+#[test]
+fn token_splitting_halves_matmuls_and_all_reduces() {
+    let g = json(
+        r#"{"weft": 1, "name": "rule", "mesh": "tp=2", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [8, 8]}},
+  {"name": "w", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 6], "init": {"normal": {"seed": 2, "std": 1}}}},
+  {"name": "y", "op": "matmul", "inputs": ["x", "w"]}
+], "outputs": ["y"]}"#,
+    );
+    prove("token-split-matmul", &g, &["slice", "concat"], &[]);
+    let g = partial_product(
+        2,
+        8,
+        8,
+        6,
+        r#"{"name": "ar", "op": "all_reduce", "inputs": ["mm"], "attrs": {"axis": "tp"}}"#,
+        "ar",
+    );
+    prove(
+        "token-split-all-reduce",
+        &g,
+        &["slice", "concat", "all_reduce"],
+        &[],
+    );
+}
+
+#[test]
+fn splits_stop_at_the_depth_and_size_guards() {
+    let g = json(
+        r#"{"weft": 1, "name": "rule", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [64, 8]}},
+  {"name": "w", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 6], "init": {"normal": {"seed": 2, "std": 1}}}},
+  {"name": "y", "op": "matmul", "inputs": ["x", "w"]}
+], "outputs": ["y"]}"#,
+    );
+    let count = |depth: usize, min_rows: u64| {
+        let mut options = one_rule("token-split-matmul");
+        options.guards.split_depth = depth;
+        options.guards.min_rows = min_rows;
+        let sat = saturate::saturate(&g, &options).unwrap();
+        sat.report
+            .phases
+            .iter()
+            .flat_map(|p| &p.rules)
+            .map(|r| r.applied)
+            .sum::<usize>()
+    };
+    // Depth 1: the matmul is split once; depth 2: its halves once more; 64 rows with
+    // pieces of at least 32 rows: only the first split.
+    assert_eq!(count(1, 1), 1);
+    assert_eq!(count(2, 1), 3);
+    assert_eq!(count(3, 32), 1);
+}
+
+#[test]
+fn expert_gemms_split_along_columns_and_blocks() {
+    // Comet's second GEMM along its output columns: in the Mixtral fixture.
+    let dir = crate::repo("tests/onnx-models/mixtral");
+    let graph = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+    let graph = weft::to_stage(graph, weft::Stage::Raised).unwrap().0;
+    prove(
+        "expert-gemm-split-columns",
+        &graph,
+        &["expert_matmul", "concat"],
+        &[],
+    );
+    // Comet's first GEMM along tokens: the blocks expert parallelism delivers.
+    let sharded = weft::shard(&graph, &mesh("ep=2")).unwrap();
+    prove(
+        "expert-gemm-split-blocks",
+        &sharded,
+        &["expert_matmul", "concat"],
+        &[],
+    );
+}
+
+#[test]
+fn whole_models_saturate_and_the_extracted_program_keeps_their_outputs() {
+    let (tiny, sharded) = tiny_tp2();
+    let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+    assert!(sat.report.unsound.is_empty());
+    let extracted = saturate::extract(&sat, &sharded).unwrap();
+    let inputs: Tensors = weft::inputs::complete_inputs(&tiny, Vec::new(), 1).unwrap();
+    let o = RunOptions::default();
+    let err = worst(
+        &run(&tiny, &inputs, &o).unwrap(),
+        &run(&extracted, &inputs, &o).unwrap(),
+    );
+    assert!(err <= 1e-5, "{err}");
+    // Every rule's results at once, too.
+    let all = saturate::extract_rewritten(&sat, &sharded).unwrap();
+    let err = worst(
+        &run(&tiny, &inputs, &o).unwrap(),
+        &run(&all, &inputs, &o).unwrap(),
+    );
+    assert!(err <= 1e-5, "{err}");
+    // Limits are honoured and reported.
+    let options = SaturateOptions {
+        node_limit: 50,
+        ..SaturateOptions::default()
+    };
+    let sat = saturate::saturate(&sharded, &options).unwrap();
+    assert!(
+        sat.report
+            .phases
+            .iter()
+            .any(|p| p.stop_reason.starts_with("node limit")),
+        "{:#?}",
+        sat.report
+    );
+    // Unknown rules are named.
+    let e = saturate::saturate(&sharded, &one_rule("no-such-rule")).unwrap_err();
+    assert!(e.to_string().contains("unknown rule `no-such-rule`"), "{e}");
+}
