@@ -15,6 +15,7 @@ pub use weft_passes as passes;
 
 pub mod inputs;
 mod report;
+pub mod saturation;
 pub mod tensor_io;
 pub mod zoo;
 pub use report::{CheckReport, CollectiveEntry, CommSummary};

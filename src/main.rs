@@ -45,8 +45,28 @@ enum Command {
     },
     /// Execute a model on the CPU reference executor (one thread per simulated rank).
     Run(RunArgs),
+    /// List the e-graph rewrite rules: name, ruleset, exactness, source paper, what it does.
+    Rules {
+        /// One JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's IR as text, JSON or Graphviz DOT.
     Dump {
+        /// With `--stage saturated|extracted`: only these rules (comma-separated names, see
+        /// `weft rules`); all by default.
+        #[arg(long, value_delimiter = ',', value_name = "RULE,...")]
+        rules: Vec<String>,
+        /// With `--stage saturated|extracted`: stop a phase at this many e-nodes.
+        #[arg(long, value_name = "N")]
+        node_limit: Option<usize>,
+        /// With `--stage saturated|extracted`: stop a phase after this many iterations.
+        #[arg(long, value_name = "N")]
+        iter_limit: Option<usize>,
+        /// With `--stage saturated`: also print egg's explanation of one application of
+        /// this rule (the rewrite chain proving the matched term equal to the new one).
+        #[arg(long, value_name = "RULE")]
+        explain: Option<String>,
         /// The model file (`.json`, see docs/json-format.md).
         model: PathBuf,
         /// Output format: `text` (one op per line), `json` (Weft's exchange format), `dot` (Graphviz).
@@ -57,8 +77,11 @@ enum Command {
         output: Option<PathBuf>,
         /// Which stage to print: `parsed` (as the frontend read it), `raised` (decomposed
         /// attention, RMSNorm, rotary embedding, SiLU and MoE raised to IR ops, dead nodes
-        /// removed) or `sharded` (the per-device graph for `--mesh`, with collectives and
-        /// each value's sharding; the default when `--mesh` is given).
+        /// removed), `sharded` (the per-device graph for `--mesh`, with collectives and
+        /// each value's sharding; the default when `--mesh` is given), `saturated` (the
+        /// e-graph report: nodes, classes, iterations, stop reasons, per-rule match and
+        /// apply counts) or `extracted` (the program extraction picks, runnable by `weft
+        /// run`; its cost model is a labelled placeholder until the planner exists).
         #[arg(long, value_enum)]
         stage: Option<StageArg>,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
@@ -122,6 +145,8 @@ enum StageArg {
     Parsed,
     Raised,
     Sharded,
+    Saturated,
+    Extracted,
 }
 
 /// Loads a model and takes it to `stage` (sharded over `mesh` when one is given),
@@ -138,6 +163,7 @@ fn load_at(
         (StageArg::Parsed, None) => weft::Stage::Parsed,
         (StageArg::Raised, None) => weft::Stage::Raised,
         (StageArg::Sharded, None) => miette::bail!("--stage sharded needs --mesh SPEC"),
+        (StageArg::Saturated | StageArg::Extracted, None) => weft::Stage::Raised,
         (StageArg::Parsed, Some(_)) => {
             miette::bail!("--mesh shards the raised graph; drop --stage parsed or --mesh")
         }
@@ -231,6 +257,17 @@ fn run(cli: Cli) -> miette::Result<()> {
             write_out(None, &text)
         }
         Command::Run(args) => run_model(args),
+        Command::Rules { json } => {
+            let text = if json {
+                let mut s = serde_json::to_string_pretty(&weft::saturation::rule_entries())
+                    .into_diagnostic()?;
+                s.push('\n');
+                s
+            } else {
+                weft::saturation::rules_text()
+            };
+            write_out(None, &text)
+        }
         Command::Dump {
             model,
             format,
@@ -239,6 +276,10 @@ fn run(cli: Cli) -> miette::Result<()> {
             mesh,
             sp_norms,
             dims,
+            rules,
+            node_limit,
+            iter_limit,
+            explain,
         } => {
             let stage = stage.unwrap_or(if mesh.is_some() {
                 StageArg::Sharded
@@ -246,6 +287,55 @@ fn run(cli: Cli) -> miette::Result<()> {
                 StageArg::Raised
             });
             let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
+            let graph = match stage {
+                StageArg::Saturated | StageArg::Extracted => {
+                    let mut options = weft::passes::saturate::SaturateOptions {
+                        rules,
+                        ..Default::default()
+                    };
+                    if let Some(n) = node_limit {
+                        options.node_limit = n;
+                    }
+                    if let Some(n) = iter_limit {
+                        options.iter_limit = n;
+                    }
+                    let sat = weft::passes::saturate::saturate(&graph, &options)
+                        .into_diagnostic()
+                        .wrap_err("equality saturation failed")?;
+                    let summary = weft::saturation::SaturationSummary::new(&sat.report);
+                    if let StageArg::Saturated = stage {
+                        let mut text = match format {
+                            Format::Json => {
+                                let mut s =
+                                    serde_json::to_string_pretty(&summary).into_diagnostic()?;
+                                s.push('\n');
+                                s
+                            }
+                            _ => summary.to_text(),
+                        };
+                        if let Some(rule) = explain {
+                            let why = weft::passes::saturate::explain(&graph, &options, &rule)
+                                .into_diagnostic()?;
+                            text.push_str(&format!(
+                                "explanation of one `{rule}` application:\n{why}"
+                            ));
+                        }
+                        return write_out(output.as_ref(), &text);
+                    }
+                    if explain.is_some() {
+                        miette::bail!("--explain goes with --stage saturated");
+                    }
+                    tracing::info!("{}", summary.to_text());
+                    let mut extracted = weft::passes::saturate::extract(&sat, &graph)
+                        .into_diagnostic()
+                        .wrap_err("extraction failed")?;
+                    tracing::warn!("{}", weft::passes::saturate::PLACEHOLDER_COST);
+                    extracted.name =
+                        format!("{} [extracted: placeholder cost model]", extracted.name);
+                    extracted
+                }
+                _ => graph,
+            };
             let text = match format {
                 Format::Text => weft::ir::text::to_text(&graph),
                 Format::Json => weft::json::to_json(&graph),

@@ -395,3 +395,174 @@ fn whole_models_saturate_and_the_extracted_program_keeps_their_outputs() {
     let e = saturate::saturate(&sharded, &one_rule("no-such-rule")).unwrap_err();
     assert!(e.to_string().contains("unknown rule `no-such-rule`"), "{e}");
 }
+
+#[test]
+fn extracted_programs_of_the_onnx_fixtures_at_tp2_match_onnxruntime() {
+    for fixture in ["llama-gqa", "qwen2", "mixtral", "gpt2", "bert", "mlp"] {
+        let dir = crate::repo(&format!("tests/onnx-models/{fixture}"));
+        let graph =
+            weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+        let graph = weft::to_stage(graph, weft::Stage::Raised).unwrap().0;
+        let sharded = weft::shard(&graph, &mesh("tp=2")).unwrap();
+        let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+        assert!(sat.report.unsound.is_empty(), "{fixture}");
+        let given = weft::tensor_io::read_input_dir(&dir.join("test_data_set_0")).unwrap();
+        let inputs: Tensors = graph
+            .inputs()
+            .map(|v| graph.value(v).name.clone())
+            .zip(given)
+            .collect();
+        for (kind, program) in [
+            ("extracted", saturate::extract(&sat, &sharded).unwrap()),
+            (
+                "rewritten",
+                saturate::extract_rewritten(&sat, &sharded).unwrap(),
+            ),
+        ] {
+            let outputs = run(&program, &inputs, &RunOptions::default())
+                .unwrap_or_else(|e| panic!("{fixture} ({kind}): {e}"));
+            for (i, (name, got)) in outputs.iter().enumerate() {
+                let want = weft::tensor_io::read_tensor_file(
+                    &dir.join(format!("test_data_set_0/output_{i}.pb")),
+                )
+                .unwrap()
+                .remove(0)
+                .1;
+                let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
+                let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
+                let diff = w
+                    .iter()
+                    .zip(&g)
+                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{fixture} ({kind}) {name}: max difference {diff} vs onnxruntime (largest {scale})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cli_saturates_extracts_explains_and_lists_rules() {
+    use std::process::Command;
+    let weft = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .current_dir(crate::repo(""))
+            .output()
+            .unwrap()
+    };
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "saturated",
+        "--explain",
+        "norm-onto-shard",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "e-graph:",
+        "phase collective:",
+        "stopped: saturated",
+        "all-reduce-to-reduce-scatter-all-gather",
+        "matches",
+        "applied",
+        "(Rewrite=> norm-onto-shard",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "saturated",
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["nodes"].as_u64().unwrap() > 0);
+    assert_eq!(report["phases"][0]["ruleset"], "collective");
+    // The extracted program is labelled and runs.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("extracted.json");
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "extracted",
+        "--format",
+        "json",
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("placeholder cost model"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("[extracted: placeholder cost model]"));
+    let out = dir.path().join("out.npz");
+    let o = weft(&[
+        "run",
+        file.to_str().unwrap(),
+        "--seed",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Rules: text and JSON, every rule listed with its paper.
+    let o = weft(&["rules", "--json"]);
+    let rules: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rules = rules.as_array().unwrap();
+    assert_eq!(rules.len(), saturate::RULES.len());
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["exact"] == true && !r["paper"].as_str().unwrap().is_empty())
+    );
+    let o = weft(&["rules"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("gemm-reduce-scatter-fusion [fusion, exact]")
+    );
+    // An unknown rule is a clean error.
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--stage",
+        "saturated",
+        "--rules",
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown rule `nope`"));
+}
+
+#[test]
+fn slice_of_gather_folds_away() {
+    let g = gathered(
+        r#"{"name": "s", "op": "all_slice", "inputs": ["ag"], "attrs": {"axis": "tp", "dim": 0}, "sharding": {"tp": "S(0)"}},
+  {"name": "y", "op": "exp", "inputs": ["s"], "sharding": {"tp": "S(0)"}}"#,
+        "y",
+    );
+    let sat = saturate::saturate(&g, &one_rule("slice-of-gather")).unwrap();
+    let program = saturate::extract(&sat, &g).unwrap();
+    let ops = ops_of(&program);
+    assert!(
+        !ops.contains(&"all_slice") && !ops.contains(&"all_gather"),
+        "{ops:?}"
+    );
+    let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 3).unwrap();
+    let o = RunOptions::default();
+    assert_eq!(
+        run(&g, &inputs, &o).unwrap(),
+        run(&program, &inputs, &o).unwrap()
+    );
+}

@@ -54,6 +54,8 @@ pub struct WeftAnalysis {
     pub pending: Option<Vec<Sharding>>,
     /// Merges of classes whose types or shardings differ: unsound rules.
     pub unsound: Vec<String>,
+    /// Every application that changed the e-graph: (rule, matched class, new class).
+    pub applications: Vec<(&'static str, Id, Id)>,
 }
 
 impl WeftAnalysis {

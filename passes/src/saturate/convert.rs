@@ -10,13 +10,19 @@ use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
 use super::lang::{Head, WNode};
 
 /// The e-graph of a graph, its root class, and the names of the original values by class.
-pub fn to_egraph(graph: &Graph) -> Result<(WEGraph, Id, HashMap<Id, String>), SaturateError> {
+pub fn to_egraph(
+    graph: &Graph,
+    explanations: bool,
+) -> Result<(WEGraph, Id, HashMap<Id, String>), SaturateError> {
     let analysis = WeftAnalysis {
         mesh: graph.mesh.clone(),
         dims: graph.dims.clone(),
         ..WeftAnalysis::default()
     };
     let mut eg = WEGraph::new(analysis);
+    if explanations {
+        eg = eg.with_explanations_enabled();
+    }
     let mut class_of: HashMap<ValueId, Id> = HashMap::new();
     let mut names: HashMap<Id, String> = HashMap::new();
     for (_, node) in graph.nodes() {
@@ -90,8 +96,11 @@ pub fn to_graph(
     g.mesh = template.mesh.clone();
     g.dims = template.dims.clone();
     let nodes = expr.as_ref();
+    // A class's name: that of its earliest original value (deterministic).
+    let mut ordered: Vec<(&Id, &String)> = names.iter().collect();
+    ordered.sort();
     let mut by_class: HashMap<Id, &String> = HashMap::new();
-    for (id, n) in names {
+    for (id, n) in ordered {
         by_class.entry(eg.find(*id)).or_insert(n);
     }
     // Per expression node: its value(s).
@@ -106,21 +115,35 @@ pub fn to_graph(
         }
         name
     };
+    // Sources' names are reserved first, so no computed value can take one.
+    for node in nodes {
+        if let Head::Op(i) = node.head
+            && let Some(name) = eg.analysis.ops.source_name(i)
+        {
+            used.insert(name.to_owned());
+        }
+    }
     for (i, node) in nodes.iter().enumerate() {
         let class = eg.find(classes[i]);
         let vals = match node.head {
-            Head::Op(op) => {
-                let op = eg.analysis.ops.get(op).clone();
+            Head::Op(op_index) => {
+                let op = eg.analysis.ops.get(op_index).clone();
                 let inputs: Vec<ValueId> = node
                     .children
                     .iter()
                     .map(|&c| values[usize::from(c)][0])
                     .collect();
-                let base = by_class
-                    .get(&class)
-                    .map(|n| (*n).clone())
-                    .unwrap_or_else(|| op.name().to_owned());
-                let name = fresh(&base, &mut used);
+                // Sources keep their own names: the runner feeds inputs by name.
+                let name = match eg.analysis.ops.source_name(op_index) {
+                    Some(name) => name.to_owned(),
+                    None => {
+                        let base = by_class
+                            .get(&class)
+                            .map(|n| (*n).clone())
+                            .unwrap_or_else(|| op.name().to_owned());
+                        fresh(&base, &mut used)
+                    }
+                };
                 let id = g
                     .add_node(name, op, inputs)
                     .map_err(|e| SaturateError::Extraction(e.to_string()))?;

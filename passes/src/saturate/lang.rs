@@ -54,6 +54,8 @@ impl Language for WNode {
 pub struct OpTable {
     ops: Vec<Op>,
     index: HashMap<String, u32>,
+    /// The node names of interned sources.
+    sources: HashMap<u32, String>,
 }
 
 impl OpTable {
@@ -70,7 +72,29 @@ impl OpTable {
         let i = self.ops.len() as u32;
         self.ops.push(op.clone());
         self.index.insert(key, i);
+        if let Some(name) = source {
+            self.sources.insert(i, name.to_owned());
+        }
         i
+    }
+
+    /// The node name of an interned source (graph input, weight, constant).
+    pub fn source_name(&self, i: u32) -> Option<&str> {
+        self.sources.get(&i).map(String::as_str)
+    }
+
+    /// How an op reads in explanations: `name(attrs)`, or a source's node name.
+    pub fn label(&self, i: u32) -> String {
+        if let Some(name) = self.sources.get(&i) {
+            return format!("%{name}");
+        }
+        let op = self.get(i);
+        let attrs = op.attr_text();
+        if attrs.is_empty() {
+            op.name().to_owned()
+        } else {
+            format!("{}{{{}}}", op.name(), attrs.join(","))
+        }
     }
 
     pub fn get(&self, i: u32) -> &Op {

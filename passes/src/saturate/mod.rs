@@ -132,9 +132,75 @@ pub fn select_rules(names: &[String]) -> Result<Vec<RuleDef>, SaturateError> {
 
 /// Saturates `graph` (a sharded graph) with the selected rules, phase by phase.
 pub fn saturate(graph: &Graph, options: &SaturateOptions) -> Result<Saturated, SaturateError> {
+    saturate_impl(graph, options, false)
+}
+
+/// egg's explanation of the first application of `rule`: the chain of rewrites proving
+/// the matched term equal to the term the rule built, with IR op names. Terms are shown
+/// to a depth of four (the rest is `…`): a residual stream expands exponentially as a tree.
+pub fn explain(
+    graph: &Graph,
+    options: &SaturateOptions,
+    rule: &str,
+) -> Result<String, SaturateError> {
+    select_rules(&[rule.to_owned()])?;
+    let mut sat = saturate_impl(graph, options, true)?;
+    let Some(&(_, a, b)) = sat
+        .egraph
+        .analysis
+        .applications
+        .iter()
+        .find(|(name, _, _)| *name == rule)
+    else {
+        return Err(SaturateError::Extraction(format!(
+            "rule `{rule}` never applied, so there is nothing to explain"
+        )));
+    };
+    let mut explanation = sat.egraph.explain_id_equivalence(a, b);
+    let flat = explanation.make_flat_explanation().clone();
+    let ops = &sat.egraph.analysis.ops;
+    let mut out = String::new();
+    for step in &flat {
+        out.push_str(&flat_text(ops, step, 0));
+        out.push('\n');
+    }
+    let _ = &mut sat;
+    Ok(out)
+}
+
+fn flat_text(ops: &lang::OpTable, t: &egg::FlatTerm<WNode>, depth: usize) -> String {
+    let head = match t.node.head {
+        Head::Op(i) => ops.label(i),
+        Head::Proj(k) => format!("proj{k}"),
+        Head::Root => "outputs".to_owned(),
+    };
+    let body = if t.children.is_empty() {
+        head
+    } else if depth >= 4 {
+        format!("({head} …)")
+    } else {
+        let kids: Vec<String> = t
+            .children
+            .iter()
+            .map(|c| flat_text(ops, c, depth + 1))
+            .collect();
+        format!("({head} {})", kids.join(" "))
+    };
+    match (&t.forward_rule, &t.backward_rule) {
+        (Some(r), _) => format!("(Rewrite=> {r} {body})"),
+        (_, Some(r)) => format!("(Rewrite<= {r} {body})"),
+        _ => body,
+    }
+}
+
+fn saturate_impl(
+    graph: &Graph,
+    options: &SaturateOptions,
+    explanations: bool,
+) -> Result<Saturated, SaturateError> {
     let start = Instant::now();
     let selected = select_rules(&options.rules)?;
-    let (mut egraph, root, names) = convert::to_egraph(graph)?;
+    let (mut egraph, root, names) = convert::to_egraph(graph, explanations)?;
     let initial: Vec<WNode> = egraph
         .classes()
         .flat_map(|c| c.nodes.iter().cloned())

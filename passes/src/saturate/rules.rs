@@ -85,6 +85,15 @@ pub const RULES: &[RuleDef] = &[
         build: build_elementwise_onto_shard,
     },
     RuleDef {
+        name: "slice-of-gather",
+        ruleset: "collective",
+        exact: true,
+        paper: "MLIR shard dialect (all_slice ∘ all_gather folding); TokenWeave (MLSys 2026)",
+        doc: "all_slice(all_gather(x, d), d) = x: a value gathered and cut again along the same dim is the shard itself (keeps the residual stream sharded)",
+        find: find_slice_of_gather,
+        build: build_slice_of_gather,
+    },
+    RuleDef {
         name: "norm-onto-shard",
         ruleset: "collective",
         exact: true,
@@ -427,6 +436,27 @@ fn build_elementwise_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Ve
     )
     .into_iter()
     .collect()
+}
+
+fn find_slice_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
+    let mut out = vec![];
+    for (_, op, ch) in ops(eg, class) {
+        let Op::AllSlice { axis, dim } = op else {
+            continue;
+        };
+        let rank = shape(eg, class).map_or(0, |s| s.len()) as i64;
+        let d = if *dim < 0 { dim + rank } else { *dim } as usize;
+        for (_, x, a2, d2) in gathers(eg, ch[0]) {
+            if a2 == *axis && d2 == d {
+                out.push(vec![ix(x)]);
+            }
+        }
+    }
+    out
+}
+
+fn build_slice_of_gather(_: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
+    vec![id(b[0])]
 }
 
 fn find_norm_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
@@ -937,7 +967,11 @@ impl Applier<WNode, WeftAnalysis> for EggRule {
             .collect();
         let mut changed = vec![];
         for new in (self.def.build)(egraph, &binding, &self.guards) {
-            if egraph.union(eclass, new) {
+            if egraph.union_trusted(eclass, new, self.def.name) {
+                egraph
+                    .analysis
+                    .applications
+                    .push((self.def.name, eclass, new));
                 changed.push(eclass);
             }
         }

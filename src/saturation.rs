@@ -1,0 +1,150 @@
+//! What `weft dump --stage saturated` prints, and `weft rules`.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+use weft_passes::saturate::{RULES, SaturationReport};
+
+/// One rule, as `weft rules` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleEntry {
+    pub name: &'static str,
+    pub ruleset: &'static str,
+    pub exact: bool,
+    pub paper: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every rule.
+pub fn rule_entries() -> Vec<RuleEntry> {
+    RULES
+        .iter()
+        .map(|r| RuleEntry {
+            name: r.name,
+            ruleset: r.ruleset,
+            exact: r.exact,
+            paper: r.paper,
+            doc: r.doc,
+        })
+        .collect()
+}
+
+/// The rules as text, one block per rule.
+pub fn rules_text() -> String {
+    let mut out = String::new();
+    for r in rule_entries() {
+        let _ = writeln!(
+            out,
+            "{} [{}{}]\n    {}\n    source: {}",
+            r.name,
+            r.ruleset,
+            if r.exact {
+                ", exact"
+            } else {
+                ", changes the model"
+            },
+            r.doc,
+            r.paper
+        );
+    }
+    out
+}
+
+/// A saturation report as JSON-friendly data.
+#[derive(Clone, Debug, Serialize)]
+pub struct SaturationSummary {
+    pub nodes: usize,
+    pub classes: usize,
+    pub seconds: f64,
+    pub phases: Vec<PhaseSummary>,
+    pub unsound: Vec<String>,
+    pub not_fired: Vec<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseSummary {
+    pub ruleset: &'static str,
+    pub iterations: usize,
+    pub stop_reason: String,
+    pub nodes: usize,
+    pub classes: usize,
+    pub seconds: f64,
+    pub rules: Vec<RuleCount>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleCount {
+    pub name: &'static str,
+    pub matches: usize,
+    pub applied: usize,
+}
+
+impl SaturationSummary {
+    pub fn new(r: &SaturationReport) -> SaturationSummary {
+        SaturationSummary {
+            nodes: r.nodes,
+            classes: r.classes,
+            seconds: r.elapsed.as_secs_f64(),
+            unsound: r.unsound.clone(),
+            not_fired: r.not_fired.clone(),
+            phases: r
+                .phases
+                .iter()
+                .map(|p| PhaseSummary {
+                    ruleset: p.ruleset,
+                    iterations: p.iterations,
+                    stop_reason: p.stop_reason.clone(),
+                    nodes: p.nodes,
+                    classes: p.classes,
+                    seconds: p.elapsed.as_secs_f64(),
+                    rules: p
+                        .rules
+                        .iter()
+                        .map(|s| RuleCount {
+                            name: s.name,
+                            matches: s.matches,
+                            applied: s.applied,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "e-graph: {} e-nodes in {} e-classes after {:.1} ms",
+            self.nodes,
+            self.classes,
+            self.seconds * 1e3
+        );
+        for p in &self.phases {
+            let _ = writeln!(
+                out,
+                "phase {}: {} iteration(s), stopped: {}; {} e-nodes, {} e-classes, {:.1} ms",
+                p.ruleset,
+                p.iterations,
+                p.stop_reason,
+                p.nodes,
+                p.classes,
+                p.seconds * 1e3
+            );
+            for r in &p.rules {
+                let _ = writeln!(
+                    out,
+                    "    {:<44} {:>7} matches {:>7} applied",
+                    r.name, r.matches, r.applied
+                );
+            }
+        }
+        for u in &self.unsound {
+            let _ = writeln!(out, "UNSOUND MERGE (a rule is wrong): {u}");
+        }
+        for n in &self.not_fired {
+            let _ = writeln!(out, "rule `{n}` was asked for and never applied");
+        }
+        out
+    }
+}
