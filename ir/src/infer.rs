@@ -5,7 +5,7 @@
 //! catch graphs edited after construction.
 
 use crate::mesh::Mesh;
-use crate::op::{Init, Op, ReduceKind};
+use crate::op::{Arity, FusedStep, Init, Op, OpClass, ReduceKind};
 use crate::types::{DType, Dim, DimBindings, Shape, TensorType};
 use crate::verify::Rule;
 
@@ -411,6 +411,67 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let x = inputs[0];
             let a = norm_axis(*dim, x.shape.rank(), "dim")?;
             one(with_dim(x, a, divide(&x.shape.dims()[a], size, axis, cx)?))
+        }
+        Op::FusedElementwise { steps } => {
+            if steps.is_empty() {
+                return Err(Rule::Attr("a fused kernel needs at least one step".into()));
+            }
+            let mut running = inputs[0].clone();
+            for (k, step) in steps.iter().enumerate() {
+                let operand = |i: usize| {
+                    inputs.get(i).copied().ok_or_else(|| {
+                        Rule::Attr(format!(
+                            "step {k} reads input {i}, but there are {} inputs",
+                            inputs.len()
+                        ))
+                    })
+                };
+                running = match step {
+                    FusedStep::Matmul {
+                        operand: i,
+                        transpose_b,
+                    } => {
+                        if k != 0 {
+                            return Err(Rule::Attr(format!(
+                                "step {k}: a GEMM can only be the first step"
+                            )));
+                        }
+                        matmul(&running, operand(*i)?, false, *transpose_b, cx)?
+                    }
+                    FusedStep::Binary {
+                        op,
+                        operand: i,
+                        swap,
+                    } => {
+                        if !matches!(**op, Op::Add | Op::Sub | Op::Mul | Op::Div) {
+                            return Err(Rule::Attr(format!(
+                                "step {k}: `{}` is not a binary element-wise op",
+                                op.name()
+                            )));
+                        }
+                        let other = operand(*i)?;
+                        let pair = if *swap {
+                            [other, &running]
+                        } else {
+                            [&running, other]
+                        };
+                        infer(op, &pair, cx)?.remove(0)
+                    }
+                    FusedStep::Unary { op } => {
+                        if op.arity() != Arity::Exactly(1)
+                            || !matches!(op.class(), OpClass::Elementwise)
+                            || matches!(**op, Op::Softmax { .. } | Op::Reduce { .. })
+                        {
+                            return Err(Rule::Attr(format!(
+                                "step {k}: `{}` is not a unary element-wise op",
+                                op.name()
+                            )));
+                        }
+                        infer(op, &[&running], cx)?.remove(0)
+                    }
+                };
+            }
+            one(running)
         }
         Op::MatMulReduceScatter {
             axis,

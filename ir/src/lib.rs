@@ -36,7 +36,7 @@ pub mod verify;
 pub use arena::{Arena, Handle};
 pub use graph::{Graph, Node, NodeId, Value, ValueId};
 pub use mesh::{Mesh, MeshParseError, Placement, ReduceOp, Sharding};
-pub use op::{Arity, GeluApprox, Init, Op, OpClass, ReduceKind};
+pub use op::{Arity, FusedStep, GeluApprox, Init, Op, OpClass, ReduceKind};
 pub use stats::{GraphStats, stats};
 pub use tensor::{Tensor, TensorData, TensorError, round_to};
 pub use types::{DType, Dim, DimBindings, DimError, Shape, TensorType};

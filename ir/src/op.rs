@@ -112,6 +112,60 @@ impl Init {
     }
 }
 
+/// One step of a [`Op::FusedElementwise`] kernel, applied to the running value.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
+pub enum FusedStep {
+    /// The running value (input 0) times input `operand`: the producing GEMM, first
+    /// step only.
+    Matmul {
+        operand: usize,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
+    /// `running op input[operand]` (`input[operand] op running` with `swap`); `op` is
+    /// `add`, `sub`, `mul` or `div`, broadcasting as the op does.
+    Binary {
+        op: Box<Op>,
+        operand: usize,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        swap: bool,
+    },
+    /// An element-wise unary op on the running value.
+    Unary { op: Box<Op> },
+}
+
+impl std::fmt::Display for FusedStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FusedStep::Matmul {
+                operand,
+                transpose_b,
+            } => write!(
+                f,
+                "matmul(#{operand}{})",
+                if *transpose_b { "ᵀ" } else { "" }
+            ),
+            FusedStep::Binary { op, operand, swap } if *swap => {
+                write!(f, "{}(#{operand}, ·)", op.name())
+            }
+            FusedStep::Binary { op, operand, .. } => write!(f, "{}(·, #{operand})", op.name()),
+            FusedStep::Unary { op } => {
+                let attrs = op.attr_text();
+                if attrs.is_empty() {
+                    f.write_str(op.name())
+                } else {
+                    write!(f, "{}{{{}}}", op.name(), attrs.join(","))
+                }
+            }
+        }
+    }
+}
+
 /// Which GELU formula an op uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -429,6 +483,7 @@ pub enum Op {
     /// `reduce_scatter(matmul(a, b), axis, dim)`, computed in `chunks` pieces along `dim`,
     /// each reduced as soon as it is produced so communication overlaps the rest of the
     /// GEMM. `dim` must divide into `size · chunks` pieces.
+    #[cfg_attr(feature = "serde", serde(rename = "matmul_reduce_scatter"))]
     MatMulReduceScatter {
         axis: String,
         dim: i64,
@@ -436,10 +491,19 @@ pub enum Op {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
     },
+    /// A chain of element-wise ops (bias, activation, gating, residual), optionally after
+    /// the GEMM that produces its input, as one kernel: the running value starts as input
+    /// 0 and each step applies to it in order, reading one more input where it needs one.
+    /// One pass over memory instead of one per op; the same arithmetic, rounded after
+    /// each step as the separate ops would.
+    FusedElementwise {
+        steps: Vec<FusedStep>,
+    },
     /// An all-gather fused into the GEMM that consumes it (collective matmul, ring
     /// decomposed: XLA, PyTorch async TP, Flux AG+GEMM): `matmul(all_gather(a, axis, dim),
     /// b)`, each device's piece multiplied as it arrives round the ring. `dim` is a row
     /// (not the contraction) dim of `a`.
+    #[cfg_attr(feature = "serde", serde(rename = "all_gather_matmul"))]
     AllGatherMatMul {
         axis: String,
         dim: i64,
@@ -546,6 +610,7 @@ impl Op {
         "sharded_gather",
         "matmul_reduce_scatter",
         "all_gather_matmul",
+        "fused_elementwise",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -605,6 +670,7 @@ impl Op {
             Op::ShardedGather { .. } => "sharded_gather",
             Op::MatMulReduceScatter { .. } => "matmul_reduce_scatter",
             Op::AllGatherMatMul { .. } => "all_gather_matmul",
+            Op::FusedElementwise { .. } => "fused_elementwise",
         }
     }
 
@@ -632,7 +698,7 @@ impl Op {
             Op::LayerNorm { .. } => Between(2, 3),
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
-            Op::Concat { .. } => AtLeast(1),
+            Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
             _ => Exactly(1),
         }
     }
@@ -843,6 +909,17 @@ impl Op {
                 push("dim", dim.to_string());
             }
             Op::ShardedGather { axis } => push("axis", axis.clone()),
+            Op::FusedElementwise { steps } => push(
+                "steps",
+                format!(
+                    "[{}]",
+                    steps
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
             Op::MatMulReduceScatter {
                 axis,
                 dim,

@@ -97,6 +97,21 @@ pub fn node_flops(
             let k = last(inputs[0])?;
             2u64.saturating_mul(out_numel()?).saturating_mul(k)
         }
+        // The producing GEMM (if any), then one op per element per step.
+        Op::FusedElementwise { steps } => {
+            let n = out_numel()?;
+            let gemm = match steps.first() {
+                Some(crate::FusedStep::Matmul { .. }) => {
+                    2u64.saturating_mul(n).saturating_mul(last(inputs[0])?)
+                }
+                _ => 0,
+            };
+            let rest = steps
+                .iter()
+                .filter(|s| !matches!(s, crate::FusedStep::Matmul { .. }))
+                .count() as u64;
+            gemm.saturating_add(rest.saturating_mul(n))
+        }
         // The GEMM before the scatter: a's rows times b's columns times k.
         Op::MatMulReduceScatter { transpose_b, .. } => {
             let a = inputs[0].eval(dims)?;

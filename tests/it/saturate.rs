@@ -566,3 +566,37 @@ fn slice_of_gather_folds_away() {
         run(&program, &inputs, &o).unwrap()
     );
 }
+
+#[test]
+fn element_wise_chains_fuse_into_their_producer() {
+    // Gate projection + SiLU + gating multiply + the residual add, in a Megatron layer.
+    let (_, sharded) = tiny_tp2();
+    prove(
+        "elementwise-fusion",
+        &sharded,
+        &["fused_elementwise"],
+        &["silu"],
+    );
+    // GPT-2's GEMM + bias + GELU chains.
+    let dir = crate::repo("tests/onnx-models/gpt2");
+    let graph = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
+    let graph = weft::to_stage(graph, weft::Stage::Raised).unwrap().0;
+    prove("elementwise-fusion", &graph, &["fused_elementwise"], &[]);
+    // The step limit holds.
+    let mut options = one_rule("elementwise-fusion");
+    options.guards.max_fused_steps = 2;
+    let sat = saturate::saturate(&sharded, &options).unwrap();
+    let longest = sat
+        .egraph
+        .classes()
+        .flat_map(|c| c.nodes.iter())
+        .filter_map(|n| match n.head {
+            saturate::Head::Op(i) => match sat.egraph.analysis.ops.get(i) {
+                weft::ir::Op::FusedElementwise { steps } => Some(steps.len()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max();
+    assert_eq!(longest, Some(2));
+}

@@ -71,6 +71,7 @@ const COVERED: &[&str] = &[
     "moe_combine",
     "moe_pad",
     "moe_unpad",
+    "fused_elementwise",
 ];
 
 const NOT_COMPUTE: &[&str] = &[
@@ -86,6 +87,8 @@ const NOT_COMPUTE: &[&str] = &[
     "broadcast",
     "all_slice",
     "sharded_gather",
+    "matmul_reduce_scatter",
+    "all_gather_matmul",
 ];
 
 #[test]

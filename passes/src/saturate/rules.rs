@@ -25,6 +25,8 @@ pub struct Guards {
     pub chunk_counts: Vec<u64>,
     /// How many times a value may be split into halves along its tokens (or columns).
     pub split_depth: usize,
+    /// Most steps one fused element-wise kernel may have.
+    pub max_fused_steps: usize,
 }
 
 impl Default for Guards {
@@ -33,6 +35,7 @@ impl Default for Guards {
             min_rows: 8,
             chunk_counts: vec![1, 2, 4],
             split_depth: 1,
+            max_fused_steps: 6,
         }
     }
 }
@@ -119,6 +122,15 @@ pub const RULES: &[RuleDef] = &[
         doc: "matmul(all_gather(a, d), b) = all_gather_matmul(a, b, d) when d is a row dim of a",
         find: find_matmul_of_gather,
         build: build_ag_gemm,
+    },
+    RuleDef {
+        name: "elementwise-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "TVM operator fusion (Chen et al., OSDI 2018); NVIDIA CUTLASS epilogues; Flux (2024) fused epilogues",
+        doc: "an element-wise op on the result of an element-wise op, a fused kernel or a GEMM = one fused_elementwise kernel (bias, activation, gating, residual into their producer)",
+        find: find_fusable,
+        build: build_fused,
     },
     RuleDef {
         name: "token-split-matmul",
@@ -636,6 +648,93 @@ fn build_ag_gemm(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
     .collect()
 }
 
+// ---- element-wise fusion -----------------------------------------------------------------
+
+/// Ops a fused kernel takes as a unary step.
+fn is_fusable_unary(op: &Op) -> bool {
+    is_unary_elementwise(op) && !matches!(op, Op::Cast { .. })
+}
+
+fn is_fusable_binary(op: &Op) -> bool {
+    matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div)
+}
+
+fn find_fusable(eg: &WEGraph, class: Id) -> Vec<Binding> {
+    let mut out = vec![];
+    for (i, op, ch) in ops(eg, class) {
+        let positions: &[usize] = if is_fusable_unary(op) {
+            &[0]
+        } else if is_fusable_binary(op) {
+            &[0, 1]
+        } else {
+            continue;
+        };
+        for &pos in positions {
+            for (j, inner, inner_ch) in ops(eg, ch[pos]) {
+                let fusable = is_fusable_unary(inner)
+                    || is_fusable_binary(inner)
+                    || matches!(inner, Op::FusedElementwise { .. })
+                    || matches!(
+                        inner,
+                        Op::MatMul {
+                            transpose_a: false,
+                            ..
+                        }
+                    );
+                if !fusable || inner_ch.len() + 5 > MAX_BINDING {
+                    continue;
+                }
+                // [outer op, inner op, position, other operand (or the class), class,
+                //  inner children...]
+                let other = if ch.len() == 2 { ch[1 - pos] } else { class };
+                let mut b = vec![i as usize, j as usize, pos, ix(other), ix(class)];
+                b.extend(inner_ch.iter().map(|&c| ix(c)));
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+fn build_fused(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> {
+    use weft_ir::FusedStep;
+    let (outer, inner, pos, other, class) =
+        (op_at(eg, b[0]), op_at(eg, b[1]), b[2], id(b[3]), id(b[4]));
+    let mut inputs: Vec<Id> = b[5..].iter().map(|&c| id(c)).collect();
+    let mut steps = match inner {
+        Op::FusedElementwise { steps } => steps,
+        Op::MatMul { transpose_b, .. } => vec![FusedStep::Matmul {
+            operand: 1,
+            transpose_b,
+        }],
+        op if is_fusable_binary(&op) => vec![FusedStep::Binary {
+            op: Box::new(op),
+            operand: 1,
+            swap: false,
+        }],
+        op => vec![FusedStep::Unary { op: Box::new(op) }],
+    };
+    if is_fusable_binary(&outer) {
+        inputs.push(other);
+        steps.push(FusedStep::Binary {
+            op: Box::new(outer),
+            operand: inputs.len() - 1,
+            swap: pos == 1,
+        });
+    } else {
+        steps.push(FusedStep::Unary {
+            op: Box::new(outer),
+        });
+    }
+    if steps.len() > g.max_fused_steps {
+        return vec![];
+    }
+    let s = sharding(eg, class);
+    add_op(eg, Op::FusedElementwise { steps }, inputs, s)
+        .into_iter()
+        .collect()
+}
+
 // ---- token splitting ---------------------------------------------------------------------
 
 /// Whether a class already holds a split form (a concat): it is split once only.
@@ -878,7 +977,7 @@ fn build_expert_split_blocks(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<I
 
 // ---- egg glue ----------------------------------------------------------------------------
 
-const MAX_BINDING: usize = 8;
+const MAX_BINDING: usize = 16;
 
 fn var(i: usize) -> Var {
     format!("?b{i}").parse().expect("a valid egg variable")

@@ -273,13 +273,12 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::MoePad { .. }
         | Op::MoeUnpad { .. }
         | Op::MatMulReduceScatter { .. }
-        | Op::AllGatherMatMul { .. }) => {
+        | Op::AllGatherMatMul { .. }
+        | Op::FusedElementwise { .. }) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),
-                reason:
-                    "the graph already communicates; the sharding pass takes a single-device graph"
-                        .into(),
+                reason: "the graph already communicates or holds kernels later passes make; the sharding pass takes a single-device graph of plain ops".into(),
             });
         }
     })

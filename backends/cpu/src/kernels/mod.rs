@@ -126,6 +126,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
+        Op::FusedElementwise { steps } => one(fused(steps, inputs, threads)?),
     }
 }
 
@@ -204,4 +205,61 @@ pub fn around(shape: &[usize], d: usize) -> (usize, usize, usize) {
     let outer = shape[..d].iter().product();
     let inner = shape[d + 1..].iter().product();
     (outer, shape[d], inner)
+}
+
+/// A fused element-wise chain: each step by its op's own kernel, in order, rounded after
+/// each step as the separate ops would be (so fusing never changes a result).
+fn fused(steps: &[weft_ir::FusedStep], inputs: &[&Tensor], threads: usize) -> KResult<Tensor> {
+    use weft_ir::{FusedStep, Shape, TensorType};
+    let type_of =
+        |t: &Tensor| TensorType::new(t.dtype(), Shape::new(t.shape().iter().map(|&d| d as u64)));
+    let mesh = weft_ir::Mesh::default();
+    let dims = weft_ir::DimBindings::default();
+    let cx = weft_ir::infer::InferCtx {
+        mesh: &mesh,
+        dims: &dims,
+    };
+    let mut running = inputs[0].clone();
+    for step in steps {
+        let (op, args): (Op, Vec<&Tensor>) = match step {
+            FusedStep::Matmul {
+                operand,
+                transpose_b,
+            } => (
+                Op::MatMul {
+                    transpose_a: false,
+                    transpose_b: *transpose_b,
+                },
+                vec![&running, inputs[*operand]],
+            ),
+            FusedStep::Binary { op, operand, swap } => {
+                let args = if *swap {
+                    vec![inputs[*operand], &running]
+                } else {
+                    vec![&running, inputs[*operand]]
+                };
+                ((**op).clone(), args)
+            }
+            FusedStep::Unary { op } => ((**op).clone(), vec![&running]),
+        };
+        let types: Vec<TensorType> = args.iter().map(|t| type_of(t)).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let out = weft_ir::infer::infer(&op, &refs, &cx).map_err(|e| e.to_string())?;
+        let out: Vec<OutType> = out
+            .into_iter()
+            .map(|t| OutType {
+                dtype: t.dtype,
+                shape: t
+                    .shape
+                    .dims()
+                    .iter()
+                    .map(|d| d.eval(&dims).unwrap_or(0) as usize)
+                    .collect(),
+            })
+            .collect();
+        running = eval(&op, &args, &out, threads)?
+            .pop()
+            .ok_or("a fused step produced nothing")?;
+    }
+    Ok(running)
 }

@@ -651,3 +651,54 @@ fn rope_cache_feeding_rope() {
         );
     }
 }
+
+#[test]
+fn fused_elementwise_is_gemm_then_each_step_in_order() {
+    use weft_ir::FusedStep;
+    // y = r - silu(x @ w + b) * u: `swap` puts the operand first in the last step.
+    let (m, k, n) = (3usize, 4usize, 5usize);
+    let mut rng = Rng::new(811);
+    let (xt, x) = randn(&mut rng, &[m, k]);
+    let (wt, w) = randn(&mut rng, &[k, n]);
+    let (bt, bias) = randn(&mut rng, &[n]);
+    let (ut, u) = randn(&mut rng, &[m, n]);
+    let (rt, r) = randn(&mut rng, &[m, n]);
+    let steps = vec![
+        FusedStep::Matmul {
+            operand: 1,
+            transpose_b: false,
+        },
+        FusedStep::Binary {
+            op: Box::new(Op::Add),
+            operand: 2,
+            swap: false,
+        },
+        FusedStep::Unary {
+            op: Box::new(Op::Silu),
+        },
+        FusedStep::Binary {
+            op: Box::new(Op::Mul),
+            operand: 3,
+            swap: false,
+        },
+        FusedStep::Binary {
+            op: Box::new(Op::Sub),
+            operand: 4,
+            swap: true,
+        },
+    ];
+    let got = run_op(Op::FusedElementwise { steps }, vec![xt, wt, bt, ut, rt]);
+    let mut want = Vec::with_capacity(m * n);
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f64;
+            for p in 0..k {
+                acc += x[i * k + p] as f64 * w[p * n + j] as f64;
+            }
+            let h = acc + bias[j] as f64;
+            let silu = h / (1.0 + (-h).exp());
+            want.push(r[i * n + j] as f64 - silu * u[i * n + j] as f64);
+        }
+    }
+    assert_close("fused kernel", &got[0], &[m, n], &want, SUMS);
+}
