@@ -600,3 +600,65 @@ fn element_wise_chains_fuse_into_their_producer() {
         .max();
     assert_eq!(longest, Some(2));
 }
+
+#[test]
+fn split_halves_flow_between_ops_without_rejoining() {
+    // Two matmuls in a row, each split in halves: with slice-of-concat the second reads
+    // the first's halves directly, so the chain runs as two micro-batches.
+    let g = json(
+        r#"{"weft": 1, "name": "rule", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [16, 8]}},
+  {"name": "w1", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 8], "init": {"normal": {"seed": 2, "std": 0.5}}}},
+  {"name": "w2", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 4], "init": {"normal": {"seed": 3, "std": 0.5}}}},
+  {"name": "h", "op": "matmul", "inputs": ["x", "w1"]},
+  {"name": "a", "op": "silu", "inputs": ["h"]},
+  {"name": "y", "op": "matmul", "inputs": ["h", "w2"]}
+], "outputs": ["y", "a"]}"#,
+    );
+    let mut options = SaturateOptions {
+        rules: ["token-split-matmul", "slice-of-concat"]
+            .map(String::from)
+            .to_vec(),
+        ..SaturateOptions::default()
+    };
+    options.guards.min_rows = 1;
+    let sat = saturate::saturate(&g, &options).unwrap();
+    let applied: usize = sat
+        .report
+        .phases
+        .iter()
+        .flat_map(|p| &p.rules)
+        .filter(|r| r.name == "slice-of-concat")
+        .map(|r| r.applied)
+        .sum();
+    assert!(applied >= 2, "{:#?}", sat.report);
+    let program = saturate::extract_rewritten(&sat, &g).unwrap();
+    let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 3).unwrap();
+    let o = RunOptions::default();
+    let err = worst(
+        &run(&g, &inputs, &o).unwrap(),
+        &run(&program, &inputs, &o).unwrap(),
+    );
+    assert!(err <= 1e-5, "{err}");
+    prove("slice-of-concat", &split_by_hand(), &[], &["concat"]);
+}
+
+/// A matmul written split by hand (slices of x, two matmuls, a concat) followed by
+/// slices of that concat: what slice-of-concat folds.
+fn split_by_hand() -> Graph {
+    json(
+        r#"{"weft": 1, "name": "rule", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [16, 8]}},
+  {"name": "w1", "op": "weight", "attrs": {"dtype": "f32", "shape": [8, 8], "init": {"normal": {"seed": 2, "std": 0.5}}}},
+  {"name": "x0", "op": "slice", "inputs": ["x"], "attrs": {"axis": 0, "start": 0, "end": 8}},
+  {"name": "x1", "op": "slice", "inputs": ["x"], "attrs": {"axis": 0, "start": 8, "end": 16}},
+  {"name": "h0", "op": "matmul", "inputs": ["x0", "w1"]},
+  {"name": "h1", "op": "matmul", "inputs": ["x1", "w1"]},
+  {"name": "h", "op": "concat", "inputs": ["h0", "h1"], "attrs": {"axis": 0}},
+  {"name": "s0", "op": "slice", "inputs": ["h"], "attrs": {"axis": 0, "start": 0, "end": 8}},
+  {"name": "s1", "op": "slice", "inputs": ["h"], "attrs": {"axis": 0, "start": 8, "end": 16}},
+  {"name": "y0", "op": "exp", "inputs": ["s0"]},
+  {"name": "y1", "op": "tanh", "inputs": ["s1"]}
+], "outputs": ["y0", "y1"]}"#,
+    )
+}

@@ -151,6 +151,15 @@ pub const RULES: &[RuleDef] = &[
         build: build_token_split_all_reduce,
     },
     RuleDef {
+        name: "slice-of-concat",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025)",
+        doc: "slice(concat(x0, x1, ..), bounds of part i) = x_i: split halves flow from op to op without re-joining, so a whole layer runs as micro-batches",
+        find: find_slice_of_concat,
+        build: build_slice_of_concat,
+    },
+    RuleDef {
         name: "expert-gemm-split-columns",
         ruleset: "split",
         exact: true,
@@ -876,6 +885,42 @@ fn build_token_split_all_reduce(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Ve
     add_op(eg, Op::Concat { axis: t as i64 }, vec![r0, r1], s)
         .into_iter()
         .collect()
+}
+
+fn find_slice_of_concat(eg: &WEGraph, class: Id) -> Vec<Binding> {
+    let mut out = vec![];
+    for (_, op, ch) in ops(eg, class) {
+        let Op::Slice { axis, start, end } = op else {
+            continue;
+        };
+        let Some(rank) = shape(eg, ch[0]).map(|s| s.len() as i64) else {
+            continue;
+        };
+        let a = if *axis < 0 { axis + rank } else { *axis };
+        for (_, inner, parts) in ops(eg, ch[0]) {
+            let Op::Concat { axis: ca } = inner else {
+                continue;
+            };
+            let ca = if *ca < 0 { ca + rank } else { *ca };
+            if ca != a {
+                continue;
+            }
+            // Find the part whose bounds are exactly [start, end).
+            let mut offset = 0i64;
+            for &p in parts {
+                let len = shape(eg, p).map_or(0, |s| s[a as usize] as i64);
+                if offset == *start && offset + len == *end {
+                    out.push(vec![ix(p)]);
+                }
+                offset += len;
+            }
+        }
+    }
+    out
+}
+
+fn build_slice_of_concat(_: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
+    vec![id(b[0])]
 }
 
 // ---- MoE: Comet's expert GEMM decomposition --------------------------------------------
