@@ -662,3 +662,60 @@ fn split_by_hand() -> Graph {
 ], "outputs": ["y0", "y1"]}"#,
     )
 }
+
+#[test]
+fn rules_handle_batched_products_broadcasts_and_other_axes() {
+    // A product with batch dims from b, reduce-scattered along a negative dim: the fusion
+    // reads the dim against the product's rank.
+    let rsneg = json(
+        r#"{"weft": 1, "name": "rsneg", "mesh": "tp=2", "nodes": [
+  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [32, 8]}},
+  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}},
+  {"name": "z", "op": "matmul", "inputs": ["a", "b"], "sharding": {"tp": "P(sum)"}},
+  {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": -2}, "sharding": {"tp": "S(1)"}}
+], "outputs": ["w"]}"#,
+    );
+    prove(
+        "gemm-reduce-scatter-fusion",
+        &rsneg,
+        &["matmul_reduce_scatter"],
+        &[],
+    );
+    // The other operand of rank higher than the gathered one: left alone.
+    let ewg = json(
+        r#"{"weft": 1, "name": "ewg", "mesh": "tp=2", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}, "sharding": {"tp": "S(0)"}},
+  {"name": "r", "op": "input", "attrs": {"dtype": "f32", "shape": [3, 8, 8]}},
+  {"name": "g", "op": "all_gather", "inputs": ["x"], "attrs": {"axis": "tp", "dim": 0}},
+  {"name": "y", "op": "add", "inputs": ["g", "r"]}
+], "outputs": ["y"]}"#,
+    );
+    let sat = saturate::saturate(&ewg, &one_rule("elementwise-onto-shard")).unwrap();
+    assert!(sat.report.unsound.is_empty());
+    // An operand split on another axis keeps that split in the rewritten nodes.
+    let ewg2 = json(
+        r#"{"weft": 1, "name": "ewg2", "mesh": "tp=2,dp=2", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [1, 4]}, "sharding": {"tp": "S(1)"}},
+  {"name": "r", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}, "sharding": {"dp": "S(0)"}},
+  {"name": "g", "op": "all_gather", "inputs": ["x"], "attrs": {"axis": "tp", "dim": 1}},
+  {"name": "y", "op": "add", "inputs": ["g", "r"], "sharding": {"dp": "S(0)"}}
+], "outputs": ["y"]}"#,
+    );
+    prove("elementwise-onto-shard", &ewg2, &["all_slice"], &[]);
+}
+
+#[test]
+fn the_fused_gemm_reduce_scatter_handles_batched_weights() {
+    let g = json(
+        r#"{"weft": 1, "name": "mmrs", "mesh": "tp=2", "nodes": [
+  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}},
+  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}},
+  {"name": "y", "op": "matmul_reduce_scatter", "inputs": ["a", "b"], "attrs": {"axis": "tp", "dim": 1, "chunks": 1}},
+  {"name": "z", "op": "matmul", "inputs": ["a", "b"]},
+  {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": 1}}
+], "outputs": ["y", "w"]}"#,
+    );
+    let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 2).unwrap();
+    let out = run(&g, &inputs, &RunOptions::default()).unwrap();
+    assert_eq!(out[0].1, out[1].1);
+}

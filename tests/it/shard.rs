@@ -510,3 +510,52 @@ fn shardings_written_in_the_model_are_respected() {
     };
     assert!(e.contains("`tp` of size 3"), "{e}");
 }
+
+#[test]
+fn partial_max_and_integer_division_are_never_kept_partial() {
+    // -max over halves is not max over -halves; truncating integer division does not
+    // distribute over a sum. Both are reduced before the op, so sharding changes nothing.
+    let parse = |src: &str| weft::json::parse_str(src, std::path::Path::new("m.json")).unwrap();
+    let negmax = parse(
+        r#"{"weft": 1, "name": "negmax", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}},
+  {"name": "m", "op": "reduce", "inputs": ["x"], "attrs": {"kind": "max", "axes": [0]}},
+  {"name": "y", "op": "neg", "inputs": ["m"]}
+], "outputs": ["y"]}"#,
+    );
+    let intdiv = parse(
+        r#"{"weft": 1, "name": "intdiv", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "i64", "shape": [4, 2]}},
+  {"name": "two", "op": "constant", "attrs": {"dtype": "i64", "shape": [], "init": {"inline": [2]}}},
+  {"name": "s", "op": "reduce", "inputs": ["x"], "attrs": {"kind": "sum", "axes": [0]}},
+  {"name": "y", "op": "div", "inputs": ["s", "two"]}
+], "outputs": ["y"]}"#,
+    );
+    for g in [negmax, intdiv] {
+        for seed in 0..8 {
+            let inputs = random_inputs(&g, seed);
+            let want = run(&g, &inputs, &RunOptions::default()).unwrap();
+            let sharded = weft::shard(&g, &mesh("dp=2")).unwrap();
+            let got = run(&sharded, &inputs, &RunOptions::default()).unwrap();
+            assert_eq!(want, got, "{} seed {seed}", g.name);
+        }
+    }
+}
+
+#[test]
+fn reduced_outputs_keep_their_names() {
+    let g = weft::json::parse_str(
+        r#"{"weft": 1, "name": "sum", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}},
+  {"name": "y", "op": "reduce", "inputs": ["x"], "attrs": {"kind": "sum", "axes": [0]}}
+], "outputs": ["y"]}"#,
+        std::path::Path::new("m.json"),
+    )
+    .unwrap();
+    let sharded = weft::shard(&g, &mesh("dp=2")).unwrap();
+    let out = sharded.outputs[0];
+    assert_eq!(sharded.value(out).name, "y");
+    let inputs = random_inputs(&g, 1);
+    let got = run(&sharded, &inputs, &RunOptions::default()).unwrap();
+    assert_eq!(got[0].0, "y");
+}

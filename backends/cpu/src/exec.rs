@@ -507,25 +507,13 @@ impl Rank<'_> {
         let fused_input;
         let input = match &node.op {
             Op::MatMulReduceScatter { transpose_b, .. } => {
-                let a = ins[0].shape();
-                let b = ins[1].shape();
-                let n = if *transpose_b {
-                    b[b.len() - 2]
-                } else {
-                    b[b.len() - 1]
-                };
-                let mut shape = a.to_vec();
-                if let Some(last) = shape.last_mut() {
-                    *last = n;
-                }
-                let ty = OutType {
-                    dtype: out[0].dtype,
-                    shape,
-                };
                 let op = Op::MatMul {
                     transpose_a: false,
                     transpose_b: *transpose_b,
                 };
+                // The product's type, by the IR's rule (batch dims broadcast).
+                let ty = kernels::type_of_op(&op, &[&ins[0], &ins[1]])
+                    .map_err(|m| self.kernel_err(node, m))?;
                 let y = kernels::eval(&op, &[&ins[0], &ins[1]], &[ty], self.threads)
                     .map_err(|m| self.kernel_err(node, m))?;
                 fused_input =

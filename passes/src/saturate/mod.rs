@@ -145,6 +145,7 @@ pub fn explain(
 ) -> Result<String, SaturateError> {
     select_rules(&[rule.to_owned()])?;
     let mut sat = saturate_impl(graph, options, true)?;
+    let ops = sat.egraph.analysis.ops.clone();
     let Some(&(_, a, b)) = sat
         .egraph
         .analysis
@@ -157,14 +158,11 @@ pub fn explain(
         )));
     };
     let mut explanation = sat.egraph.explain_id_equivalence(a, b);
-    let flat = explanation.make_flat_explanation().clone();
-    let ops = &sat.egraph.analysis.ops;
     let mut out = String::new();
-    for step in &flat {
-        out.push_str(&flat_text(ops, step, 0));
+    for step in explanation.make_flat_explanation() {
+        out.push_str(&flat_text(&ops, step, 0));
         out.push('\n');
     }
-    let _ = &mut sat;
     Ok(out)
 }
 
@@ -443,6 +441,11 @@ pub fn extract_with<C>(sat: &Saturated, template: &Graph, cost: C) -> Result<Gra
 where
     C: CostFunction<WNode>,
 {
+    if let Some(first) = sat.report.unsound.first() {
+        return Err(SaturateError::Extraction(format!(
+            "a rule merged classes that differ, so no program from this e-graph can be trusted: {first}"
+        )));
+    }
     let extractor = Extractor::new(&sat.egraph, cost);
     let mut expr: RecExpr<WNode> = RecExpr::default();
     let mut classes: Vec<Id> = Vec::new();

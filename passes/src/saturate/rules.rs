@@ -383,12 +383,19 @@ fn find_elementwise_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
     for (i, op, ch) in ops(eg, class) {
         if is_unary_elementwise(op) {
             for (g, a, _, _) in gathers(eg, ch[0]) {
-                out.push(vec![i as usize, g as usize, ix(a), ix(ch[0]), 2]);
+                out.push(vec![i as usize, g as usize, ix(a), ix(ch[0]), 2, ix(class)]);
             }
         } else if matches!(op, Op::Add | Op::Sub | Op::Mul | Op::Div) {
             for side in 0..2 {
                 for (g, a, _, _) in gathers(eg, ch[side]) {
-                    out.push(vec![i as usize, g as usize, ix(a), ix(ch[1 - side]), side]);
+                    out.push(vec![
+                        i as usize,
+                        g as usize,
+                        ix(a),
+                        ix(ch[1 - side]),
+                        side,
+                        ix(class),
+                    ]);
                 }
             }
         }
@@ -397,17 +404,31 @@ fn find_elementwise_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
 }
 
 fn build_elementwise_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
-    let (op, gather, a, other, side) = (op_at(eg, b[0]), op_at(eg, b[1]), id(b[2]), id(b[3]), b[4]);
+    let (op, gather, a, other, side, class) = (
+        op_at(eg, b[0]),
+        op_at(eg, b[1]),
+        id(b[2]),
+        id(b[3]),
+        b[4],
+        id(b[5]),
+    );
     let Op::AllGather { axis, dim } = gather else {
         return vec![];
     };
-    let Some(sa) = shape(eg, a) else {
+    let (Some(sa), Some(out)) = (shape(eg, a), shape(eg, class)) else {
         return vec![];
     };
+    // Only when the gathered operand spans the result (the other operand broadcasts into
+    // it), so the result's gathered dim is the operand's.
+    if out.len() != sa.len() {
+        return vec![];
+    }
     let d = if dim < 0 { dim + sa.len() as i64 } else { dim } as usize;
-    let sharded = sharding(eg, a);
+    // The piece computed on the shard has the result's layout, split on the axis.
+    let whole = sharding(eg, class);
+    let sharded = whole.clone().with(axis.clone(), Placement::Split(d));
     let inner = if side == 2 {
-        add_op(eg, op, vec![a], sharded.clone())
+        add_op(eg, op, vec![a], sharded)
     } else {
         // The other operand must be whole on the axis; it is cut to this device's piece
         // where it has the gathered dim, and broadcast as it is where it does not.
@@ -417,9 +438,11 @@ fn build_elementwise_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Ve
         let Some(so) = shape(eg, other) else {
             return vec![];
         };
+        if so.len() > sa.len() {
+            return vec![];
+        }
         let n = axis_size(&eg.analysis, &axis);
-        let off = sa.len() as i64 - so.len() as i64;
-        let od = d as i64 - off;
+        let od = d as i64 - (sa.len() - so.len()) as i64;
         let piece = if od < 0 || so[od as usize] == 1 {
             Some(other)
         } else if so[od as usize] == sa[d] * n {
@@ -442,10 +465,9 @@ fn build_elementwise_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Ve
         } else {
             vec![piece, a]
         };
-        add_op(eg, op, children, sharded.clone())
+        add_op(eg, op, children, sharded)
     };
     let Some(inner) = inner else { return vec![] };
-    let whole = sharded.with(axis.clone(), Placement::Replicate);
     add_op(
         eg,
         Op::AllGather {
@@ -489,7 +511,7 @@ fn find_norm_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
         for (g, a, _, d) in gathers(eg, ch[0]) {
             let rank = shape(eg, ch[0]).map_or(0, |s| s.len());
             if d + 1 < rank {
-                let mut binding = vec![i as usize, g as usize, ix(a)];
+                let mut binding = vec![i as usize, g as usize, ix(a), ix(class)];
                 binding.extend(ch[1..].iter().map(|&c| ix(c)));
                 out.push(binding);
             }
@@ -499,21 +521,25 @@ fn find_norm_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
 }
 
 fn build_norm_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
-    let (op, gather, a) = (op_at(eg, b[0]), op_at(eg, b[1]), id(b[2]));
+    let (op, gather, a, class) = (op_at(eg, b[0]), op_at(eg, b[1]), id(b[2]), id(b[3]));
     let Op::AllGather { axis, dim } = gather else {
         return vec![];
     };
-    let params: Vec<Id> = b[3..].iter().map(|&c| id(c)).collect();
+    let params: Vec<Id> = b[4..].iter().map(|&c| id(c)).collect();
     if params
         .iter()
         .any(|&p| sharding(eg, p).placement(&axis) != Placement::Replicate)
     {
         return vec![];
     }
-    let sharded = sharding(eg, a);
+    // The norm on the shard has the result's layout, split on the axis.
+    let whole = sharding(eg, class);
+    let rank = shape(eg, a).map_or(0, |s| s.len()) as i64;
+    let d = if dim < 0 { dim + rank } else { dim } as usize;
+    let sharded = whole.clone().with(axis.clone(), Placement::Split(d));
     let mut children = vec![a];
     children.extend(params);
-    let Some(inner) = add_op(eg, op, children, sharded.clone()) else {
+    let Some(inner) = add_op(eg, op, children, sharded) else {
         return vec![];
     };
     add_op(
@@ -523,7 +549,7 @@ fn build_norm_onto_shard(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
             dim,
         },
         vec![inner],
-        sharded.with(axis, Placement::Replicate),
+        whole,
     )
     .into_iter()
     .collect()
@@ -575,16 +601,17 @@ fn build_gemm_rs(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> {
     else {
         return vec![];
     };
-    let Some(sa) = shape(eg, a) else {
+    // The scattered dim is one of the product's (whose rank is the reduce-scatter's).
+    let Some(out) = shape(eg, class) else {
         return vec![];
     };
-    let rank = sa.len() as i64;
+    let rank = out.len() as i64;
     let d = if dim < 0 { dim + rank } else { dim };
-    if d + 1 >= rank {
+    if d < 0 || d + 1 >= rank {
         return vec![]; // scattering the GEMM's columns is not a row-chunked fusion
     }
     let n = axis_size(&eg.analysis, &axis);
-    let rows = sa[d as usize];
+    let rows = out[d as usize] * n;
     // The fused op's result is the reduce-scatter's: the same sharding.
     let s = sharding(eg, class);
     let mut added = vec![];

@@ -1,7 +1,8 @@
 //! Communication volume of a sharded graph, per collective.
 //!
 //! `bytes` are NCCL's message sizes, per device: an all-reduce or reduce-scatter counts
-//! its input, an all-gather its (whole) output, an all-to-all its input. `wire_bytes`
+//! its input, an all-gather its (whole) output, an all-to-all its input; a fused GEMM +
+//! reduce-scatter or all-gather + GEMM counts the collective inside it. `wire_bytes`
 //! are what each device sends with ring algorithms over `n` devices: `2(n-1)/n` of the
 //! message for an all-reduce, `(n-1)/n` for the others — so an all-reduce and the
 //! reduce-scatter plus all-gather that replace it send the same. `all_slice` moves
@@ -13,7 +14,8 @@ use weft_ir::{Graph, Op};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectiveCost {
     pub node: String,
-    /// `all_reduce`, `all_gather`, `reduce_scatter` or `all_to_all`.
+    /// `all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`, or a fused
+    /// `matmul_reduce_scatter` / `all_gather_matmul`.
     pub kind: &'static str,
     pub axis: String,
     pub bytes: u64,
@@ -47,6 +49,15 @@ pub fn comm_report(graph: &Graph) -> CommReport {
             Op::ReduceScatter { axis, .. } => ("reduce_scatter", axis, bytes_of(node.inputs[0])),
             Op::AllGather { axis, .. } => ("all_gather", axis, bytes_of(node.outputs[0])),
             Op::AllToAll { axis, .. } => ("all_to_all", axis, bytes_of(node.inputs[0])),
+            // Fused GEMM + collective (after saturation): the collective inside.
+            Op::MatMulReduceScatter { axis, .. } => {
+                let n = graph.mesh.axis_size(axis).unwrap_or(1);
+                ("matmul_reduce_scatter", axis, bytes_of(node.outputs[0]) * n)
+            }
+            Op::AllGatherMatMul { axis, .. } => {
+                let n = graph.mesh.axis_size(axis).unwrap_or(1);
+                ("all_gather_matmul", axis, bytes_of(node.inputs[0]) * n)
+            }
             _ => continue,
         };
         let n = graph.mesh.axis_size(axis).unwrap_or(1);

@@ -45,6 +45,9 @@ pub enum ShardError {
         op: String,
         reason: String,
     },
+    /// The input graph does not verify.
+    #[error("the graph to shard is invalid: {0}")]
+    Invalid(String),
     /// The mesh asks for something the pass does not do.
     #[error("mesh `{mesh}`: {reason}")]
     Mesh { mesh: String, reason: String },
@@ -85,6 +88,7 @@ pub const AXES: &[(&str, &str)] = &[
 /// Shards `graph` (single-device) over `options.mesh`.
 pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
     let mesh = &options.mesh;
+    weft_ir::verify(graph).map_err(|errors| ShardError::Invalid(errors.to_string()))?;
     for axis in mesh.axes() {
         if !AXES.iter().any(|(name, _)| *name == axis.name) {
             return Err(ShardError::Mesh {
@@ -117,12 +121,21 @@ pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError>
     let mut outputs = Vec::new();
     for &v in &graph.outputs {
         let mut nv = s.value_of(v)?;
-        // A partial result is no answer: outputs are reduced; splits are left for the
-        // runner to gather.
+        // A partial result is no answer: outputs are reduced (keeping the output's name);
+        // splits are left for the runner to gather.
+        let name = s.new.value(nv).name.clone();
+        let mut reduced = false;
         for axis in mesh.axes() {
             if let Placement::Partial(_) = s.placement(nv, &axis.name) {
+                if !reduced {
+                    s.new.value_mut(nv).name = format!("{name}.partial");
+                    reduced = true;
+                }
                 nv = s.convert(nv, &axis.name, Placement::Replicate)?;
             }
+        }
+        if reduced {
+            s.new.value_mut(nv).name = name;
         }
         outputs.push(nv);
     }
@@ -158,6 +171,8 @@ struct Sharder<'g> {
     moe: Option<MoeBlock>,
     /// The graph has no mesh: its shardings are requests (hints) on whole values.
     hints: bool,
+    /// Each source's first layout (graph inputs are fed once and moved from there).
+    first_layout: HashMap<ValueId, ValueId>,
 }
 
 /// An MoE block under expert parallelism, between its dispatch and its combine: the
@@ -216,6 +231,7 @@ impl<'g> Sharder<'g> {
             names: HashSet::new(),
             moe: None,
             hints: old.mesh.axes().is_empty(),
+            first_layout: HashMap::new(),
         }
     }
 
@@ -373,7 +389,7 @@ impl<'g> Sharder<'g> {
         // A graph input is fed once, by name: another layout of it is communicated from
         // the first.
         if let (Op::Input { .. }, None) = (&node.op, &view)
-            && let Some((_, &first)) = self.sources.iter().find(|((old, _), _)| *old == v)
+            && let Some(&first) = self.first_layout.get(&v)
         {
             let mut nv = first;
             let axes: Vec<String> = self
@@ -391,7 +407,7 @@ impl<'g> Sharder<'g> {
         }
         let name = if view.is_some() {
             format!("{}@view", node.name)
-        } else if self.sources.keys().any(|(old, _)| *old == v) {
+        } else if self.first_layout.contains_key(&v) {
             format!("{}@{sharding}", node.name)
         } else {
             node.name.clone()
@@ -426,6 +442,7 @@ impl<'g> Sharder<'g> {
         let nv = self.emit(&name, op, vec![], vec![(sharding.clone(), logical)])?[0];
         if view.is_none() {
             self.sources.insert((v, sharding), nv);
+            self.first_layout.entry(v).or_insert(nv);
         }
         Ok(nv)
     }
@@ -667,14 +684,17 @@ impl<'g> Sharder<'g> {
                 placement: self.placement(nv, axis),
                 shape: self.logical.get(&nv).cloned().unwrap_or_default(),
                 free: false,
+                float: self.new.value(nv).ty.dtype.is_float(),
             },
             Arg::Old(v) => {
                 let shape = self.old_shape(v)?;
+                let float = self.old.value(v).ty.dtype.is_float();
                 match self.map.get(&v) {
                     Some(&nv) => In {
                         placement: self.placement(nv, axis),
                         shape,
                         free: false,
+                        float,
                     },
                     None => {
                         let hint = self.hint(v)?;
@@ -682,6 +702,7 @@ impl<'g> Sharder<'g> {
                             placement: hint.placement(axis),
                             shape,
                             free: hint.is_replicated(),
+                            float,
                         }
                     }
                 }
@@ -1191,7 +1212,9 @@ impl<'g> Sharder<'g> {
         };
         if let Op::MoeCombine = node.op {
             let (y, w, ids) = (node.inputs[0], node.inputs[1], node.inputs[2]);
-            let y_new = block.chain[&y];
+            let y_new = *block.chain.get(&y).ok_or_else(|| {
+                no_rule("the combine's expert outputs do not come from the dispatch")
+            })?;
             let counts_local = block.counts_local;
             let hidden = *self.old_shape(y)?.last().unwrap_or(&0);
             let blocks = self.emit(
@@ -1272,10 +1295,11 @@ impl<'g> Sharder<'g> {
                 ));
             }
         }
-        if let Op::Split { axis, .. } = node.op
-            && axis == 0
-        {
-            return Err(no_rule("a split along the rows"));
+        if let Op::Split { axis, .. } = node.op {
+            let rank = self.old_shape(node.inputs[0])?.len() as i64;
+            if axis == 0 || axis == -rank {
+                return Err(no_rule("a split along the rows"));
+            }
         }
         let outs = node
             .outputs

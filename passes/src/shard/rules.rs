@@ -22,6 +22,8 @@ pub(super) struct In {
     pub shape: Vec<u64>,
     /// A graph input, weight or constant not yet laid out: any placement is free.
     pub free: bool,
+    /// Float (not integer or bool) elements: integer division is not linear.
+    pub float: bool,
 }
 
 /// The mesh axis a rule runs for.
@@ -90,8 +92,11 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Where => {
             elementwise(&node.op, ins, &site.out_shapes[0], ax)
         }
-        // Negation is linear: partial sums stay partial.
-        Op::Neg => plan(vec![ins[0].placement], vec![ins[0].placement]),
+        // Negation is linear: partial sums stay partial (a partial max does not).
+        Op::Neg => match ins[0].placement {
+            Partial(ReduceOp::Max) => replicated(),
+            p => plan(vec![p], vec![p]),
+        },
         Op::Exp
         | Op::Sqrt
         | Op::Rsqrt
@@ -319,7 +324,8 @@ fn elementwise(op: &Op, ins: &[In], out: &[u64], ax: &Axis<'_>) -> Plan {
                 others_whole(k)
             }
         }
-        Op::Div => partial[0] && others_whole(0),
+        // Truncating integer division does not distribute over a sum.
+        Op::Div => partial[0] && others_whole(0) && ins.iter().all(|i| i.float),
         _ => false,
     };
     if linear {

@@ -149,14 +149,19 @@ pub fn expert_matmul(
     let w_strides = if tb { (1, wc) } else { (wc, 1) };
     let mut y = vec![0f32; rows * m];
     for (b, block) in cv.chunks(we.max(1)).enumerate().take(blocks) {
-        let total: i64 = block.iter().sum();
+        let total = block.iter().try_fold(0i64, |a, &c| {
+            (0..=block_rows as i64)
+                .contains(&c)
+                .then(|| a.checked_add(c))
+                .flatten()
+        });
         let blocked = counts.shape().len() == 2;
-        let fits = if blocked {
-            total <= block_rows as i64
-        } else {
-            total == rows as i64
+        let fits = match total {
+            Some(t) if blocked => t <= block_rows as i64,
+            Some(t) => t == rows as i64,
+            None => false,
         };
-        if block.iter().any(|&c| c < 0) || !fits {
+        if !fits {
             return Err(format!(
                 "expert counts {block:?} must be non-negative and sum to {} the {block_rows} rows of block {b}",
                 if blocked { "at most" } else { "exactly" }

@@ -207,18 +207,39 @@ pub fn around(shape: &[usize], d: usize) -> (usize, usize, usize) {
     (outer, shape[d], inner)
 }
 
-/// A fused element-wise chain: each step by its op's own kernel, in order, rounded after
-/// each step as the separate ops would be (so fusing never changes a result).
-fn fused(steps: &[weft_ir::FusedStep], inputs: &[&Tensor], threads: usize) -> KResult<Tensor> {
-    use weft_ir::{FusedStep, Shape, TensorType};
-    let type_of =
-        |t: &Tensor| TensorType::new(t.dtype(), Shape::new(t.shape().iter().map(|&d| d as u64)));
-    let mesh = weft_ir::Mesh::default();
-    let dims = weft_ir::DimBindings::default();
+/// The output type `op` gives these tensors, by the IR's typing rules.
+pub fn type_of_op(op: &Op, inputs: &[&Tensor]) -> KResult<OutType> {
+    use weft_ir::{Shape, TensorType};
+    let types: Vec<TensorType> = inputs
+        .iter()
+        .map(|t| TensorType::new(t.dtype(), Shape::new(t.shape().iter().map(|&d| d as u64))))
+        .collect();
+    let refs: Vec<&TensorType> = types.iter().collect();
+    let (mesh, dims) = (weft_ir::Mesh::default(), weft_ir::DimBindings::default());
     let cx = weft_ir::infer::InferCtx {
         mesh: &mesh,
         dims: &dims,
     };
+    let t = weft_ir::infer::infer(op, &refs, &cx)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("the op has no output")?;
+    Ok(OutType {
+        dtype: t.dtype,
+        shape: t
+            .shape
+            .dims()
+            .iter()
+            .map(|d| d.eval(&dims).unwrap_or(0) as usize)
+            .collect(),
+    })
+}
+
+/// A fused element-wise chain: each step by its op's own kernel, in order, rounded after
+/// each step as the separate ops would be (so fusing never changes a result).
+fn fused(steps: &[weft_ir::FusedStep], inputs: &[&Tensor], threads: usize) -> KResult<Tensor> {
+    use weft_ir::FusedStep;
     let mut running = inputs[0].clone();
     for step in steps {
         let (op, args): (Op, Vec<&Tensor>) = match step {
@@ -242,21 +263,7 @@ fn fused(steps: &[weft_ir::FusedStep], inputs: &[&Tensor], threads: usize) -> KR
             }
             FusedStep::Unary { op } => ((**op).clone(), vec![&running]),
         };
-        let types: Vec<TensorType> = args.iter().map(|t| type_of(t)).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        let out = weft_ir::infer::infer(&op, &refs, &cx).map_err(|e| e.to_string())?;
-        let out: Vec<OutType> = out
-            .into_iter()
-            .map(|t| OutType {
-                dtype: t.dtype,
-                shape: t
-                    .shape
-                    .dims()
-                    .iter()
-                    .map(|d| d.eval(&dims).unwrap_or(0) as usize)
-                    .collect(),
-            })
-            .collect();
+        let out = [type_of_op(&op, &args)?];
         running = eval(&op, &args, &out, threads)?
             .pop()
             .ok_or("a fused step produced nothing")?;

@@ -109,8 +109,14 @@ pub fn pad(x: &Tensor, counts: &Tensor, groups: usize, out: &OutType) -> KResult
     let (xv, cv) = (floats(x)?, ints(counts)?);
     let (n, h) = (x.shape()[0], x.shape()[1]);
     let per = cv.len() / groups.max(1);
-    let total: i64 = cv.iter().sum();
-    if cv.iter().any(|&c| c < 0) || total != n as i64 {
+    // Each count at most the rows, summed without overflow (counts may come from a model).
+    let total = cv.iter().try_fold(0i64, |a, &c| {
+        (0..=n as i64)
+            .contains(&c)
+            .then(|| a.checked_add(c))
+            .flatten()
+    });
+    if total != Some(n as i64) {
         return Err(format!(
             "expert counts {cv:?} must be non-negative and sum to the {n} rows"
         ));
@@ -131,8 +137,13 @@ pub fn unpad(x: &Tensor, counts: &Tensor, groups: usize, out: &OutType) -> KResu
     let (block, h) = (x.shape()[1], x.shape()[2]);
     let rows = out.shape[0];
     let per = cv.len() / groups.max(1);
-    let total: i64 = cv.iter().sum();
-    if cv.iter().any(|&c| c < 0) || total != rows as i64 {
+    let total = cv.iter().try_fold(0i64, |a, &c| {
+        (0..=rows as i64)
+            .contains(&c)
+            .then(|| a.checked_add(c))
+            .flatten()
+    });
+    if total != Some(rows as i64) {
         return Err(format!(
             "expert counts {cv:?} must be non-negative and sum to the {rows} rows"
         ));

@@ -472,3 +472,20 @@ fn blocked_expert_counts_leave_padding_rows_zero() {
     want.extend([0.0; 2]);
     assert_close("blocked expert matmul", &got[0], &[rows, m], &want, SUMS);
 }
+
+#[test]
+fn moe_pad_refuses_counts_that_overflow() {
+    let mut rng = Rng::new(735);
+    let (xt, _) = randn(&mut rng, &[4, 2]);
+    let huge = 1i64 << 62;
+    let e = try_run_op(
+        Op::MoePad { groups: 2 },
+        vec![xt, ti(&[4], vec![huge, huge, huge, huge + 4])],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("must be non-negative and sum to the 4 rows"),
+        "{e}"
+    );
+}
