@@ -1,0 +1,359 @@
+//! The rewrite rules, as named data.
+//!
+//! Every rule is exact (it preserves outputs up to float summation order) and says which
+//! paper it comes from and what it needs. A rule is a `find` that looks at one e-class
+//! and returns bindings, and a `build` that adds the equivalent nodes — each checked
+//! against the IR's typing rules before it is added, Tensat's `CheckApply` discipline —
+//! and returns the classes to union with the matched one. `docs/rewrites.md` documents
+//! each rule at length; `weft rules` lists them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use weft_ir::{Op, Placement, Sharding};
+
+mod collective;
+mod fusion;
+mod split;
+
+use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
+use super::lang::{Head, WNode};
+
+/// Limits on what rules may build, against blow-up.
+#[derive(Clone, Debug)]
+pub struct Guards {
+    /// Fewest rows a piece may have (after a reduce-scatter, a chunk or a token split).
+    pub min_rows: u64,
+    /// Chunk counts the fused GEMM + reduce-scatter is offered with.
+    pub chunk_counts: Vec<u64>,
+    /// How many times a value may be split into halves along its tokens (or columns).
+    pub split_depth: usize,
+    /// Most steps one fused element-wise kernel may have.
+    pub max_fused_steps: usize,
+}
+
+impl Default for Guards {
+    fn default() -> Guards {
+        Guards {
+            min_rows: 8,
+            chunk_counts: vec![1, 2, 4],
+            split_depth: 1,
+            max_fused_steps: 6,
+        }
+    }
+}
+
+/// Bindings of one match: e-classes and op-table indices, in the rule's own order.
+type Binding = Vec<usize>;
+
+/// One rewrite rule.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleDef {
+    pub name: &'static str,
+    /// The phase it runs in: `collective`, `fusion` or `split`.
+    pub ruleset: &'static str,
+    /// Whether it preserves outputs (all of these do; model-changing rules are opt-in).
+    pub exact: bool,
+    pub paper: &'static str,
+    /// One line: what it does and when it applies.
+    pub doc: &'static str,
+    find: fn(&WEGraph, Id) -> Vec<Binding>,
+    build: fn(&mut WEGraph, &[usize], &Guards) -> Vec<Id>,
+}
+
+/// Every rule, in phase order.
+pub const RULES: &[RuleDef] = &[
+    RuleDef {
+        name: "all-reduce-to-reduce-scatter-all-gather",
+        ruleset: "collective",
+        exact: true,
+        paper: "T3 (ASPLOS 2024); TokenWeave (MLSys 2026)",
+        doc: "all_reduce(x) = all_gather(reduce_scatter(x, d), d) along the token dim d, when it divides",
+        find: collective::find_all_reduce,
+        build: collective::build_all_reduce_split,
+    },
+    RuleDef {
+        name: "reduce-scatter-all-gather-to-all-reduce",
+        ruleset: "collective",
+        exact: true,
+        paper: "T3 (ASPLOS 2024)",
+        doc: "all_gather(reduce_scatter(x, d), d) = all_reduce(x)",
+        find: collective::find_gather_of_scatter,
+        build: collective::build_all_reduce_merge,
+    },
+    RuleDef {
+        name: "elementwise-onto-shard",
+        ruleset: "collective",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); Megatron-SP (MLSys 2023)",
+        doc: "f(all_gather(a), r) = all_gather(f(a, all_slice(r))) for element-wise f (the residual add among them), r whole on the axis",
+        find: collective::find_elementwise_of_gather,
+        build: collective::build_elementwise_onto_shard,
+    },
+    RuleDef {
+        name: "slice-of-gather",
+        ruleset: "collective",
+        exact: true,
+        paper: "MLIR shard dialect (all_slice ∘ all_gather folding); TokenWeave (MLSys 2026)",
+        doc: "all_slice(all_gather(x, d), d) = x: a value gathered and cut again along the same dim is the shard itself (keeps the residual stream sharded)",
+        find: collective::find_slice_of_gather,
+        build: collective::build_slice_of_gather,
+    },
+    RuleDef {
+        name: "norm-onto-shard",
+        ruleset: "collective",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026)",
+        doc: "rms_norm(all_gather(a, d), w) = all_gather(rms_norm(a, w), d) when d is not the normalised dim (layer_norm likewise)",
+        find: collective::find_norm_of_gather,
+        build: collective::build_norm_onto_shard,
+    },
+    RuleDef {
+        name: "gemm-reduce-scatter-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "T3 (ASPLOS 2024); Flux GEMM+RS (2024)",
+        doc: "reduce_scatter(matmul(a, b), d) = matmul_reduce_scatter(a, b, d, chunks) for each allowed chunk count",
+        find: fusion::find_scatter_of_matmul,
+        build: fusion::build_gemm_rs,
+    },
+    RuleDef {
+        name: "all-gather-gemm-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "XLA collective matmul (Wang et al., ASPLOS 2023); PyTorch async TP; Flux AG+GEMM (2024)",
+        doc: "matmul(all_gather(a, d), b) = all_gather_matmul(a, b, d) when d is a row dim of a",
+        find: fusion::find_matmul_of_gather,
+        build: fusion::build_ag_gemm,
+    },
+    RuleDef {
+        name: "elementwise-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "TVM operator fusion (Chen et al., OSDI 2018); NVIDIA CUTLASS epilogues; Flux (2024) fused epilogues",
+        doc: "an element-wise op on the result of an element-wise op, a fused kernel or a GEMM = one fused_elementwise kernel (bias, activation, gating, residual into their producer)",
+        find: fusion::find_fusable,
+        build: fusion::build_fused,
+    },
+    RuleDef {
+        name: "token-split-matmul",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025); Domino (2024)",
+        doc: "matmul(a, b) = concat(matmul(a[:m/2], b), matmul(a[m/2:], b)) along the rows, once per matmul, when the rows are not split on the mesh",
+        find: split::find_splittable_matmul,
+        build: split::build_token_split_matmul,
+    },
+    RuleDef {
+        name: "token-split-all-reduce",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); Domino (2024)",
+        doc: "all_reduce(x) = concat(all_reduce(x[:m/2]), all_reduce(x[m/2:])) along the token dim, once, so one half's communication can overlap the other's compute",
+        find: split::find_splittable_all_reduce,
+        build: split::build_token_split_all_reduce,
+    },
+    RuleDef {
+        name: "slice-of-concat",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025)",
+        doc: "slice(concat(x0, x1, ..), bounds of part i) = x_i: split halves flow from op to op without re-joining, so a whole layer runs as micro-batches",
+        find: split::find_slice_of_concat,
+        build: split::build_slice_of_concat,
+    },
+    RuleDef {
+        name: "expert-gemm-split-columns",
+        ruleset: "split",
+        exact: true,
+        paper: "Comet (MLSys 2025)",
+        doc: "expert_matmul(x, c, w) = concat(expert_matmul(x, c, w[.., :n/2]), expert_matmul(x, c, w[.., n/2:])) along the output dim (Comet's second GEMM)",
+        find: split::find_expert_matmul,
+        build: split::build_expert_split_columns,
+    },
+    RuleDef {
+        name: "expert-gemm-split-blocks",
+        ruleset: "split",
+        exact: true,
+        paper: "Comet (MLSys 2025)",
+        doc: "an expert matmul over blocked counts [B, E] (rows from B source devices) = the concat of B expert matmuls, one per block, so each block computes as it arrives (Comet's first GEMM, split along tokens)",
+        find: split::find_blocked_expert_matmul,
+        build: split::build_expert_split_blocks,
+    },
+];
+
+/// The ops of a class's nodes, with their children.
+fn ops<'a>(eg: &'a WEGraph, class: Id) -> impl Iterator<Item = (u32, &'a Op, &'a [Id])> + 'a {
+    eg[class].nodes.iter().filter_map(move |n| match n.head {
+        Head::Op(i) => Some((i, eg.analysis.ops.get(i), n.children.as_slice())),
+        _ => None,
+    })
+}
+
+fn meta(eg: &WEGraph, class: Id) -> &Meta {
+    &eg[class].data
+}
+
+fn shape(eg: &WEGraph, class: Id) -> Option<Vec<u64>> {
+    meta(eg, class)
+        .ty()
+        .and_then(|t| t.shape.eval(&eg.analysis.dims).ok())
+}
+
+fn sharding(eg: &WEGraph, class: Id) -> Sharding {
+    meta(eg, class).sharding().cloned().unwrap_or_default()
+}
+
+/// Whether any mesh axis splits `dim` of the class's value.
+fn dim_is_split(eg: &WEGraph, class: Id, dim: usize) -> bool {
+    sharding(eg, class)
+        .entries()
+        .any(|(_, p)| p == Placement::Split(dim))
+}
+
+fn axis_size(a: &WeftAnalysis, axis: &str) -> u64 {
+    a.mesh.axis_size(axis).unwrap_or(1)
+}
+
+/// Adds `op(children)` if it types, with the given sharding.
+fn add_op(eg: &mut WEGraph, op: Op, children: Vec<Id>, sharding: Sharding) -> Option<Id> {
+    let types: Vec<_> = children
+        .iter()
+        .map(|&c| meta(eg, c).ty().cloned())
+        .collect::<Option<_>>()?;
+    let refs: Vec<_> = types.iter().collect();
+    let out = eg.analysis.type_op(&op, &refs).ok()?;
+    if out.len() != 1 {
+        return None;
+    }
+    let i = eg.analysis.ops.intern(&op, None);
+    Some(add_with(
+        eg,
+        WNode {
+            head: Head::Op(i),
+            children,
+        },
+        vec![sharding],
+    ))
+}
+
+fn op_at(eg: &WEGraph, i: usize) -> Op {
+    eg.analysis.ops.get(i as u32).clone()
+}
+
+fn id(i: usize) -> Id {
+    Id::from(i)
+}
+
+fn ix(id: Id) -> usize {
+    usize::from(id)
+}
+
+/// The token (row) dim of a value: the one before the last.
+fn token_dim(shape: &[u64]) -> Option<usize> {
+    shape.len().checked_sub(2)
+}
+
+// ---- egg glue ----------------------------------------------------------------------------
+
+const MAX_BINDING: usize = 16;
+
+fn var(i: usize) -> Var {
+    format!("?b{i}").parse().expect("a valid egg variable")
+}
+
+/// A rule as an egg searcher and applier, counting its matches.
+#[derive(Debug)]
+pub struct EggRule {
+    def: RuleDef,
+    guards: Guards,
+    vars: Vec<Var>,
+    pub matches: Arc<AtomicUsize>,
+}
+
+impl EggRule {
+    pub fn new(def: RuleDef, guards: Guards) -> EggRule {
+        EggRule {
+            def,
+            guards,
+            vars: (0..MAX_BINDING).map(var).collect(),
+            matches: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The egg rewrite, and the counter of its matches.
+    pub fn rewrite(
+        def: RuleDef,
+        guards: Guards,
+    ) -> (Rewrite<WNode, WeftAnalysis>, Arc<AtomicUsize>) {
+        let searcher = EggRule::new(def, guards.clone());
+        let counter = Arc::clone(&searcher.matches);
+        let applier = EggRule::new(def, guards);
+        let rw = Rewrite::new(def.name, searcher, applier).expect("rule variables are bound");
+        (rw, counter)
+    }
+}
+
+impl Searcher<WNode, WeftAnalysis> for EggRule {
+    fn search_eclass_with_limit(
+        &self,
+        egraph: &WEGraph,
+        eclass: Id,
+        limit: usize,
+    ) -> Option<SearchMatches<'_, WNode>> {
+        let found = (self.def.find)(egraph, eclass);
+        if found.is_empty() {
+            return None;
+        }
+        let substs: Vec<Subst> = found
+            .into_iter()
+            .take(limit)
+            .map(|binding| {
+                let mut s = Subst::with_capacity(binding.len());
+                for (k, v) in binding.into_iter().enumerate().take(MAX_BINDING) {
+                    s.insert(self.vars[k], Id::from(v));
+                }
+                s
+            })
+            .collect();
+        self.matches.fetch_add(substs.len(), Ordering::Relaxed);
+        Some(SearchMatches {
+            eclass,
+            substs,
+            ast: None,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![]
+    }
+}
+
+impl Applier<WNode, WeftAnalysis> for EggRule {
+    fn apply_one(
+        &self,
+        egraph: &mut WEGraph,
+        eclass: Id,
+        subst: &Subst,
+        _ast: Option<&PatternAst<WNode>>,
+        _rule: Symbol,
+    ) -> Vec<Id> {
+        let binding: Vec<usize> = self
+            .vars
+            .iter()
+            .map_while(|v| subst.get(*v).map(|&i| usize::from(i)))
+            .collect();
+        let mut changed = vec![];
+        for new in (self.def.build)(egraph, &binding, &self.guards) {
+            if egraph.union_trusted(eclass, new, self.def.name) {
+                egraph
+                    .analysis
+                    .applications
+                    .push((self.def.name, eclass, new));
+                changed.push(eclass);
+            }
+        }
+        changed
+    }
+}
