@@ -521,3 +521,42 @@ fn attention_inputs_that_do_not_fit_are_reported() {
     ));
     assert!(e.contains(r#"node "att" (Attention"#), "{e}");
 }
+
+#[test]
+fn an_attention_mask_too_large_to_spell_out_is_refused() {
+    use DimensionValue::DimValue;
+    // Top-left causal over more keys than queries is spelled out as a [s, t] constant;
+    // at 4096 × 4097 that is refused with a reason instead of allocated.
+    let dims = |t: i64| [DimValue(1), DimValue(1), DimValue(t), DimValue(2)];
+    let m = ModelProto {
+        ir_version: 9,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 23,
+        }],
+        graph: Some(GraphProto {
+            node: vec![node(
+                "Attention",
+                "att",
+                &["q", "k", "v"],
+                &["y"],
+                vec![int_attr("is_causal", 1)],
+            )],
+            name: "g".into(),
+            initializer: vec![],
+            input: vec![
+                value_info("q", 1, &dims(4096)),
+                value_info("k", 1, &dims(4097)),
+                value_info("v", 1, &dims(4097)),
+            ],
+            output: vec![value_info("y", 1, &[])],
+            value_info: vec![],
+        }),
+        ..Default::default()
+    };
+    let e = import_err(&m);
+    assert!(
+        e.contains(r#"node "att" (Attention"#) && e.contains("4096×4097 constant"),
+        "{e}"
+    );
+}

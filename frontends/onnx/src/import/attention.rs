@@ -26,6 +26,9 @@ const ATTRS: &[&str] = &[
     "right_window_size",
 ];
 
+/// Most elements of a mask written out as a constant (16 Mi values, 128 MB as f64).
+const MAX_MASK_ELEMENTS: u64 = 1 << 24;
+
 /// Everything the attributes and optional inputs ask for, checked.
 struct Spec {
     causal: bool,
@@ -462,6 +465,15 @@ impl Importer {
             });
         }
         let (s, t) = (n.s as i64, n.t as i64);
+        // Causal, window and KV-length masks are written out as [s, t] constants here;
+        // past a size that would be a memory hazard, say so rather than allocate it.
+        let needs_grid = spec.causal || spec.left >= 0 || spec.right >= 0 || nonpad.is_some();
+        if needs_grid && n.s.saturating_mul(n.t) > MAX_MASK_ELEMENTS {
+            return Err(format!(
+                "this Attention needs its mask spelled out as a {}×{} constant (more than {MAX_MASK_ELEMENTS} values); only the IR's fused attention handles sequences this long",
+                n.s, n.t
+            ));
+        }
         match nonpad {
             None => {
                 // Causal and window constraints are known now: one constant [s, t].
