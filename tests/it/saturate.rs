@@ -13,19 +13,25 @@ fn mesh(spec: &str) -> Mesh {
     spec.parse().unwrap()
 }
 
-fn worst(a: &[(String, weft::ir::Tensor)], b: &[(String, weft::ir::Tensor)]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0f64;
-    for ((na, x), (nb, y)) in a.iter().zip(b) {
-        assert_eq!(na, nb);
-        assert_eq!(x.shape(), y.shape(), "{na}");
-        let (x, y) = (x.to_f64_vec(), y.to_f64_vec());
-        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-        for (p, q) in x.iter().zip(&y) {
-            worst = worst.max((p - q).abs() / scale);
-        }
+use crate::worst_relative as worst;
+
+/// Options running just these rules.
+fn with_rules(rules: &[&str]) -> SaturateOptions {
+    SaturateOptions {
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        ..SaturateOptions::default()
     }
-    worst
+}
+
+/// How many times `rule` applied, over all phases.
+fn applied(report: &saturate::SaturationReport, rule: &str) -> usize {
+    report
+        .phases
+        .iter()
+        .flat_map(|p| &p.rules)
+        .filter(|r| r.name == rule)
+        .map(|r| r.applied)
+        .sum()
 }
 
 fn ops_of(g: &Graph) -> Vec<&'static str> {
@@ -165,16 +171,11 @@ fn norms_move_onto_the_shard() {
     // Through whole models: TokenWeave's form (reduce-scatter, residual add and norm on the
     // shard, all-gather) by the collective rules together.
     let (tiny, sharded) = tiny_tp2();
-    let options = SaturateOptions {
-        rules: [
-            "all-reduce-to-reduce-scatter-all-gather",
-            "elementwise-onto-shard",
-            "norm-onto-shard",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..SaturateOptions::default()
-    };
+    let options = with_rules(&[
+        "all-reduce-to-reduce-scatter-all-gather",
+        "elementwise-onto-shard",
+        "norm-onto-shard",
+    ]);
     let sat = saturate::saturate(&sharded, &options).unwrap();
     let rewritten = saturate::extract_rewritten(&sat, &sharded).unwrap();
     let norm_on_shard = rewritten.nodes().any(|(_, n)| {
@@ -258,27 +259,17 @@ fn all_gather_and_gemm_fuse() {
     // In a Megatron layer, after the collective rules the column-parallel projections
     // gather their input: also fused.
     let (_, sharded) = tiny_tp2();
-    let options = SaturateOptions {
-        rules: [
-            "all-reduce-to-reduce-scatter-all-gather",
-            "norm-onto-shard",
-            "all-gather-gemm-fusion",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ..SaturateOptions::default()
-    };
+    let options = with_rules(&[
+        "all-reduce-to-reduce-scatter-all-gather",
+        "norm-onto-shard",
+        "all-gather-gemm-fusion",
+    ]);
     let sat = saturate::saturate(&sharded, &options).unwrap();
-    let applied = |name: &str| {
+    assert!(
+        applied(&sat.report, "all-gather-gemm-fusion") > 0,
+        "{:#?}",
         sat.report
-            .phases
-            .iter()
-            .flat_map(|p| &p.rules)
-            .filter(|r| r.name == name)
-            .map(|r| r.applied)
-            .sum::<usize>()
-    };
-    assert!(applied("all-gather-gemm-fusion") > 0, "{:#?}", sat.report);
+    );
 }
 
 #[test]
@@ -321,12 +312,7 @@ fn splits_stop_at_the_depth_and_size_guards() {
         options.guards.split_depth = depth;
         options.guards.min_rows = min_rows;
         let sat = saturate::saturate(&g, &options).unwrap();
-        sat.report
-            .phases
-            .iter()
-            .flat_map(|p| &p.rules)
-            .map(|r| r.applied)
-            .sum::<usize>()
+        applied(&sat.report, "token-split-matmul")
     };
     // Depth 1: the matmul is split once; depth 2: its halves once more; 64 rows with
     // pieces of at least 32 rows: only the first split.
@@ -615,23 +601,14 @@ fn split_halves_flow_between_ops_without_rejoining() {
   {"name": "y", "op": "matmul", "inputs": ["h", "w2"]}
 ], "outputs": ["y", "a"]}"#,
     );
-    let mut options = SaturateOptions {
-        rules: ["token-split-matmul", "slice-of-concat"]
-            .map(String::from)
-            .to_vec(),
-        ..SaturateOptions::default()
-    };
+    let mut options = with_rules(&["token-split-matmul", "slice-of-concat"]);
     options.guards.min_rows = 1;
     let sat = saturate::saturate(&g, &options).unwrap();
-    let applied: usize = sat
-        .report
-        .phases
-        .iter()
-        .flat_map(|p| &p.rules)
-        .filter(|r| r.name == "slice-of-concat")
-        .map(|r| r.applied)
-        .sum();
-    assert!(applied >= 2, "{:#?}", sat.report);
+    assert!(
+        applied(&sat.report, "slice-of-concat") >= 2,
+        "{:#?}",
+        sat.report
+    );
     let program = saturate::extract_rewritten(&sat, &g).unwrap();
     let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 3).unwrap();
     let o = RunOptions::default();

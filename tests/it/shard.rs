@@ -8,7 +8,7 @@ use weft::cpu::{RunOptions, Tensors, run};
 use weft::ir::{DType, Graph, Mesh, Op};
 use weft::zoo::{LlamaConfig, bundled_examples, llama};
 
-use crate::repo;
+use crate::{repo, worst_relative};
 
 fn mesh(spec: &str) -> Mesh {
     spec.parse().unwrap()
@@ -26,18 +26,7 @@ fn sharded_error(graph: &Graph, spec: &str, inputs: &Tensors) -> f64 {
     let options = RunOptions::default();
     let want = run(graph, inputs, &options).unwrap();
     let got = run(&sharded, inputs, &options).unwrap_or_else(|e| panic!("{spec}: {e}"));
-    assert_eq!(want.len(), got.len());
-    let mut worst = 0f64;
-    for ((name, w), (gname, g)) in want.iter().zip(&got) {
-        assert_eq!(name, gname);
-        assert_eq!(w.shape(), g.shape(), "{spec}: output {name}");
-        let (w, g) = (w.to_f64_vec(), g.to_f64_vec());
-        let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-30);
-        for (a, b) in w.iter().zip(&g) {
-            worst = worst.max((a - b).abs() / scale);
-        }
-    }
-    worst
+    worst_relative(&want, &got)
 }
 
 fn random_inputs(graph: &Graph, seed: u64) -> Tensors {
@@ -324,18 +313,8 @@ fn sequence_parallel_norms_reduce_scatter_then_all_gather() {
         let want = run(&g, &inputs, &options).unwrap();
         for spec in ["tp=2", "tp=4"] {
             let got = run(&shard_sp(&g, spec), &inputs, &options).unwrap();
-            for ((_, w), (_, x)) in want.iter().zip(&got) {
-                let (w, x) = (w.to_f64_vec(), x.to_f64_vec());
-                let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
-                let worst = w
-                    .iter()
-                    .zip(&x)
-                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
-                assert!(
-                    worst <= 1e-5 * scale,
-                    "{name} at {spec} with SP norms: {worst}"
-                );
-            }
+            let err = worst_relative(&want, &got);
+            assert!(err <= 1e-5, "{name} at {spec} with SP norms: {err}");
         }
     }
 }
@@ -493,13 +472,8 @@ fn shardings_written_in_the_model_are_respected() {
     let options = RunOptions::default();
     let want = run(&plain, &inputs, &options).unwrap();
     let got = run(&sharded, &inputs, &options).unwrap();
-    let (w, g) = (want[0].1.to_f64_vec(), got[0].1.to_f64_vec());
-    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let worst = w
-        .iter()
-        .zip(&g)
-        .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
-    assert!(worst <= 1e-5 * scale, "{worst}");
+    let err = worst_relative(&want, &got);
+    assert!(err <= 1e-5, "{err}");
     // The unannotated model runs as before on one device (requests mean nothing there).
     let single = run(&graph, &inputs, &options).unwrap();
     assert_eq!(single, want);

@@ -459,16 +459,7 @@ impl<'g> Sharder<'g> {
         let values = self.new.node(id).outputs.clone();
         for (&v, (sharding, logical)) in values.iter().zip(outs) {
             let want = self.local_shape(name, &logical, &sharding)?;
-            let got = self
-                .new
-                .value(v)
-                .ty
-                .shape
-                .eval(&self.new.dims)
-                .map_err(|e| ShardError::Internal {
-                    node: name.into(),
-                    reason: e.to_string(),
-                })?;
+            let got = self.evaluated(v, name)?;
             if got != want {
                 return Err(ShardError::Internal {
                     node: name.into(),
@@ -481,6 +472,19 @@ impl<'g> Sharder<'g> {
             self.logical.insert(v, logical);
         }
         Ok(values)
+    }
+
+    /// The per-device shape of a new value, in numbers.
+    fn evaluated(&self, v: ValueId, site: &str) -> Result<Vec<u64>, ShardError> {
+        self.new
+            .value(v)
+            .ty
+            .shape
+            .eval(&self.new.dims)
+            .map_err(|e| ShardError::Internal {
+                node: site.into(),
+                reason: e.to_string(),
+            })
     }
 
     /// Moves `v` to placement `want` along `axis` with one collective.
@@ -897,16 +901,7 @@ impl<'g> Sharder<'g> {
         let logical = self.logical.get(&x).cloned().unwrap_or_default();
         let sharding = self.new.value(x).sharding.clone();
         let base = self.new.value(x).name.clone();
-        let local: Vec<u64> = self
-            .new
-            .value(x)
-            .ty
-            .shape
-            .eval(&self.new.dims)
-            .map_err(|e| ShardError::Internal {
-                node: name.into(),
-                reason: e.to_string(),
-            })?;
+        let local = self.evaluated(x, name)?;
         let mut wide_local = local.clone();
         wide_local.insert(2, 1);
         let mut wide_logical = logical.clone();
