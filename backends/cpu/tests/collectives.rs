@@ -624,18 +624,8 @@ fn all_slice_keeps_rank_i_slice_i_without_communicating() {
 fn sharded_gather_looks_up_global_rows_and_zeros_the_rest() {
     for n in SIZES {
         let rows = 2usize; // per rank
-        let mut g = Graph::new("vocab");
-        g.mesh = format!("x={n}").parse().unwrap();
-        let table = g
-            .add(
-                "table",
-                Op::Input {
-                    dtype: DType::F32,
-                    shape: Shape::new([rows as u64, 3]),
-                },
-                &[],
-            )
-            .unwrap();
+        // `x` is each rank's piece of the table.
+        let (mut g, table) = mesh_graph(n, &[rows as u64, 3], DType::F32);
         let total = (rows * n) as i64;
         let ids: Vec<f64> = vec![0.0, (total - 1) as f64, -1.0, 1.0];
         let idx = g
@@ -654,10 +644,7 @@ fn sharded_gather_looks_up_global_rows_and_zeros_the_rest() {
             .unwrap();
         g.outputs.push(y);
         let tables: Vec<Tensor> = rank_inputs(n, &[rows, 3], DType::F32);
-        let per: Vec<Tensors> = tables
-            .iter()
-            .map(|t| [("table".to_owned(), t.clone())].into())
-            .collect();
+        let per = per_rank(&tables);
         let outs = run_ranks(&g, per, &opts()).unwrap();
         // Global row j lives on rank j / rows at local row j % rows.
         let global = |j: i64| {
