@@ -352,16 +352,9 @@ fn run_onnx_model_with_npy_tokens_matches_onnxruntime() {
     .remove(0)
     .1;
     assert_eq!(got.0, "logits");
-    let (w, g) = (want.to_f64_vec(), got.1.to_f64_vec());
-    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let worst = w
-        .iter()
-        .zip(&g)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f64, f64::max)
-        / scale;
+    let worst = crate::compare::relative_error(&want, &got.1).unwrap();
     assert!(
-        worst <= 1e-4,
+        worst <= 1e-5,
         "worst error {worst:.2e} relative to the largest logit"
     );
 }
@@ -428,14 +421,8 @@ fn mesh_shards_for_dump_check_and_run() {
     }
     let a = weft::tensor_io::read_tensor_file(&one).unwrap().remove(0).1;
     let b = weft::tensor_io::read_tensor_file(&two).unwrap().remove(0).1;
-    assert_eq!(a.shape(), b.shape());
-    let scale = a.to_f64_vec().iter().fold(0f64, |m, x| m.max(x.abs()));
-    let worst = a
-        .to_f64_vec()
-        .iter()
-        .zip(b.to_f64_vec())
-        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
-    assert!(worst <= 1e-5 * scale, "{worst}");
+    let worst = crate::compare::relative_error(&a, &b).unwrap();
+    assert!(worst <= 1e-5, "{worst}");
     // Impossible layouts and misuse fail cleanly.
     let o = weft(&["run", "examples/tiny-llama.json", "--mesh", "tp=3"]);
     assert_clean_failure(&o);

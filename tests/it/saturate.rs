@@ -414,15 +414,11 @@ fn extracted_programs_of_the_onnx_fixtures_at_tp2_match_onnxruntime() {
                 .unwrap()
                 .remove(0)
                 .1;
-                let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
-                let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-                let diff = w
-                    .iter()
-                    .zip(&g)
-                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                let err = crate::compare::relative_error(&want, got)
+                    .unwrap_or_else(|e| panic!("{fixture} ({kind}) {name}: {e}"));
                 assert!(
-                    diff <= 1e-4 * scale,
-                    "{fixture} ({kind}) {name}: max difference {diff} vs onnxruntime (largest {scale})"
+                    err <= 1e-5,
+                    "{fixture} ({kind}) {name}: relative error {err} vs onnxruntime"
                 );
             }
         }
