@@ -21,11 +21,7 @@ pub type Outputs = [(String, Tensor)];
 /// and dtype.
 pub fn same_layout(want: &Outputs, got: &Outputs) -> Result<(), String> {
     if want.len() != got.len() {
-        return Err(format!(
-            "{} outputs, expected {}",
-            got.len(),
-            want.len()
-        ));
+        return Err(format!("{} outputs, expected {}", got.len(), want.len()));
     }
     for ((nw, w), (ng, g)) in want.iter().zip(got) {
         if nw != ng {

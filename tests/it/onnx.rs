@@ -263,8 +263,8 @@ fn small_model_matches_onnxruntime() {
                 .unwrap()
                 .remove(0)
                 .1;
-        let worst = crate::compare::relative_error(&want, got)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let worst =
+            crate::compare::relative_error(&want, got).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(worst <= 1e-5, "{name}: worst relative error {worst}");
     }
 }
