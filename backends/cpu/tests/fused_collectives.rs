@@ -180,7 +180,7 @@ fn matmul_reduce_scatter_chunk_by_chunk_on_2d_products() {
 fn matmul_reduce_scatter_on_3d_activations_and_batched_weights() {
     for n in [2, 3] {
         for chunks in [1, 2] {
-            let c = (n * chunks) as usize;
+            let c = n * chunks;
             // [batch, seq, hidden] activations scattered along seq, along batch.
             check_mrs(4, n, &[2, c * 2, 4], &[4, 3], 1, chunks as u64, false);
             check_mrs(5, n, &[c, 3, 4], &[4, 3], 0, chunks as u64, false);
