@@ -698,6 +698,10 @@ fn slice_of_gather_folds_away() {
 
 #[test]
 fn element_wise_chains_fuse_into_their_producer() {
+    // The fused kernel runs each step with that op's own kernel, so this proof checks what
+    // the rule wrote (steps, order, operands, sides), bit for bit; the kernel itself is
+    // checked against an independent plain-loop reference in backends/cpu/tests/ops
+    // (`fused_elementwise_is_gemm_then_each_step_in_order`).
     // Gate projection + SiLU + gating multiply + the residual add, in a Megatron layer.
     let (_, sharded) = tiny_tp2();
     prove(
