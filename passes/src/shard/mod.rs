@@ -546,6 +546,14 @@ impl<'g> Sharder<'g> {
         if let Some(&c) = self.converted.get(&key) {
             return Ok(c);
         }
+        // Another split of a value whose whole form exists is cut from that form, for free.
+        if let (Split(_) | Partial(_), Split(_)) = (have, want)
+            && let Some(&whole) = self.converted.get(&(v, axis.to_owned(), Replicate))
+        {
+            let c = self.convert(whole, axis, want)?;
+            self.converted.insert(key, c);
+            return Ok(c);
+        }
         let axis_s = axis.to_owned();
         let (kind, op) = match (have, want) {
             (Partial(op), Replicate) => ("all_reduce", Op::AllReduce { axis: axis_s, op }),
