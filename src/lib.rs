@@ -28,7 +28,7 @@ pub enum LoadError {
     Json(#[from] json::JsonError),
     #[error(transparent)]
     Onnx(#[from] weft_frontend_onnx::OnnxError),
-    #[error("{}: unknown model type; Weft reads `.json` (docs/json-format.md) and `.onnx` models", .0.display())]
+    #[error("{}: unknown model type: neither its content nor its extension says Weft JSON (docs/json-format.md) or ONNX", .0.display())]
     UnknownFormat(PathBuf),
     #[error("{}: is a directory, not a model file (give a `.json` or `.onnx` file)", .0.display())]
     Directory(PathBuf),
