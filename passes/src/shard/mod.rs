@@ -722,28 +722,11 @@ impl<'g> Sharder<'g> {
         })
     }
 
-    /// The placement a rule is offered for `nv` along `axis`: a split value whose whole
-    /// form was already gathered is offered whole, since using that form costs nothing
-    /// while a split result would need gathering again (Megatron-SP's gathered norm output
-    /// feeds every projection, including K and V when their heads are replicated).
-    fn offered(&self, nv: ValueId, axis: &str) -> Placement {
-        match self.placement(nv, axis) {
-            Placement::Split(_)
-                if self
-                    .converted
-                    .contains_key(&(nv, axis.to_owned(), Placement::Replicate)) =>
-            {
-                Placement::Replicate
-            }
-            p => p,
-        }
-    }
-
     /// The current placement of an argument along `axis`, as a rule sees it.
     fn arg_in(&self, arg: Arg, axis: &str) -> Result<In, ShardError> {
         Ok(match arg {
             Arg::New(nv) => In {
-                placement: self.offered(nv, axis),
+                placement: self.placement(nv, axis),
                 shape: self.logical.get(&nv).cloned().unwrap_or_default(),
                 free: false,
                 float: self.new.value(nv).ty.dtype.is_float(),
@@ -759,7 +742,7 @@ impl<'g> Sharder<'g> {
                 };
                 match self.map.get(&v).copied().or(fed) {
                     Some(nv) => In {
-                        placement: self.offered(nv, axis),
+                        placement: self.placement(nv, axis),
                         shape,
                         free: false,
                         float,
