@@ -27,7 +27,8 @@ enum Command {
         /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
         model: PathBuf,
         /// Print the summary as one JSON object (keys: params, param_bytes, flops, ops, …;
-        /// with `--mesh` also comm_bytes_total, comm_bytes_per_layer and collectives).
+        /// for a sharded graph, with `--mesh` or from a file that declares its mesh, also
+        /// comm_bytes_total, comm_bytes_per_layer and collectives).
         #[arg(long)]
         json: bool,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
