@@ -273,6 +273,7 @@ pub fn import_model(
     Ok(im.g)
 }
 
+/// The IR dtype of an ONNX element type, refusing types Weft could only hold widened.
 fn dtype_of(code: i32) -> NResult<DType> {
     use crate::proto::DataType as D;
     Ok(match D::try_from(code) {
@@ -280,9 +281,18 @@ fn dtype_of(code: i32) -> NResult<DType> {
         Ok(D::Float16) => DType::F16,
         Ok(D::Bfloat16) => DType::Bf16,
         Ok(D::Float8e4m3fn) => DType::F8e4m3,
-        Ok(D::Int64) | Ok(D::Uint32) | Ok(D::Uint64) => DType::I64,
-        Ok(D::Int32) | Ok(D::Int16) | Ok(D::Int8) | Ok(D::Uint16) | Ok(D::Uint8) => DType::I32,
+        Ok(D::Int64) => DType::I64,
+        Ok(D::Int32) => DType::I32,
         Ok(D::Bool) => DType::Bool,
+        // Holding these in i32 or i64 would change wrap-around and the output's dtype.
+        Ok(narrow @ (D::Int8 | D::Int16 | D::Uint8 | D::Uint16 | D::Uint32 | D::Uint64)) => {
+            return Err(format!(
+                "element type {} is not supported: Weft's integer types are INT64 and INT32, \
+                 and it does not widen {} silently",
+                narrow.onnx_name(),
+                narrow.onnx_name()
+            ));
+        }
         Ok(other) => {
             return Err(format!(
                 "element type {} is not supported",
