@@ -6,6 +6,7 @@ mod conformance;
 mod errors;
 mod examples;
 mod onnx;
+mod output_names;
 mod raise;
 mod roundtrip;
 mod run;

@@ -266,6 +266,7 @@ pub fn import_model(
     for out in &graph.output {
         let v = im
             .tensor_value(&out.name)
+            .and_then(|v| im.name_output(v, &out.name))
             .map_err(|e| fail(format!("graph output {:?}: {e}", out.name)))?;
         im.g.outputs.push(v);
     }
@@ -438,6 +439,37 @@ impl Importer {
             },
         );
         Ok(())
+    }
+
+    /// The value to list as graph output `name`, carrying that name: users (and the
+    /// executor) know outputs by their value's name. The importer reaches some ONNX names
+    /// through aliases (`Identity` maps its output to its input's value; `Gemm` ends in a
+    /// value named after its last step), so such a value is renamed when nothing else
+    /// knows it by name (an op's result that is not yet an output), and otherwise (a graph
+    /// input, an initializer, a value already listed under another output name) copied
+    /// by a `Reshape` to its own shape.
+    fn name_output(&mut self, v: ValueId, name: &str) -> NResult<ValueId> {
+        if self.g.value(v).name == name {
+            return Ok(v);
+        }
+        let producer = self.g.value(v).producer;
+        let source = matches!(
+            self.g.node(producer).op,
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+        );
+        if !source && !self.g.outputs.contains(&v) {
+            self.g.value_mut(v).name = name.to_owned();
+            return Ok(v);
+        }
+        let shape = self.g.value(v).ty.shape.clone();
+        // The node takes another name: the value's source may be a node called `name`.
+        let node = self
+            .g
+            .add_node(format!("{name}.output"), Op::Reshape { shape }, vec![v])
+            .map_err(|e| e.rule.to_string())?;
+        let copy = self.g.node(node).outputs[0];
+        self.g.value_mut(copy).name = name.to_owned();
+        Ok(copy)
     }
 
     /// The graph value for `name`, materialising a constant as a node on first use.
