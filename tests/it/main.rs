@@ -8,6 +8,7 @@ mod examples;
 mod onnx;
 mod output_names;
 mod raise;
+mod raise_attention;
 mod roundtrip;
 mod run;
 mod saturate;
