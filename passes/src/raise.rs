@@ -1,7 +1,8 @@
 //! Raising: recognise decomposed patterns that exporters write (scaled dot-product
 //! attention as `matmul`/`softmax`/`matmul` in the forms torch's dynamo export writes for
-//! GPT-2, BERT, Qwen2, Llama and Mistral, SDPA's and eager: keys transposed directly or
-//! through SDPA's batched reshapes, with or without grouped-query KV repeats, scaled
+//! GPT-2, BERT, Qwen2, Llama and Mistral, SDPA's and eager: keys transposed directly
+//! (head- or sequence-major) or through SDPA's batched reshapes, with or without
+//! grouped-query KV repeats, scaled
 //! before or after the product, masked by an added bias, `where(keep, s, fill)` or
 //! `masked_fill`'s `where(drop, fill, s)`, taken only where a fully masked query gives
 //! the same result as the op's zeros, see [`View::masked`]), RMSNorm as
@@ -45,6 +46,9 @@ struct Match {
     /// The last input is a bool mask of the keys to drop (`masked_fill`'s), which the
     /// raised op reads negated, as the keys to keep.
     invert_mask: bool,
+    /// The second input holds the keys sequence-major, `[b, t, h, d]`, and the raised op
+    /// reads them through an inserted `transpose [0, 2, 1, 3]`.
+    transpose_keys: bool,
 }
 
 /// The mask a decomposed attention applies to its scores, as the `attention` op reads it.
@@ -131,6 +135,7 @@ impl<'g> View<'g> {
                     pattern: "silu",
                     tables: Vec::new(),
                     invert_mask: false,
+                    transpose_keys: false,
                 });
             }
         }
@@ -218,6 +223,7 @@ impl<'g> View<'g> {
                 pattern: "rms_norm",
                 tables: Vec::new(),
                 invert_mask: false,
+                transpose_keys: false,
             });
         }
         None
@@ -364,6 +370,7 @@ impl View<'_> {
                     pattern: "rope",
                     tables: vec![cos, sin],
                     invert_mask: false,
+                    transpose_keys: false,
                 });
             }
         }
@@ -437,14 +444,25 @@ impl View<'_> {
     /// `transpose [0, 2, 1]`, `reshape` to `[b, hq, d, t]`, reading either `k [b, hq, t, d]`
     /// itself (one KV head per query head: GPT-2, BERT, Qwen2 without grouping) or a
     /// grouped-query repeat of `[b, hkv, t, d]`.
-    fn keys(&self, kt: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<ValueId> {
+    ///
+    /// Also `transpose(x, [0, 2, 3, 1])` of sequence-major keys `x [b, t, hq, d]`: the one
+    /// transpose an optimiser leaves of `x.transpose(1, 2).transpose(-2, -1)` (eager BERT,
+    /// GPT-2). Then `x` is returned with `true`: the op needs `x` transposed to head-major.
+    fn keys(&self, kt: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<(ValueId, bool)> {
         let (id, node) = self.private(kt)?;
         match &node.op {
             Op::Transpose { perm } if perm == &[0, 1, 3, 2] => {
                 let k = node.inputs[0];
                 (self.dims(k)?.get(1) == Some(&hq)).then(|| {
                     absorbed.push(id);
-                    k
+                    (k, false)
+                })
+            }
+            Op::Transpose { perm } if perm == &[0, 2, 3, 1] => {
+                let x = node.inputs[0];
+                (self.dims(x)?.len() == 4 && self.dims(x)?.get(2) == Some(&hq)).then(|| {
+                    absorbed.push(id);
+                    (x, true)
                 })
             }
             Op::Reshape { .. } => {
@@ -468,7 +486,7 @@ impl View<'_> {
                     && self.dims(kt)? == [b, hq, d, t];
                 fits.then(|| {
                     absorbed.extend(local);
-                    k
+                    (k, false)
                 })
             }
             _ => None,
@@ -667,7 +685,7 @@ impl View<'_> {
             return None;
         }
         let hq = qd[1];
-        let k = self.keys(kt, hq, &mut absorbed)?;
+        let (k, transpose_keys) = self.keys(kt, hq, &mut absorbed)?;
         let v = self.values(vx, hq, &mut absorbed)?;
         let scale = cq * ck * post;
         if !(scale.is_finite() && scale > 0.0) {
@@ -678,6 +696,7 @@ impl View<'_> {
         inputs.extend(mask.map(Mask::value));
         Some(Match {
             invert_mask,
+            transpose_keys,
             root,
             op: Op::Attention {
                 causal: false,
@@ -691,34 +710,49 @@ impl View<'_> {
     }
 }
 
-/// The fate of an attention root whose mask marks the keys to drop: `keep = where(drop,
-/// false, true)` is inserted before it and read as the op's mask.
-fn negated_mask(m: &Match, graph: &Graph) -> Fate {
+/// The fate of an attention root that reads an input through a new node: keys held
+/// sequence-major get `transpose [0, 2, 1, 3]`, and a mask that marks the keys to drop
+/// becomes `keep = where(drop, false, true)`.
+fn with_inserts(m: &Match, graph: &Graph) -> Fate {
     let name = &graph.node(m.root).name;
-    let flag = |key: usize, suffix: &str, value: f64| NewNode {
-        key,
-        name: format!("{name}.{suffix}"),
-        op: Op::Constant {
-            dtype: weft_ir::DType::Bool,
-            shape: weft_ir::Shape::scalar(),
-            init: Init::Inline(vec![value]),
-        },
-        inputs: Vec::new(),
-    };
-    let (drop, qkv) = m.inputs.split_last().expect("a negated mask is an input");
-    let keep = NewNode {
-        key: 2,
-        name: format!("{name}.keep"),
-        op: Op::Where,
-        inputs: vec![Ref::Old(*drop), Ref::New(0, 0), Ref::New(1, 0)],
-    };
-    let mut inputs: Vec<Ref> = qkv.iter().map(|&v| Ref::Old(v)).collect();
-    inputs.push(Ref::New(2, 0));
-    Fate::Insert(
-        vec![flag(0, "masked", 0.0), flag(1, "visible", 1.0), keep],
-        m.op.clone(),
-        inputs,
-    )
+    let mut nodes = Vec::new();
+    let mut inputs: Vec<Ref> = m.inputs.iter().map(|&v| Ref::Old(v)).collect();
+    if m.transpose_keys {
+        nodes.push(NewNode {
+            key: 0,
+            name: format!("{name}.keys"),
+            op: Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            inputs: vec![inputs[1]],
+        });
+        inputs[1] = Ref::New(0, 0);
+    }
+    if m.invert_mask {
+        let flag = |key: usize, suffix: &str, value: f64| NewNode {
+            key,
+            name: format!("{name}.{suffix}"),
+            op: Op::Constant {
+                dtype: weft_ir::DType::Bool,
+                shape: weft_ir::Shape::scalar(),
+                init: Init::Inline(vec![value]),
+            },
+            inputs: Vec::new(),
+        };
+        let drop = *inputs.last().expect("a negated mask is an input");
+        nodes.extend([
+            flag(1, "masked", 0.0),
+            flag(2, "visible", 1.0),
+            NewNode {
+                key: 3,
+                name: format!("{name}.keep"),
+                op: Op::Where,
+                inputs: vec![drop, Ref::New(1, 0), Ref::New(2, 0)],
+            },
+        ]);
+        *inputs.last_mut().expect("checked") = Ref::New(3, 0);
+    }
+    Fate::Insert(nodes, m.op.clone(), inputs)
 }
 
 /// The first half (along the last axis) of a rotary table node's op.
@@ -833,7 +867,7 @@ impl Pass for RaisePatterns {
             _ if crate::raise_moe::fate(&moe, id, &graph).is_some() => {
                 crate::raise_moe::fate(&moe, id, &graph).expect("checked")
             }
-            Some(m) if m.invert_mask => negated_mask(m, &graph),
+            Some(m) if m.invert_mask || m.transpose_keys => with_inserts(m, &graph),
             Some(m) => Fate::Replace(m.op.clone(), m.inputs.clone()),
             None if absorbed.contains(&id) => Fate::Drop,
             None if tables.contains(&id) => match halved(&graph.node(id).op) {

@@ -23,6 +23,9 @@ enum Keys {
     Batched,
     /// Near miss: the batched form over keys laid out `[b, t, h, d]`, which is not `kᵀ`.
     BatchedSequenceMajor,
+    /// Keys laid out `[b, t, h, d]` transposed once by `[0, 2, 3, 1]`: what an optimiser
+    /// leaves of eager BERT's `k.transpose(1, 2).transpose(-1, -2)`.
+    SequenceMajor,
 }
 
 /// Where the `1/√d` scale is applied.
@@ -111,7 +114,9 @@ fn decomposed(keys: Keys, scale: Scale, mask: Mask, guard: bool) -> Graph {
     let mut g = Graph::new("attention");
     let q = input(&mut g, "q", DType::F32, &[B, H, S, D]);
     let k = match keys {
-        Keys::BatchedSequenceMajor => input(&mut g, "k", DType::F32, &[B, S, H, D]),
+        Keys::BatchedSequenceMajor | Keys::SequenceMajor => {
+            input(&mut g, "k", DType::F32, &[B, S, H, D])
+        }
         _ => input(&mut g, "k", DType::F32, &[B, H, S, D]),
     };
     let v = input(&mut g, "v", DType::F32, &[B, H, S, D]);
@@ -121,6 +126,15 @@ fn decomposed(keys: Keys, scale: Scale, mask: Mask, guard: bool) -> Graph {
                 "kt",
                 Op::Transpose {
                     perm: vec![0, 1, 3, 2],
+                },
+                &[k],
+            )
+            .unwrap(),
+        Keys::SequenceMajor => g
+            .add(
+                "kt",
+                Op::Transpose {
+                    perm: vec![0, 2, 3, 1],
                 },
                 &[k],
             )
