@@ -439,7 +439,8 @@ impl View<'_> {
         (self.dims(v)?.get(1) == Some(&hq)).then_some(v)
     }
 
-    /// `k` behind `kᵀ` as the score matmul reads it: `transpose(k, [0, 1, 3, 2])`, or the
+    /// `k` behind `kᵀ` as the score matmul reads it: `transpose(k, [0, 1, 3, 2])` (of `k`
+    /// or of a grouped-query repeat of it), or the
     /// batched form dynamo writes for `k.transpose(-2, -1)`: `reshape` to `[b*hq, t, d]`,
     /// `transpose [0, 2, 1]`, `reshape` to `[b, hq, d, t]`, reading either `k [b, hq, t, d]`
     /// itself (one KV head per query head: GPT-2, BERT, Qwen2 without grouping) or a
@@ -452,11 +453,11 @@ impl View<'_> {
         let (id, node) = self.private(kt)?;
         match &node.op {
             Op::Transpose { perm } if perm == &[0, 1, 3, 2] => {
-                let k = node.inputs[0];
-                (self.dims(k)?.get(1) == Some(&hq)).then(|| {
-                    absorbed.push(id);
-                    (k, false)
-                })
+                // Eager Llama and Mistral transpose their `repeat_kv` output.
+                let mut local = vec![id];
+                let k = self.values(node.inputs[0], hq, &mut local)?;
+                absorbed.extend(local);
+                Some((k, false))
             }
             Op::Transpose { perm } if perm == &[0, 2, 3, 1] => {
                 let x = node.inputs[0];
@@ -687,6 +688,11 @@ impl View<'_> {
         let hq = qd[1];
         let (k, transpose_keys) = self.keys(kt, hq, &mut absorbed)?;
         let v = self.values(vx, hq, &mut absorbed)?;
+        // Keys and values must share their KV heads (one repeated and the other not is
+        // not a form the op has).
+        if self.dims(k)?.get(1) != self.dims(v)?.get(1) {
+            return None;
+        }
         let scale = cq * ck * post;
         if !(scale.is_finite() && scale > 0.0) {
             return None;
