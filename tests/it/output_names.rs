@@ -63,8 +63,8 @@ fn node_tests_keep_their_onnx_output_names() {
     );
 }
 
-/// Every exported fixture, parsed, raised, sharded over `tp=2` and extracted after
-/// saturation.
+/// Every exported fixture, parsed, raised, sharded over `tp=2` and `sp=2` and extracted
+/// after saturation.
 #[test]
 fn fixtures_keep_their_onnx_output_names_through_every_pass() {
     for name in ["mlp", "gpt2", "bert", "qwen2", "llama-gqa", "mixtral"] {
@@ -75,12 +75,15 @@ fn fixtures_keep_their_onnx_output_names_through_every_pass() {
         assert_eq!(output_names(&g), want, "{name} parsed");
         let (raised, _) = weft::to_stage(g, weft::Stage::Raised).unwrap();
         assert_eq!(output_names(&raised), want, "{name} raised");
-        let mesh: weft::ir::Mesh = "tp=2".parse().unwrap();
-        let sharded = weft::shard(&raised, &mesh).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(output_names(&sharded), want, "{name} sharded");
-        let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
-        let extracted = saturate::extract(&sat, &sharded).unwrap();
-        assert_eq!(output_names(&extracted), want, "{name} extracted");
+        for spec in ["tp=2", "sp=2"] {
+            let mesh: weft::ir::Mesh = spec.parse().unwrap();
+            let sharded =
+                weft::shard(&raised, &mesh).unwrap_or_else(|e| panic!("{name} {spec}: {e}"));
+            assert_eq!(output_names(&sharded), want, "{name} sharded {spec}");
+            let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+            let extracted = saturate::extract(&sat, &sharded).unwrap();
+            assert_eq!(output_names(&extracted), want, "{name} extracted {spec}");
+        }
     }
 }
 
