@@ -21,9 +21,12 @@ use crate::tensor::tensor_from_proto;
 
 mod attention;
 
-/// Opsets of the default domain Weft reads. Opsets 24 and 25 changed the supported ops
-/// only in the element types they accept, so models exported for them import as well.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+/// Opsets of the default domain Weft reads. Opsets 24 to 28 changed the supported ops
+/// only in the element types they accept (onnx 1.23's schemas: of the ops in
+/// [`SUPPORTED`], only `Cast` has a version after 25, opset 28, which adds 6-bit float
+/// types), so models exported for them import as well; types Weft has no counterpart
+/// for are refused where they appear.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
 
 /// Choices made when importing.
 #[derive(Clone, Debug, Default)]
