@@ -690,7 +690,8 @@ impl View<'_> {
         let v = self.values(vx, hq, &mut absorbed)?;
         // Keys and values must share their KV heads (one repeated and the other not is
         // not a form the op has).
-        if self.dims(k)?.get(1) != self.dims(v)?.get(1) {
+        let key_heads = *self.dims(k)?.get(if transpose_keys { 2 } else { 1 })?;
+        if self.dims(v)?.get(1) != Some(&key_heads) {
             return None;
         }
         let scale = cq * ck * post;

@@ -362,6 +362,19 @@ fn every_exported_attention_form_is_raised() {
             Mask::Bias(Rows::Causal, min),
             false,
         ),
+        // ... with the two key transposes folded into one.
+        (
+            Keys::SequenceMajor,
+            Scale::DivScores,
+            Mask::Bias(Rows::Causal, min),
+            false,
+        ),
+        (
+            Keys::SequenceMajor,
+            Scale::MulScores,
+            Mask::Drop(Rows::Causal, ninf),
+            true,
+        ),
         // Eager GPT-2: `where(causal, scores / √d, finfo.min)`.
         (
             Keys::Transposed,
