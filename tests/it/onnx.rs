@@ -184,7 +184,7 @@ fn bad_models_fail_cleanly() {
     old.opset_import[0].version = 9;
     assert!(
         import_err(&old)
-            .contains("default-domain opset 9 is not supported; Weft reads opsets 13 to 25")
+            .contains("default-domain opset 9 is not supported; Weft reads opsets 13 to 28")
     );
     // A symbolic dim without a value.
     let mut sym = good.clone();
