@@ -29,6 +29,43 @@ pub struct CheckReport {
     /// Communication of a sharded graph (`weft check --mesh`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub comm: Option<CommSummary>,
+    /// With `--mesh`: the ops sharding computed whole because a split did not divide
+    /// (empty when every split divided; absent when nothing was sharded here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<FallbackEntry>>,
+}
+
+/// An op computed whole along a mesh axis because a split did not divide
+/// ([`weft_passes::shard::Fallback`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct FallbackEntry {
+    pub node: String,
+    pub op: String,
+    pub axis: String,
+    pub axis_size: u64,
+    /// The size that does not divide by `axis_size`, and what it measures.
+    pub extent: u64,
+    pub what: String,
+}
+
+impl FallbackEntry {
+    /// The fallbacks among sharding's warnings.
+    pub fn from_warnings(warnings: &[weft_passes::shard::ShardWarning]) -> Vec<FallbackEntry> {
+        warnings
+            .iter()
+            .filter_map(|w| match w {
+                weft_passes::shard::ShardWarning::Whole(f) => Some(FallbackEntry {
+                    node: f.node.clone(),
+                    op: f.op.clone(),
+                    axis: f.axis.clone(),
+                    axis_size: f.axis_size,
+                    extent: f.extent,
+                    what: f.what.clone(),
+                }),
+                weft_passes::shard::ShardWarning::IdleAxis { .. } => None,
+            })
+            .collect()
+    }
 }
 
 /// The collectives of a sharded graph; bytes are NCCL message sizes per device
@@ -100,6 +137,7 @@ impl CheckReport {
             inputs: graph.inputs().map(describe).collect(),
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
             comm: None,
+            fallbacks: None,
         })
     }
 

@@ -769,3 +769,56 @@ fn small_things_users_see() {
     );
     assert!(out.exists());
 }
+
+/// Issue 10 follow-up: ops sharding computes whole because a split does not divide are
+/// warned about once each on stderr and listed in `check --mesh --json`.
+#[test]
+fn check_lists_ops_computed_whole() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&["check", tiny, "--mesh", "tp=4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fallbacks = report["fallbacks"].as_array().unwrap();
+    let nodes: Vec<&str> = fallbacks
+        .iter()
+        .map(|f| f["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "layers.0.attn.k_proj",
+            "layers.0.attn.v_proj",
+            "layers.1.attn.k_proj",
+            "layers.1.attn.v_proj"
+        ]
+    );
+    assert_eq!(
+        fallbacks[0],
+        serde_json::json!({
+            "node": "layers.0.attn.k_proj",
+            "op": "matmul",
+            "axis": "tp",
+            "axis_size": 4,
+            "extent": 2,
+            "what": "dim 2 of `layers.0.attn.k_heads`, a reshape of its 32 output columns"
+        })
+    );
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("node `layers.0.attn.k_proj` (matmul) is computed whole on each device of mesh axis `tp`: 2 (dim 2 of `layers.0.attn.k_heads`, a reshape of its 32 output columns) does not divide by 4").count(),
+        1,
+        "{err}"
+    );
+    // Every split divides: an empty list and no warning; no mesh: no key.
+    let o = weft(&["check", tiny, "--mesh", "tp=2", "--json"]);
+    assert!(
+        o.status.success() && !stderr(&o).contains("WARN"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["fallbacks"], serde_json::json!([]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
+    assert!(report.get("fallbacks").is_none());
+}
