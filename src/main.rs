@@ -373,9 +373,21 @@ fn run(cli: Cli) -> miette::Result<()> {
                     if let Some(n) = iter_limit {
                         options.iter_limit = n;
                     }
-                    let sat = weft::passes::saturate::saturate(&graph, &options)
-                        .into_diagnostic()
-                        .wrap_err("equality saturation failed")?;
+                    // A rule to explain is checked by name before any work is done.
+                    if let Some(rule) = &explain {
+                        weft::passes::saturate::select_rules(std::slice::from_ref(rule))
+                            .into_diagnostic()?;
+                    }
+                    // One run: with egg's explanations recorded when one is asked for, so
+                    // what saturation warns about is said once.
+                    let mut sat = match (&explain, stage) {
+                        (Some(_), StageArg::Saturated) => {
+                            weft::passes::saturate::saturate_with_explanations(&graph, &options)
+                        }
+                        _ => weft::passes::saturate::saturate(&graph, &options),
+                    }
+                    .into_diagnostic()
+                    .wrap_err("equality saturation failed")?;
                     let summary = weft::saturation::SaturationSummary::new(&sat.report);
                     if let StageArg::Saturated = stage {
                         let mut text = match format {
@@ -388,7 +400,7 @@ fn run(cli: Cli) -> miette::Result<()> {
                             _ => summary.to_text(),
                         };
                         if let Some(rule) = explain {
-                            let why = weft::passes::saturate::explain(&graph, &options, &rule)
+                            let why = weft::passes::saturate::explain(&mut sat, &rule)
                                 .into_diagnostic()?;
                             text.push_str(&format!(
                                 "explanation of one `{rule}` application:\n{why}"

@@ -822,3 +822,63 @@ fn check_lists_ops_computed_whole() {
         serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
     assert!(report.get("fallbacks").is_none());
 }
+
+/// Issue 10 follow-up: `--explain` saturates once, so a rule asked for that never applied
+/// is warned about once (it used to be saturated again to explain, and said twice), and an
+/// unknown rule is refused before any saturation.
+#[test]
+fn explain_saturates_once() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--rules",
+        "slice-of-concat",
+        "--explain",
+        "slice-of-concat",
+    ]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("rule `slice-of-concat` was asked for but never applied")
+            .count(),
+        1,
+        "{err}"
+    );
+    // One that applied is explained from the same run.
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "saturated",
+        "--rules",
+        "all-reduce-to-reduce-scatter-all-gather",
+        "--explain",
+        "all-reduce-to-reduce-scatter-all-gather",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("phase collective").count(), 1, "{out}");
+    assert!(
+        out.contains("(Rewrite=> all-reduce-to-reduce-scatter-all-gather (all_gather"),
+        "{out}"
+    );
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--explain",
+        "no-such-rule",
+    ]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("unknown rule `no-such-rule`"),
+        "{}",
+        stderr(&o)
+    );
+}
