@@ -882,3 +882,23 @@ fn explain_saturates_once() {
         stderr(&o)
     );
 }
+
+/// Issue 10 follow-up: `--dim NAME=V` on an ONNX file whose shapes do not use NAME is an
+/// error for every command, by the same check as for JSON (`Graph::unused_dim`).
+#[test]
+fn onnx_files_refuse_dims_their_shapes_do_not_use() {
+    let gpt2 = "tests/onnx-models/gpt2/model.onnx";
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, gpt2, "--dim", "seq=32"]);
+        assert_clean_failure(&o);
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "cannot set dim `seq`: no shape in the model is written with it; its shapes are \
+                 concrete (every graph input's size is given)"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(weft(&["check", gpt2]).status.success());
+}
