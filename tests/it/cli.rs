@@ -902,3 +902,41 @@ fn onnx_files_refuse_dims_their_shapes_do_not_use() {
     }
     assert!(weft(&["check", gpt2]).status.success());
 }
+
+/// Issue 10 follow-up: `check` prints `dims` only for dims the shapes use; a sharded graph
+/// (concrete shapes) labels the dims it was made at as evaluated instead.
+#[test]
+fn check_labels_dims_a_sharded_graph_no_longer_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sharded = dir.path().join("sharded.json");
+    let sharded_s = sharded.to_str().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump", tiny, "--mesh", "tp=2", "--format", "json", "-o", sharded_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let evaluated = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
+    for args in [
+        &["check", sharded_s][..],
+        &["check", tiny, "--mesh", "tp=2"],
+    ] {
+        let text = stdout(&weft(args));
+        assert!(!text.contains("\n  dims "), "{args:?}: {text}");
+        assert!(text.contains(evaluated), "{args:?}: {text}");
+        let json = weft(&[args, &["--json"]].concat());
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["dims"], serde_json::json!({}), "{args:?}");
+        assert_eq!(
+            v["evaluated_dims"],
+            serde_json::json!({"batch": 1, "seq": 16}),
+            "{args:?}"
+        );
+    }
+    // The source model's shapes use its dims.
+    let text = stdout(&weft(&["check", tiny]));
+    assert!(text.contains("\n  dims        batch=1, seq=16\n"), "{text}");
+    assert!(!text.contains("evaluated"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
+    assert!(v.get("evaluated_dims").is_none());
+}
