@@ -796,3 +796,53 @@ fn a_split_that_does_not_divide_is_a_warning_naming_the_op() {
         norms[0]
     );
 }
+
+/// Issue 10 follow-up: a fused projection (Q, K and V in one weight) whose equal parts do
+/// not divide over `tp` is computed whole, and says so once.
+#[test]
+fn a_fused_projection_whose_parts_do_not_divide_is_a_warning() {
+    use weft::passes::shard::{Fallback, ShardOptions, ShardWarning, shard_with_warnings};
+    let graph = weft::json::parse_str(
+        r#"{"weft": 1, "name": "fused-qkv", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 16]}},
+  {"name": "h", "op": "relu", "inputs": ["x"]},
+  {"name": "w_qkv", "op": "weight", "attrs": {"dtype": "f32", "shape": [16, 18], "init": {"normal": {"seed": 3, "std": 0.5}}}},
+  {"name": "qkv", "op": "matmul", "inputs": ["h", "w_qkv"]},
+  {"name": "parts", "op": "split", "inputs": ["qkv"], "attrs": {"axis": -1, "sizes": [6, 6, 6]}, "outputs": ["q", "k", "v"]}
+], "outputs": ["q", "k", "v"]}"#,
+        std::path::Path::new("fused-qkv.json"),
+    )
+    .unwrap();
+    let options = ShardOptions {
+        mesh: mesh("tp=4"),
+        sp_norms: false,
+    };
+    let (_, warnings) = shard_with_warnings(&graph, &options).unwrap();
+    assert_eq!(
+        warnings,
+        vec![
+            ShardWarning::Whole(Fallback {
+                node: "qkv".into(),
+                op: "matmul".into(),
+                axis: "tp".into(),
+                axis_size: 4,
+                extent: 6,
+                what: "the columns of each of its 3 fused parts".into(),
+            }),
+            // Nothing else is left to split, so the axis is idle too.
+            ShardWarning::IdleAxis {
+                axis: "tp".into(),
+                mesh: "tp=4".into(),
+                graph: "fused-qkv".into(),
+            }
+        ]
+    );
+    let err = sharded_error(&graph, "tp=4", &random_inputs(&graph, 7));
+    assert!(err <= 1e-6, "{err}");
+    // Parts that divide are split part by part, silently.
+    let options = ShardOptions {
+        mesh: mesh("tp=2"),
+        sp_norms: false,
+    };
+    assert!(shard_with_warnings(&graph, &options).unwrap().1.is_empty());
+}
