@@ -138,6 +138,10 @@ struct RunArgs {
     /// Seconds a rank waits for its peers at a collective before reporting them.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
+    /// Refuse to run when the estimated peak memory exceeds this, e.g. `8GiB` or `512MB`
+    /// (the memory available now, MemAvailable in /proc/meminfo, is always a limit too).
+    #[arg(long, value_name = "SIZE", value_parser = weft::memory::parse_size)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -245,7 +249,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             let graph = load_at(&model, dims, StageArg::Raised, mesh.as_ref(), sp_norms)?;
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
             if mesh.is_some() {
-                report.comm = Some(weft::CommSummary::new(&graph));
+                report.comm = Some(weft::CommSummary::new(&graph).into_diagnostic()?);
             }
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
@@ -368,11 +372,15 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         miette::bail!("--timeout must be a positive number of seconds");
     }
+    // Before anything is allocated: refuse a run that cannot fit.
+    let limit = weft::memory::limit(args.max_memory);
+    weft::memory::check(&args.model, &graph, limit.as_ref())?;
     let given = weft::inputs::gather_inputs(&graph, &args.inputs, args.input_dir.as_deref())?;
     let inputs = weft::inputs::complete_inputs(&graph, given, args.seed)?;
     let run_options = weft::cpu::RunOptions {
         base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
         timeout: std::time::Duration::from_secs_f64(args.timeout),
+        progress: weft::progress::terminal(),
         ..weft::cpu::RunOptions::default()
     };
     let start = std::time::Instant::now();

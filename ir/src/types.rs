@@ -100,6 +100,10 @@ pub enum DimError {
         value: u64,
         divisor: u64,
     },
+    /// A size computed from user-given dims does not fit the integer that holds it; the
+    /// figure is refused rather than wrapped or saturated.
+    #[error("{0} does not fit in 64 bits")]
+    Overflow(String),
 }
 
 /// A parsed symbolic dimension: `coef * syms[0] * syms[1] ... / div`.
@@ -191,7 +195,9 @@ impl Dim {
                 .get(s)
                 .copied()
                 .ok_or_else(|| DimError::Unbound(s.clone()))?;
-            value = value.saturating_mul(v);
+            value = value
+                .checked_mul(v)
+                .ok_or_else(|| DimError::Overflow(format!("dimension `{expr}`")))?;
         }
         if value % term.div != 0 {
             return Err(DimError::NotDivisible {
@@ -310,13 +316,13 @@ impl Shape {
         self.0.iter().map(|d| d.eval(bindings)).collect()
     }
 
-    /// Number of elements under `bindings`. Saturates instead of overflowing, so
-    /// absurd shapes cannot panic.
+    /// Number of elements under `bindings`; [`DimError::Overflow`] when it does not fit
+    /// in a `u64`, so an absurd shape is an error instead of a wrong count.
     pub fn numel(&self, bindings: &DimBindings) -> Result<u64, DimError> {
-        Ok(self
-            .eval(bindings)?
-            .iter()
-            .fold(1u64, |acc, &d| acc.saturating_mul(d)))
+        let dims = self.eval(bindings)?;
+        dims.iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
     }
 }
 
@@ -345,12 +351,12 @@ impl TensorType {
         TensorType { dtype, shape }
     }
 
-    /// Bytes of the tensor under `bindings`.
+    /// Bytes of the tensor under `bindings` ([`DimError::Overflow`] past `u64`).
     pub fn size_bytes(&self, bindings: &DimBindings) -> Result<u64, DimError> {
-        Ok(self
-            .shape
+        self.shape
             .numel(bindings)?
-            .saturating_mul(self.dtype.size_bytes()))
+            .checked_mul(self.dtype.size_bytes())
+            .ok_or_else(|| DimError::Overflow(format!("the byte size of {self}")))
     }
 }
 
@@ -400,5 +406,20 @@ mod tests {
         assert_eq!(Dim::sym("4*seq").div_exact(2, &b), Some(Dim::sym("2*seq")));
         assert_eq!(Dim::Fixed(8).div_exact(3, &b), None);
         assert!(Dim::sym("batch*seq").same(&Dim::Fixed(32), &b));
+    }
+
+    #[test]
+    fn sizes_past_64_bits_are_errors_not_saturated() {
+        let b: DimBindings = [("seq".to_owned(), 1 << 40)].into();
+        assert!(matches!(
+            Dim::sym("seq*seq").eval(&b),
+            Err(DimError::Overflow(_))
+        ));
+        let big = Shape::new([Dim::sym("seq"), Dim::sym("seq")]);
+        assert!(matches!(big.numel(&b), Err(DimError::Overflow(_))));
+        let ok = Shape::new([Dim::sym("seq"), Dim::Fixed(1 << 22)]);
+        assert_eq!(ok.numel(&b), Ok(1 << 62));
+        let ty = TensorType::new(DType::F32, ok);
+        assert!(matches!(ty.size_bytes(&b), Err(DimError::Overflow(_))));
     }
 }

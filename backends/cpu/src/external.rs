@@ -136,7 +136,19 @@ pub fn read_raw(path: &Path, offset: u64, dtype: DType, shape: &[usize]) -> Resu
         .ok_or_else(|| format!("`{}`: tensor too large", path.display()))?;
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-    let mut bytes = vec![0u8; len];
+    // A shape larger than the file is refused before its buffer is allocated.
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .len();
+    if u128::from(offset) + len as u128 > u128::from(size) {
+        return Err(format!(
+            "`{}` has {size} bytes, but {numel} {dtype} elements at offset {offset} need {}",
+            path.display(),
+            u128::from(offset) + len as u128
+        ));
+    }
+    let mut bytes = weft_ir::alloc::try_filled(len, 0u8).map_err(|e| e.to_string())?;
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut bytes))
         .map_err(|e| {
