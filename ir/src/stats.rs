@@ -286,6 +286,36 @@ mod tests {
         assert_eq!(visible_causal(m, 1), Some(u128::from(m)));
     }
 
+    #[test]
+    fn flops_past_128_bits_are_none_not_wrapped() {
+        use crate::{DType, Dim, Graph, Op, Shape};
+        let mut g = Graph::new("huge");
+        g.dims.insert("s".into(), 1 << 62);
+        let qkv: Vec<_> = ["q", "k", "v"]
+            .iter()
+            .map(|n| {
+                let shape =
+                    Shape::new([Dim::Fixed(1), Dim::Fixed(4), Dim::sym("s"), Dim::Fixed(16)]);
+                let op = Op::Input {
+                    dtype: DType::F32,
+                    shape,
+                };
+                g.add(*n, op, &[]).unwrap()
+            })
+            .collect();
+        let op = Op::Attention {
+            causal: true,
+            scale: None,
+        };
+        let out = g.add("attn", op, &qkv).unwrap();
+        g.outputs.push(out);
+        // 2 · 4 heads · 32 · (2^62 (2^62 + 1) / 2) > 2^128.
+        let s = super::stats(&g).unwrap();
+        assert_eq!(s.flops, None);
+        assert_eq!(s.flops_by_class["attention"], None);
+        assert_eq!(s.params, Some(0));
+    }
+
     proptest! {
         #[test]
         fn closed_form_equals_the_loop(s in 0u64..300, t in 0u64..300) {

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod errors;
 mod examples;
+mod limits;
 mod onnx;
 mod raise;
 mod roundtrip;
