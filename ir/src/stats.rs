@@ -211,7 +211,33 @@ pub fn node_flops(
         Op::MoeRoute { .. } => product(name, &[5, in_numel(0)?])?,
         Op::MoeCombine => product(name, &[2, in_numel(0)?])?,
         Op::Reduce { .. } => in_numel(0)?,
-        _ => 0,
+        // Sources, layout and data movement, routing bookkeeping and communication: no
+        // arithmetic (communication is reported by the comm report).
+        Op::Input { .. }
+        | Op::Weight { .. }
+        | Op::Constant { .. }
+        | Op::RopeCache { .. }
+        | Op::Gather { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Cast { .. }
+        | Op::TopK { .. }
+        | Op::Expand { .. }
+        | Op::MoeDispatch { .. }
+        | Op::MoePad { .. }
+        | Op::MoeUnpad { .. }
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. }
+        | Op::Broadcast { .. }
+        | Op::AllSlice { .. }
+        | Op::ShardedGather { .. } => 0,
     })
 }
 

@@ -320,10 +320,17 @@ impl Shape {
     /// in a `u64`, so an absurd shape is an error instead of a wrong count.
     pub fn numel(&self, bindings: &DimBindings) -> Result<u64, DimError> {
         let dims = self.eval(bindings)?;
-        dims.iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
+        dims_product(&dims)
+            .map_err(|_| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
     }
+}
+
+/// The product of concrete dims (an element count), or [`DimError::Overflow`] naming
+/// them: sizes from user files are multiplied only through here or [`Shape::numel`].
+pub fn dims_product(dims: &[u64]) -> Result<u64, DimError> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DimError::Overflow(format!("the element count of {dims:?}")))
 }
 
 impl fmt::Display for Shape {

@@ -113,8 +113,8 @@ fn runs_that_cannot_fit_are_refused_before_allocating() {
     );
 }
 
-/// `x [dims] -> Relu -> y` as an ONNX file in `dir`.
-fn relu_model(dir: &std::path::Path, dims: &[i64]) -> String {
+/// `x [dims] -> op -> y` as an ONNX file in `dir`.
+fn one_op_model(dir: &std::path::Path, op: &str, dims: &[i64]) -> String {
     let dims: Vec<DimensionValue> = dims.iter().map(|&d| DimensionValue::DimValue(d)).collect();
     let m = ModelProto {
         ir_version: 9,
@@ -123,7 +123,7 @@ fn relu_model(dir: &std::path::Path, dims: &[i64]) -> String {
             version: 18,
         }],
         graph: Some(GraphProto {
-            node: vec![node("Relu", "r", &["x"], &["y"], vec![])],
+            node: vec![node(op, "n", &["x"], &["y"], vec![])],
             name: "g".into(),
             input: vec![value_info("x", 1, &dims)],
             output: vec![value_info("y", 1, &[])],
@@ -131,7 +131,7 @@ fn relu_model(dir: &std::path::Path, dims: &[i64]) -> String {
         }),
         ..Default::default()
     };
-    let path = dir.join(format!("relu{}.onnx", dims.len()));
+    let path = dir.join(format!("{op}{}.onnx", dims.len()));
     std::fs::write(&path, m.encode_to_vec()).unwrap();
     path.to_str().unwrap().to_owned()
 }
@@ -140,16 +140,38 @@ fn relu_model(dir: &std::path::Path, dims: &[i64]) -> String {
 fn hostile_onnx_dims_are_refused_not_allocated() {
     let dir = tempfile::tempdir().unwrap();
     // 1.6 PB of input: refused by the estimate (this used to abort, exit 134).
-    let huge = relu_model(dir.path(), &[99_999_999_999, 4096]);
+    let huge = one_op_model(dir.path(), "Relu", &[99_999_999_999, 4096]);
     assert_refused(&["run", &huge], "");
     // 2^80 elements: a size that does not even fit in 64 bits, refused by name.
-    let absurd = relu_model(dir.path(), &[1 << 40, 1 << 20, 1 << 20]);
-    let (o, took) = weft(&["run", &absurd]);
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(err.contains("does not fit in 64 bits"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    // `check` counts it exactly (2^81 FLOPs, in 128 bits); `run` refuses it by name.
+    let absurd = one_op_model(dir.path(), "Relu", &[2, 1 << 40, 1 << 40]);
+    let (o, _) = weft(&["check", &absurd]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("2,417,851,639,229,258,349,412,352 (2417851639.23 PFLOP)"),
+        "{}",
+        text(&o.stdout)
+    );
+    let commands: [&[&str]; 3] = [
+        &["run", &absurd],
+        // Flatten multiplies dims at import (this used to overflow: a panic in debug builds).
+        &[
+            "check",
+            &one_op_model(dir.path(), "Flatten", &[2, 1 << 40, 1 << 40]),
+        ],
+        &[
+            "run",
+            &one_op_model(dir.path(), "Flatten", &[2, 1 << 40, 1 << 40]),
+        ],
+    ];
+    for args in commands {
+        let (o, took) = weft(args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(took < Duration::from_secs(20), "took {took:?}");
+        assert!(err.contains("does not fit in 64 bits"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]

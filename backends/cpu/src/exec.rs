@@ -21,6 +21,9 @@ fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {
         .shape
         .eval(&graph.dims)
         .map_err(|e| ExecError::Config(format!("value `{}`: {e}", value.name)))?;
+    // Every buffer's element count fits in 64 bits before anything multiplies it.
+    weft_ir::types::dims_product(&shape)
+        .map_err(|e| ExecError::Config(format!("value `{}`: {e}", value.name)))?;
     Ok(OutType {
         dtype: value.ty.dtype,
         shape: shape.into_iter().map(|d| d as usize).collect(),
