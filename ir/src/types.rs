@@ -142,7 +142,10 @@ impl DimTerm {
         };
         for factor in product.split('*').map(str::trim) {
             if let Ok(n) = factor.parse::<u64>() {
-                term.coef = term.coef.checked_mul(n).ok_or_else(bad)?;
+                term.coef = term
+                    .coef
+                    .checked_mul(n)
+                    .ok_or_else(|| DimError::Overflow(format!("dimension `{expr}`")))?;
             } else if is_ident(factor) {
                 term.syms.push(factor.to_owned());
             } else {
@@ -217,15 +220,31 @@ impl Dim {
         }
     }
 
-    /// This dimension times `k`, kept symbolic where it was.
+    /// This dimension times `k`, kept symbolic where it was. A product past 64 bits stays
+    /// an unevaluated expression (`n*k`), so evaluating it is [`DimError::Overflow`]
+    /// instead of a saturated, wrong size.
     pub fn mul(&self, k: u64) -> Dim {
         match self {
-            Dim::Fixed(n) => Dim::Fixed(n.saturating_mul(k)),
+            Dim::Fixed(n) => n
+                .checked_mul(k)
+                .map_or_else(|| Dim::Sym(format!("{n}*{k}")), Dim::Fixed),
             Dim::Sym(expr) => match DimTerm::parse(expr) {
-                Ok(mut t) => {
-                    t.coef = t.coef.saturating_mul(k);
-                    t.into_dim()
-                }
+                Ok(mut t) => match t.coef.checked_mul(k) {
+                    Some(coef) => {
+                        t.coef = coef;
+                        t.into_dim()
+                    }
+                    None => {
+                        let mut text = format!("{}*{k}", t.coef);
+                        for s in &t.syms {
+                            text.push_str(&format!("*{s}"));
+                        }
+                        if t.div != 1 {
+                            text.push_str(&format!("/{}", t.div));
+                        }
+                        Dim::Sym(text)
+                    }
+                },
                 Err(_) => self.clone(),
             },
         }
@@ -428,5 +447,17 @@ mod tests {
         assert_eq!(ok.numel(&b), Ok(1 << 62));
         let ty = TensorType::new(DType::F32, ok);
         assert!(matches!(ty.size_bytes(&b), Err(DimError::Overflow(_))));
+        // A product past 64 bits stays an expression that refuses to evaluate.
+        for d in [
+            Dim::Fixed(u64::MAX),
+            Dim::sym("seq").mul(1 << 30),
+            Dim::sym("seq/4").mul(1 << 30),
+        ] {
+            assert!(
+                matches!(d.mul(1 << 40).eval(&b), Err(DimError::Overflow(_))),
+                "{d}"
+            );
+        }
+        assert_eq!(Dim::Fixed(3).mul(4), Dim::Fixed(12));
     }
 }
