@@ -193,8 +193,16 @@ fn group(n: impl Into<u128>) -> String {
 
 /// `855654400` → `855.65 M`.
 fn si(x: f64, unit: &str) -> String {
-    const PREFIXES: [(f64, &str); 5] =
-        [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    const PREFIXES: [(f64, &str); 8] = [
+        (1e24, "Y"),
+        (1e21, "Z"),
+        (1e18, "E"),
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+    ];
     for (scale, prefix) in PREFIXES {
         if x >= scale {
             return format!("{:.2} {prefix}{unit}", x / scale);
@@ -214,7 +222,7 @@ mod tests {
         assert_eq!(figure(None, "FLOP"), NOT_REPRESENTABLE);
         assert_eq!(
             figure(Some(u128::from(u64::MAX) + 1), "FLOP"),
-            "18,446,744,073,709,551,616 (18446.74 PFLOP)"
+            "18,446,744,073,709,551,616 (18.45 EFLOP)"
         );
         assert_eq!(si(855_654_400.0, ""), "855.65 M");
         assert_eq!(si(1.5e12, "FLOP"), "1.50 TFLOP");

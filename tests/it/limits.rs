@@ -148,7 +148,7 @@ fn hostile_onnx_dims_are_refused_not_allocated() {
     let (o, _) = weft(&["check", &absurd]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
-        text(&o.stdout).contains("2,417,851,639,229,258,349,412,352 (2417851639.23 PFLOP)"),
+        text(&o.stdout).contains("2,417,851,639,229,258,349,412,352 (2.42 YFLOP)"),
         "{}",
         text(&o.stdout)
     );
