@@ -103,8 +103,8 @@ fn runs_that_cannot_fit_are_refused_before_allocating() {
     let (o, _) = weft(&["run", "examples/tiny-llama.json", "--max-memory", "8 GiBs"]);
     assert_eq!(
         o.status.code(),
-        Some(2),
-        "a usage error, as clap reports them"
+        Some(1),
+        "a usage error exits 1, like every error"
     );
     assert!(
         text(&o.stderr).contains("unknown unit"),
