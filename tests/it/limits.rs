@@ -224,3 +224,26 @@ fn progress_reaches_the_callback_and_never_a_pipe() {
         assert!(!out.contains(Phase::Execute.label()), "{out}");
     }
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), `run` draws its bars on
+/// stderr. Where `script` is missing the test says so and checks nothing.
+#[test]
+#[allow(clippy::print_stderr)]
+fn progress_is_drawn_on_a_terminal() {
+    let bin = env!("CARGO_BIN_EXE_weft");
+    let command = format!("{bin} run examples/tiny-llama.json");
+    let Ok(o) = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(repo(""))
+        .env_remove("RUST_LOG")
+        .output()
+    else {
+        eprintln!("`script` is not installed: the terminal case is not checked here");
+        return;
+    };
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(Phase::Weights.label()), "{out:?}");
+    assert!(out.contains(Phase::Execute.label()), "{out:?}");
+    assert!(out.contains("logits: f32[1, 16, 256]"), "{out:?}");
+}
