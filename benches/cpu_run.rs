@@ -91,10 +91,10 @@ fn bench_model(label: &str, g: &Graph, runs: usize, peak: f64, options: &RunOpti
             .all(|(_, t)| t.as_f32().is_none_or(|v| v.iter().all(|x| x.is_finite())))
     );
     let tokens = (g.dims["batch"] * g.dims["seq"]) as f64;
-    let gflops = s.flops as f64 / t.as_secs_f64() / 1e9;
+    let gflops = s.flops.expect("FLOPs fit in 128 bits") as f64 / t.as_secs_f64() / 1e9;
     println!(
         "{label:<28} params {:>6.2} M  weights {:>7.2} s  forward {:>9.3} ms  {:>9.1} tokens/s  {:>7.2} GFLOP/s  ({:>4.1}% of GEMM peak)",
-        s.params as f64 / 1e6,
+        s.params.expect("parameters fit in 128 bits") as f64 / 1e6,
         setup.as_secs_f64(),
         t.as_secs_f64() * 1e3,
         tokens / t.as_secs_f64(),

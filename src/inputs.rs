@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use weft_backend_cpu::{Tensors, random_input};
+use weft_backend_cpu::{Tensors, input_type, random_input};
 use weft_ir::{Graph, Tensor};
 
 use crate::tensor_io::{read_input_dir, read_tensor_file};
@@ -119,13 +119,13 @@ pub fn gather_inputs(
         let Some((_, t, file)) = given.iter().find(|(n, _, _)| *n == value.name) else {
             continue;
         };
-        // Expected logical shape: the sample input the executor would generate.
-        let want = random_input(graph, v, 0).map_err(|e| InputError::Other(e.to_string()))?;
-        if want.dtype() != t.dtype() || want.shape() != t.shape() {
+        // The whole (logical) input the executor expects; nothing is allocated for it.
+        let (dtype, shape) = input_type(graph, v).map_err(|e| InputError::Other(e.to_string()))?;
+        if dtype != t.dtype() || shape != t.shape() {
             return Err(InputError::Mismatch {
                 name: value.name.clone(),
                 file: file.clone(),
-                want: describe(&want),
+                want: format!("{dtype}{shape:?}"),
                 got: describe(t),
             });
         }

@@ -14,6 +14,8 @@ pub use weft_ir as ir;
 pub use weft_passes as passes;
 
 pub mod inputs;
+pub mod memory;
+pub mod progress;
 mod report;
 pub mod saturation;
 pub mod tensor_io;

@@ -141,6 +141,10 @@ struct RunArgs {
     /// Seconds a rank waits for its peers at a collective before reporting them.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     timeout: f64,
+    /// Refuse to run when the estimated peak memory exceeds this, e.g. `8GiB` or `512MB`
+    /// (the memory available now, MemAvailable in /proc/meminfo, is always a limit too).
+    #[arg(long, value_name = "SIZE", value_parser = weft::memory::parse_size)]
+    max_memory: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -306,7 +310,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             // communication; one sharded here also lists the ops it computed whole.
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
             if !graph.mesh.axes().is_empty() {
-                report.comm = Some(weft::CommSummary::new(&graph));
+                report.comm = Some(weft::CommSummary::new(&graph).into_diagnostic()?);
             }
             if sharding_here {
                 report.fallbacks = Some(weft::FallbackEntry::from_warnings(&warnings));
@@ -495,11 +499,15 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         miette::bail!("--timeout must be a positive number of seconds");
     }
+    // Before anything is allocated: refuse a run that cannot fit.
+    let limit = weft::memory::limit(args.max_memory);
+    weft::memory::check(&args.model, &graph, limit.as_ref())?;
     let given = weft::inputs::gather_inputs(&graph, &args.inputs, args.input_dir.as_deref())?;
     let inputs = weft::inputs::complete_inputs(&graph, given, args.seed)?;
     let run_options = weft::cpu::RunOptions {
         base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
         timeout: std::time::Duration::from_secs_f64(args.timeout),
+        progress: weft::progress::terminal(),
         ..weft::cpu::RunOptions::default()
     };
     let start = std::time::Instant::now();

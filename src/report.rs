@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use serde::Serialize;
+use weft_ir::stats::Figure;
 use weft_ir::{DimError, Graph, stats};
 
 /// What `weft check` reports about a verified graph.
@@ -25,11 +26,12 @@ pub struct CheckReport {
     pub nodes: u64,
     /// Number of nodes by op name.
     pub ops: BTreeMap<&'static str, u64>,
-    pub params: u64,
-    pub param_bytes: u64,
+    /// Figures are exact integers; `null` where one does not fit even in 128 bits.
+    pub params: Figure,
+    pub param_bytes: Figure,
     /// FLOPs of one forward pass (conventions in `ir/src/stats.rs`).
-    pub flops: u64,
-    pub flops_by_class: BTreeMap<&'static str, u64>,
+    pub flops: Figure,
+    pub flops_by_class: BTreeMap<&'static str, Figure>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// Communication of a sharded graph (`weft check --mesh`).
@@ -98,10 +100,10 @@ pub struct CollectiveEntry {
 }
 
 impl CommSummary {
-    /// The communication of a sharded graph.
-    pub fn new(graph: &Graph) -> CommSummary {
-        let r = weft_passes::shard::comm_report(graph);
-        CommSummary {
+    /// The communication of a sharded graph; an error when a figure does not fit 64 bits.
+    pub fn new(graph: &Graph) -> Result<CommSummary, DimError> {
+        let r = weft_passes::shard::comm_report(graph)?;
+        Ok(CommSummary {
             comm_bytes_total: r.total_bytes,
             comm_wire_bytes_total: r.total_wire_bytes,
             comm_bytes_per_layer: r.bytes_per_layer,
@@ -117,7 +119,7 @@ impl CommSummary {
                     wire_bytes: c.wire_bytes,
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -192,27 +194,17 @@ impl CheckReport {
         writeln!(out, "  inputs      {}", self.inputs.join(", "))?;
         writeln!(out, "  outputs     {}", self.outputs.join(", "))?;
         writeln!(out, "  nodes       {}", self.nodes)?;
+        writeln!(out, "  params      {}{each}", figure(self.params, ""))?;
+        writeln!(out, "  param bytes {}{each}", figure(self.param_bytes, "B"))?;
         writeln!(
             out,
-            "  params      {} ({}){each}",
-            group(self.params),
-            si(self.params as f64, "")
-        )?;
-        writeln!(
-            out,
-            "  param bytes {} ({}){each}",
-            group(self.param_bytes),
-            si(self.param_bytes as f64, "B")
-        )?;
-        writeln!(
-            out,
-            "  flops       {} ({}) per forward pass{each}",
-            group(self.flops),
-            si(self.flops as f64, "FLOP")
+            "  flops       {} per forward pass{each}",
+            figure(self.flops, "FLOP")
         )?;
         let w = column(self.flops_by_class.keys().copied());
         for (class, f) in &self.flops_by_class {
-            writeln!(out, "    {class:<w$}{}", si(*f as f64, "FLOP"))?;
+            let f = f.map_or_else(|| NOT_REPRESENTABLE.to_owned(), |f| si(f as f64, "FLOP"));
+            writeln!(out, "    {class:<w$}{f}")?;
         }
         writeln!(out, "  ops")?;
         let w = column(self.ops.keys().copied());
@@ -254,6 +246,17 @@ impl CheckReport {
     }
 }
 
+/// How a figure too large for 128 bits reads.
+const NOT_REPRESENTABLE: &str = "not representable (exceeds 128 bits)";
+
+/// `855654400` → `855,654,400 (855.65 M)`; the words above for `None`.
+fn figure(n: Figure, unit: &str) -> String {
+    match n {
+        Some(n) => format!("{} ({})", group(n), si(n as f64, unit)),
+        None => NOT_REPRESENTABLE.to_owned(),
+    }
+}
+
 /// The width of a name column: the longest name and two spaces (at least 16), so a long
 /// op name (`all_gather_matmul`) never runs into its count.
 fn column<'a>(names: impl Iterator<Item = &'a str>) -> usize {
@@ -261,7 +264,8 @@ fn column<'a>(names: impl Iterator<Item = &'a str>) -> usize {
 }
 
 /// `855654400` → `855,654,400`.
-fn group(n: u64) -> String {
+fn group(n: impl Into<u128>) -> String {
+    let n: u128 = n.into();
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -275,8 +279,16 @@ fn group(n: u64) -> String {
 
 /// `855654400` → `855.65 M`.
 fn si(x: f64, unit: &str) -> String {
-    const PREFIXES: [(f64, &str); 5] =
-        [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    const PREFIXES: [(f64, &str); 8] = [
+        (1e24, "Y"),
+        (1e21, "Z"),
+        (1e18, "E"),
+        (1e15, "P"),
+        (1e12, "T"),
+        (1e9, "G"),
+        (1e6, "M"),
+        (1e3, "k"),
+    ];
     for (scale, prefix) in PREFIXES {
         if x >= scale {
             return format!("{:.2} {prefix}{unit}", x / scale);
@@ -291,8 +303,13 @@ mod tests {
 
     #[test]
     fn numbers_are_grouped_and_scaled() {
-        assert_eq!(group(855_654_400), "855,654,400");
-        assert_eq!(group(12), "12");
+        assert_eq!(group(855_654_400u64), "855,654,400");
+        assert_eq!(group(12u64), "12");
+        assert_eq!(figure(None, "FLOP"), NOT_REPRESENTABLE);
+        assert_eq!(
+            figure(Some(u128::from(u64::MAX) + 1), "FLOP"),
+            "18,446,744,073,709,551,616 (18.45 EFLOP)"
+        );
         assert_eq!(si(855_654_400.0, ""), "855.65 M");
         assert_eq!(si(1.5e12, "FLOP"), "1.50 TFLOP");
         assert_eq!(si(12.0, "B"), "12 B");

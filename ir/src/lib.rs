@@ -18,12 +18,14 @@
 //! This crate depends on no other Weft crate and on nothing heavy; serde support is
 //! behind the `serde` feature.
 
+pub mod alloc;
 pub mod arena;
 pub mod dot;
 #[cfg(feature = "serde")]
 mod float_json;
 pub mod graph;
 pub mod infer;
+pub mod memory;
 pub mod mesh;
 pub mod op;
 pub mod rng;
@@ -33,8 +35,10 @@ pub mod text;
 pub mod types;
 pub mod verify;
 
+pub use alloc::AllocError;
 pub use arena::{Arena, Handle};
 pub use graph::{Graph, Node, NodeId, Value, ValueId};
+pub use memory::{MemoryEstimate, last_uses, peak_memory};
 pub use mesh::{Mesh, MeshParseError, Placement, ReduceOp, Sharding};
 pub use op::{Arity, FusedStep, GeluApprox, Init, Op, OpClass, ReduceKind};
 pub use stats::{GraphStats, stats};

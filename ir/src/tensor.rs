@@ -51,6 +51,8 @@ pub enum TensorError {
     Kind { dtype: DType, kind: &'static str },
     #[error("value {value} does not fit in {dtype}")]
     Range { value: i64, dtype: DType },
+    #[error(transparent)]
+    Alloc(#[from] crate::alloc::AllocError),
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -115,18 +117,20 @@ impl Tensor {
     }
 
     /// A tensor of `dtype` from f64 values (whole numbers for integer dtypes, 0/1 for
-    /// bool), as initialisers produce them.
+    /// bool), as initialisers produce them. The buffer is allocated fallibly
+    /// ([`TensorError::Alloc`]), since initialisers and inputs have user-chosen sizes.
     pub fn from_f64(
         dtype: DType,
         shape: Vec<usize>,
         values: impl Iterator<Item = f64>,
     ) -> Result<Tensor, TensorError> {
+        use crate::alloc::try_collect;
         match dtype {
-            DType::Bool => Tensor::from_bool(shape, values.map(|v| v != 0.0).collect()),
+            DType::Bool => Tensor::from_bool(shape, try_collect(values.map(|v| v != 0.0))?),
             DType::I64 | DType::I32 => {
-                Tensor::from_i64(dtype, shape, values.map(|v| v as i64).collect())
+                Tensor::from_i64(dtype, shape, try_collect(values.map(|v| v as i64))?)
             }
-            _ => Tensor::from_f32(dtype, shape, values.map(|v| v as f32).collect()),
+            _ => Tensor::from_f32(dtype, shape, try_collect(values.map(|v| v as f32))?),
         }
     }
 

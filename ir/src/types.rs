@@ -100,6 +100,10 @@ pub enum DimError {
         value: u64,
         divisor: u64,
     },
+    /// A size computed from user-given dims does not fit the integer that holds it; the
+    /// figure is refused rather than wrapped or saturated.
+    #[error("{0} does not fit in 64 bits")]
+    Overflow(String),
 }
 
 /// A parsed symbolic dimension: `coef * syms[0] * syms[1] ... / div`.
@@ -138,7 +142,10 @@ impl DimTerm {
         };
         for factor in product.split('*').map(str::trim) {
             if let Ok(n) = factor.parse::<u64>() {
-                term.coef = term.coef.checked_mul(n).ok_or_else(bad)?;
+                term.coef = term
+                    .coef
+                    .checked_mul(n)
+                    .ok_or_else(|| DimError::Overflow(format!("dimension `{expr}`")))?;
             } else if is_ident(factor) {
                 term.syms.push(factor.to_owned());
             } else {
@@ -191,7 +198,9 @@ impl Dim {
                 .get(s)
                 .copied()
                 .ok_or_else(|| DimError::Unbound(s.clone()))?;
-            value = value.saturating_mul(v);
+            value = value
+                .checked_mul(v)
+                .ok_or_else(|| DimError::Overflow(format!("dimension `{expr}`")))?;
         }
         if value % term.div != 0 {
             return Err(DimError::NotDivisible {
@@ -211,15 +220,31 @@ impl Dim {
         }
     }
 
-    /// This dimension times `k`, kept symbolic where it was.
+    /// This dimension times `k`, kept symbolic where it was. A product past 64 bits stays
+    /// an unevaluated expression (`n*k`), so evaluating it is [`DimError::Overflow`]
+    /// instead of a saturated, wrong size.
     pub fn mul(&self, k: u64) -> Dim {
         match self {
-            Dim::Fixed(n) => Dim::Fixed(n.saturating_mul(k)),
+            Dim::Fixed(n) => n
+                .checked_mul(k)
+                .map_or_else(|| Dim::Sym(format!("{n}*{k}")), Dim::Fixed),
             Dim::Sym(expr) => match DimTerm::parse(expr) {
-                Ok(mut t) => {
-                    t.coef = t.coef.saturating_mul(k);
-                    t.into_dim()
-                }
+                Ok(mut t) => match t.coef.checked_mul(k) {
+                    Some(coef) => {
+                        t.coef = coef;
+                        t.into_dim()
+                    }
+                    None => {
+                        let mut text = format!("{}*{k}", t.coef);
+                        for s in &t.syms {
+                            text.push_str(&format!("*{s}"));
+                        }
+                        if t.div != 1 {
+                            text.push_str(&format!("/{}", t.div));
+                        }
+                        Dim::Sym(text)
+                    }
+                },
                 Err(_) => self.clone(),
             },
         }
@@ -310,14 +335,21 @@ impl Shape {
         self.0.iter().map(|d| d.eval(bindings)).collect()
     }
 
-    /// Number of elements under `bindings`. Saturates instead of overflowing, so
-    /// absurd shapes cannot panic.
+    /// Number of elements under `bindings`; [`DimError::Overflow`] when it does not fit
+    /// in a `u64`, so an absurd shape is an error instead of a wrong count.
     pub fn numel(&self, bindings: &DimBindings) -> Result<u64, DimError> {
-        Ok(self
-            .eval(bindings)?
-            .iter()
-            .fold(1u64, |acc, &d| acc.saturating_mul(d)))
+        let dims = self.eval(bindings)?;
+        dims_product(&dims)
+            .map_err(|_| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
     }
+}
+
+/// The product of concrete dims (an element count), or [`DimError::Overflow`] naming
+/// them: sizes from user files are multiplied only through here or [`Shape::numel`].
+pub fn dims_product(dims: &[u64]) -> Result<u64, DimError> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| DimError::Overflow(format!("the element count of {dims:?}")))
 }
 
 impl fmt::Display for Shape {
@@ -345,12 +377,12 @@ impl TensorType {
         TensorType { dtype, shape }
     }
 
-    /// Bytes of the tensor under `bindings`.
+    /// Bytes of the tensor under `bindings` ([`DimError::Overflow`] past `u64`).
     pub fn size_bytes(&self, bindings: &DimBindings) -> Result<u64, DimError> {
-        Ok(self
-            .shape
+        self.shape
             .numel(bindings)?
-            .saturating_mul(self.dtype.size_bytes()))
+            .checked_mul(self.dtype.size_bytes())
+            .ok_or_else(|| DimError::Overflow(format!("the byte size of {self}")))
     }
 }
 
@@ -400,5 +432,32 @@ mod tests {
         assert_eq!(Dim::sym("4*seq").div_exact(2, &b), Some(Dim::sym("2*seq")));
         assert_eq!(Dim::Fixed(8).div_exact(3, &b), None);
         assert!(Dim::sym("batch*seq").same(&Dim::Fixed(32), &b));
+    }
+
+    #[test]
+    fn sizes_past_64_bits_are_errors_not_saturated() {
+        let b: DimBindings = [("seq".to_owned(), 1 << 40)].into();
+        assert!(matches!(
+            Dim::sym("seq*seq").eval(&b),
+            Err(DimError::Overflow(_))
+        ));
+        let big = Shape::new([Dim::sym("seq"), Dim::sym("seq")]);
+        assert!(matches!(big.numel(&b), Err(DimError::Overflow(_))));
+        let ok = Shape::new([Dim::sym("seq"), Dim::Fixed(1 << 22)]);
+        assert_eq!(ok.numel(&b), Ok(1 << 62));
+        let ty = TensorType::new(DType::F32, ok);
+        assert!(matches!(ty.size_bytes(&b), Err(DimError::Overflow(_))));
+        // A product past 64 bits stays an expression that refuses to evaluate.
+        for d in [
+            Dim::Fixed(u64::MAX),
+            Dim::sym("seq").mul(1 << 30),
+            Dim::sym("seq/4").mul(1 << 30),
+        ] {
+            assert!(
+                matches!(d.mul(1 << 40).eval(&b), Err(DimError::Overflow(_))),
+                "{d}"
+            );
+        }
+        assert_eq!(Dim::Fixed(3).mul(4), Dim::Fixed(12));
     }
 }

@@ -9,7 +9,7 @@ use weft::onnx::proto::{
 
 use crate::repo;
 
-fn value_info(name: &str, elem: i32, dims: &[DimensionValue]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, elem: i32, dims: &[DimensionValue]) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -28,7 +28,7 @@ fn value_info(name: &str, elem: i32, dims: &[DimensionValue]) -> ValueInfoProto 
     }
 }
 
-fn node(
+pub(crate) fn node(
     op: &str,
     name: &str,
     inputs: &[&str],

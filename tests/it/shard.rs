@@ -123,6 +123,7 @@ fn onnx_fixtures_sharded_reproduce_single_device_outputs() {
             // Megatron: one all-reduce after the embedding and two per layer, nothing else.
             let sharded = weft::shard(&graph, &mesh(spec)).unwrap();
             let kinds: Vec<_> = weft::passes::shard::comm_report(&sharded)
+                .unwrap()
                 .collectives
                 .into_iter()
                 .map(|c| (c.kind, c.node))
@@ -145,7 +146,7 @@ fn communication_matches_megatron_formulas() {
     // (2·80 + 1) all-reduces of b·s·h·2 bytes (bf16).
     let graph = crate::load("examples/llama3-70b.json");
     let sharded = weft::shard(&graph, &mesh("tp=8")).unwrap();
-    let report = weft::passes::shard::comm_report(&sharded);
+    let report = weft::passes::shard::comm_report(&sharded).unwrap();
     let (b, s, h, bytes) = (1u64, 2048u64, 8192u64, 2u64);
     let message = b * s * h * bytes;
     assert_eq!(report.collectives.len(), 2 * 80 + 1);
@@ -161,11 +162,13 @@ fn communication_matches_megatron_formulas() {
     assert_eq!(report.bytes_per_layer, (2 * 80 + 1) * message / 80);
     // One layer alone: exactly the two per-layer all-reduces.
     let layer = crate::load("examples/llama3-70b-layer.json");
-    let report = weft::passes::shard::comm_report(&weft::shard(&layer, &mesh("tp=8")).unwrap());
+    let report =
+        weft::passes::shard::comm_report(&weft::shard(&layer, &mesh("tp=8")).unwrap()).unwrap();
     assert_eq!(report.bytes_per_layer, 2 * message);
     // Mixtral's MoE layer: the experts are tensor-parallel too, so still two.
     let moe = crate::load("examples/mixtral-8x7b-moe-layer.json");
-    let report = weft::passes::shard::comm_report(&weft::shard(&moe, &mesh("tp=8")).unwrap());
+    let report =
+        weft::passes::shard::comm_report(&weft::shard(&moe, &mesh("tp=8")).unwrap()).unwrap();
     assert_eq!(report.collectives.len(), 2);
     assert_eq!(report.bytes_per_layer, 2 * b * s * 4096 * bytes);
 }
@@ -269,13 +272,14 @@ fn sequence_parallel_norms_reduce_scatter_then_all_gather() {
     // Megatron-SP: each all-reduce becomes a reduce-scatter before the norm and an
     // all-gather after it, the same bytes: (2L+1) of each, b·s·h·4 bytes (f32) apiece.
     let tiny = crate::load("examples/tiny-llama.json");
-    let report = weft::passes::shard::comm_report(&shard_sp(&tiny, "tp=2"));
+    let report = weft::passes::shard::comm_report(&shard_sp(&tiny, "tp=2")).unwrap();
     let message = 16 * 64 * 4;
     let count = |kind: &str| report.collectives.iter().filter(|c| c.kind == kind).count();
     assert_eq!((count("reduce_scatter"), count("all_gather")), (5, 5));
     assert!(report.collectives.iter().all(|c| c.bytes == message));
     // What each device sends is the same as with the all-reduces they replace.
-    let plain = weft::passes::shard::comm_report(&weft::shard(&tiny, &mesh("tp=2")).unwrap());
+    let plain =
+        weft::passes::shard::comm_report(&weft::shard(&tiny, &mesh("tp=2")).unwrap()).unwrap();
     assert_eq!(report.total_wire_bytes, plain.total_wire_bytes);
     assert_eq!(plain.total_wire_bytes, 5 * 2 * message / 2);
     // The norms themselves run on sequence shards.
@@ -347,7 +351,8 @@ fn expert_parallelism_routes_tokens_with_all_to_all() {
     // that size for each of the 8 peers (8 · 512 · 4096 · 2 bytes = T·k·H·2), receives the
     // same back after the experts, exchanges 8 counts (i64), and all-gathers the tokens.
     let layer = crate::load("examples/mixtral-8x7b-moe-layer.json");
-    let report = weft::passes::shard::comm_report(&weft::shard(&layer, &mesh("ep=8")).unwrap());
+    let report =
+        weft::passes::shard::comm_report(&weft::shard(&layer, &mesh("ep=8")).unwrap()).unwrap();
     let (t, k, h) = (2048u64, 2u64, 4096u64);
     let bytes: Vec<(&str, u64)> = report
         .collectives
@@ -382,7 +387,7 @@ fn ulysses_trades_sequence_shards_for_head_shards_around_attention() {
     let sharded = weft::shard(&tiny, &mesh("sp=2")).unwrap();
     let tokens = sharded.inputs().next().unwrap();
     assert_eq!(sharded.value(tokens).sharding.to_string(), "{sp: S(1)}");
-    let report = weft::passes::shard::comm_report(&sharded);
+    let report = weft::passes::shard::comm_report(&sharded).unwrap();
     let per_layer: Vec<(&str, u64)> = report.collectives[..4]
         .iter()
         .map(|c| (c.kind, c.bytes))
@@ -557,8 +562,9 @@ fn megatron_sp_sends_the_same_bytes_as_all_reduces_on_every_example() {
             "{file} has norms"
         );
         let spec = if file == "tiny-llama" { "tp=4" } else { "tp=8" };
-        let plain = weft::passes::shard::comm_report(&weft::shard(&graph, &mesh(spec)).unwrap());
-        let sp = weft::passes::shard::comm_report(&shard_sp(&graph, spec));
+        let plain =
+            weft::passes::shard::comm_report(&weft::shard(&graph, &mesh(spec)).unwrap()).unwrap();
+        let sp = weft::passes::shard::comm_report(&shard_sp(&graph, spec)).unwrap();
         assert_eq!(
             sp.total_wire_bytes,
             plain.total_wire_bytes,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use weft_ir::alloc::try_collect;
 use weft_ir::{DType, Graph, Node, NodeId, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
 
 use crate::collective_matmul;
@@ -11,6 +12,7 @@ use crate::error::ExecError;
 use crate::kernels::{self, OutType};
 use crate::materialize::{assemble, materialize, placement_of, slice_block};
 use crate::mesh_coords::RankGrid;
+use crate::progress::Phase;
 use crate::{RunOptions, Tensors};
 
 fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {
@@ -19,6 +21,9 @@ fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {
         .ty
         .shape
         .eval(&graph.dims)
+        .map_err(|e| ExecError::Config(format!("value `{}`: {e}", value.name)))?;
+    // Every buffer's element count fits in 64 bits before anything multiplies it.
+    weft_ir::types::dims_product(&shape)
         .map_err(|e| ExecError::Config(format!("value `{}`: {e}", value.name)))?;
     Ok(OutType {
         dtype: value.ty.dtype,
@@ -57,6 +62,12 @@ impl<'g> Session<'g> {
             .map_err(|e| ExecError::Config(format!("the graph is invalid: {e}")))?;
         let grid = RankGrid::new(&graph.mesh);
         let mut weights = Vec::with_capacity(grid.ranks());
+        let sources = graph
+            .nodes()
+            .filter(|(_, n)| matches!(n.op, Op::Weight { .. } | Op::Constant { .. }))
+            .count() as u64;
+        let total = sources * grid.ranks() as u64;
+        let mut done = 0u64;
         for rank in 0..grid.ranks() {
             let mut map = HashMap::new();
             for (id, node) in graph.nodes() {
@@ -79,6 +90,10 @@ impl<'g> Session<'g> {
                         message,
                     })?;
                     map.insert(id, Arc::new(t));
+                    done += 1;
+                    if let Some(p) = &options.progress {
+                        p.report(Phase::Weights, done, total);
+                    }
                 }
             }
             weights.push(map);
@@ -140,27 +155,31 @@ impl<'g> Session<'g> {
                         ),
                     });
                 }
-                map.insert(
-                    value.name.clone(),
-                    slice_block(given, &logical, &offset, &ty.shape),
-                );
+                let piece =
+                    slice_block(given, &logical, &offset, &ty.shape).map_err(|message| {
+                        ExecError::Input {
+                            name: value.name.clone(),
+                            message,
+                        }
+                    })?;
+                map.insert(value.name.clone(), piece);
             }
         }
         let programs = vec![graph; per_rank.len()];
         let per_rank_outputs = run_with(&programs, per_rank, options, Some(&self.weights))?;
-        Ok(graph
+        graph
             .outputs
             .iter()
             .enumerate()
             .map(|(i, &v)| {
                 let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
                 let value = graph.value(v);
-                (
-                    value.name.clone(),
-                    assemble(&grid, &value.sharding, &pieces),
-                )
+                let whole = assemble(&grid, &value.sharding, &pieces).map_err(|message| {
+                    ExecError::Config(format!("output `{}`: {message}", value.name))
+                })?;
+                Ok((value.name.clone(), whole))
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -216,7 +235,7 @@ fn run_with(
         )));
     }
     let world = World::new(grid.clone(), options.timeout);
-    let last_uses: Vec<Vec<usize>> = programs.iter().map(|g| last_uses(g)).collect();
+    let last_uses: Vec<Vec<usize>> = programs.iter().map(|g| weft_ir::last_uses(g)).collect();
     // Split the machine's threads between the ranks' matrix products.
     let threads = (options.threads / per_rank.len()).max(1);
     let results: Vec<Result<Vec<Tensor>, ExecError>> = if per_rank.len() == 1 {
@@ -280,20 +299,6 @@ fn run_with(
     }
 }
 
-/// For each value, the index of the last node that reads it (graph outputs: never freed).
-fn last_uses(graph: &Graph) -> Vec<usize> {
-    let mut last = vec![0usize; graph.values().len()];
-    for (id, node) in graph.nodes() {
-        for &v in &node.inputs {
-            last[v.index()] = id.index();
-        }
-    }
-    for &v in &graph.outputs {
-        last[v.index()] = usize::MAX;
-    }
-    last
-}
-
 struct Rank<'a> {
     graph: &'a Graph,
     rank: usize,
@@ -323,6 +328,7 @@ fn run_rank(
         seq: HashMap::new(),
     };
     let mut values: Vec<Option<Arc<Tensor>>> = vec![None; graph.values().len()];
+    let total = graph.num_nodes() as u64;
     for (id, node) in graph.nodes() {
         let _span =
             tracing::trace_span!("node", rank, name = %node.name, op = node.op.name()).entered();
@@ -343,10 +349,17 @@ fn run_rank(
                 values[v.index()] = Some(Arc::new(t));
             }
         }
-        for &v in &node.inputs {
+        // The policy `weft_ir::peak_memory` assumes: a value goes after its last reader,
+        // or right after its producer when nothing reads it.
+        for &v in node.inputs.iter().chain(&node.outputs) {
             if last_use[v.index()] == id.index() {
                 values[v.index()] = None;
             }
+        }
+        if rank == 0
+            && let Some(p) = &options.progress
+        {
+            p.report(Phase::Execute, id.index() as u64 + 1, total);
         }
     }
     Ok(graph
@@ -656,38 +669,39 @@ fn reduce_all(all: &[&Tensor], op: ReduceOp) -> Result<Tensor, String> {
     }
 }
 
+/// The dtype and logical (whole) shape of graph input `v`: what a caller passes for it.
+pub fn input_type(graph: &Graph, v: ValueId) -> Result<(DType, Vec<usize>), ExecError> {
+    let grid = RankGrid::new(&graph.mesh);
+    let ty = concrete(graph, v)?;
+    let (logical, _) = placement_of(&grid, 0, &graph.value(v).sharding, &ty.shape);
+    Ok((ty.dtype, logical))
+}
+
 /// A seeded random logical value for graph input `v`: floats are standard normal; integer
 /// inputs that index a `gather` are uniform over the valid indices, other integers
 /// uniform in `0..10`; bools are fair coin flips. Each input draws from its own stream
 /// (`seed` mixed with the input's position), so adding an input never changes the others.
+/// The buffer is allocated fallibly: a size the system refuses is an error.
 pub fn random_input(graph: &Graph, v: ValueId, seed: u64) -> Result<Tensor, ExecError> {
-    let grid = RankGrid::new(&graph.mesh);
     let value = graph.value(v);
-    let ty = concrete(graph, v)?;
-    let (logical, _) = placement_of(&grid, 0, &value.sharding, &ty.shape);
+    let (dtype, logical) = input_type(graph, v)?;
     let position = graph.inputs().position(|i| i == v).unwrap_or(0) as u64;
     let stream = rng::mix(seed ^ rng::mix(position + 1));
     let n: usize = logical.iter().product();
     let bound = index_bound(graph, v).unwrap_or(10).max(1);
-    let t = match ty.dtype {
+    let alloc = |e: weft_ir::AllocError| weft_ir::TensorError::from(e);
+    let t = match dtype {
         d if d.is_float() => Tensor::from_f64(
             d,
             logical,
             (0..n as u64).map(|i| rng::normal(stream, i, 0.0, 1.0)),
         ),
-        DType::Bool => Tensor::from_bool(
-            logical,
-            (0..n as u64)
-                .map(|i| rng::bits(stream, i) & 1 == 1)
-                .collect(),
-        ),
-        d => Tensor::from_i64(
-            d,
-            logical,
-            (0..n as u64)
-                .map(|i| (rng::bits(stream, i) % bound) as i64)
-                .collect(),
-        ),
+        DType::Bool => try_collect((0..n as u64).map(|i| rng::bits(stream, i) & 1 == 1))
+            .map_err(alloc)
+            .and_then(|data| Tensor::from_bool(logical, data)),
+        d => try_collect((0..n as u64).map(|i| (rng::bits(stream, i) % bound) as i64))
+            .map_err(alloc)
+            .and_then(|data| Tensor::from_i64(d, logical, data)),
     };
     t.map_err(|e| ExecError::Input {
         name: value.name.clone(),

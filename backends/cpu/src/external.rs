@@ -15,10 +15,23 @@ fn check_shape(path: &Path, found: &[usize], want: &[usize]) -> Result<(), Strin
     }
 }
 
+/// The whole file, its buffer allocated fallibly (a file too large for memory is an
+/// error naming it, not an abort).
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read `{}`: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    let len = file.metadata().map_err(cannot)?.len();
+    let len = usize::try_from(len).map_err(|_| format!("`{}` is too large", path.display()))?;
+    let mut bytes =
+        weft_ir::alloc::try_with_capacity(len).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    file.read_to_end(&mut bytes).map_err(cannot)?;
+    Ok(bytes)
+}
+
 /// A `.npy` file as a tensor of `dtype` and shape `shape`.
 pub fn read_npy(path: &Path, dtype: DType, shape: &[usize]) -> Result<Tensor, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = read_file(path)?;
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let found: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     check_shape(path, &found, shape)?;
@@ -62,8 +75,7 @@ pub fn read_safetensors(
     dtype: DType,
     shape: &[usize],
 ) -> Result<Tensor, String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = read_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("`{}`: {e}", path.display()))?;
     let view = st
@@ -136,7 +148,19 @@ pub fn read_raw(path: &Path, offset: u64, dtype: DType, shape: &[usize]) -> Resu
         .ok_or_else(|| format!("`{}`: tensor too large", path.display()))?;
     let mut file =
         std::fs::File::open(path).map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
-    let mut bytes = vec![0u8; len];
+    // A shape larger than the file is refused before its buffer is allocated.
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .len();
+    if u128::from(offset) + len as u128 > u128::from(size) {
+        return Err(format!(
+            "`{}` has {size} bytes, but {numel} {dtype} elements at offset {offset} need {}",
+            path.display(),
+            u128::from(offset) + len as u128
+        ));
+    }
+    let mut bytes = weft_ir::alloc::try_filled(len, 0u8).map_err(|e| e.to_string())?;
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut bytes))
         .map_err(|e| {

@@ -16,14 +16,17 @@ mod exec;
 pub mod external;
 pub mod kernels;
 pub mod materialize;
+pub mod memory;
 pub mod mesh_coords;
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ExecError;
-pub use exec::{Session, random_input, run, run_programs, run_ranks};
+pub use exec::{Session, input_type, random_input, run, run_programs, run_ranks};
+pub use progress::{Phase, Progress};
 
 /// How to run a graph.
 #[derive(Clone, Debug)]
@@ -34,6 +37,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Threads each rank's matrix products may use (1 = none besides the rank's own).
     pub threads: usize,
+    /// Where to report progress of long work; `None` reports nothing.
+    pub progress: Option<Progress>,
 }
 
 impl Default for RunOptions {
@@ -42,6 +47,7 @@ impl Default for RunOptions {
             base_dir: PathBuf::from("."),
             timeout: Duration::from_secs(30),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            progress: None,
         }
     }
 }

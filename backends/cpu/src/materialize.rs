@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use weft_ir::alloc::{try_collect, try_filled};
 use weft_ir::{DType, Init, Placement, Sharding, Tensor, rng};
 
 use crate::mesh_coords::RankGrid;
@@ -92,7 +93,7 @@ pub fn materialize(
                 shape,
                 generate(local.iter().product(), threads, move |i| {
                     rng::normal(seed, i, mean, std) as f32
-                }),
+                })?,
             )
         }
         Init::Uniform { seed, low, high } if logical == local => {
@@ -102,7 +103,7 @@ pub fn materialize(
                 shape,
                 generate(local.iter().product(), threads, move |i| {
                     rng::uniform(seed, i, low, high) as f32
-                }),
+                })?,
             )
         }
         Init::Normal { seed, mean, std } => Tensor::from_f64(
@@ -131,7 +132,7 @@ pub fn materialize(
         }
         Init::Npy { path } => {
             let full = crate::external::read_npy(&base_dir.join(path), dtype, logical)?;
-            return Ok(slice_block(&full, logical, offset, local));
+            return slice_block(&full, logical, offset, local);
         }
         Init::Raw {
             path,
@@ -139,21 +140,21 @@ pub fn materialize(
         } => {
             let full =
                 crate::external::read_raw(&base_dir.join(path), *file_offset, dtype, logical)?;
-            return Ok(slice_block(&full, logical, offset, local));
+            return slice_block(&full, logical, offset, local);
         }
         Init::Safetensors { path, tensor } => {
             let full =
                 crate::external::read_safetensors(&base_dir.join(path), tensor, dtype, logical)?;
-            return Ok(slice_block(&full, logical, offset, local));
+            return slice_block(&full, logical, offset, local);
         }
     };
     t.map_err(|e| e.to_string())
 }
 
 /// `f(0..n)`, computed on up to `threads` threads for large `n` (the values depend only
-/// on the index, so the split cannot change them).
-fn generate(n: usize, threads: usize, f: impl Fn(u64) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; n];
+/// on the index, so the split cannot change them). The buffer is allocated fallibly.
+fn generate(n: usize, threads: usize, f: impl Fn(u64) -> f32 + Sync) -> Result<Vec<f32>, String> {
+    let mut out = try_filled(n, 0f32).map_err(|e| e.to_string())?;
     let chunk = n.div_ceil(threads.max(1)).max(1 << 16);
     std::thread::scope(|scope| {
         for (c, part) in out.chunks_mut(chunk).enumerate() {
@@ -165,36 +166,48 @@ fn generate(n: usize, threads: usize, f: impl Fn(u64) -> f32 + Sync) -> Vec<f32>
             });
         }
     });
-    out
+    Ok(out)
 }
 
-/// The block of `full` at `offset` with shape `local`.
-pub fn slice_block(full: &Tensor, logical: &[usize], offset: &[usize], local: &[usize]) -> Tensor {
+/// The block of `full` at `offset` with shape `local`; an error only when the block's
+/// buffer cannot be allocated.
+pub fn slice_block(
+    full: &Tensor,
+    logical: &[usize],
+    offset: &[usize],
+    local: &[usize],
+) -> Result<Tensor, String> {
     if logical == local {
-        return full.clone();
+        return Ok(full.clone());
     }
-    let idx: Vec<usize> = block_indices(logical, offset, local).collect();
+    let idx = || block_indices(logical, offset, local);
     let shape = local.to_vec();
     let t = match full.data() {
         weft_ir::TensorData::Float(v) => {
-            Tensor::from_f32(full.dtype(), shape, idx.iter().map(|&i| v[i]).collect())
+            try_collect(idx().map(|i| v[i])).map(|d| Tensor::from_f32(full.dtype(), shape, d))
         }
         weft_ir::TensorData::Int(v) => {
-            Tensor::from_i64(full.dtype(), shape, idx.iter().map(|&i| v[i]).collect())
+            try_collect(idx().map(|i| v[i])).map(|d| Tensor::from_i64(full.dtype(), shape, d))
         }
         weft_ir::TensorData::Bool(v) => {
-            Tensor::from_bool(shape, idx.iter().map(|&i| v[i]).collect())
+            try_collect(idx().map(|i| v[i])).map(|d| Tensor::from_bool(shape, d))
         }
     };
-    t.expect("a block of a valid tensor is valid")
+    Ok(t.map_err(|e| e.to_string())?
+        .expect("a block of a valid tensor is valid"))
 }
 
 /// Reassembles a logical value from every rank's piece: split pieces are placed,
-/// partial pieces reduced in rank order, replicated ones taken from coordinate 0.
-pub fn assemble(grid: &RankGrid, sharding: &Sharding, pieces: &[&Tensor]) -> Tensor {
+/// partial pieces reduced in rank order, replicated ones taken from coordinate 0. An
+/// error only when the logical tensor's buffers cannot be allocated.
+pub fn assemble(
+    grid: &RankGrid,
+    sharding: &Sharding,
+    pieces: &[&Tensor],
+) -> Result<Tensor, String> {
     let first = pieces[0];
     if sharding.is_replicated() {
-        return first.clone();
+        return Ok(first.clone());
     }
     let local = first.shape().to_vec();
     let (logical, _) = placement_of(grid, 0, sharding, &local);
@@ -203,9 +216,15 @@ pub fn assemble(grid: &RankGrid, sharding: &Sharding, pieces: &[&Tensor]) -> Ten
         Placement::Partial(op) => Some(op),
         _ => None,
     });
-    let mut acc: Vec<Option<f64>> = vec![None; numel];
-    let mut ints: Vec<Option<i64>> = vec![None; numel];
-    let mut bools: Vec<Option<bool>> = vec![None; numel];
+    // Only the buffer of the pieces' kind is allocated.
+    let kind_len = |yes: bool| if yes { numel } else { 0 };
+    let alloc = |e: weft_ir::AllocError| e.to_string();
+    let mut acc: Vec<Option<f64>> =
+        try_filled(kind_len(first.as_f32().is_some()), None).map_err(alloc)?;
+    let mut ints: Vec<Option<i64>> =
+        try_filled(kind_len(first.as_i64().is_some()), None).map_err(alloc)?;
+    let mut bools: Vec<Option<bool>> =
+        try_filled(kind_len(first.as_bool().is_some()), None).map_err(alloc)?;
     for (rank, piece) in pieces.iter().enumerate() {
         if !grid.is_canonical(rank, sharding) {
             continue;
@@ -237,22 +256,20 @@ pub fn assemble(grid: &RankGrid, sharding: &Sharding, pieces: &[&Tensor]) -> Ten
         }
     }
     let t = match first.data() {
-        weft_ir::TensorData::Float(_) => Tensor::from_f32(
-            first.dtype(),
-            logical,
-            acc.into_iter().map(|x| x.unwrap_or(0.0) as f32).collect(),
-        ),
-        weft_ir::TensorData::Int(_) => Tensor::from_i64(
-            first.dtype(),
-            logical,
-            ints.into_iter().map(|x| x.unwrap_or(0)).collect(),
-        ),
-        weft_ir::TensorData::Bool(_) => Tensor::from_bool(
-            logical,
-            bools.into_iter().map(|x| x.unwrap_or(false)).collect(),
-        ),
+        weft_ir::TensorData::Float(_) => {
+            let v = try_collect(acc.into_iter().map(|x| x.unwrap_or(0.0) as f32)).map_err(alloc)?;
+            Tensor::from_f32(first.dtype(), logical, v)
+        }
+        weft_ir::TensorData::Int(_) => {
+            let v = try_collect(ints.into_iter().map(|x| x.unwrap_or(0))).map_err(alloc)?;
+            Tensor::from_i64(first.dtype(), logical, v)
+        }
+        weft_ir::TensorData::Bool(_) => {
+            let v = try_collect(bools.into_iter().map(|x| x.unwrap_or(false))).map_err(alloc)?;
+            Tensor::from_bool(logical, v)
+        }
     };
-    t.expect("assembled pieces cover the logical tensor")
+    Ok(t.expect("assembled pieces cover the logical tensor"))
 }
 
 #[cfg(test)]
@@ -295,7 +312,7 @@ mod tests {
             })
             .collect();
         assert_eq!(pieces[1].as_f32().unwrap()[0], whole.as_f32().unwrap()[3]);
-        let back = assemble(&grid, &sharding, &[&pieces[0], &pieces[1]]);
+        let back = assemble(&grid, &sharding, &[&pieces[0], &pieces[1]]).unwrap();
         assert_eq!(back, whole);
     }
 }

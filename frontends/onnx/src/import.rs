@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use weft_ir::types::dims_product;
 use weft_ir::{
     DType, Dim, GeluApprox, Graph, Init, Op, ReduceKind, Shape, Tensor, TensorData, ValueId,
 };
@@ -1004,11 +1005,12 @@ impl Importer {
                 if dims.iter().filter(|d| d.is_none()).count() > 1 {
                     return Err("more than one -1 in the target shape".into());
                 }
-                let known: u64 = dims
+                let known: Vec<u64> = dims
                     .iter()
                     .flatten()
                     .map(|d| d.eval(&self.g.dims).unwrap_or(0))
-                    .product();
+                    .collect();
+                let known = dims_product(&known).map_err(|e| e.to_string())?;
                 let dims: Vec<Dim> = dims
                     .into_iter()
                     .map(|d| d.unwrap_or(Dim::Fixed(numel.checked_div(known).unwrap_or(0))))
@@ -1027,8 +1029,10 @@ impl Importer {
                     return Err(format!("axis {axis} is out of range for rank {r}"));
                 }
                 let a = a as usize;
-                let (outer, inner): (u64, u64) =
-                    (shape[..a].iter().product(), shape[a..].iter().product());
+                let (outer, inner) = (
+                    dims_product(&shape[..a]).map_err(|e| e.to_string())?,
+                    dims_product(&shape[a..]).map_err(|e| e.to_string())?,
+                );
                 self.reshape_to(node, x, vec![Dim::Fixed(outer), Dim::Fixed(inner)])
             }
             "Attention" => self.attention(node),
@@ -1228,7 +1232,7 @@ impl Importer {
                     ));
                 }
                 let out = node.output.first().ok_or("the node has no output")?.clone();
-                let outer: u64 = dshape[..m].iter().product();
+                let outer = dims_product(&dshape[..m]).map_err(|e| e.to_string())?;
                 let mut merged = vec![Dim::Fixed(outer)];
                 merged.extend(dshape[m..].iter().map(|&d| Dim::Fixed(d)));
                 let flat_data = self.emit_named(
@@ -1410,7 +1414,7 @@ impl Importer {
                 // Normalising over dims axis.. is normalising the last dim of a view that
                 // merges them; scale and bias (shaped like those dims) are flattened alike.
                 let dims = shape.eval(&self.g.dims).map_err(|e| e.to_string())?;
-                let inner: u64 = dims[axis..].iter().product();
+                let inner = dims_product(&dims[axis..]).map_err(|e| e.to_string())?;
                 let mut view: Vec<Dim> = shape.dims()[..axis].to_vec();
                 view.push(Dim::Fixed(inner));
                 let mut inputs = vec![self.emit_named(
