@@ -75,7 +75,14 @@ fn fixtures_keep_their_onnx_output_names_through_every_pass() {
         assert_eq!(output_names(&g), want, "{name} parsed");
         let (raised, _) = weft::to_stage(g, weft::Stage::Raised).unwrap();
         assert_eq!(output_names(&raised), want, "{name} raised");
-        for spec in ["tp=2", "sp=2"] {
+        // The MLP fixture's sequence (7) does not divide over `sp=2`, which is refused
+        // (shard::a_split_that_does_not_divide_is_an_error_on_every_axis).
+        let specs: &[&str] = if name == "mlp" {
+            &["tp=2"]
+        } else {
+            &["tp=2", "sp=2"]
+        };
+        for spec in specs {
             let mesh: weft::ir::Mesh = spec.parse().unwrap();
             let sharded =
                 weft::shard(&raised, &mesh).unwrap_or_else(|e| panic!("{name} {spec}: {e}"));
