@@ -318,6 +318,17 @@ impl Shape {
             .iter()
             .fold(1u64, |acc, &d| acc.saturating_mul(d)))
     }
+
+    /// Whether two shapes are equal under `bindings`, dim by dim ([`Dim::same`]): `[batch, seq]`
+    /// and `[batch, 16]` are the same shape when `seq = 16`.
+    pub fn same(&self, other: &Shape, bindings: &DimBindings) -> bool {
+        self.rank() == other.rank()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.same(b, bindings))
+    }
 }
 
 impl fmt::Display for Shape {
@@ -351,6 +362,11 @@ impl TensorType {
             .shape
             .numel(bindings)?
             .saturating_mul(self.dtype.size_bytes()))
+    }
+
+    /// Whether two types are equal under `bindings`: one dtype and the same evaluated shape.
+    pub fn same(&self, other: &TensorType, bindings: &DimBindings) -> bool {
+        self.dtype == other.dtype && self.shape.same(&other.shape, bindings)
     }
 }
 

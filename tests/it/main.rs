@@ -10,6 +10,7 @@ mod raise;
 mod roundtrip;
 mod run;
 mod saturate;
+mod saturate_models;
 mod shard;
 
 use std::path::{Path, PathBuf};
