@@ -26,6 +26,7 @@ pub mod graph;
 pub mod infer;
 pub mod mesh;
 pub mod op;
+pub mod propagate;
 pub mod rng;
 pub mod stats;
 pub mod tensor;

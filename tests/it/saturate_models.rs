@@ -142,3 +142,78 @@ fn no_rule_is_banned_however_many_layers() {
         two + 78 * per_layer
     );
 }
+
+/// `expert-gemm-split-blocks` cuts the rows into blocks and labels each slice with the
+/// rows' sharding; rows split along dim 0 on the mesh (not local to a device) have no
+/// row blocks of the global value, so the rule must not apply to them.
+#[test]
+fn expert_blocks_are_not_cut_from_rows_split_on_the_mesh() {
+    use weft::ir::{Init, Op, Placement, Shape, Sharding};
+    let mut g = Graph::new("blocks");
+    g.mesh = "tp=2".parse().unwrap();
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([16u64, 4]),
+            },
+            &[],
+        )
+        .unwrap();
+    let counts = g
+        .add(
+            "counts",
+            Op::Constant {
+                dtype: DType::I64,
+                shape: Shape::new([2u64, 2]),
+                init: Init::Inline(vec![4.0, 4.0, 4.0, 4.0]),
+            },
+            &[],
+        )
+        .unwrap();
+    let w = g
+        .add(
+            "w",
+            Op::Weight {
+                dtype: DType::F32,
+                shape: Shape::new([2u64, 4, 4]),
+                init: Init::Fill { value: 0.5 },
+            },
+            &[],
+        )
+        .unwrap();
+    let y = g
+        .add(
+            "y",
+            Op::ExpertMatMul { transpose_b: false },
+            &[x, counts, w],
+        )
+        .unwrap();
+    g.outputs.push(y);
+    let rows = Sharding::on("tp", Placement::Split(0));
+    for v in [x, y] {
+        g.value_mut(v).sharding = rows.clone();
+    }
+    let options = SaturateOptions {
+        rules: vec!["expert-gemm-split-blocks".into()],
+        guards: weft::passes::saturate::Guards {
+            min_rows: 1,
+            ..Default::default()
+        },
+        ..SaturateOptions::default()
+    };
+    let sat = saturate::saturate(&g, &options).unwrap();
+    assert_eq!(
+        sat.report.not_fired,
+        ["expert-gemm-split-blocks"],
+        "{:#?}",
+        sat.report
+    );
+    // The same rows local to each device (expert parallelism's received blocks) are cut.
+    for v in [x, y] {
+        g.value_mut(v).sharding = Sharding::on("tp", Placement::Local);
+    }
+    let sat = saturate::saturate(&g, &options).unwrap();
+    assert!(sat.report.not_fired.is_empty(), "{:#?}", sat.report);
+}
