@@ -3,8 +3,9 @@
 //! A mesh is an ordered list of named axes (`tp=8,ep=2`). A value's sharding says,
 //! for each mesh axis, how the value is laid out over the devices along that axis
 //! (the same model as PyTorch DTensor placements and the MLIR `shard` dialect):
-//! replicated, split along one tensor dimension, or a partial sum awaiting a reduction.
-//! Axes a sharding does not mention are replicated. When several mesh axes split the
+//! replicated, split along one tensor dimension, or a partial sum awaiting a reduction;
+//! or local, each device's own value and no piece of a global tensor (what expert
+//! parallelism routes between devices). Axes a sharding does not mention are replicated. When several mesh axes split the
 //! same tensor dimension, the mesh's axis order is the nesting order (outermost first).
 
 use std::collections::BTreeMap;

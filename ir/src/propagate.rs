@@ -65,11 +65,7 @@ pub fn follow(
     let n_out = out_shapes.len();
     // A per-device value that is not a piece of a global tensor stays one through any
     // computation; only the ops that define how such values arise or end say otherwise.
-    let handles_local = match op {
-        Op::MoeCombine | Op::MoeDispatch { .. } => true,
-        _ => own && op.mesh_axis().is_some(),
-    };
-    if ins.iter().any(|a| a.placement == L) && !handles_local {
+    if ins.iter().any(|a| a.placement == L) && !decides_local(op, own) {
         return Ok(Some(vec![L; n_out]));
     }
     let rank0 = ins.first().map_or(0, |a| a.shape.len());
@@ -100,9 +96,10 @@ pub fn follow(
             P(ReduceOp::Max) => refuse(ins, "negation turns a partial max into a min"),
             p => one(p),
         },
-        Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::Where => {
-            broadcast(op, ins, out_rank).map(|p| vec![p])
-        }
+        Op::Add | Op::Sub => broadcast(Linear::Sum, ins, out_rank).map(|p| vec![p]),
+        Op::Mul => broadcast(Linear::Scale, ins, out_rank).map(|p| vec![p]),
+        Op::Div => broadcast(Linear::Quotient, ins, out_rank).map(|p| vec![p]),
+        Op::Pow | Op::Where => broadcast(Linear::No, ins, out_rank).map(|p| vec![p]),
         Op::Softmax { axis } => keep_unless(ins, &[norm(*axis, rank0)], false),
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
             if ins[1..].iter().any(|a| a.placement != R) {
@@ -326,6 +323,82 @@ pub fn follow(
     outs.map(Some)
 }
 
+/// Whether the op's own rule decides what a local input gives: dispatch and combine
+/// along every axis, a collective along its own (only an all-to-all takes one). Every
+/// other op computes each device's own value from it: local again.
+fn decides_local(op: &Op, own: bool) -> bool {
+    match op {
+        Op::MoeDispatch { .. } | Op::MoeCombine => true,
+        Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. }
+        | Op::Broadcast { .. }
+        | Op::AllSlice { .. }
+        | Op::ShardedGather { .. }
+        | Op::MatMulReduceScatter { .. }
+        | Op::AllGatherMatMul { .. } => own,
+        Op::Input { .. }
+        | Op::Weight { .. }
+        | Op::Constant { .. }
+        | Op::MatMul { .. }
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Pow
+        | Op::Neg
+        | Op::Exp
+        | Op::Sqrt
+        | Op::Rsqrt
+        | Op::Reciprocal
+        | Op::Silu
+        | Op::Gelu { .. }
+        | Op::Relu
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Softmax { .. }
+        | Op::RmsNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Attention { .. }
+        | Op::RopeCache { .. }
+        | Op::Rope { .. }
+        | Op::Gather { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Cast { .. }
+        | Op::Reduce { .. }
+        | Op::TopK { .. }
+        | Op::Expand { .. }
+        | Op::Where
+        | Op::IsNan
+        | Op::MoeRoute { .. }
+        | Op::ExpertMatMul { .. }
+        | Op::MoePad { .. }
+        | Op::MoeUnpad { .. }
+        | Op::FusedElementwise { .. } => false,
+    }
+}
+
+/// In which inputs a broadcasting element-wise op is linear, so partial sums stay partial.
+#[derive(Clone, Copy, Debug)]
+enum Linear {
+    /// `a ± b`: when every input is a partial sum.
+    Sum,
+    /// `a · b`: when one input is a partial sum and the others are whole.
+    Scale,
+    /// `a / b`: when the dividend is a partial sum, the divisor whole, and both float
+    /// (truncating integer division does not distribute over a sum).
+    Quotient,
+    /// `pow`, `where`: never.
+    No,
+}
+
 /// Keeps a split unless it is along one of `dims`; partial values pass only where the
 /// op is linear.
 fn keep_unless(ins: &[Arg<'_>], dims: &[usize], linear: bool) -> Result<Vec<Placement>, Reason> {
@@ -338,7 +411,7 @@ fn keep_unless(ins: &[Arg<'_>], dims: &[usize], linear: bool) -> Result<Vec<Plac
 
 /// Element-wise ops with NumPy broadcasting: split inputs agree on one output dim, and
 /// whole inputs are broadcast along it; partial sums stay partial where the op is linear.
-fn broadcast(op: &Op, ins: &[Arg<'_>], rank: usize) -> Result<Placement, Reason> {
+fn broadcast(linear: Linear, ins: &[Arg<'_>], rank: usize) -> Result<Placement, Reason> {
     let partial: Vec<bool> = ins.iter().map(|a| matches!(a.placement, P(_))).collect();
     if partial.iter().any(|&p| p) {
         let sums = ins
@@ -350,14 +423,14 @@ fn broadcast(op: &Op, ins: &[Arg<'_>], rank: usize) -> Result<Placement, Reason>
                 .all(|(j, a)| j == k || a.placement == R)
         };
         let first = partial.iter().position(|&p| p).unwrap_or(0);
-        let linear = sums
-            && match op {
-                Op::Add | Op::Sub => partial.iter().all(|&p| p),
-                Op::Mul => partial.iter().filter(|&&p| p).count() == 1 && whole_but(first),
-                Op::Div => partial[0] && whole_but(0) && ins.iter().all(|a| a.float),
-                _ => false,
+        let holds = sums
+            && match linear {
+                Linear::Sum => partial.iter().all(|&p| p),
+                Linear::Scale => partial.iter().filter(|&&p| p).count() == 1 && whole_but(first),
+                Linear::Quotient => partial[0] && whole_but(0) && ins.iter().all(|a| a.float),
+                Linear::No => false,
             };
-        return if linear {
+        return if holds {
             Ok(P(ReduceOp::Sum))
         } else {
             refuse(ins, "not linear in its partial inputs")
@@ -590,16 +663,84 @@ fn fused(steps: &[FusedStep], ins: &[Arg<'_>], out: &[u64]) -> Result<Placement,
             } => {
                 let other = operand(*i)?;
                 let pair = if *swap { [other, me] } else { [me, other] };
-                broadcast(op, &pair, out.len())?
+                by_op(op, &pair, out, k)?
             }
-            FusedStep::Unary { op } => {
-                let shapes = [shape.to_vec()];
-                match follow(op, &[me], &shapes, &[], false)? {
-                    Some(p) => p[0],
-                    None => return Err(format!("step {k} is a source")),
-                }
-            }
+            FusedStep::Unary { op } => by_op(op, &[me], shape, k)?,
         };
     }
     Ok(running)
+}
+
+/// One step of a fused kernel, by the rule of the op it applies.
+fn by_op(op: &Op, ins: &[Arg<'_>], shape: &[u64], k: usize) -> Result<Placement, Reason> {
+    match follow(op, ins, &[shape.to_vec()], &[], false)? {
+        Some(p) if !p.is_empty() => Ok(p[0]),
+        _ => Err(format!("step {k} (`{}`) produces no value", op.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::GeluApprox;
+
+    fn arg(placement: Placement, shape: &[u64]) -> Arg<'_> {
+        Arg {
+            placement,
+            shape,
+            float: true,
+        }
+    }
+
+    #[test]
+    fn a_split_lands_where_the_same_leading_elements_are() {
+        // Heads of per-device size 1 (2 KV heads over 2 devices) or the head dim: the
+        // same pieces either way.
+        assert_eq!(reshape_dims(&[1, 16, 8], &[1, 16, 1, 8], 2), [2, 3]);
+        // Flattening rows with a batch of 2 interleaves the devices' pieces.
+        assert!(reshape_dims(&[2, 8, 4], &[16, 4], 1).is_empty());
+        assert_eq!(reshape_dims(&[8, 4], &[32], 0), [0]);
+    }
+
+    #[test]
+    fn fused_kernels_follow_their_steps() {
+        let (a, w, bias) = ([4u64, 8], [8u64, 6], [1u64, 6]);
+        let steps = vec![
+            FusedStep::Matmul {
+                operand: 1,
+                transpose_b: false,
+            },
+            FusedStep::Binary {
+                op: Box::new(Op::Add),
+                operand: 2,
+                swap: false,
+            },
+        ];
+        let op = Op::FusedElementwise { steps };
+        let out = vec![vec![4, 6]];
+        // Column-parallel GEMM plus a bias split alike: columns.
+        let ins = [arg(R, &a), arg(S(1), &w), arg(S(1), &bias)];
+        assert_eq!(follow(&op, &ins, &out, &[], false), Ok(Some(vec![S(1)])));
+        // Row-parallel GEMM (a partial sum) plus a whole bias: the bias would be added
+        // once per device.
+        let ins = [arg(S(1), &a), arg(S(0), &w), arg(R, &bias)];
+        let e = follow(&op, &ins, &out, &[], false).unwrap_err();
+        assert!(e.contains("not linear"), "{e}");
+        // GELU of a partial sum.
+        let op = Op::FusedElementwise {
+            steps: vec![
+                FusedStep::Matmul {
+                    operand: 1,
+                    transpose_b: false,
+                },
+                FusedStep::Unary {
+                    op: Box::new(Op::Gelu {
+                        approximate: GeluApprox::Erf,
+                    }),
+                },
+            ],
+        };
+        let e = follow(&op, &ins[..2], &out, &[], false).unwrap_err();
+        assert!(e.contains("non-linear"), "{e}");
+    }
 }

@@ -12,8 +12,11 @@ use weft::zoo::{LlamaConfig, bundled_examples, llama};
 
 use crate::{load, repo, worst_relative};
 
-/// Saturates (sharded over `mesh` first, when given) and extracts, checking soundness.
-fn extracted(graph: &Graph, mesh: Option<&str>, what: &str) -> Graph {
+/// Saturates (sharded over `mesh` first, when given) and extracts twice, checking
+/// soundness: the cheapest program, and the one that uses every rule's result wherever
+/// a rule applied (so each result's shardings go through the verifier's propagation
+/// check).
+fn extracted(graph: &Graph, mesh: Option<&str>, what: &str) -> [Graph; 2] {
     let graph = match mesh {
         Some(spec) => {
             let mesh: Mesh = spec.parse().unwrap();
@@ -29,22 +32,28 @@ fn extracted(graph: &Graph, mesh: Option<&str>, what: &str) -> Graph {
         "{what} ({at}): {:?}",
         sat.report.unsound
     );
-    saturate::extract(&sat, &graph).unwrap_or_else(|e| panic!("{what} ({at}): {e}"))
+    [
+        saturate::extract(&sat, &graph).unwrap_or_else(|e| panic!("{what} ({at}): {e}")),
+        saturate::extract_rewritten(&sat, &graph)
+            .unwrap_or_else(|e| panic!("{what} ({at}), rewritten: {e}")),
+    ]
 }
 
-/// Runs `graph` and its extracted program at each of `meshes` on `inputs`.
+/// Runs `graph` and its extracted programs at each of `meshes` on `inputs`.
 fn extracted_matches(graph: &Graph, meshes: &[Option<&str>], inputs: &Tensors, what: &str) {
     let o = RunOptions::default();
     let want = run(graph, inputs, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
     for &mesh in meshes {
-        let program = extracted(graph, mesh, what);
-        let got = run(&program, inputs, &o).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let err = worst_relative(&want, &got);
-        assert!(
-            err <= 1e-5,
-            "{what} ({}): relative error {err}",
-            mesh.unwrap_or("no mesh")
-        );
+        for (kind, program) in ["cheapest", "rewritten"]
+            .into_iter()
+            .zip(extracted(graph, mesh, what))
+        {
+            let at = mesh.unwrap_or("no mesh");
+            let got =
+                run(&program, inputs, &o).unwrap_or_else(|e| panic!("{what} ({at}, {kind}): {e}"));
+            let err = worst_relative(&want, &got);
+            assert!(err <= 1e-5, "{what} ({at}, {kind}): relative error {err}");
+        }
     }
 }
 
@@ -97,7 +106,11 @@ fn every_onnx_fixture_saturates_and_extracts_with_and_without_a_mesh() {
             .map(|v| graph.value(v).name.clone())
             .zip(given)
             .collect();
-        extracted_matches(&graph, &[None, Some("tp=2")], &inputs, fixture);
+        let mut meshes = vec![None, Some("tp=2"), Some("sp=2"), Some("dp=1,tp=2")];
+        if fixture == "mixtral" {
+            meshes.extend([Some("ep=2"), Some("tp=2,ep=2")]);
+        }
+        extracted_matches(&graph, &meshes, &inputs, fixture);
     }
 }
 
