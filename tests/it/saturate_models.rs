@@ -230,3 +230,18 @@ fn expert_blocks_are_not_cut_from_rows_split_on_the_mesh() {
     let sat = saturate::saturate(&g, &options).unwrap();
     assert!(sat.report.not_fired.is_empty(), "{:#?}", sat.report);
 }
+
+/// The command from the issue: extraction without a mesh, on a model whose dims are
+/// symbolic, used to fail with "a rule merged classes that differ".
+#[test]
+fn cli_extracts_the_tiny_example_without_a_mesh() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["dump", "examples/tiny-llama.json", "--stage", "extracted"])
+        .current_dir(repo("."))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("return %logits"), "{text}");
+}
