@@ -549,15 +549,12 @@ fn attention(ins: &[Arg<'_>], causal: bool) -> Result<Placement, Reason> {
     }
     if let Some(m) = ins.get(3) {
         let off = 4usize.saturating_sub(m.shape.len());
-        let want = if d >= off && m.shape[d - off] > 1 {
-            S(d - off)
-        } else {
-            R
-        };
-        if m.placement != want {
+        if !follows_split(m, d, off) {
             return refuse(
                 ins,
-                &format!("the mask must be {want} with queries split along dim {d}"),
+                &format!(
+                    "the mask must be split alike (or broadcast) with queries split along dim {d}"
+                ),
             );
         }
     }
@@ -581,19 +578,30 @@ fn rope(ins: &[Arg<'_>]) -> Result<Placement, Reason> {
     };
     for t in &ins[1..] {
         let off = rank.saturating_sub(t.shape.len());
-        let want = if d >= off && t.shape[d - off] > 1 {
-            S(d - off)
-        } else {
-            R
-        };
-        if t.placement != want {
+        if !follows_split(t, d, off) {
             return refuse(
                 ins,
-                &format!("the tables must be {want} with x split along dim {d}"),
+                &format!(
+                    "the tables must be split alike (or broadcast) with x split along dim {d}"
+                ),
             );
         }
     }
     Ok(S(d))
+}
+
+/// Whether a broadcast operand (its dims aligned to the right, `off` dims short) goes
+/// with a value split along dim `d`: split along the same dim, or whole where it
+/// broadcasts there (absent, or of size 1: per device, size 1 may also be a split).
+fn follows_split(x: &Arg<'_>, d: usize, off: usize) -> bool {
+    if d < off {
+        return x.placement == R;
+    }
+    match (x.placement, x.shape[d - off]) {
+        (S(e), _) => e == d - off,
+        (R, n) => n == 1,
+        _ => false,
+    }
 }
 
 /// `take(table, ids, a)`.
@@ -601,6 +609,8 @@ fn gather(ins: &[Arg<'_>], a: usize) -> Result<Placement, Reason> {
     let (table, ids) = (&ins[0], &ins[1]);
     match (table.placement, ids.placement) {
         (R, R) => Ok(R),
+        // Rows of partial sums are partial sums of the rows.
+        (P(ReduceOp::Sum), R) => Ok(P(ReduceOp::Sum)),
         (R, S(d)) => Ok(S(a + d)),
         (S(d), R) if d < a => Ok(S(d)),
         (S(d), R) if d > a => Ok(S(d + ids.shape.len() - 1)),
