@@ -409,6 +409,9 @@ fn check_shardings(graph: &Graph, errors: &mut Vec<VerifyError>) {
                 ))
             } else {
                 match placement {
+                    Placement::Local if graph.mesh.axes().is_empty() => Some(
+                        "a layout request cannot be local (each device's own value); ask for a split or a whole value".into(),
+                    ),
                     Placement::Split(d) if d >= value.ty.shape.rank() => Some(format!(
                         "split along dim {d} but the value has rank {}",
                         value.ty.shape.rank()

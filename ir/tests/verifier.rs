@@ -714,3 +714,15 @@ fn a_local_value_is_refused_where_a_laid_out_value_is_required() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_layout_request_cannot_be_local() {
+    // Without a mesh, shardings are requests for the sharding pass: a split or whole.
+    let (mut g, x, ..) = chain();
+    g.value_mut(x).sharding = Sharding::on("ep", Placement::Local);
+    let e = only_error(&g);
+    assert!(
+        matches!(&*e.rule, Rule::Sharding { value, reason } if value == "x" && reason.contains("cannot be local")),
+        "{e}"
+    );
+}
