@@ -28,8 +28,63 @@ pub enum LoadError {
     Json(#[from] json::JsonError),
     #[error(transparent)]
     Onnx(#[from] weft_frontend_onnx::OnnxError),
-    #[error("{}: unknown model type; Weft reads `.json` (docs/json-format.md) and `.onnx` models", .0.display())]
+    #[error("{}: unknown model type: neither its content nor its extension says Weft JSON (docs/json-format.md) or ONNX", .0.display())]
     UnknownFormat(PathBuf),
+    #[error("{}: is a directory, not a model file (give a `.json` or `.onnx` file)", .0.display())]
+    Directory(PathBuf),
+}
+
+/// The model formats Weft reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Onnx,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Json => "Weft JSON",
+            Format::Onnx => "ONNX",
+        }
+    }
+}
+
+/// The format of the model at `path`: by content when the first bytes say (a JSON model
+/// is an object, `{`; an ONNX model is a protobuf `ModelProto` whose first field is
+/// `ir_version`, tag byte 0x08), else by extension. A file whose extension names the other
+/// format is read by its content, with a warning. `None`: neither says.
+fn sniff_format(path: &Path) -> Option<Format> {
+    let by_name = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("json") => Some(Format::Json),
+        Some(e) if e.eq_ignore_ascii_case("onnx") => Some(Format::Onnx),
+        _ => None,
+    };
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let text = head[..n]
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(&head[..n]);
+    let by_content = match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Some(Format::Json),
+        _ if text.first() == Some(&0x08) => Some(Format::Onnx),
+        _ => None,
+    };
+    match (by_name, by_content) {
+        (Some(named), Some(found)) if named != found => {
+            tracing::warn!(
+                path = %path.display(),
+                "the file's extension says {} but it holds {}: read as {}",
+                named.name(),
+                found.name(),
+                found.name()
+            );
+            Some(found)
+        }
+        (named, found) => found.or(named),
+    }
 }
 
 /// How far a loaded model is taken before it is used.
@@ -74,24 +129,28 @@ pub struct LoadOptions {
     pub dims: BTreeMap<String, u64>,
 }
 
-/// Loads and verifies a model, choosing the frontend by the file's extension.
+/// Loads and verifies a model, choosing the frontend by the file's content (or, when the
+/// first bytes do not tell, its extension).
 pub fn load_model(path: &Path, options: &LoadOptions) -> Result<ir::Graph, LoadError> {
     let start = std::time::Instant::now();
-    let graph = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => Ok(json::load_with(
+    if path.is_dir() {
+        return Err(LoadError::Directory(path.to_owned()));
+    }
+    let graph = match sniff_format(path) {
+        Some(Format::Json) => Ok(json::load_with(
             path,
             &json::LoadOptions {
                 dims: options.dims.clone(),
             },
         )?),
-        Some("onnx") => Ok(weft_frontend_onnx::load(
+        Some(Format::Onnx) => Ok(weft_frontend_onnx::load(
             path,
             &weft_frontend_onnx::ImportOptions {
                 dims: options.dims.clone(),
                 ..Default::default()
             },
         )?),
-        _ => Err(LoadError::UnknownFormat(path.to_owned())),
+        None => Err(LoadError::UnknownFormat(path.to_owned())),
     }?;
     tracing::info!(
         path = %path.display(),

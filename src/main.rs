@@ -24,16 +24,17 @@ struct Cli {
 enum Command {
     /// Parse and verify a model, then summarise it: ops by kind, parameters, FLOPs.
     Check {
-        /// The model file (`.json`, see docs/json-format.md).
+        /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
         model: PathBuf,
         /// Print the summary as one JSON object (keys: params, param_bytes, flops, ops, …;
-        /// with `--mesh` also comm_bytes_total, comm_bytes_per_layer and collectives).
+        /// for a sharded graph, with `--mesh` or from a file that declares its mesh, also
+        /// comm_bytes_total, comm_bytes_per_layer and collectives).
         #[arg(long)]
         json: bool,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
         /// `--mesh tp=2,ep=4` (axes: `tp` Megatron tensor parallelism, `dp` batch split,
         /// `ep` expert parallelism, `sp` Ulysses sequence parallelism; docs/sharding.md).
-        #[arg(long, value_name = "SPEC")]
+        #[arg(long, value_name = "SPEC", value_parser = parse_mesh)]
         mesh: Option<weft::ir::Mesh>,
         /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
         /// device's sequence shard, between a reduce-scatter and an all-gather.
@@ -57,19 +58,21 @@ enum Command {
         /// `weft rules`); all by default.
         #[arg(long, value_delimiter = ',', value_name = "RULE,...")]
         rules: Vec<String>,
-        /// With `--stage saturated|extracted`: stop a phase at this many e-nodes.
-        #[arg(long, value_name = "N")]
+        /// With `--stage saturated|extracted`: stop a phase at this many e-nodes (at least 1).
+        #[arg(long, value_name = "N", value_parser = parse_positive)]
         node_limit: Option<usize>,
-        /// With `--stage saturated|extracted`: stop a phase after this many iterations.
-        #[arg(long, value_name = "N")]
+        /// With `--stage saturated|extracted`: stop a phase after this many iterations (at
+        /// least 1).
+        #[arg(long, value_name = "N", value_parser = parse_positive)]
         iter_limit: Option<usize>,
         /// With `--stage saturated`: also print egg's explanation of one application of
         /// this rule (the rewrite chain proving the matched term equal to the new one).
         #[arg(long, value_name = "RULE")]
         explain: Option<String>,
-        /// The model file (`.json`, see docs/json-format.md).
+        /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
         model: PathBuf,
-        /// Output format: `text` (one op per line), `json` (Weft's exchange format), `dot` (Graphviz).
+        /// Output format: `text` (one op per line), `json` (Weft's exchange format), `dot`
+        /// (Graphviz). `--stage saturated` prints a report: `text` or `json`.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Write to this file instead of standard output.
@@ -87,7 +90,7 @@ enum Command {
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
         /// `--mesh tp=2,ep=4` (axes: `tp` Megatron tensor parallelism, `dp` batch split,
         /// `ep` expert parallelism, `sp` Ulysses sequence parallelism; docs/sharding.md).
-        #[arg(long, value_name = "SPEC")]
+        #[arg(long, value_name = "SPEC", value_parser = parse_mesh)]
         mesh: Option<weft::ir::Mesh>,
         /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
         /// device's sequence shard, between a reduce-scatter and an all-gather.
@@ -102,7 +105,7 @@ enum Command {
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file (`.json`, see docs/json-format.md).
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
     /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
@@ -113,8 +116,8 @@ struct RunArgs {
     /// inputs in order.
     #[arg(long, value_name = "DIR")]
     input_dir: Option<PathBuf>,
-    /// Write the outputs to this `.npz` file, one array per graph output, keyed by name.
-    /// Without it, a summary of each output is printed.
+    /// Write the outputs to this `.npz` file (the name must end in `.npz`), one array per
+    /// graph output, keyed by name. Without it, a summary of each output is printed.
     #[arg(short, long, value_name = "FILE.npz")]
     output: Option<PathBuf>,
     /// Simulated ranks; must equal the number of devices of the graph's mesh (the default).
@@ -123,7 +126,7 @@ struct RunArgs {
     /// Shard the model over this device mesh and run one simulated rank per device, e.g.
     /// `--mesh tp=4` (axes `tp`, `dp`, `ep`, `sp`; docs/sharding.md); outputs are written
     /// whole (split outputs gathered).
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", value_parser = parse_mesh)]
     mesh: Option<weft::ir::Mesh>,
     /// With `--mesh`: Megatron sequence parallelism for norms — each norm runs on the
     /// device's sequence shard, between a reduce-scatter and an all-gather.
@@ -149,6 +152,18 @@ enum StageArg {
     Extracted,
 }
 
+impl StageArg {
+    fn name(self) -> &'static str {
+        match self {
+            StageArg::Parsed => "parsed",
+            StageArg::Raised => "raised",
+            StageArg::Sharded => "sharded",
+            StageArg::Saturated => "saturated",
+            StageArg::Extracted => "extracted",
+        }
+    }
+}
+
 /// Loads a model and takes it to `stage` (sharded over `mesh` when one is given),
 /// logging what each pass did.
 fn load_at(
@@ -164,15 +179,17 @@ fn load_at(
         (StageArg::Raised, None) => weft::Stage::Raised,
         (StageArg::Sharded, None) => miette::bail!("--stage sharded needs --mesh SPEC"),
         (StageArg::Saturated | StageArg::Extracted, None) => weft::Stage::Raised,
-        (StageArg::Parsed, Some(_)) => {
-            miette::bail!("--mesh shards the raised graph; drop --stage parsed or --mesh")
+        (StageArg::Parsed | StageArg::Raised, Some(_)) => miette::bail!(
+            "--stage {} prints the graph before sharding, so --mesh would be ignored; drop \
+             --mesh, or use --stage sharded (the default with --mesh), saturated or extracted",
+            stage.name()
+        ),
+        (StageArg::Sharded | StageArg::Saturated | StageArg::Extracted, Some(_)) => {
+            weft::Stage::Raised
         }
-        (_, Some(_)) => weft::Stage::Raised,
     };
-    let (graph, reports) = weft::to_stage(graph, passes).into_diagnostic()?;
-    for r in reports {
-        tracing::info!(pass = r.pass, elapsed = ?r.elapsed, "{}", r.summary);
-    }
+    // The pass manager logs each pass (RUST_LOG=info); its reports are not logged again.
+    let (graph, _reports) = weft::to_stage(graph, passes).into_diagnostic()?;
     match mesh {
         Some(mesh) => {
             let start = std::time::Instant::now();
@@ -187,6 +204,14 @@ fn load_at(
             Ok(sharded)
         }
         None => Ok(graph),
+    }
+}
+
+/// The stage `check` and `run` work on: raised, sharded when a mesh is given.
+fn graph_stage(mesh: &Option<weft::ir::Mesh>) -> StageArg {
+    match mesh {
+        Some(_) => StageArg::Sharded,
+        None => StageArg::Raised,
     }
 }
 
@@ -209,6 +234,24 @@ fn parse_dim(s: &str) -> Result<(String, u64), String> {
         return Err(format!("dim `{name}` must be at least 1"));
     }
     Ok((name.trim().to_owned(), value))
+}
+
+/// `--mesh`: an empty spec is refused rather than read as "no mesh".
+fn parse_mesh(s: &str) -> Result<weft::ir::Mesh, String> {
+    let mesh: weft::ir::Mesh = s.parse().map_err(|e| format!("{e}"))?;
+    if mesh.axes().is_empty() {
+        return Err("the mesh is empty; give axes and sizes such as `tp=4` or `tp=2,dp=2`".into());
+    }
+    Ok(mesh)
+}
+
+/// A limit of at least 1 (a limit of 0 would stop before anything ran).
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
 }
 
 fn options(dims: Vec<(String, u64)>) -> LoadOptions {
@@ -242,9 +285,11 @@ fn run(cli: Cli) -> miette::Result<()> {
             sp_norms,
             dims,
         } => {
-            let graph = load_at(&model, dims, StageArg::Raised, mesh.as_ref(), sp_norms)?;
+            let graph = load_at(&model, dims, graph_stage(&mesh), mesh.as_ref(), sp_norms)?;
+            // A sharded graph (sharded here, or a file that declares its mesh) reports its
+            // communication.
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
-            if mesh.is_some() {
+            if !graph.mesh.axes().is_empty() {
                 report.comm = Some(weft::CommSummary::new(&graph));
             }
             let text = if json {
@@ -286,6 +331,16 @@ fn run(cli: Cli) -> miette::Result<()> {
             } else {
                 StageArg::Raised
             });
+            check_dump_flags(
+                stage,
+                format,
+                &[
+                    ("--rules", !rules.is_empty()),
+                    ("--node-limit", node_limit.is_some()),
+                    ("--iter-limit", iter_limit.is_some()),
+                ],
+                explain.is_some(),
+            )?;
             let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
             let graph = match stage {
                 StageArg::Saturated | StageArg::Extracted => {
@@ -322,9 +377,6 @@ fn run(cli: Cli) -> miette::Result<()> {
                         }
                         return write_out(output.as_ref(), &text);
                     }
-                    if explain.is_some() {
-                        miette::bail!("--explain goes with --stage saturated");
-                    }
                     tracing::info!("{}", summary.to_text());
                     let mut extracted = weft::passes::saturate::extract(&sat, &graph)
                         .into_diagnostic()
@@ -346,11 +398,55 @@ fn run(cli: Cli) -> miette::Result<()> {
     }
 }
 
+/// Refuses `dump` flags that would be ignored at `stage`.
+fn check_dump_flags(
+    stage: StageArg,
+    format: Format,
+    saturation_flags: &[(&str, bool)],
+    explain: bool,
+) -> miette::Result<()> {
+    let saturating = matches!(stage, StageArg::Saturated | StageArg::Extracted);
+    for (flag, given) in saturation_flags {
+        if *given && !saturating {
+            miette::bail!(
+                "{flag} applies to the e-graph (--stage saturated or extracted), not to --stage {}",
+                stage.name()
+            );
+        }
+    }
+    if explain && !matches!(stage, StageArg::Saturated) {
+        miette::bail!(
+            "--explain goes with --stage saturated (it explains a rewrite in the e-graph), not --stage {}",
+            stage.name()
+        );
+    }
+    if let (StageArg::Saturated, Format::Dot) = (stage, format) {
+        miette::bail!(
+            "--stage saturated prints the saturation report (--format text or json); to draw \
+             the program extraction picks, use --stage extracted --format dot"
+        );
+    }
+    Ok(())
+}
+
 fn run_model(args: RunArgs) -> miette::Result<()> {
+    // `-o` writes an .npz archive whatever the name says, so another name is refused
+    // before any work is done.
+    if let Some(path) = &args.output
+        && !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    {
+        miette::bail!(
+            "-o {}: `weft run` writes its outputs as an .npz archive (one array per output); \
+             give a file name ending in .npz",
+            path.display()
+        );
+    }
     let graph = load_at(
         &args.model,
         args.dims,
-        StageArg::Raised,
+        graph_stage(&args.mesh),
         args.mesh.as_ref(),
         args.sp_norms,
     )?;
@@ -379,9 +475,21 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     let outputs = weft::cpu::run(&graph, &inputs, &run_options).into_diagnostic()?;
     tracing::info!(elapsed = ?start.elapsed(), ranks = devices, "run finished");
     match &args.output {
-        Some(path) => weft::tensor_io::write_npz(path, &outputs)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot write `{}`", path.display())),
+        Some(path) => {
+            weft::tensor_io::write_npz(path, &outputs)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write `{}`", path.display()))?;
+            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+            write_out(
+                None,
+                &format!(
+                    "wrote {} output(s) to {}: {}\n",
+                    outputs.len(),
+                    path.display(),
+                    names.join(", ")
+                ),
+            )
+        }
         None => write_out(None, &weft::inputs::summarize(&outputs)),
     }
 }
@@ -400,7 +508,19 @@ fn main() -> ExitCode {
     let _ = miette::set_hook(Box::new(move |_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(tty).build())
     }));
-    let cli = Cli::parse();
+    // One convention: 0 on success (help and --version included), 1 on any error, usage
+    // errors too (clap's own default would be 2).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(report) => {

@@ -12,6 +12,8 @@ pub struct CheckReport {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh: Option<String>,
+    /// The graph is sharded (it has a mesh): params, bytes and FLOPs are one device's.
+    pub per_device: bool,
     pub dims: BTreeMap<String, u64>,
     /// Number of nodes.
     pub nodes: u64,
@@ -87,6 +89,7 @@ impl CheckReport {
         Ok(CheckReport {
             name: graph.name.clone(),
             mesh: (!graph.mesh.axes().is_empty()).then(|| graph.mesh.to_string()),
+            per_device: !graph.mesh.axes().is_empty(),
             dims: graph.dims.clone(),
             nodes: graph.num_nodes() as u64,
             ops: s.ops,
@@ -110,8 +113,12 @@ impl CheckReport {
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "graph {:?}: ok (verified)", self.name)?;
         if let Some(mesh) = &self.mesh {
-            writeln!(out, "  mesh        {mesh}")?;
+            writeln!(
+                out,
+                "  mesh        {mesh} (params, bytes and flops below are per device)"
+            )?;
         }
+        let each = if self.per_device { " per device" } else { "" };
         if !self.dims.is_empty() {
             let dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(out, "  dims        {}", dims.join(", "))?;
@@ -121,28 +128,30 @@ impl CheckReport {
         writeln!(out, "  nodes       {}", self.nodes)?;
         writeln!(
             out,
-            "  params      {} ({})",
+            "  params      {} ({}){each}",
             group(self.params),
             si(self.params as f64, "")
         )?;
         writeln!(
             out,
-            "  param bytes {} ({})",
+            "  param bytes {} ({}){each}",
             group(self.param_bytes),
             si(self.param_bytes as f64, "B")
         )?;
         writeln!(
             out,
-            "  flops       {} ({}) per forward pass",
+            "  flops       {} ({}) per forward pass{each}",
             group(self.flops),
             si(self.flops as f64, "FLOP")
         )?;
+        let w = column(self.flops_by_class.keys().copied());
         for (class, f) in &self.flops_by_class {
-            writeln!(out, "    {class:<16}{}", si(*f as f64, "FLOP"))?;
+            writeln!(out, "    {class:<w$}{}", si(*f as f64, "FLOP"))?;
         }
         writeln!(out, "  ops")?;
+        let w = column(self.ops.keys().copied());
         for (op, n) in &self.ops {
-            writeln!(out, "    {op:<16}{n}")?;
+            writeln!(out, "    {op:<w$}{n}")?;
         }
         if let Some(comm) = &self.comm {
             writeln!(
@@ -153,15 +162,20 @@ impl CheckReport {
                 comm.layers,
                 si(comm.comm_wire_bytes_total as f64, "B"),
             )?;
+            let w = column(comm.collectives.iter().map(|c| c.kind));
+            let a = (comm.collectives.iter().map(|c| c.axis.len() + 1))
+                .max()
+                .unwrap_or(0)
+                .max(4);
             writeln!(
                 out,
-                "    {:<16}{:<4}{:>14}{:>14}  node",
+                "    {:<w$}{:<a$}{:>14}{:>14}  node",
                 "kind", "axis", "message B", "sent B"
             )?;
             for c in &comm.collectives {
                 writeln!(
                     out,
-                    "    {:<16}{:<4}{:>14}{:>14}  {}",
+                    "    {:<w$}{:<a$}{:>14}{:>14}  {}",
                     c.kind,
                     c.axis,
                     group(c.bytes),
@@ -172,6 +186,12 @@ impl CheckReport {
         }
         Ok(())
     }
+}
+
+/// The width of a name column: the longest name and two spaces (at least 16), so a long
+/// op name (`all_gather_matmul`) never runs into its count.
+fn column<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(0).max(14) + 2
 }
 
 /// `855654400` → `855,654,400`.
@@ -210,5 +230,15 @@ mod tests {
         assert_eq!(si(855_654_400.0, ""), "855.65 M");
         assert_eq!(si(1.5e12, "FLOP"), "1.50 TFLOP");
         assert_eq!(si(12.0, "B"), "12 B");
+    }
+
+    #[test]
+    fn long_op_names_are_separated_from_their_counts() {
+        let w = column(["all_gather_matmul", "add"].into_iter());
+        assert_eq!(
+            format!("{:<w$}{}", "all_gather_matmul", 71),
+            "all_gather_matmul  71"
+        );
+        assert_eq!(column(["add"].into_iter()), 16);
     }
 }

@@ -144,9 +144,8 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(io::Error) -> Tens
 ///   as `np.load` names them (the entry name without `.npy`);
 /// - `.pb`: one ONNX `TensorProto`, named by the proto or else after the file stem.
 ///
-/// numpy dtypes read: float32, float16, float64 (rounded to f32), int64, int32, int16,
-/// int8, uint64 and uint32 (as i64), uint16 and uint8 (as i32), bool; little-endian,
-/// C order. ONNX types: see [`weft_frontend_onnx::tensor`].
+/// numpy dtypes read: float32, float16, float64 (rounded to f32), int64, int32, bool;
+/// little-endian, C order. 8- and 16-bit and unsigned integers are refused, not widened. ONNX types: see [`weft_frontend_onnx::tensor`].
 pub fn read_tensor_file(path: &Path) -> Result<Vec<(String, Tensor)>, TensorIoError> {
     let stem = || {
         path.file_stem()

@@ -1,5 +1,11 @@
 //! Raising: recognise decomposed patterns that exporters write (scaled dot-product
-//! attention as `matmul`/`softmax`/`matmul` with grouped-query KV repeats, RMSNorm as
+//! attention as `matmul`/`softmax`/`matmul` in the forms torch's dynamo export writes for
+//! GPT-2, BERT, Qwen2, Llama and Mistral, SDPA's and eager: keys transposed directly
+//! (head- or sequence-major) or through SDPA's batched reshapes, with or without
+//! grouped-query KV repeats, scaled
+//! before or after the product, masked by an added bias, `where(keep, s, fill)` or
+//! `masked_fill`'s `where(drop, fill, s)`, taken only where a fully masked query gives
+//! the same result as the op's zeros, see [`View::masked`]), RMSNorm as
 //! `pow`/`reduce`/`add`/`sqrt`/`reciprocal`/`mul`, rotary embedding as
 //! `x * cos + cat(-x2, x1) * sin` with tables whose halves repeat, SiLU as
 //! `x * sigmoid(x)`, and the batched-matmul MoE block, see [`crate::raise_moe`]) and
@@ -16,7 +22,7 @@ use weft_ir::{Graph, Init, NodeId, Op, ReduceKind, ValueId};
 
 use crate::manager::{Pass, PassError};
 use crate::raise_moe::MoeBlock;
-use crate::rebuild::{Fate, rebuild};
+use crate::rebuild::{Fate, NewNode, Ref, rebuild};
 
 /// Replaces decomposed attention, RMSNorm, rotary embedding, SiLU and MoE blocks with
 /// `attention`, `rms_norm`, `rope`, `silu` and `moe_route`/`moe_dispatch`/`expert_matmul`/
@@ -37,6 +43,31 @@ struct Match {
     pattern: &'static str,
     /// Rotary tables (cos, sin) this match reads; they are replaced by their first halves.
     tables: Vec<ValueId>,
+    /// The last input is a bool mask of the keys to drop (`masked_fill`'s), which the
+    /// raised op reads negated, as the keys to keep.
+    invert_mask: bool,
+    /// The second input holds the keys sequence-major, `[b, t, h, d]`, and the raised op
+    /// reads them through an inserted `transpose [0, 2, 1, 3]`.
+    transpose_keys: bool,
+}
+
+/// The mask a decomposed attention applies to its scores, as the `attention` op reads it.
+#[derive(Clone, Copy, Debug)]
+enum Mask {
+    /// Added to the scores (float).
+    Bias(ValueId),
+    /// `where(keep, scores, fill)`: true keeps a key.
+    Keep(ValueId),
+    /// `where(drop, fill, scores)` (`masked_fill`): true drops a key.
+    Drop(ValueId),
+}
+
+impl Mask {
+    fn value(self) -> ValueId {
+        match self {
+            Mask::Bias(v) | Mask::Keep(v) | Mask::Drop(v) => v,
+        }
+    }
 }
 
 struct View<'g> {
@@ -103,6 +134,8 @@ impl<'g> View<'g> {
                     absorbed: vec![sid],
                     pattern: "silu",
                     tables: Vec::new(),
+                    invert_mask: false,
+                    transpose_keys: false,
                 });
             }
         }
@@ -189,6 +222,8 @@ impl<'g> View<'g> {
                 absorbed,
                 pattern: "rms_norm",
                 tables: Vec::new(),
+                invert_mask: false,
+                transpose_keys: false,
             });
         }
         None
@@ -334,6 +369,8 @@ impl View<'_> {
                     absorbed: vec![m1, m2, cid, nid, s1, s2],
                     pattern: "rope",
                     tables: vec![cos, sin],
+                    invert_mask: false,
+                    transpose_keys: false,
                 });
             }
         }
@@ -402,17 +439,31 @@ impl View<'_> {
         (self.dims(v)?.get(1) == Some(&hq)).then_some(v)
     }
 
-    /// `k` behind `kᵀ` as the score matmul reads it: `transpose(k, [0, 1, 3, 2])`, or the
-    /// grouped-query form: repeat, `reshape` to `[b*hq, t, d]`, `transpose [0, 2, 1]`,
-    /// `reshape` to `[b, hq, d, t]`.
-    fn keys(&self, kt: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<ValueId> {
+    /// `k` behind `kᵀ` as the score matmul reads it: `transpose(k, [0, 1, 3, 2])` (of `k`
+    /// or of a grouped-query repeat of it), or the
+    /// batched form dynamo writes for `k.transpose(-2, -1)`: `reshape` to `[b*hq, t, d]`,
+    /// `transpose [0, 2, 1]`, `reshape` to `[b, hq, d, t]`, reading either `k [b, hq, t, d]`
+    /// itself (one KV head per query head: GPT-2, BERT, Qwen2 without grouping) or a
+    /// grouped-query repeat of `[b, hkv, t, d]`.
+    ///
+    /// Also `transpose(x, [0, 2, 3, 1])` of sequence-major keys `x [b, t, hq, d]`: the one
+    /// transpose an optimiser leaves of `x.transpose(1, 2).transpose(-2, -1)` (eager BERT,
+    /// GPT-2). Then `x` is returned with `true`: the op needs `x` transposed to head-major.
+    fn keys(&self, kt: ValueId, hq: u64, absorbed: &mut Vec<NodeId>) -> Option<(ValueId, bool)> {
         let (id, node) = self.private(kt)?;
         match &node.op {
             Op::Transpose { perm } if perm == &[0, 1, 3, 2] => {
-                let k = node.inputs[0];
-                (self.dims(k)?.get(1) == Some(&hq)).then(|| {
+                // Eager Llama and Mistral transpose their `repeat_kv` output.
+                let mut local = vec![id];
+                let k = self.values(node.inputs[0], hq, &mut local)?;
+                absorbed.extend(local);
+                Some((k, false))
+            }
+            Op::Transpose { perm } if perm == &[0, 2, 3, 1] => {
+                let x = node.inputs[0];
+                (self.dims(x)?.len() == 4 && self.dims(x)?.get(2) == Some(&hq)).then(|| {
                     absorbed.push(id);
-                    k
+                    (x, true)
                 })
             }
             Op::Reshape { .. } => {
@@ -425,19 +476,157 @@ impl View<'_> {
                     return None;
                 }
                 let mut local = vec![id, tid, mid];
-                let (k, g) = self.repeated(merge.inputs[0], &mut local)?;
+                let (k, g) = match self.repeated(merge.inputs[0], &mut local) {
+                    Some(repeat) => repeat,
+                    None if self.dims(merge.inputs[0])?.len() == 4 => (merge.inputs[0], 1),
+                    None => return None,
+                };
                 let [b, h, t, d] = <[u64; 4]>::try_from(self.dims(k)?).ok()?;
                 let fits = h * g == hq
-                    && self.dims(merge.inputs[0].to_owned())?.len() == 5
                     && self.dims(tr.inputs[0])? == [b * hq, t, d]
                     && self.dims(kt)? == [b, hq, d, t];
                 fits.then(|| {
                     absorbed.extend(local);
-                    k
+                    (k, false)
                 })
             }
             _ => None,
         }
+    }
+
+    /// The scores and mask behind softmax's input `x`: `scores + mask`,
+    /// `where(keep, scores, fill)`, `where(drop, fill, scores)` or the scores alone, where
+    /// the scores are a [`View::score_product`] of `x`'s own shape (so the mask
+    /// broadcasts to them and the result keeps its shape).
+    ///
+    /// The `attention` op gives zeros to a query that sees no key, where the primitives
+    /// give NaN (every score `-inf`) or a uniform average (every score a finite `fill`).
+    /// A mask is therefore taken only when the two agree: a constant mask in which every
+    /// query keeps a key; or, under the NaN guard that zeroes NaN rows, a computed bias
+    /// (a fully masked row is all `-inf`, or finite and then the op too averages it) or
+    /// a computed bool mask with `-inf` as the fill. A `where` fill must be `-inf` or the
+    /// lowest finite value of the scores' type (`torch.finfo(dtype).min`, whose
+    /// exponential underflows to zero as `-inf`'s does).
+    fn masked(
+        &self,
+        x: ValueId,
+        guarded: bool,
+        absorbed: &mut Vec<NodeId>,
+    ) -> Option<(ValueId, Option<Mask>)> {
+        let shape = self.dims(x)?;
+        let is_scores = |v: ValueId| {
+            self.score_product(v, &mut Vec::new()).is_some()
+                && self.dims(v).as_ref() == Some(&shape)
+        };
+        if is_scores(x) {
+            return Some((x, None));
+        }
+        let (id, node) = self.private(x)?;
+        let (scores, mask, fill) = match node.op {
+            Op::Add => {
+                let (s, m) = if is_scores(node.inputs[0]) {
+                    (node.inputs[0], node.inputs[1])
+                } else if is_scores(node.inputs[1]) {
+                    (node.inputs[1], node.inputs[0])
+                } else {
+                    return None;
+                };
+                (s, Mask::Bias(m), None)
+            }
+            Op::Where => {
+                let [m, a, b] = <[ValueId; 3]>::try_from(node.inputs.as_slice()).ok()?;
+                if is_scores(a) {
+                    (a, Mask::Keep(m), Some(self.scalar(b)?))
+                } else if is_scores(b) {
+                    (b, Mask::Drop(m), Some(self.scalar(a)?))
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        };
+        let dtype = self.g.value(scores).ty.dtype;
+        if matches!(mask, Mask::Bias(m) if self.g.value(m).ty.dtype != dtype) {
+            return None;
+        }
+        if let Some(fill) = fill {
+            let lowest = match dtype {
+                weft_ir::DType::F32 => f64::from(f32::MIN),
+                weft_ir::DType::F16 => -65504.0,
+                weft_ir::DType::Bf16 => -3.3895313892515355e38,
+                _ => return None,
+            };
+            if !(fill == f64::NEG_INFINITY || fill == lowest) {
+                return None;
+            }
+        }
+        let exact = match self.constant_rows(mask.value()) {
+            Some(rows) => rows.iter().all(|row| {
+                row.iter().any(|&e| match mask {
+                    Mask::Bias(_) => e != f64::NEG_INFINITY,
+                    Mask::Keep(_) => e != 0.0,
+                    Mask::Drop(_) => e == 0.0,
+                })
+            }),
+            None => guarded && fill.is_none_or(|f| f == f64::NEG_INFINITY),
+        };
+        exact.then(|| {
+            absorbed.push(id);
+            (scores, Some(mask))
+        })
+    }
+
+    /// The rows (along the last axis) of an inline constant, if `v` is one.
+    fn constant_rows(&self, v: ValueId) -> Option<Vec<Vec<f64>>> {
+        let (Op::Constant {
+            init: Init::Inline(values),
+            ..
+        }
+        | Op::Weight {
+            init: Init::Inline(values),
+            ..
+        }) = &self.g.node(self.g.value(v).producer).op
+        else {
+            return None;
+        };
+        let last = self.dims(v)?.last().copied().unwrap_or(1).max(1) as usize;
+        Some(values.chunks(last).map(<[f64]>::to_vec).collect())
+    }
+
+    /// The score product behind `v` and the scale applied after it: a private
+    /// `matmul(a, b)` alone, times a scalar constant `c`, or divided by one (`/ √d`, as
+    /// eager BERT and GPT-2 write it).
+    fn score_product(
+        &self,
+        v: ValueId,
+        absorbed: &mut Vec<NodeId>,
+    ) -> Option<(&weft_ir::Node, f64)> {
+        let plain = Op::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let (id, node) = self.private(v)?;
+        if node.op == plain {
+            absorbed.push(id);
+            return Some((node, 1.0));
+        }
+        let post = match node.op {
+            Op::Mul => self
+                .scalar(node.inputs[1])
+                .or_else(|| self.scalar(node.inputs[0]))?,
+            Op::Div => 1.0 / self.scalar(node.inputs[1])?,
+            _ => return None,
+        };
+        let product = if node.op == Op::Mul && self.scalar(node.inputs[1]).is_none() {
+            node.inputs[1]
+        } else {
+            node.inputs[0]
+        };
+        let (mid, mm) = self.private(product)?;
+        (mm.op == plain).then(|| {
+            absorbed.extend([id, mid]);
+            (mm, post)
+        })
     }
 
     /// Scaled dot-product attention as exporters decompose it: `matmul(softmax(matmul(q·c,
@@ -482,38 +671,10 @@ impl View<'_> {
             return None;
         }
         absorbed.push(self.g.value(p).producer);
-        let mut scores = pnode.inputs[0];
-        let mut mask = None;
-        if let Some((aid, add)) = self.private(scores)
-            && add.op == Op::Add
-        {
-            let is_score = |v: ValueId| {
-                self.private(v).is_some_and(|(_, n)| {
-                    n.op == Op::MatMul {
-                        transpose_a: false,
-                        transpose_b: false,
-                    }
-                })
-            };
-            let (s, m) = if is_score(add.inputs[0]) {
-                (add.inputs[0], add.inputs[1])
-            } else {
-                (add.inputs[1], add.inputs[0])
-            };
-            absorbed.push(aid);
-            scores = s;
-            mask = Some(m);
-        }
-        let (sid, smm) = self.private(scores)?;
-        if smm.op
-            != (Op::MatMul {
-                transpose_a: false,
-                transpose_b: false,
-            })
-        {
-            return None;
-        }
-        absorbed.push(sid);
+        let guarded = p != probs;
+        let softmax_in = pnode.inputs[0];
+        let (scores, mask) = self.masked(softmax_in, guarded, &mut absorbed)?;
+        let (smm, post) = self.score_product(scores, &mut absorbed)?;
         let (q, cq) = self
             .scaled(smm.inputs[0], &mut absorbed)
             .unwrap_or((smm.inputs[0], 1.0));
@@ -525,15 +686,24 @@ impl View<'_> {
             return None;
         }
         let hq = qd[1];
-        let k = self.keys(kt, hq, &mut absorbed)?;
+        let (k, transpose_keys) = self.keys(kt, hq, &mut absorbed)?;
         let v = self.values(vx, hq, &mut absorbed)?;
-        let scale = cq * ck;
+        // Keys and values must share their KV heads (one repeated and the other not is
+        // not a form the op has).
+        let key_heads = *self.dims(k)?.get(if transpose_keys { 2 } else { 1 })?;
+        if self.dims(v)?.get(1) != Some(&key_heads) {
+            return None;
+        }
+        let scale = cq * ck * post;
         if !(scale.is_finite() && scale > 0.0) {
             return None;
         }
         let mut inputs = vec![q, k, v];
-        inputs.extend(mask);
+        let invert_mask = matches!(mask, Some(Mask::Drop(_)));
+        inputs.extend(mask.map(Mask::value));
         Some(Match {
+            invert_mask,
+            transpose_keys,
             root,
             op: Op::Attention {
                 causal: false,
@@ -545,6 +715,51 @@ impl View<'_> {
             tables: Vec::new(),
         })
     }
+}
+
+/// The fate of an attention root that reads an input through a new node: keys held
+/// sequence-major get `transpose [0, 2, 1, 3]`, and a mask that marks the keys to drop
+/// becomes `keep = where(drop, false, true)`.
+fn with_inserts(m: &Match, graph: &Graph) -> Fate {
+    let name = &graph.node(m.root).name;
+    let mut nodes = Vec::new();
+    let mut inputs: Vec<Ref> = m.inputs.iter().map(|&v| Ref::Old(v)).collect();
+    if m.transpose_keys {
+        nodes.push(NewNode {
+            key: 0,
+            name: format!("{name}.keys"),
+            op: Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            inputs: vec![inputs[1]],
+        });
+        inputs[1] = Ref::New(0, 0);
+    }
+    if m.invert_mask {
+        let flag = |key: usize, suffix: &str, value: f64| NewNode {
+            key,
+            name: format!("{name}.{suffix}"),
+            op: Op::Constant {
+                dtype: weft_ir::DType::Bool,
+                shape: weft_ir::Shape::scalar(),
+                init: Init::Inline(vec![value]),
+            },
+            inputs: Vec::new(),
+        };
+        let drop = *inputs.last().expect("a negated mask is an input");
+        nodes.extend([
+            flag(1, "masked", 0.0),
+            flag(2, "visible", 1.0),
+            NewNode {
+                key: 3,
+                name: format!("{name}.keep"),
+                op: Op::Where,
+                inputs: vec![drop, Ref::New(1, 0), Ref::New(2, 0)],
+            },
+        ]);
+        *inputs.last_mut().expect("checked") = Ref::New(3, 0);
+    }
+    Fate::Insert(nodes, m.op.clone(), inputs)
 }
 
 /// The first half (along the last axis) of a rotary table node's op.
@@ -659,6 +874,7 @@ impl Pass for RaisePatterns {
             _ if crate::raise_moe::fate(&moe, id, &graph).is_some() => {
                 crate::raise_moe::fate(&moe, id, &graph).expect("checked")
             }
+            Some(m) if m.invert_mask || m.transpose_keys => with_inserts(m, &graph),
             Some(m) => Fate::Replace(m.op.clone(), m.inputs.clone()),
             None if absorbed.contains(&id) => Fate::Drop,
             None if tables.contains(&id) => match halved(&graph.node(id).op) {

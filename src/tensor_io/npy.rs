@@ -69,17 +69,17 @@ enum Elem {
     F64,
     I64,
     I32,
-    I16,
-    I8,
-    U64,
-    U32,
-    U16,
-    U8,
     Bool,
 }
 
-const SUPPORTED: &str = "Weft reads float32, float16, float64 (as f32), int64, int32, int16, \
-                         int8, uint64, uint32, uint16, uint8 and bool arrays";
+const SUPPORTED: &str =
+    "Weft reads float32, float16, float64 (as f32), int64, int32 and bool arrays";
+
+/// Weft has no 8-, 16-bit or unsigned integer types; widening would silently change what
+/// the model computes (wrap-around, the output's dtype), so such arrays are refused.
+const NARROW: &str = "Weft's integer types are int64 and int32, and it does not widen int8, \
+                      int16 or unsigned arrays silently; convert them (arr.astype(np.int64)) \
+                      if the model's input is an integer of that type";
 
 impl Elem {
     fn parse(descr: &str) -> Result<Elem, NpyError> {
@@ -97,12 +97,7 @@ impl Elem {
             "f8" => Elem::F64,
             "i8" => Elem::I64,
             "i4" => Elem::I32,
-            "i2" => Elem::I16,
-            "i1" => Elem::I8,
-            "u8" => Elem::U64,
-            "u4" => Elem::U32,
-            "u2" => Elem::U16,
-            "u1" => Elem::U8,
+            "i2" | "i1" | "u8" | "u4" | "u2" | "u1" => return Err(unsupported(NARROW)),
             "b1" => Elem::Bool,
             _ => return Err(unsupported(SUPPORTED)),
         };
@@ -122,10 +117,10 @@ impl Elem {
 
     fn width(self) -> usize {
         match self {
-            Elem::F64 | Elem::I64 | Elem::U64 => 8,
-            Elem::F32 | Elem::I32 | Elem::U32 => 4,
-            Elem::F16 | Elem::I16 | Elem::U16 => 2,
-            Elem::I8 | Elem::U8 | Elem::Bool => 1,
+            Elem::F64 | Elem::I64 => 8,
+            Elem::F32 | Elem::I32 => 4,
+            Elem::F16 => 2,
+            Elem::Bool => 1,
         }
     }
 }
@@ -185,12 +180,6 @@ fn elements(elem: Elem, shape: Vec<usize>, data: &[u8]) -> Result<Tensor, NpyErr
         Elem::F64 => Tensor::from_f32(DType::F32, shape, bits.map(|b| f64::from_bits(b) as f32).collect()),
         Elem::I64 => Tensor::from_i64(DType::I64, shape, bits.map(|b| b as i64).collect()),
         Elem::I32 => Tensor::from_i64(DType::I32, shape, bits.map(|b| i64::from(b as u32 as i32)).collect()),
-        Elem::I16 => Tensor::from_i64(DType::I32, shape, bits.map(|b| i64::from(b as u16 as i16)).collect()),
-        Elem::I8 => Tensor::from_i64(DType::I32, shape, bits.map(|b| i64::from(b as u8 as i8)).collect()),
-        Elem::U16 | Elem::U8 => Tensor::from_i64(DType::I32, shape, bits.map(|b| b as i64).collect()),
-        Elem::U32 => Tensor::from_i64(DType::I64, shape, bits.map(|b| b as i64).collect()),
-        Elem::U64 => Tensor::from_i64(DType::I64, shape, bits.map(|b| i64::try_from(b).map_err(|_| b)).collect::<Result<_, _>>()
-            .map_err(|b| NpyError::Malformed(format!("uint64 value {b} does not fit in i64, which Weft reads uint64 arrays as")))?),
         // numpy writes bools as 0 and 1; any other byte counts as true.
         Elem::Bool => Tensor::from_bool(shape, bits.map(|b| b != 0).collect()),
     };
@@ -420,7 +409,14 @@ mod tests {
     #[test]
     fn descrs() {
         assert_eq!(Elem::parse("<f4").unwrap(), Elem::F32);
-        assert_eq!(Elem::parse("|u1").unwrap(), Elem::U8);
+        for narrow in ["|i1", "<i2", "|u1", "<u2", "<u4", "<u8"] {
+            match Elem::parse(narrow) {
+                Err(NpyError::UnsupportedDtype { reason, .. }) => {
+                    assert!(reason.contains("does not widen"), "{narrow}: {reason}")
+                }
+                other => panic!("{narrow}: {other:?}"),
+            }
+        }
         assert_eq!(Elem::parse("|b1").unwrap(), Elem::Bool);
         for bad in ["", "<", "<c8", "<U3", "|f4", "=f4", "<f4x", "é"] {
             assert!(Elem::parse(bad).is_err(), "{bad}");

@@ -189,32 +189,6 @@ fn hand_written_npy_of_each_read_dtype() {
             DType::I32,
             vec![-5.0, 9.0],
         ),
-        (
-            "<i2",
-            vec![0x00, 0x80, 0xff, 0x7f],
-            DType::I32,
-            vec![-32768.0, 32767.0],
-        ),
-        ("|i1", vec![0x80, 0x7f], DType::I32, vec![-128.0, 127.0]),
-        ("|u1", vec![0, 255], DType::I32, vec![0.0, 255.0]),
-        (
-            "<u2",
-            vec![0xff, 0xff, 1, 0],
-            DType::I32,
-            vec![65535.0, 1.0],
-        ),
-        (
-            "<u4",
-            vec![0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
-            DType::I64,
-            vec![4294967295.0, 0.0],
-        ),
-        (
-            "<u8",
-            le(&[7.0, 8.0], |x| (x as u64).to_le_bytes().to_vec()),
-            DType::I64,
-            vec![7.0, 8.0],
-        ),
         ("|b1", vec![1, 0], DType::Bool, vec![1.0, 0.0]),
     ];
     for (descr, data, dtype, values) in cases {
@@ -298,7 +272,7 @@ fn npy_errors_name_the_file_and_reason() {
     ));
     assert!(e.to_string().contains("overflows"), "{e}");
     let e = read_err(npy_file(&header("<u8", "False", "(1,)"), &[0xff; 8]));
-    assert!(e.to_string().contains("does not fit in i64"), "{e}");
+    assert!(e.to_string().contains("does not widen"), "{e}");
     let e = read_err(b"not numpy at all".to_vec());
     assert!(e.to_string().contains("not a .npy file"), "{e}");
     // A huge declared header length is an error, not an allocation.

@@ -352,16 +352,9 @@ fn run_onnx_model_with_npy_tokens_matches_onnxruntime() {
     .remove(0)
     .1;
     assert_eq!(got.0, "logits");
-    let (w, g) = (want.to_f64_vec(), got.1.to_f64_vec());
-    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-    let worst = w
-        .iter()
-        .zip(&g)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f64, f64::max)
-        / scale;
+    let worst = crate::compare::relative_error(&want, &got.1).unwrap();
     assert!(
-        worst <= 1e-4,
+        worst <= 1e-5,
         "worst error {worst:.2e} relative to the largest logit"
     );
 }
@@ -428,14 +421,8 @@ fn mesh_shards_for_dump_check_and_run() {
     }
     let a = weft::tensor_io::read_tensor_file(&one).unwrap().remove(0).1;
     let b = weft::tensor_io::read_tensor_file(&two).unwrap().remove(0).1;
-    assert_eq!(a.shape(), b.shape());
-    let scale = a.to_f64_vec().iter().fold(0f64, |m, x| m.max(x.abs()));
-    let worst = a
-        .to_f64_vec()
-        .iter()
-        .zip(b.to_f64_vec())
-        .fold(0f64, |m, (x, y)| m.max((x - y).abs()));
-    assert!(worst <= 1e-5 * scale, "{worst}");
+    let worst = crate::compare::relative_error(&a, &b).unwrap();
+    assert!(worst <= 1e-5, "{worst}");
     // Impossible layouts and misuse fail cleanly.
     let o = weft(&["run", "examples/tiny-llama.json", "--mesh", "tp=3"]);
     assert_clean_failure(&o);
@@ -454,4 +441,331 @@ fn mesh_shards_for_dump_check_and_run() {
     );
     let o = weft(&["check", "examples/tiny-llama.json", "--mesh", "tp=two"]);
     assert!(!o.status.success());
+}
+
+/// Issue 10, item 15: one exit-status convention, 1 for every error (clap's usage errors
+/// included), 0 for success, help and version.
+#[test]
+fn every_error_exits_1_and_help_exits_0() {
+    let usage: [&[&str]; 6] = [
+        &["check"],
+        &["check", "--bogus", "examples/tiny-llama.json"],
+        &["frobnicate"],
+        &[],
+        &["check", "examples/tiny-llama.json", "--dim", "seq"],
+        &["dump", "examples/tiny-llama.json", "--format", "svg"],
+    ];
+    for args in usage {
+        let o = weft(args);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("Usage:") || stderr(&o).contains("error:"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    for args in [&["--help"][..], &["check", "--help"], &["--version"]] {
+        let o = weft(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!stdout(&o).is_empty(), "{args:?}");
+    }
+    // And a failure past parsing.
+    assert_clean_failure(&weft(&["check", "no/such/model.json"]));
+}
+
+/// Issue 10, item 16: a flag that would be ignored is an error naming it.
+#[test]
+fn flags_that_do_not_apply_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("out.txt");
+    let txt = txt.to_str().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    let cases: [(&[&str], &str); 13] = [
+        (
+            &["dump", tiny, "--iter-limit", "3"],
+            "--iter-limit applies to the e-graph (--stage saturated or extracted), not to --stage raised",
+        ),
+        (
+            &["dump", tiny, "--node-limit", "30"],
+            "--node-limit applies to the e-graph",
+        ),
+        (
+            &[
+                "dump",
+                tiny,
+                "--stage",
+                "sharded",
+                "--mesh",
+                "tp=2",
+                "--rules",
+                "all-reduce-of-slice",
+            ],
+            "--rules applies to the e-graph (--stage saturated or extracted), not to --stage sharded",
+        ),
+        (
+            &["dump", tiny, "--stage", "parsed", "--explain", "x"],
+            "--explain goes with --stage saturated",
+        ),
+        (
+            &["dump", tiny, "--stage", "extracted", "--explain", "x"],
+            "not --stage extracted",
+        ),
+        (
+            &["dump", tiny, "--stage", "saturated", "--format", "dot"],
+            "--stage saturated prints the saturation report",
+        ),
+        (
+            &["dump", tiny, "--stage", "raised", "--mesh", "tp=2"],
+            "--stage raised prints the graph before sharding, so --mesh would be ignored",
+        ),
+        (
+            &["dump", tiny, "--stage", "parsed", "--mesh", "tp=2"],
+            "--stage parsed prints the graph before sharding",
+        ),
+        (&["check", tiny, "--mesh", ""], "the mesh is empty"),
+        (&["run", tiny, "--mesh", " , "], "the mesh is empty"),
+        (
+            &["run", tiny, "-o", txt],
+            "`weft run` writes its outputs as an .npz archive",
+        ),
+        (
+            &["dump", tiny, "--stage", "saturated", "--iter-limit", "0"],
+            "'--iter-limit <N>': must be at least 1",
+        ),
+        (
+            &["dump", tiny, "--stage", "extracted", "--node-limit", "0"],
+            "'--node-limit <N>': must be at least 1",
+        ),
+    ];
+    for (args, expect) in cases {
+        let o = weft(args);
+        assert_clean_failure(&o);
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+    }
+    assert!(
+        !std::path::Path::new(txt).exists(),
+        "a refused run wrote nothing"
+    );
+    // A rule that never fired says so, without talking about extraction.
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--rules",
+        "slice-of-concat",
+        "--explain",
+        "slice-of-concat",
+    ]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "rule `slice-of-concat` never applied to this model, so there is nothing to explain"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("extraction"), "{err}");
+}
+
+/// Issue 10, item 10 on the command line: splits that do not divide fail, an axis that
+/// splits nothing is a warning naming it.
+#[test]
+fn sharding_that_would_do_nothing_is_reported() {
+    let tiny = "examples/tiny-llama.json";
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["run", tiny, "--mesh", "dp=2"],
+            "node `tokens` (input): dim 0 (batch, size 1) cannot be split over mesh axis `dp` of size 2",
+        ),
+        (
+            &["check", tiny, "--mesh", "dp=2", "--dim", "batch=3"],
+            "dim 0 (batch, size 3) cannot be split over mesh axis `dp` of size 2",
+        ),
+        (
+            &["run", tiny, "--mesh", "sp=2", "--dim", "seq=15"],
+            "dim 1 (sequence, size 15) cannot be split over mesh axis `sp` of size 2",
+        ),
+    ];
+    for (args, expect) in cases {
+        let o = weft(args);
+        assert_clean_failure(&o);
+        assert!(stderr(&o).contains(expect), "{args:?}: {}", stderr(&o));
+    }
+    let o = weft(&["check", tiny, "--mesh", "ep=4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("mesh axis `ep` of `ep=4` splits nothing in `tiny-llama`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = weft(&["check", tiny, "--mesh", "dp=2", "--dim", "batch=4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("splits nothing"), "{}", stderr(&o));
+}
+
+/// Issue 10, item 12: `--dim` on a file with concrete shapes is an error; `check` on a
+/// sharded file reports its communication and labels its figures per device.
+#[test]
+fn sharded_files_refuse_dims_and_report_their_communication() {
+    let dir = tempfile::tempdir().unwrap();
+    let sharded = dir.path().join("sharded.json");
+    let extracted = dir.path().join("extracted.json");
+    let sharded_s = sharded.to_str().unwrap();
+    let extracted_s = extracted.to_str().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    for args in [
+        &[
+            "dump", tiny, "--mesh", "tp=2", "--format", "json", "-o", sharded_s,
+        ][..],
+        &[
+            "dump",
+            tiny,
+            "--mesh",
+            "tp=2",
+            "--stage",
+            "extracted",
+            "--format",
+            "json",
+            "-o",
+            extracted_s,
+        ],
+    ] {
+        let o = weft(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    for file in [sharded_s, extracted_s] {
+        for cmd in ["check", "run", "dump"] {
+            let o = weft(&[cmd, file, "--dim", "seq=32"]);
+            assert_clean_failure(&o);
+            let err = stderr(&o);
+            assert!(
+                err.contains("cannot set dim `seq`: no shape in the model is written with it"),
+                "{cmd} {file}: {err}"
+            );
+            assert!(err.contains("it declares the mesh `tp=2`"), "{err}");
+        }
+    }
+    // The source model still takes the override.
+    assert!(weft(&["check", tiny, "--dim", "seq=32"]).status.success());
+    // check on the sharded file: the same communication as `check --mesh tp=2`.
+    let from_file = weft(&["check", sharded_s, "--json"]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let from_file: serde_json::Value = serde_json::from_slice(&from_file.stdout).unwrap();
+    let direct = weft(&["check", tiny, "--mesh", "tp=2", "--json"]);
+    let direct: serde_json::Value = serde_json::from_slice(&direct.stdout).unwrap();
+    assert_eq!(from_file["comm_bytes_total"], 5 * 4096);
+    assert_eq!(from_file["collectives"], direct["collectives"]);
+    assert_eq!(from_file["per_device"], true);
+    assert_eq!(direct["per_device"], true);
+    let text = stdout(&weft(&["check", sharded_s]));
+    assert!(
+        text.contains("mesh        tp=2 (params, bytes and flops below are per device)"),
+        "{text}"
+    );
+    assert!(text.contains(") per device\n"), "{text}");
+    assert!(text.contains("per forward pass per device"), "{text}");
+    assert!(text.contains("all_reduce"), "{text}");
+    let plain = weft(&["check", tiny, "--json"]);
+    let plain: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert_eq!(plain["per_device"], false);
+}
+
+/// Issue 10, item 17: what a user sees on a first try.
+#[test]
+fn small_things_users_see() {
+    // The op table keeps long names apart from their counts.
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "extracted",
+        "--format",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let fused = dir.path().join("fused.json");
+    std::fs::write(&fused, &o.stdout).unwrap();
+    let text = stdout(&weft(&["check", fused.to_str().unwrap()]));
+    let ops: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "ops")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .collect();
+    assert!(ops.len() > 3, "{text}");
+    for line in &ops {
+        let mut parts = line.split_whitespace();
+        let (name, count) = (parts.next().unwrap(), parts.next());
+        assert!(
+            count.is_some_and(|c| c.parse::<u64>().is_ok()),
+            "`{line}`: name and count run together"
+        );
+        assert!(!name.chars().last().unwrap().is_ascii_digit(), "`{line}`");
+    }
+    // Every MODEL help names ONNX as well as JSON.
+    for cmd in ["check", "run", "dump"] {
+        let help = stdout(&weft(&[cmd, "--help"]));
+        assert!(
+            help.contains("Weft JSON (docs/json-format.md) or ONNX"),
+            "{cmd}: {help}"
+        );
+    }
+    // A directory says so.
+    let o = weft(&["check", "examples"]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("examples: is a directory, not a model file"),
+        "{}",
+        stderr(&o)
+    );
+    // A file is read by its content when its extension lies, with a warning.
+    let json_as_onnx = dir.path().join("tiny.onnx");
+    std::fs::copy(repo("examples/tiny-llama.json"), &json_as_onnx).unwrap();
+    let onnx_as_json = dir.path().join("mlp.json");
+    std::fs::copy(repo("tests/onnx-models/mlp/model.onnx"), &onnx_as_json).unwrap();
+    for (file, name, says) in [
+        (
+            &json_as_onnx,
+            "tiny-llama",
+            "says ONNX but it holds Weft JSON",
+        ),
+        (&onnx_as_json, "mlp", "says Weft JSON but it holds ONNX"),
+    ] {
+        let o = weft(&["check", file.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with(&format!("graph \"{name}\": ok")),
+            "{}",
+            stdout(&o)
+        );
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+    // RUST_LOG=info logs each pass once.
+    let o = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["check", "examples/tiny-llama.json"])
+        .env("RUST_LOG", "info")
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let log = stderr(&o);
+    assert_eq!(log.matches("no pattern matched").count(), 1, "{log}");
+    assert_eq!(log.matches("nothing to remove").count(), 1, "{log}");
+    // run -o says where it wrote.
+    let out = dir.path().join("out.npz");
+    let o = weft(&[
+        "run",
+        "examples/tiny-llama.json",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("wrote 1 output(s) to {}: logits\n", out.display())
+    );
+    assert!(out.exists());
 }

@@ -46,7 +46,12 @@ fn close(want: &Tensor, got: &Tensor) -> Result<(), String> {
             }
             _ => 1e-3 * w.abs() + 1e-6,
         };
-        let ok = (w.is_nan() && g.is_nan()) || w == &g || (w - g).abs() <= tolerance;
+        // Integers and booleans are compared exactly.
+        let ok = if !want.dtype().is_float() {
+            w == &g
+        } else {
+            (w.is_nan() && g.is_nan()) || w == &g || (w - g).abs() <= tolerance
+        };
         if !ok {
             return Err(format!("element {i} is {g}, expected {w}"));
         }
@@ -62,49 +67,31 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .filter(|p| p.is_dir())
         .collect();
     sets.sort();
+    // Messages name files relative to the test's directory, so the manifest does not
+    // depend on where the repository is.
+    let relative = |e: String| first_line(&e.replace(&format!("{}/", dir.display()), ""));
     for set in sets {
-        let inputs = read_input_dir(&set).unwrap_or_default();
-        let mut options = weft::onnx::ImportOptions::default();
-        let mut graph = weft::onnx::load(&model, &options);
-        let names: Vec<String> = match &graph {
-            Ok(g) => g.inputs().map(|v| g.value(v).name.clone()).collect(),
-            Err(_) => Vec::new(),
-        };
-        // Node tests feed shape operands (axes, bounds, split sizes) as graph inputs;
-        // Weft folds shape operands at import, so those inputs are frozen to their values.
-        if let Err(e) = &graph
-            && e.to_string().contains("must be a constant")
-        {
-            let decoded = onnx_input_names(&model)?;
-            for (name, t) in decoded.iter().zip(&inputs) {
-                if t.dtype().is_int() {
-                    options.constants.insert(name.clone(), t.clone());
-                }
-            }
-            graph = weft::onnx::load(&model, &options);
-            // Ops folded at import (GatherElements) need their data operands constant too.
-            if let Err(e) = &graph
-                && e.to_string().contains("must be a constant")
-            {
-                for (name, t) in decoded.iter().zip(&inputs) {
-                    options.constants.insert(name.clone(), t.clone());
-                }
-                graph = weft::onnx::load(&model, &options);
-            }
-        }
-        let graph = graph.map_err(|e| first_line(&e.to_string()))?;
-        let all_names = if names.is_empty() {
-            onnx_input_names(&model)?
+        // As ONNX's backend runner does: every graph input is fed at run time, none is
+        // frozen into a constant at import. A case whose shape operand (axes, bounds,
+        // a Reshape target) is a graph input fails with the importer's reason.
+        let graph = weft::onnx::load(&model, &weft::onnx::ImportOptions::default())
+            .map_err(|e| relative(e.to_string()))?;
+        let inputs = if set.join("input_0.pb").exists() {
+            read_input_dir(&set).map_err(|e| relative(e.to_string()))?
         } else {
-            names
+            Vec::new()
         };
-        let feed: Tensors = all_names
-            .into_iter()
-            .zip(inputs)
-            .filter(|(n, _)| !options.constants.contains_key(n))
-            .collect();
+        let names = onnx_input_names(&model)?;
+        if names.len() != inputs.len() {
+            return Err(format!(
+                "{} inputs in a test data set, the model has {}",
+                inputs.len(),
+                names.len()
+            ));
+        }
+        let feed: Tensors = names.into_iter().zip(inputs).collect();
         let outputs =
-            run(&graph, &feed, &RunOptions::default()).map_err(|e| first_line(&e.to_string()))?;
+            run(&graph, &feed, &RunOptions::default()).map_err(|e| relative(e.to_string()))?;
         for (i, (name, got)) in outputs.iter().enumerate() {
             let file = set.join(format!("output_{i}.pb"));
             let want = read_tensor_file(&file)
@@ -164,18 +151,23 @@ fn onnx_node_tests_match_the_manifest() {
         .collect();
     let passed = results.iter().filter(|(_, r)| r.is_ok()).count();
     let path = root.join("manifest.txt");
+    // What the generator did not write, and why, so that no case leaves the denominator
+    // unseen.
+    let skipped = std::fs::read_to_string(root.join("skipped.txt"))
+        .expect("tests/onnx-node/skipped.txt, written by scripts/make_onnx_node_tests.py");
     let header = format!(
-        "# ONNX backend node tests for the ops the ONNX frontend claims: {passed} of {} pass.\n# Written by `WEFT_BLESS=1 cargo test --test it conformance`; one line per test.\n",
+        "# ONNX backend node tests for the ops the ONNX frontend claims: {passed} of {} pass.\n# Written by `WEFT_BLESS=1 cargo test --test it conformance`; one line per test.\n# Generator (scripts/make_onnx_node_tests.py):\n{skipped}",
         results.len()
     );
     let text = header + &manifest;
     if std::env::var_os("WEFT_BLESS").is_some() {
         std::fs::write(&path, &text).unwrap();
     }
-    // The bar the ONNX frontend commits to for the ops it claims.
+    // The bar the ONNX frontend commits to for the ops it claims: what is achieved with
+    // every input fed at run time and narrow integer types refused (265 of 416).
     assert!(
-        passed * 100 >= results.len() * 98,
-        "only {passed} of {} node tests pass; at least 98% must",
+        passed * 100 >= results.len() * 60,
+        "only {passed} of {} node tests pass; at least 60% must",
         results.len()
     );
     let expected = std::fs::read_to_string(&path).unwrap_or_default();

@@ -2,11 +2,14 @@
 //! the JSON round trip, error reporting, and the CLI end to end.
 
 mod cli;
+pub mod compare;
 mod conformance;
 mod errors;
 mod examples;
 mod onnx;
+mod output_names;
 mod raise;
+mod raise_attention;
 mod roundtrip;
 mod run;
 mod saturate;
@@ -26,22 +29,4 @@ pub fn load(rel: &str) -> weft::ir::Graph {
         .unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
-/// The largest |got − want| over the largest |want|, over every output; outputs must
-/// agree in name and shape.
-pub fn worst_relative(
-    want: &[(String, weft::ir::Tensor)],
-    got: &[(String, weft::ir::Tensor)],
-) -> f64 {
-    assert_eq!(want.len(), got.len(), "output counts differ");
-    let mut worst = 0f64;
-    for ((nw, w), (ng, g)) in want.iter().zip(got) {
-        assert_eq!(nw, ng);
-        assert_eq!(w.shape(), g.shape(), "output {nw}");
-        let (w, g) = (w.to_f64_vec(), g.to_f64_vec());
-        let scale = w.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-        for (a, b) in w.iter().zip(&g) {
-            worst = worst.max((a - b).abs() / scale);
-        }
-    }
-    worst
-}
+pub use compare::worst_relative;

@@ -184,7 +184,7 @@ fn bad_models_fail_cleanly() {
     old.opset_import[0].version = 9;
     assert!(
         import_err(&old)
-            .contains("default-domain opset 9 is not supported; Weft reads opsets 13 to 25")
+            .contains("default-domain opset 9 is not supported; Weft reads opsets 13 to 28")
     );
     // A symbolic dim without a value.
     let mut sym = good.clone();
@@ -263,13 +263,8 @@ fn small_model_matches_onnxruntime() {
                 .unwrap()
                 .remove(0)
                 .1;
-        assert_eq!(want.shape(), got.shape(), "{name}");
-        let worst = want
-            .to_f64_vec()
-            .iter()
-            .zip(got.to_f64_vec())
-            .map(|(w, g)| (w - g).abs() / w.abs().max(1e-3))
-            .fold(0f64, f64::max);
+        let worst =
+            crate::compare::relative_error(&want, got).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(worst <= 1e-5, "{name}: worst relative error {worst}");
     }
 }
@@ -366,17 +361,6 @@ fn external_data_is_checked_at_import_and_read_at_run() {
     }
 }
 
-/// Worst relative error of `got` against `want`, relative to the largest |want| (logits of
-/// random models are small, so element-wise relative error would be dominated by zeros).
-fn worst_error(want: &weft::ir::Tensor, got: &weft::ir::Tensor) -> f64 {
-    let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
-    let scale = w.iter().fold(0f64, |m, x| m.max(x.abs())).max(1e-12);
-    w.iter()
-        .zip(&g)
-        .map(|(a, b)| (a - b).abs() / scale)
-        .fold(0f64, f64::max)
-}
-
 #[test]
 fn exported_hugging_face_models_match_onnxruntime() {
     // Written by scripts/export_hf_fixtures.py (torch.onnx.export(..., dynamo=True)):
@@ -407,10 +391,13 @@ fn exported_hugging_face_models_match_onnxruntime() {
             .remove(0)
             .1;
         assert_eq!(out[0].0, output);
-        assert_eq!(out[0].1.shape(), want.shape(), "{name}");
-        let err = worst_error(&want, &out[0].1);
+        // Relative to the largest logit (logits of random models are small, so an
+        // element-wise relative error would be dominated by values near zero); ~2e-7 is
+        // achieved, so a regression of 100x shows.
+        let err = crate::compare::relative_error(&want, &out[0].1)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
-            err <= 1e-4,
+            err <= 1e-5,
             "{name}: worst error {err:.2e} relative to the largest logit"
         );
     }
@@ -496,7 +483,7 @@ fn infinite_mask_constants_survive_a_json_round_trip() {
     let options = weft::cpu::RunOptions::default();
     let a = weft::cpu::run(&g, &feed, &options).unwrap();
     let b = weft::cpu::run(&back, &feed, &options).unwrap();
-    assert_eq!(a, b);
+    crate::compare::assert_bits_eq(&a, &b);
 }
 
 #[test]

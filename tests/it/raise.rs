@@ -117,12 +117,7 @@ fn exact_rms_norm_is_raised_and_computes_the_same() {
     let y = raised.value(raised.outputs[0]);
     assert_eq!(raised.node(y.producer).op, Op::RmsNorm { eps: 1e-6 });
     let after = run(&raised, &inputs(&g), &RunOptions::default()).unwrap();
-    let (b, a) = (before[0].1.as_f32().unwrap(), after[0].1.as_f32().unwrap());
-    let worst = b
-        .iter()
-        .zip(a)
-        .map(|(x, y)| ((x - y) / x.abs().max(1e-6)).abs())
-        .fold(0f32, f32::max);
+    let worst = crate::worst_relative(&before, &after);
     assert!(worst <= 1e-5, "raised rms_norm differs by {worst:e}");
 }
 
@@ -185,16 +180,9 @@ fn silu_is_raised_only_for_x_times_sigmoid_x() {
     let (raised, counts) = raise(g);
     assert_eq!(counts.get("silu"), Some(&1));
     let after = run(&raised, &feed, &RunOptions::default()).unwrap();
-    assert_eq!(before[1], after[1]);
-    for (a, b) in before[0]
-        .1
-        .as_f32()
-        .unwrap()
-        .iter()
-        .zip(after[0].1.as_f32().unwrap())
-    {
-        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0));
-    }
+    crate::compare::assert_bits_eq(&before[1..], &after[1..]);
+    let worst = crate::worst_relative(&before, &after);
+    assert!(worst <= 1e-6, "relative error {worst:e}");
 }
 
 #[test]
@@ -222,14 +210,7 @@ fn exported_models_raise_their_norms_and_activations_without_changing_outputs() 
         let feed: Tensors = [("input_ids".to_owned(), ids)].into();
         let a = run(&parsed, &feed, &RunOptions::default()).unwrap();
         let b = run(&raised, &feed, &RunOptions::default()).unwrap();
-        let (x, y) = (a[0].1.to_f64_vec(), b[0].1.to_f64_vec());
-        let scale = x.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let worst = x
-            .iter()
-            .zip(&y)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f64, f64::max)
-            / scale;
+        let worst = crate::worst_relative(&a, &b);
         assert!(
             worst <= 1e-5,
             "{name}: raising changed the logits by {worst:e} of the largest"
@@ -321,15 +302,8 @@ fn rope_is_raised_only_with_repeating_tables_used_by_ropes_alone() {
         "x, the two halved tables and the rope"
     );
     let after = run(&raised, &feed, &RunOptions::default()).unwrap();
-    for (a, b) in before[0]
-        .1
-        .as_f32()
-        .unwrap()
-        .iter()
-        .zip(after[0].1.as_f32().unwrap())
-    {
-        assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
-    }
+    let worst = crate::worst_relative(&before, &after);
+    assert!(worst <= 1e-6, "relative error {worst:e}");
     for (label, g) in [
         ("halves differ", decomposed_rope(false, false)),
         (
@@ -413,15 +387,8 @@ fn attention_is_raised_from_its_decomposition() {
         other => panic!("expected attention, got {other:?}"),
     }
     let after = run(&raised, &feed, &RunOptions::default()).unwrap();
-    for (a, b) in before[0]
-        .1
-        .as_f32()
-        .unwrap()
-        .iter()
-        .zip(after[0].1.as_f32().unwrap())
-    {
-        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
-    }
+    let worst = crate::worst_relative(&before, &after);
+    assert!(worst <= 1e-5, "relative error {worst:e}");
     // Softmax over the query axis is not attention.
     let (_, counts) = raise(decomposed_attention(2));
     assert!(counts.is_empty(), "{counts:?}");

@@ -1,6 +1,8 @@
 //! Equality saturation: every rule proven by execution (the program that uses the rule's
-//! result wherever it applied is run against the original on simulated ranks, f32,
-//! relative error ≤ 1e-5), extraction keeps whole models' outputs, limits and guards hold.
+//! result wherever it applied is run against the original on simulated ranks, f32: bit for
+//! bit where the rule only moves data or keeps sums in order, relative error ≤ 1e-5 where
+//! it changes a GEMM's shape), after checking that the rule changed the program as it
+//! should; extraction keeps whole models' outputs, limits and guards hold.
 
 use std::path::Path;
 
@@ -34,10 +36,6 @@ fn applied(report: &saturate::SaturationReport, rule: &str) -> usize {
         .sum()
 }
 
-fn ops_of(g: &Graph) -> Vec<&'static str> {
-    g.nodes().map(|(_, n)| n.op.name()).collect()
-}
-
 fn one_rule(rule: &str) -> SaturateOptions {
     SaturateOptions {
         rules: vec![rule.to_owned()],
@@ -49,9 +47,72 @@ fn one_rule(rule: &str) -> SaturateOptions {
     }
 }
 
-/// Saturates `graph` with one rule, extracts the program that uses its results, checks
-/// that `expect` ops appear (and `gone` ones do not), and runs both programs.
-fn prove(rule: &str, graph: &Graph, expect: &[&str], gone: &[&str]) -> f64 {
+/// How a rule's proof compares the outputs of the original and the rewritten program.
+#[derive(Clone, Copy, Debug)]
+enum Proof {
+    /// Bit for bit: the rule only moves data, or keeps every sum in the same order (the
+    /// executor's all-reduce and reduce-scatter both sum in group order, and a fused
+    /// element-wise chain rounds after each step as the separate ops do).
+    Bits,
+    /// Within this relative error: the rule runs a GEMM on a different shape (a slice of
+    /// rows or columns, a chunk), and the GEMM library may block its sums differently.
+    Within(f64),
+}
+
+/// How the count of an op, or of a `producer>consumer` edge between two ops, must change.
+#[derive(Clone, Copy, Debug)]
+enum Delta {
+    By(i64),
+    More,
+    Fewer,
+}
+
+use Delta::{By, Fewer, More};
+
+/// How many nodes of each op, and how many `producer>consumer` edges, `g` has: a rule
+/// that moves an op past a collective changes no op count but changes edges.
+fn census(g: &Graph) -> std::collections::BTreeMap<String, i64> {
+    let mut m = std::collections::BTreeMap::new();
+    for (_, n) in g.nodes() {
+        *m.entry(n.op.name().to_owned()).or_insert(0) += 1;
+        for &v in &n.inputs {
+            let from = g.node(g.value(v).producer).op.name();
+            *m.entry(format!("{from}>{}", n.op.name())).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// Asserts that `after` differs from `before` as `changes` say.
+#[track_caller]
+fn assert_changes(what: &str, before: &Graph, after: &Graph, changes: &[(&str, Delta)]) {
+    assert!(
+        !changes.is_empty(),
+        "{what}: say how the program must change"
+    );
+    let (b, a) = (census(before), census(after));
+    for &(key, delta) in changes {
+        let (x, y) = (
+            b.get(key).copied().unwrap_or(0),
+            a.get(key).copied().unwrap_or(0),
+        );
+        let ok = match delta {
+            By(d) => y - x == d,
+            More => y > x,
+            Fewer => y < x,
+        };
+        assert!(
+            ok,
+            "{what}: `{key}` went from {x} to {y}, expected {delta:?}\nbefore: {b:?}\nafter: {a:?}"
+        );
+    }
+}
+
+/// Saturates `graph` with one rule, extracts the program that uses its results wherever
+/// it applied, checks that it changed as `changes` say (the new op appears, the matched
+/// op's count drops, or the edges show an op moved), and runs both programs on random
+/// inputs, comparing as `proof` says.
+fn prove(rule: &str, graph: &Graph, changes: &[(&str, Delta)], proof: Proof) {
     let sat = saturate::saturate(graph, &one_rule(rule)).unwrap_or_else(|e| panic!("{rule}: {e}"));
     assert!(
         sat.report.unsound.is_empty(),
@@ -60,20 +121,18 @@ fn prove(rule: &str, graph: &Graph, expect: &[&str], gone: &[&str]) -> f64 {
     );
     assert!(sat.report.not_fired.is_empty(), "{rule} never applied");
     let rewritten = saturate::extract_rewritten(&sat, graph).unwrap();
-    let ops = ops_of(&rewritten);
-    for op in expect {
-        assert!(ops.contains(op), "{rule}: no {op} in {ops:?}");
-    }
-    for op in gone {
-        assert!(!ops.contains(op), "{rule}: {op} remains in {ops:?}");
-    }
+    assert_changes(rule, graph, &rewritten, changes);
     let inputs: Tensors = weft::inputs::complete_inputs(graph, Vec::new(), 3).unwrap();
     let o = RunOptions::default();
     let want = run(graph, &inputs, &o).unwrap();
     let got = run(&rewritten, &inputs, &o).unwrap_or_else(|e| panic!("{rule}: {e}"));
-    let err = worst(&want, &got);
-    assert!(err <= 1e-5, "{rule}: relative error {err}");
-    err
+    match proof {
+        Proof::Bits => crate::compare::assert_bits_eq(&want, &got),
+        Proof::Within(tol) => {
+            let err = worst(&want, &got);
+            assert!(err <= tol, "{rule}: relative error {err}");
+        }
+    }
 }
 
 fn json(src: &str) -> Graph {
@@ -102,18 +161,44 @@ fn tiny_tp2() -> (Graph, Graph) {
 #[test]
 fn all_reduce_becomes_reduce_scatter_and_all_gather() {
     let (_, sharded) = tiny_tp2();
+    // tiny-llama at tp=2 has five all-reduces (four partial GEMMs, the sharded embedding).
     prove(
         "all-reduce-to-reduce-scatter-all-gather",
         &sharded,
-        &["reduce_scatter", "all_gather"],
-        &["all_reduce"],
+        &[
+            ("all_reduce", By(-5)),
+            ("reduce_scatter", By(5)),
+            ("all_gather", By(5)),
+            ("reduce_scatter>all_gather", By(5)),
+        ],
+        Proof::Bits,
+    );
+    // Four devices, where the order of a sum shows in its bits (two terms commute).
+    let g = partial_product(
+        4,
+        8,
+        8,
+        6,
+        r#"{"name": "ar", "op": "all_reduce", "inputs": ["mm"], "attrs": {"axis": "tp"}}"#,
+        "ar",
+    );
+    prove(
+        "all-reduce-to-reduce-scatter-all-gather",
+        &g,
+        &[
+            ("all_reduce", By(-1)),
+            ("reduce_scatter", By(1)),
+            ("all_gather", By(1)),
+        ],
+        Proof::Bits,
     );
 }
 
 #[test]
 fn reduce_scatter_and_all_gather_become_all_reduce() {
+    // Four devices, where the order of a sum shows in its bits (two terms commute).
     let g = partial_product(
-        2,
+        4,
         8,
         8,
         6,
@@ -124,8 +209,12 @@ fn reduce_scatter_and_all_gather_become_all_reduce() {
     prove(
         "reduce-scatter-all-gather-to-all-reduce",
         &g,
-        &["all_reduce"],
-        &["reduce_scatter", "all_gather"],
+        &[
+            ("reduce_scatter", By(-1)),
+            ("all_gather", By(-1)),
+            ("all_reduce", By(1)),
+        ],
+        Proof::Bits,
     );
 }
 
@@ -150,11 +239,16 @@ fn element_wise_ops_and_the_residual_add_move_onto_the_shard() {
   {"name": "act", "op": "silu", "inputs": ["biased"]}"#,
         "act",
     );
+    // The residual is sliced, the chain runs on the shard, and the gather moves to its end.
     prove(
         "elementwise-onto-shard",
         &g,
-        &["all_slice", "all_gather"],
-        &[],
+        &[
+            ("all_slice", By(1)),
+            ("all_gather>add", By(-1)),
+            ("silu>all_gather", By(1)),
+        ],
+        Proof::Bits,
     );
 }
 
@@ -167,7 +261,17 @@ fn norms_move_onto_the_shard() {
   {"name": "n2", "op": "layer_norm", "inputs": ["n1", "w", "c"]}"#,
         "n2",
     );
-    prove("norm-onto-shard", &g, &["rms_norm", "layer_norm"], &[]);
+    // No op count changes: the gather moves past both norms.
+    prove(
+        "norm-onto-shard",
+        &g,
+        &[
+            ("all_gather>rms_norm", By(-1)),
+            ("input>rms_norm", By(1)),
+            ("layer_norm>all_gather", By(1)),
+        ],
+        Proof::Bits,
+    );
     // Through whole models: TokenWeave's form (reduce-scatter, residual add and norm on the
     // shard, all-gather) by the collective rules together.
     let (tiny, sharded) = tiny_tp2();
@@ -205,8 +309,12 @@ fn gemm_and_reduce_scatter_fuse() {
     prove(
         "gemm-reduce-scatter-fusion",
         &g,
-        &["matmul_reduce_scatter"],
-        &["reduce_scatter"],
+        &[
+            ("matmul", By(-1)),
+            ("reduce_scatter", By(-1)),
+            ("matmul_reduce_scatter", By(1)),
+        ],
+        Proof::Within(1e-5),
     );
 }
 
@@ -235,7 +343,12 @@ proptest! {
         options.guards.chunk_counts = vec![chunks];
         let sat = saturate::saturate(&g, &options).unwrap();
         let rewritten = saturate::extract_rewritten(&sat, &g).unwrap();
-        prop_assert!(ops_of(&rewritten).contains(&"matmul_reduce_scatter"));
+        assert_changes(
+            "gemm-reduce-scatter-fusion",
+            &g,
+            &rewritten,
+            &[("matmul", By(-1)), ("reduce_scatter", By(-1)), ("matmul_reduce_scatter", By(1))],
+        );
         let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), m).unwrap();
         let o = RunOptions::default();
         let err = worst(&run(&g, &inputs, &o).unwrap(), &run(&rewritten, &inputs, &o).unwrap());
@@ -253,8 +366,12 @@ fn all_gather_and_gemm_fuse() {
     prove(
         "all-gather-gemm-fusion",
         &g,
-        &["all_gather_matmul"],
-        &["all_gather"],
+        &[
+            ("all_gather", By(-1)),
+            ("matmul", By(-1)),
+            ("all_gather_matmul", By(1)),
+        ],
+        Proof::Within(1e-5),
     );
     // In a Megatron layer, after the collective rules the column-parallel projections
     // gather their input: also fused.
@@ -281,9 +398,18 @@ fn token_splitting_halves_matmuls_and_all_reduces() {
   {"name": "y", "op": "matmul", "inputs": ["x", "w"]}
 ], "outputs": ["y"]}"#,
     );
-    prove("token-split-matmul", &g, &["slice", "concat"], &[]);
+    prove(
+        "token-split-matmul",
+        &g,
+        &[
+            ("matmul", By(1)),
+            ("slice>matmul", By(2)),
+            ("concat", By(1)),
+        ],
+        Proof::Within(1e-5),
+    );
     let g = partial_product(
-        2,
+        4,
         8,
         8,
         6,
@@ -293,8 +419,13 @@ fn token_splitting_halves_matmuls_and_all_reduces() {
     prove(
         "token-split-all-reduce",
         &g,
-        &["slice", "concat", "all_reduce"],
-        &[],
+        &[
+            ("all_reduce", By(1)),
+            ("matmul>all_reduce", By(-1)),
+            ("slice>all_reduce", By(2)),
+            ("all_reduce>concat", By(2)),
+        ],
+        Proof::Bits,
     );
 }
 
@@ -327,19 +458,30 @@ fn expert_gemms_split_along_columns_and_blocks() {
     let dir = crate::repo("tests/onnx-models/mixtral");
     let graph = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
     let graph = weft::to_stage(graph, weft::Stage::Raised).unwrap().0;
+    // Each of the two layers' second expert GEMMs becomes column halves of the weights.
     prove(
         "expert-gemm-split-columns",
         &graph,
-        &["expert_matmul", "concat"],
-        &[],
+        &[
+            ("expert_matmul", More),
+            ("weight>expert_matmul", Fewer),
+            ("slice>expert_matmul", More),
+            ("expert_matmul>concat", More),
+        ],
+        Proof::Within(1e-5),
     );
     // Comet's first GEMM along tokens: the blocks expert parallelism delivers.
     let sharded = weft::shard(&graph, &mesh("ep=2")).unwrap();
     prove(
         "expert-gemm-split-blocks",
         &sharded,
-        &["expert_matmul", "concat"],
-        &[],
+        &[
+            ("expert_matmul", More),
+            ("all_to_all>expert_matmul", Fewer),
+            ("slice>expert_matmul", More),
+            ("expert_matmul>concat", More),
+        ],
+        Proof::Within(1e-5),
     );
 }
 
@@ -414,15 +556,11 @@ fn extracted_programs_of_the_onnx_fixtures_at_tp2_match_onnxruntime() {
                 .unwrap()
                 .remove(0)
                 .1;
-                let (w, g) = (want.to_f64_vec(), got.to_f64_vec());
-                let scale = w.iter().fold(0f64, |m, x| m.max(x.abs()));
-                let diff = w
-                    .iter()
-                    .zip(&g)
-                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                let err = crate::compare::relative_error(&want, got)
+                    .unwrap_or_else(|e| panic!("{fixture} ({kind}) {name}: {e}"));
                 assert!(
-                    diff <= 1e-4 * scale,
-                    "{fixture} ({kind}) {name}: max difference {diff} vs onnxruntime (largest {scale})"
+                    err <= 1e-5,
+                    "{fixture} ({kind}) {name}: relative error {err} vs onnxruntime"
                 );
             }
         }
@@ -540,34 +678,56 @@ fn slice_of_gather_folds_away() {
     );
     let sat = saturate::saturate(&g, &one_rule("slice-of-gather")).unwrap();
     let program = saturate::extract(&sat, &g).unwrap();
-    let ops = ops_of(&program);
-    assert!(
-        !ops.contains(&"all_slice") && !ops.contains(&"all_gather"),
-        "{ops:?}"
+    assert_changes(
+        "slice-of-gather",
+        &g,
+        &program,
+        &[
+            ("all_slice", By(-1)),
+            ("all_gather", By(-1)),
+            ("input>exp", By(1)),
+        ],
     );
     let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 3).unwrap();
     let o = RunOptions::default();
-    assert_eq!(
-        run(&g, &inputs, &o).unwrap(),
-        run(&program, &inputs, &o).unwrap()
+    crate::compare::assert_bits_eq(
+        &run(&g, &inputs, &o).unwrap(),
+        &run(&program, &inputs, &o).unwrap(),
     );
 }
 
 #[test]
 fn element_wise_chains_fuse_into_their_producer() {
+    // The fused kernel runs each step with that op's own kernel, so this proof checks what
+    // the rule wrote (steps, order, operands, sides), bit for bit; the kernel itself is
+    // checked against an independent plain-loop reference in backends/cpu/tests/ops
+    // (`fused_elementwise_is_gemm_then_each_step_in_order`).
     // Gate projection + SiLU + gating multiply + the residual add, in a Megatron layer.
     let (_, sharded) = tiny_tp2();
     prove(
         "elementwise-fusion",
         &sharded,
-        &["fused_elementwise"],
-        &["silu"],
+        &[
+            ("fused_elementwise", More),
+            ("silu", By(-2)),
+            ("matmul", Fewer),
+        ],
+        Proof::Bits,
     );
     // GPT-2's GEMM + bias + GELU chains.
     let dir = crate::repo("tests/onnx-models/gpt2");
     let graph = weft::load_model(&dir.join("model.onnx"), &weft::LoadOptions::default()).unwrap();
     let graph = weft::to_stage(graph, weft::Stage::Raised).unwrap().0;
-    prove("elementwise-fusion", &graph, &["fused_elementwise"], &[]);
+    prove(
+        "elementwise-fusion",
+        &graph,
+        &[
+            ("fused_elementwise", More),
+            ("tanh", By(-2)),
+            ("matmul", Fewer),
+        ],
+        Proof::Bits,
+    );
     // The step limit holds.
     let mut options = one_rule("elementwise-fusion");
     options.guards.max_fused_steps = 2;
@@ -617,7 +777,17 @@ fn split_halves_flow_between_ops_without_rejoining() {
         &run(&program, &inputs, &o).unwrap(),
     );
     assert!(err <= 1e-5, "{err}");
-    prove("slice-of-concat", &split_by_hand(), &[], &["concat"]);
+    prove(
+        "slice-of-concat",
+        &split_by_hand(),
+        &[
+            ("concat", By(-1)),
+            ("slice", By(-2)),
+            ("matmul>exp", By(1)),
+            ("matmul>tanh", By(1)),
+        ],
+        Proof::Bits,
+    );
 }
 
 /// A matmul written split by hand (slices of x, two matmuls, a concat) followed by
@@ -655,8 +825,12 @@ fn rules_handle_batched_products_broadcasts_and_other_axes() {
     prove(
         "gemm-reduce-scatter-fusion",
         &rsneg,
-        &["matmul_reduce_scatter"],
-        &[],
+        &[
+            ("matmul", By(-1)),
+            ("reduce_scatter", By(-1)),
+            ("matmul_reduce_scatter", By(1)),
+        ],
+        Proof::Within(1e-5),
     );
     // The other operand of rank higher than the gathered one: left alone.
     let ewg = json(
@@ -678,7 +852,16 @@ fn rules_handle_batched_products_broadcasts_and_other_axes() {
   {"name": "y", "op": "add", "inputs": ["g", "r"], "sharding": {"dp": "S(0)"}}
 ], "outputs": ["y"]}"#,
     );
-    prove("elementwise-onto-shard", &ewg2, &["all_slice"], &[]);
+    prove(
+        "elementwise-onto-shard",
+        &ewg2,
+        &[
+            ("all_slice", By(1)),
+            ("all_gather>add", By(-1)),
+            ("add>all_gather", By(1)),
+        ],
+        Proof::Bits,
+    );
 }
 
 #[test]
@@ -694,5 +877,7 @@ fn the_fused_gemm_reduce_scatter_handles_batched_weights() {
     );
     let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 2).unwrap();
     let out = run(&g, &inputs, &RunOptions::default()).unwrap();
-    assert_eq!(out[0].1, out[1].1);
+    // The fused op runs chunk by chunk, each chunk's GEMM on a slice of `a`'s rows.
+    let err = crate::compare::relative_error(&out[1].1, &out[0].1).unwrap();
+    assert!(err <= 1e-6, "{err}");
 }

@@ -533,3 +533,154 @@ fn reduced_outputs_keep_their_names() {
     let got = run(&sharded, &inputs, &RunOptions::default()).unwrap();
     assert_eq!(got[0].0, "y");
 }
+
+#[test]
+fn megatron_sp_sends_the_same_bytes_as_all_reduces_on_every_example() {
+    // Issue 10, item 11: the single 70B layer takes its hidden states as a graph input.
+    // The input was treated as free to lay out at every use, so after the first norm
+    // sliced it by sequence, the residual add gathered it back and all-reduced the
+    // attention output (205.5 MB sent per device against 117.4 MB). A graph input is fed
+    // once; later uses see its first layout. And projections by whole weights (K and V
+    // with replicated heads at tiny-llama's tp=4, Mixtral's router) took the sequence
+    // shard and gathered their results; they take the norm's one all-gather.
+    for file in [
+        "tiny-llama",
+        "llama3-70b-layer",
+        "mixtral-8x7b-moe-layer",
+        "llama3-70b",
+    ] {
+        let graph = crate::load(&format!("examples/{file}.json"));
+        assert!(
+            graph
+                .nodes()
+                .any(|(_, n)| matches!(n.op, Op::RmsNorm { .. })),
+            "{file} has norms"
+        );
+        let spec = if file == "tiny-llama" { "tp=4" } else { "tp=8" };
+        let plain = weft::passes::shard::comm_report(&weft::shard(&graph, &mesh(spec)).unwrap());
+        let sp = weft::passes::shard::comm_report(&shard_sp(&graph, spec));
+        assert_eq!(
+            sp.total_wire_bytes,
+            plain.total_wire_bytes,
+            "{file} at {spec}: Megatron-SP {:?}",
+            sp.collectives
+                .iter()
+                .map(|c| (c.kind, c.node.as_str()))
+                .collect::<Vec<_>>()
+        );
+        // Only reduce-scatters and all-gathers, as many of each as there were all-reduces.
+        let count = |kind: &str| sp.collectives.iter().filter(|c| c.kind == kind).count();
+        assert_eq!(count("reduce_scatter"), plain.collectives.len(), "{file}");
+        assert_eq!(count("all_gather"), plain.collectives.len(), "{file}");
+        assert_eq!(sp.collectives.len(), 2 * plain.collectives.len(), "{file}");
+    }
+    // The layer still computes the same thing, on a scaled-down copy of its builder.
+    let cfg = bundled_examples()
+        .into_iter()
+        .find(|(file, _)| file.contains("llama3-70b-layer"))
+        .expect("the 70B layer's builder")
+        .1;
+    let layer = llama(&scaled_down(&cfg)).unwrap();
+    let inputs = random_inputs(&layer, 11);
+    let want = run(&layer, &inputs, &RunOptions::default()).unwrap();
+    let got = run(&shard_sp(&layer, "tp=4"), &inputs, &RunOptions::default()).unwrap();
+    let err = worst_relative(&want, &got);
+    assert!(err <= 1e-5, "{err}");
+}
+
+#[test]
+fn a_split_that_does_not_divide_is_an_error_on_every_axis() {
+    // Issue 10, item 10: graph inputs whose batch (dp) or sequence (sp) did not divide
+    // were left whole, and every device computed everything.
+    let cases = [
+        (
+            "dp=2",
+            1,
+            16,
+            "dim 0 (batch, size 1) cannot be split over mesh axis `dp` of size 2",
+        ),
+        (
+            "dp=2",
+            3,
+            16,
+            "dim 0 (batch, size 3) cannot be split over mesh axis `dp` of size 2",
+        ),
+        (
+            "sp=2",
+            1,
+            15,
+            "dim 1 (sequence, size 15) cannot be split over mesh axis `sp` of size 2",
+        ),
+        ("dp=4,tp=2", 6, 16, "`dp` of size 4"),
+    ];
+    for (spec, batch, seq, expect) in cases {
+        let cfg = LlamaConfig {
+            batch,
+            seq,
+            ..LlamaConfig::tiny()
+        };
+        let graph = llama(&cfg).unwrap();
+        let e = match weft::shard(&graph, &mesh(spec)) {
+            Ok(_) => panic!("{spec} with batch {batch}, seq {seq} should fail"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains("node `tokens` (input)") && e.contains(expect),
+            "{e}"
+        );
+    }
+    // Dims that divide still shard, and split the tokens.
+    let graph = llama(&LlamaConfig {
+        batch: 2,
+        ..LlamaConfig::tiny()
+    })
+    .unwrap();
+    let sharded = weft::shard(&graph, &mesh("dp=2")).unwrap();
+    let tokens = sharded.inputs().next().unwrap();
+    assert_eq!(sharded.value(tokens).sharding.to_string(), "{dp: S(0)}");
+}
+
+#[test]
+fn an_axis_that_splits_nothing_is_a_warning_naming_it() {
+    let shard = |g: &Graph, spec: &str| {
+        let options = weft::passes::shard::ShardOptions {
+            mesh: mesh(spec),
+            sp_norms: false,
+        };
+        weft::passes::shard::shard_with_warnings(g, &options)
+            .unwrap_or_else(|e| panic!("{spec}: {e}"))
+            .1
+    };
+    // Expert parallelism on a dense model: no experts, so every device does everything.
+    let tiny = crate::load("examples/tiny-llama.json");
+    let warnings = shard(&tiny, "ep=4");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("mesh axis `ep` of `ep=4` splits nothing in `tiny-llama`"),
+        "{warnings:?}"
+    );
+    // Only the idle axis is named; axes of one device lay nothing out by definition.
+    let warnings = shard(&tiny, "tp=2,ep=2,dp=1");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("axis `ep`"), "{warnings:?}");
+    // Sequence parallelism on a model whose inputs have no sequence dim.
+    let vector = weft::json::parse_str(
+        r#"{"weft": 1, "name": "vec", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [8]}},
+  {"name": "y", "op": "exp", "inputs": ["x"]}
+], "outputs": ["y"]}"#,
+        std::path::Path::new("vec.json"),
+    )
+    .unwrap();
+    let warnings = shard(&vector, "sp=2");
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("axis `sp`"),
+        "{warnings:?}"
+    );
+    // Axes that split something say nothing.
+    for spec in ["tp=2", "sp=2", "tp=2,ep=1"] {
+        assert!(shard(&tiny, spec).is_empty(), "{spec}");
+    }
+    let moe = raised("tests/onnx-models/mixtral/model.onnx");
+    assert!(shard(&moe, "ep=2").is_empty());
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use weft_ir::{DType, Graph, Node, NodeId, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
 
+use crate::collective_matmul;
 use crate::collectives::{CommError, World};
 use crate::error::ExecError;
 use crate::kernels::{self, OutType};
@@ -365,6 +366,31 @@ impl Rank<'_> {
         }
     }
 
+    /// How many members `rank`'s group along `axis` has.
+    fn group_size(&self, axis: &str) -> usize {
+        self.world
+            .grid()
+            .group(self.rank, axis)
+            .map_or(1, |g| g.0.len())
+    }
+
+    /// One exchange among `node`'s group per call, each matched across the group by the
+    /// axis's next sequence number and a signature naming the node's op and the step.
+    fn exchanger<'s>(
+        &'s mut self,
+        node: &'s Node,
+        axis: &'s str,
+    ) -> impl FnMut(String, Arc<Tensor>) -> Result<Vec<Arc<Tensor>>, CommError> + 's {
+        let head = format!("{}({})", node.op.name(), node.op.attr_text().join(", "));
+        let (world, rank) = (self.world, self.rank);
+        let seq = self.seq.entry(axis.to_owned()).or_insert(0);
+        move |label: String, t: Arc<Tensor>| {
+            *seq += 1;
+            let signature = format!("{head} {label} on {}{:?}", t.dtype(), t.shape());
+            world.exchange(rank, axis, *seq, &node.name, signature, t)
+        }
+    }
+
     fn comm_err(&self, node: &Node, axis: &str, e: CommError) -> ExecError {
         match e {
             CommError::Collective(message) => ExecError::Collective {
@@ -499,31 +525,52 @@ impl Rank<'_> {
                 }
                 return Ok(vec![Arc::unwrap_or_clone(t)]);
             }
+            // The fused GEMM + collective ops run as the decomposition they stand for, one
+            // exchange per chunk or ring step (collective_matmul.rs).
+            Op::MatMulReduceScatter {
+                dim,
+                chunks,
+                transpose_b,
+                ..
+            } => {
+                let (size, threads) = (self.group_size(&axis), self.threads);
+                // The exchanger borrows the rank until the op is done.
+                let result = collective_matmul::matmul_reduce_scatter(
+                    &ins[0],
+                    &ins[1],
+                    *dim,
+                    *chunks,
+                    *transpose_b,
+                    (me, size),
+                    threads,
+                    &mut self.exchanger(node, &axis),
+                    &reduce_all,
+                );
+                return result
+                    .map(|t| vec![t])
+                    .map_err(|e| self.comm_err(node, &axis, e));
+            }
+            Op::AllGatherMatMul {
+                dim, transpose_b, ..
+            } => {
+                let (size, threads) = (self.group_size(&axis), self.threads);
+                // The exchanger borrows the rank until the op is done.
+                let result = collective_matmul::all_gather_matmul(
+                    &ins[0],
+                    &ins[1],
+                    *dim,
+                    *transpose_b,
+                    (me, size),
+                    threads,
+                    &mut self.exchanger(node, &axis),
+                );
+                return result
+                    .map(|t| vec![t])
+                    .map_err(|e| self.comm_err(node, &axis, e));
+            }
             _ => {}
         }
-        // Fused GEMM + reduce-scatter: the reference executor computes the GEMM, then
-        // reduces and scatters it exactly as `reduce_scatter` does — the same values a
-        // chunked, overlapped kernel produces (its chunking is a schedule, not arithmetic).
-        let fused_input;
-        let input = match &node.op {
-            Op::MatMulReduceScatter { transpose_b, .. } => {
-                let op = Op::MatMul {
-                    transpose_a: false,
-                    transpose_b: *transpose_b,
-                };
-                // The product's type, by the IR's rule (batch dims broadcast).
-                let ty = kernels::type_of_op(&op, &[&ins[0], &ins[1]])
-                    .map_err(|m| self.kernel_err(node, m))?;
-                let y = kernels::eval(&op, &[&ins[0], &ins[1]], &[ty], self.threads)
-                    .map_err(|m| self.kernel_err(node, m))?;
-                fused_input =
-                    Arc::new(y.into_iter().next().ok_or_else(|| {
-                        self.kernel_err(node, "the GEMM produced nothing".into())
-                    })?);
-                &fused_input
-            }
-            _ => &ins[0],
-        };
+        let input = &ins[0];
         let seq = self.seq.entry(axis.clone()).or_insert(0);
         *seq += 1;
         let signature = format!(
@@ -564,31 +611,6 @@ impl Rank<'_> {
                 Ok(kernels::layout_concat(&refs, *concat_dim, &out[0]))
             }
             Op::Broadcast { root, .. } => Ok(all[*root as usize].clone()),
-            Op::MatMulReduceScatter { dim, .. } => reduce_all(&all, ReduceOp::Sum)
-                .map(|full| kernels::layout_chunk(&full, *dim, all.len(), me)),
-            Op::AllGatherMatMul {
-                dim, transpose_b, ..
-            } => {
-                // The ring delivers the pieces in device order; the GEMM of the gathered rows
-                // is the GEMM of each piece, stacked.
-                let mut shape = input.shape().to_vec();
-                let d = kernels::axis(*dim, shape.len());
-                shape[d] *= all.len();
-                let gathered = kernels::layout_concat(
-                    &all,
-                    *dim,
-                    &OutType {
-                        dtype: input.dtype(),
-                        shape,
-                    },
-                );
-                let op = Op::MatMul {
-                    transpose_a: false,
-                    transpose_b: *transpose_b,
-                };
-                kernels::eval(&op, &[&gathered, &ins[1]], out, self.threads)
-                    .and_then(|mut v| v.pop().ok_or_else(|| "the GEMM produced nothing".into()))
-            }
             _ => Err(format!("`{}` is not a collective", node.op.name())),
         };
         result

@@ -9,6 +9,7 @@
 //! This executor is the oracle every other stage (sharding, rewrites, the CUDA backend)
 //! is checked against.
 
+mod collective_matmul;
 pub mod collectives;
 mod error;
 mod exec;

@@ -28,8 +28,9 @@ mod props;
 
 use weft_ir::Op;
 
-/// The compute ops this file tests. Sources are exercised by every test and collectives
-/// by `tests/collectives.rs`.
+/// The compute ops this file tests. Sources are exercised by every test, collectives
+/// by `tests/collectives.rs` and the fused GEMM + collective ops by
+/// `tests/fused_collectives.rs`.
 const COVERED: &[&str] = &[
     "matmul",
     "add",

@@ -290,7 +290,48 @@ pub fn parse_str_with(src: &str, path: &Path, options: &LoadOptions) -> Result<G
         });
     }
     crate::external::check_external(&graph, path)?;
+    check_overrides_apply(&graph, path, options)?;
     Ok(graph)
+}
+
+/// A dim override that no shape mentions would change the reported `dims` and nothing
+/// else: a sharded or extracted file is written with concrete shapes (`weft dump` evaluates
+/// them), so `--dim seq=4096` on it would be silently ignored.
+fn check_overrides_apply(
+    graph: &Graph,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(), JsonError> {
+    if options.dims.is_empty() {
+        return Ok(());
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for (_, node) in graph.nodes() {
+        for &v in &node.outputs {
+            for d in graph.value(v).ty.shape.dims() {
+                used.extend(d.symbols());
+            }
+        }
+    }
+    for name in options.dims.keys() {
+        if !used.contains(name) {
+            let why = if graph.mesh.axes().is_empty() {
+                String::new()
+            } else {
+                format!(" (it declares the mesh `{}`: it was sharded)", graph.mesh)
+            };
+            return Err(JsonError::file(
+                ErrorKind::Format,
+                path,
+                format!(
+                    "cannot set dim `{name}`: no shape in the model is written with it; its shapes \
+                     are concrete{why}, as `weft dump` writes sharded and extracted graphs. \
+                     Set dims on the model before it is sharded or extracted"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A sharding object, or a list of them (one per output), read with precise errors.

@@ -21,9 +21,12 @@ use crate::tensor::tensor_from_proto;
 
 mod attention;
 
-/// Opsets of the default domain Weft reads. Opsets 24 and 25 changed the supported ops
-/// only in the element types they accept, so models exported for them import as well.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=25;
+/// Opsets of the default domain Weft reads. Opsets 24 to 28 changed the supported ops
+/// only in the element types they accept (onnx 1.23's schemas: of the ops in
+/// [`SUPPORTED`], only `Cast` has a version after 25, opset 28, which adds 6-bit float
+/// types), so models exported for them import as well; types Weft has no counterpart
+/// for are refused where they appear.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=28;
 
 /// Choices made when importing.
 #[derive(Clone, Debug, Default)]
@@ -266,6 +269,7 @@ pub fn import_model(
     for out in &graph.output {
         let v = im
             .tensor_value(&out.name)
+            .and_then(|v| im.name_output(v, &out.name))
             .map_err(|e| fail(format!("graph output {:?}: {e}", out.name)))?;
         im.g.outputs.push(v);
     }
@@ -273,6 +277,7 @@ pub fn import_model(
     Ok(im.g)
 }
 
+/// The IR dtype of an ONNX element type, refusing types Weft could only hold widened.
 fn dtype_of(code: i32) -> NResult<DType> {
     use crate::proto::DataType as D;
     Ok(match D::try_from(code) {
@@ -280,9 +285,18 @@ fn dtype_of(code: i32) -> NResult<DType> {
         Ok(D::Float16) => DType::F16,
         Ok(D::Bfloat16) => DType::Bf16,
         Ok(D::Float8e4m3fn) => DType::F8e4m3,
-        Ok(D::Int64) | Ok(D::Uint32) | Ok(D::Uint64) => DType::I64,
-        Ok(D::Int32) | Ok(D::Int16) | Ok(D::Int8) | Ok(D::Uint16) | Ok(D::Uint8) => DType::I32,
+        Ok(D::Int64) => DType::I64,
+        Ok(D::Int32) => DType::I32,
         Ok(D::Bool) => DType::Bool,
+        // Holding these in i32 or i64 would change wrap-around and the output's dtype.
+        Ok(narrow @ (D::Int8 | D::Int16 | D::Uint8 | D::Uint16 | D::Uint32 | D::Uint64)) => {
+            return Err(format!(
+                "element type {} is not supported: Weft's integer types are INT64 and INT32, \
+                 and it does not widen {} silently",
+                narrow.onnx_name(),
+                narrow.onnx_name()
+            ));
+        }
         Ok(other) => {
             return Err(format!(
                 "element type {} is not supported",
@@ -428,6 +442,37 @@ impl Importer {
             },
         );
         Ok(())
+    }
+
+    /// The value to list as graph output `name`, carrying that name: users (and the
+    /// executor) know outputs by their value's name. The importer reaches some ONNX names
+    /// through aliases (`Identity` maps its output to its input's value; `Gemm` ends in a
+    /// value named after its last step), so such a value is renamed when nothing else
+    /// knows it by name (an op's result that is not yet an output), and otherwise (a graph
+    /// input, an initializer, a value already listed under another output name) copied
+    /// by a `Reshape` to its own shape.
+    fn name_output(&mut self, v: ValueId, name: &str) -> NResult<ValueId> {
+        if self.g.value(v).name == name {
+            return Ok(v);
+        }
+        let producer = self.g.value(v).producer;
+        let source = matches!(
+            self.g.node(producer).op,
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+        );
+        if !source && !self.g.outputs.contains(&v) {
+            self.g.value_mut(v).name = name.to_owned();
+            return Ok(v);
+        }
+        let shape = self.g.value(v).ty.shape.clone();
+        // The node takes another name: the value's source may be a node called `name`.
+        let node = self
+            .g
+            .add_node(format!("{name}.output"), Op::Reshape { shape }, vec![v])
+            .map_err(|e| e.rule.to_string())?;
+        let copy = self.g.node(node).outputs[0];
+        self.g.value_mut(copy).name = name.to_owned();
+        Ok(copy)
     }
 
     /// The graph value for `name`, materialising a constant as a node on first use.

@@ -1,7 +1,8 @@
 //! # weft-frontend-onnx — reading ONNX
 //!
 //! Decodes ONNX protobuf with hand-written `prost` messages ([`proto`]) and imports models
-//! into Weft's IR ([`import`]): opsets 13 to 23 of the default domain, initializers,
+//! into Weft's IR ([`import`]): the default-domain opsets in
+//! [`import::OPSETS`], initializers,
 //! graph inputs with symbolic dims bound at import, and the ops in
 //! [`import::SUPPORTED`]. A model with ops Weft cannot import gets one error that lists
 //! every such node. It also decodes single `TensorProto` files, which `weft run` reads

@@ -40,6 +40,11 @@ pub enum DataType {
     Uint4 = 21,
     Int4 = 22,
     Float4e2m1 = 23,
+    Float8e8m0 = 24,
+    Uint2 = 25,
+    Int2 = 26,
+    Float6e2m3 = 27,
+    Float6e3m2 = 28,
 }
 
 impl DataType {
@@ -70,6 +75,11 @@ impl DataType {
             DataType::Uint4 => "UINT4",
             DataType::Int4 => "INT4",
             DataType::Float4e2m1 => "FLOAT4E2M1",
+            DataType::Float8e8m0 => "FLOAT8E8M0",
+            DataType::Uint2 => "UINT2",
+            DataType::Int2 => "INT2",
+            DataType::Float6e2m3 => "FLOAT6E2M3",
+            DataType::Float6e3m2 => "FLOAT6E3M2",
         }
     }
 }

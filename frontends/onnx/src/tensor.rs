@@ -9,9 +9,12 @@
 //! | DOUBLE | f32 (values rounded to f32: Weft has no f64) |
 //! | FLOAT16, BFLOAT16, FLOAT8E4M3FN | f16, bf16, f8e4m3 (exact) |
 //! | INT64 | i64 |
-//! | INT32, INT16, INT8, UINT16, UINT8 | i32 (exact) |
-//! | UINT32, UINT64 | i64 (UINT64 values above `i64::MAX` are an error) |
+//! | INT32 | i32 |
 //! | BOOL | bool (any non-zero byte or value is `true`) |
+//!
+//! INT8, INT16, UINT8, UINT16, UINT32 and UINT64 are refused ([`OnnxTensorError::NarrowInteger`]):
+//! Weft has no integer types but i64 and i32, and holding them in a wider type would
+//! silently change what the model computes (wrap-around, the output's dtype).
 //!
 //! Nothing here panics on any input: truncated or corrupt bytes, inconsistent dims and
 //! out-of-range values are all [`OnnxTensorError`]s.
@@ -43,9 +46,12 @@ pub enum OnnxTensorError {
     #[error("tensor {name:?}: unknown data_type code {code}")]
     UnknownDataType { name: String, code: i32 },
     #[error("tensor {name:?}: data type {} is not supported; Weft reads FLOAT, DOUBLE, FLOAT16, \
-             BFLOAT16, FLOAT8E4M3FN, INT64, INT32, INT16, INT8, UINT64, UINT32, UINT16, UINT8 \
-             and BOOL tensors", data_type.onnx_name())]
+             BFLOAT16, FLOAT8E4M3FN, INT64, INT32 and BOOL tensors", data_type.onnx_name())]
     UnsupportedDataType { name: String, data_type: DataType },
+    #[error("tensor {name:?}: data type {} is not supported: Weft's integer types are INT64 and \
+             INT32, and it does not widen {} silently (wrap-around and the output's type would \
+             change)", data_type.onnx_name(), data_type.onnx_name())]
+    NarrowInteger { name: String, data_type: DataType },
     #[error("tensor {name:?}: dims {dims:?}: {reason}")]
     BadDims {
         name: String,
@@ -74,18 +80,6 @@ pub enum OnnxTensorError {
         data_type: &'static str,
         want: u128,
         got: usize,
-    },
-    #[error(
-        "tensor {name:?}: {field} value {value} is out of range for {data_type} \
-         (Weft reads {lo}..={hi})"
-    )]
-    OutOfRange {
-        name: String,
-        field: &'static str,
-        value: i128,
-        data_type: &'static str,
-        lo: i128,
-        hi: i128,
     },
     #[error("tensor {name:?}: {source}")]
     Tensor { name: String, source: TensorError },
@@ -142,14 +136,10 @@ pub fn tensor_from_proto(p: &TensorProto) -> Result<Tensor, OnnxTensorError> {
         T::Float16 => r.floats(DType::F16, 2, "int32_data", &p.int32_data, |v| f16(v as u16), |b| f16(b as u16)),
         T::Bfloat16 => r.floats(DType::Bf16, 2, "int32_data", &p.int32_data, |v| bf16(v as u16), |b| bf16(b as u16)),
         T::Float8e4m3fn => r.floats(DType::F8e4m3, 1, "int32_data", &p.int32_data, |v| f8e4m3fn_to_f32(v as u8), |b| f8e4m3fn_to_f32(b as u8)),
-        T::Int64 => r.ints(DType::I64, 8, true, "int64_data", &p.int64_data),
-        T::Int32 => r.ints(DType::I32, 4, true, "int32_data", &p.int32_data),
-        T::Int16 => r.ints(DType::I32, 2, true, "int32_data", &p.int32_data),
-        T::Int8 => r.ints(DType::I32, 1, true, "int32_data", &p.int32_data),
-        T::Uint16 => r.ints(DType::I32, 2, false, "int32_data", &p.int32_data),
-        T::Uint8 => r.ints(DType::I32, 1, false, "int32_data", &p.int32_data),
-        T::Uint32 => r.ints(DType::I64, 4, false, "uint64_data", &p.uint64_data),
-        T::Uint64 => r.ints(DType::I64, 8, false, "uint64_data", &p.uint64_data),
+        T::Int64 => r.ints(DType::I64, 8, "int64_data", &p.int64_data),
+        T::Int32 => r.ints(DType::I32, 4, "int32_data", &p.int32_data),
+        T::Int16 | T::Int8 | T::Uint16 | T::Uint8 | T::Uint32 | T::Uint64 =>
+            Err(OnnxTensorError::NarrowInteger { name: name(), data_type }),
         T::Bool => r.elements(1, "int32_data", &p.int32_data, |v| v != 0, |b| b != 0)
             .and_then(|v| r.build(Tensor::from_bool(r.shape.clone(), v))),
         data_type => Err(OnnxTensorError::UnsupportedDataType { name: name(), data_type }),
@@ -246,64 +236,20 @@ impl Reader<'_> {
         self.build(Tensor::from_f32(dtype, self.shape.clone(), values))
     }
 
-    /// Integers of a `width`-byte element type, signed or not. Values from a typed field
-    /// (wider than the element type) must lie in the element type's range; UINT64 values
-    /// must also fit Weft's i64.
-    fn ints<S: Copy + Into<i128>>(
+    /// Signed integers of a `width`-byte element type, from its typed field (which holds
+    /// exactly that type, so every value is in range) or sign-extended from `raw_data`.
+    fn ints<S: Copy + Into<i64>>(
         &self,
         dtype: DType,
         width: usize,
-        signed: bool,
         field: &'static str,
         typed: &[S],
     ) -> Result<Tensor, OnnxTensorError> {
-        let bit_width = 8 * width as u32;
-        let (lo, hi) = if signed {
-            (-(1i128 << (bit_width - 1)), (1i128 << (bit_width - 1)) - 1)
-        } else {
-            (0, (1i128 << bit_width) - 1)
-        };
+        let shift = 64 - 8 * width as u32;
         let values = self.elements(width, field, typed, Into::into, |b| {
-            if signed {
-                // Sign-extend from `bit_width` bits.
-                let shift = 64 - bit_width;
-                i128::from(((b << shift) as i64) >> shift)
-            } else {
-                i128::from(b)
-            }
+            ((b << shift) as i64) >> shift
         })?;
-        let source = if self.p.raw_data.is_empty() {
-            field
-        } else {
-            "raw_data"
-        };
-        let values = values
-            .into_iter()
-            .map(|v| {
-                if v < lo || v > hi {
-                    return Err(self.out_of_range(source, v, lo, hi));
-                }
-                i64::try_from(v).map_err(|_| self.out_of_range(source, v, 0, i64::MAX.into()))
-            })
-            .collect::<Result<Vec<i64>, _>>()?;
         self.build(Tensor::from_i64(dtype, self.shape.clone(), values))
-    }
-
-    fn out_of_range(
-        &self,
-        field: &'static str,
-        value: i128,
-        lo: i128,
-        hi: i128,
-    ) -> OnnxTensorError {
-        OnnxTensorError::OutOfRange {
-            name: self.p.name.clone(),
-            field,
-            value,
-            data_type: self.data_type.onnx_name(),
-            lo,
-            hi,
-        }
     }
 
     fn build(&self, t: Result<Tensor, TensorError>) -> Result<Tensor, OnnxTensorError> {

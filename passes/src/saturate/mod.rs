@@ -39,6 +39,9 @@ pub enum SaturateError {
     UnknownRule { name: String, known: String },
     #[error("extraction failed: {0}")]
     Extraction(String),
+    /// `explain` was asked about a rule that matched nothing in this graph.
+    #[error("rule `{0}` never applied to this model, so there is nothing to explain")]
+    NeverApplied(String),
 }
 
 /// Limits and choices for a saturation run.
@@ -153,9 +156,7 @@ pub fn explain(
         .iter()
         .find(|(name, _, _)| *name == rule)
     else {
-        return Err(SaturateError::Extraction(format!(
-            "rule `{rule}` never applied, so there is nothing to explain"
-        )));
+        return Err(SaturateError::NeverApplied(rule.to_owned()));
     };
     let mut explanation = sat.egraph.explain_id_equivalence(a, b);
     let mut out = String::new();

@@ -87,8 +87,56 @@ pub const AXES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Shards `graph` (single-device) over `options.mesh`.
+/// Shards `graph` (single-device) over `options.mesh`; what [`shard_with_warnings`]
+/// warns about is logged (`tracing::warn!`).
 pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
+    let (sharded, warnings) = shard_with_warnings(graph, options)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(sharded)
+}
+
+/// Shards `graph` (single-device) over `options.mesh`, returning with the graph what the
+/// caller should be told: each mesh axis (of more than one device) along which nothing
+/// ended up split, so its devices all compute the same thing (`ep` on a dense model,
+/// `sp` on a model without a sequence dim).
+pub fn shard_with_warnings(
+    graph: &Graph,
+    options: &ShardOptions,
+) -> Result<(Graph, Vec<String>), ShardError> {
+    let sharded = shard_graph(graph, options)?;
+    let warnings = idle_axes(&sharded)
+        .into_iter()
+        .map(|axis| {
+            format!(
+                "mesh axis `{axis}` of `{}` splits nothing in `{}`: its devices all compute the whole graph",
+                sharded.mesh, graph.name
+            )
+        })
+        .collect();
+    Ok((sharded, warnings))
+}
+
+/// The axes of more than one device along which no value of `sharded` is split or partial.
+fn idle_axes(sharded: &Graph) -> Vec<String> {
+    sharded
+        .mesh
+        .axes()
+        .iter()
+        .filter(|axis| axis.size > 1)
+        .filter(|axis| {
+            sharded.nodes().all(|(_, node)| {
+                node.outputs.iter().all(|&v| {
+                    sharded.value(v).sharding.placement(&axis.name) == Placement::Replicate
+                })
+            })
+        })
+        .map(|axis| axis.name.clone())
+        .collect()
+}
+
+fn shard_graph(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
     let mesh = &options.mesh;
     weft_ir::verify(graph).map_err(|errors| ShardError::Invalid(errors.to_string()))?;
     for axis in mesh.axes() {
@@ -498,6 +546,14 @@ impl<'g> Sharder<'g> {
         if let Some(&c) = self.converted.get(&key) {
             return Ok(c);
         }
+        // Another split of a value whose whole form exists is cut from that form, for free.
+        if let (Split(_) | Partial(_), Split(_)) = (have, want)
+            && let Some(&whole) = self.converted.get(&(v, axis.to_owned(), Replicate))
+        {
+            let c = self.convert(whole, axis, want)?;
+            self.converted.insert(key, c);
+            return Ok(c);
+        }
         let axis_s = axis.to_owned();
         let (kind, op) = match (have, want) {
             (Partial(op), Replicate) => ("all_reduce", Op::AllReduce { axis: axis_s, op }),
@@ -684,8 +740,14 @@ impl<'g> Sharder<'g> {
             Arg::Old(v) => {
                 let shape = self.old_shape(v)?;
                 let float = self.old.value(v).ty.dtype.is_float();
-                match self.map.get(&v) {
-                    Some(&nv) => In {
+                // A graph input is fed once: after its first layout it is no longer free to
+                // lay out, and any other placement costs a collective from that one.
+                let fed = match self.old.node(self.old.value(v).producer).op {
+                    Op::Input { .. } => self.first_layout.get(&v).copied(),
+                    _ => None,
+                };
+                match self.map.get(&v).copied().or(fed) {
+                    Some(nv) => In {
                         placement: self.placement(nv, axis),
                         shape,
                         free: false,
@@ -736,21 +798,34 @@ impl<'g> Sharder<'g> {
                 "sp" => Some(1),
                 _ => None,
             };
+            // A graph input whose dim does not divide is an error, not a whole input: the
+            // user asked for the split, and running every device on all of it is no split.
             if let Some(dim) = input_dim.filter(|_| axis.size > 1) {
                 for (i, arg) in args.iter().enumerate() {
-                    if let Arg::Old(v) = arg
-                        && ins[i].free
-                        && matches!(
-                            self.old.node(self.old.value(*v).producer).op,
-                            Op::Input { .. }
-                        )
-                        && ins[i]
-                            .shape
-                            .get(dim)
-                            .is_some_and(|&n| n > 0 && n % axis.size == 0)
-                    {
-                        ins[i].placement = Placement::Split(dim);
-                        ins[i].free = false;
+                    let Arg::Old(v) = arg else { continue };
+                    let producer = self.old.node(self.old.value(*v).producer);
+                    if !ins[i].free || !matches!(producer.op, Op::Input { .. }) {
+                        continue;
+                    }
+                    match ins[i].shape.get(dim) {
+                        Some(&n) if n > 0 && n % axis.size == 0 => {
+                            ins[i].placement = Placement::Split(dim);
+                            ins[i].free = false;
+                        }
+                        Some(&n) if n > 0 => {
+                            return Err(ShardError::Indivisible {
+                                node: producer.name.clone(),
+                                op: producer.op.name().into(),
+                                what: format!(
+                                    "dim {dim} ({}, size {n})",
+                                    if dim == 0 { "batch" } else { "sequence" },
+                                ),
+                                axis: axis.name.clone(),
+                                size: axis.size,
+                            });
+                        }
+                        // No such dim (or an empty one): nothing to split on this input.
+                        _ => {}
                     }
                 }
             }

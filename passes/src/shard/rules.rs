@@ -425,8 +425,18 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
         ax.megatron && b.free && divides(n, ax.size) && (site.column_survives)(n)
     };
     let (wa, wb, out) = match (pa, pb) {
-        // Megatron-SP: sequence-split activations are gathered into a column-parallel layer.
-        (S(d), R) if d == a_m && ax.sp_norms && !a.free && column(b) => (R, S(b_n), S(r - 1)),
+        // Megatron-SP: sequence-split activations are gathered into a column-parallel layer,
+        // and into any other projection by a whole weight (K and V with replicated heads, an
+        // MoE router): the all-reduce form computes those on whole activations, and a
+        // sequence-split result would need its own gather (SP sends the same bytes only if
+        // the one all-gather after the norm feeds every projection).
+        (S(d), R) if d == a_m && ax.sp_norms && !a.free && b.free => {
+            if column(b) {
+                (R, S(b_n), S(r - 1))
+            } else {
+                (R, R, R)
+            }
+        }
         (S(d), _) if !a.free || pb == R => {
             if d == a_k {
                 (S(a_k), S(b_k), SUM)
