@@ -18,7 +18,7 @@ mod report;
 pub mod saturation;
 pub mod tensor_io;
 pub mod zoo;
-pub use report::{CheckReport, CollectiveEntry, CommSummary};
+pub use report::{CheckReport, CollectiveEntry, CommSummary, FallbackEntry};
 
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

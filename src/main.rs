@@ -173,6 +173,17 @@ fn load_at(
     mesh: Option<&weft::ir::Mesh>,
     sp_norms: bool,
 ) -> miette::Result<weft::ir::Graph> {
+    load_at_warned(model, dims, stage, mesh, sp_norms).map(|(graph, _)| graph)
+}
+
+/// [`load_at`], also returning what sharding warned about (logged here, once each).
+fn load_at_warned(
+    model: &std::path::Path,
+    dims: Vec<(String, u64)>,
+    stage: StageArg,
+    mesh: Option<&weft::ir::Mesh>,
+    sp_norms: bool,
+) -> miette::Result<(weft::ir::Graph, Vec<weft::passes::shard::ShardWarning>)> {
     let graph = load_model(model, &options(dims))?;
     let passes = match (stage, mesh) {
         (StageArg::Parsed, None) => weft::Stage::Parsed,
@@ -197,13 +208,16 @@ fn load_at(
                 mesh: mesh.clone(),
                 sp_norms,
             };
-            let sharded = weft::passes::shard::shard(&graph, &options)
+            let (sharded, warnings) = weft::passes::shard::shard_with_warnings(&graph, &options)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot shard `{}` over {mesh}", model.display()))?;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
             tracing::info!(elapsed = ?start.elapsed(), %mesh, "sharded");
-            Ok(sharded)
+            Ok((sharded, warnings))
         }
-        None => Ok(graph),
+        None => Ok((graph, Vec::new())),
     }
 }
 
@@ -285,12 +299,17 @@ fn run(cli: Cli) -> miette::Result<()> {
             sp_norms,
             dims,
         } => {
-            let graph = load_at(&model, dims, graph_stage(&mesh), mesh.as_ref(), sp_norms)?;
+            let sharding_here = mesh.is_some();
+            let (graph, warnings) =
+                load_at_warned(&model, dims, graph_stage(&mesh), mesh.as_ref(), sp_norms)?;
             // A sharded graph (sharded here, or a file that declares its mesh) reports its
-            // communication.
+            // communication; one sharded here also lists the ops it computed whole.
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
             if !graph.mesh.axes().is_empty() {
                 report.comm = Some(weft::CommSummary::new(&graph));
+            }
+            if sharding_here {
+                report.fallbacks = Some(weft::FallbackEntry::from_warnings(&warnings));
             }
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
@@ -354,9 +373,21 @@ fn run(cli: Cli) -> miette::Result<()> {
                     if let Some(n) = iter_limit {
                         options.iter_limit = n;
                     }
-                    let sat = weft::passes::saturate::saturate(&graph, &options)
-                        .into_diagnostic()
-                        .wrap_err("equality saturation failed")?;
+                    // A rule to explain is checked by name before any work is done.
+                    if let Some(rule) = &explain {
+                        weft::passes::saturate::select_rules(std::slice::from_ref(rule))
+                            .into_diagnostic()?;
+                    }
+                    // One run: with egg's explanations recorded when one is asked for, so
+                    // what saturation warns about is said once.
+                    let mut sat = match (&explain, stage) {
+                        (Some(_), StageArg::Saturated) => {
+                            weft::passes::saturate::saturate_with_explanations(&graph, &options)
+                        }
+                        _ => weft::passes::saturate::saturate(&graph, &options),
+                    }
+                    .into_diagnostic()
+                    .wrap_err("equality saturation failed")?;
                     let summary = weft::saturation::SaturationSummary::new(&sat.report);
                     if let StageArg::Saturated = stage {
                         let mut text = match format {
@@ -369,7 +400,7 @@ fn run(cli: Cli) -> miette::Result<()> {
                             _ => summary.to_text(),
                         };
                         if let Some(rule) = explain {
-                            let why = weft::passes::saturate::explain(&graph, &options, &rule)
+                            let why = weft::passes::saturate::explain(&mut sat, &rule)
                                 .into_diagnostic()?;
                             text.push_str(&format!(
                                 "explanation of one `{rule}` application:\n{why}"

@@ -14,7 +14,13 @@ pub struct CheckReport {
     pub mesh: Option<String>,
     /// The graph is sharded (it has a mesh): params, bytes and FLOPs are one device's.
     pub per_device: bool,
+    /// The symbolic dims the shapes are written with, and their values (what `--dim`
+    /// can change).
     pub dims: BTreeMap<String, u64>,
+    /// Dims the graph records but no shape uses any more: a sharded or extracted graph's
+    /// shapes are concrete, evaluated with these values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub evaluated_dims: BTreeMap<String, u64>,
     /// Number of nodes.
     pub nodes: u64,
     /// Number of nodes by op name.
@@ -29,6 +35,43 @@ pub struct CheckReport {
     /// Communication of a sharded graph (`weft check --mesh`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub comm: Option<CommSummary>,
+    /// With `--mesh`: the ops sharding computed whole because a split did not divide
+    /// (empty when every split divided; absent when nothing was sharded here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Vec<FallbackEntry>>,
+}
+
+/// An op computed whole along a mesh axis because a split did not divide
+/// ([`weft_passes::shard::Fallback`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct FallbackEntry {
+    pub node: String,
+    pub op: String,
+    pub axis: String,
+    pub axis_size: u64,
+    /// The size that does not divide by `axis_size`, and what it measures.
+    pub extent: u64,
+    pub what: String,
+}
+
+impl FallbackEntry {
+    /// The fallbacks among sharding's warnings.
+    pub fn from_warnings(warnings: &[weft_passes::shard::ShardWarning]) -> Vec<FallbackEntry> {
+        warnings
+            .iter()
+            .filter_map(|w| match w {
+                weft_passes::shard::ShardWarning::Whole(f) => Some(FallbackEntry {
+                    node: f.node.clone(),
+                    op: f.op.clone(),
+                    axis: f.axis.clone(),
+                    axis_size: f.axis_size,
+                    extent: f.extent,
+                    what: f.what.clone(),
+                }),
+                weft_passes::shard::ShardWarning::IdleAxis { .. } => None,
+            })
+            .collect()
+    }
 }
 
 /// The collectives of a sharded graph; bytes are NCCL message sizes per device
@@ -82,6 +125,8 @@ impl CheckReport {
     /// Summarises a verified graph.
     pub fn new(graph: &Graph) -> Result<CheckReport, DimError> {
         let s = stats(graph)?;
+        let used = graph.shape_symbols();
+        let dims = graph.dims.clone();
         let describe = |v| {
             let value = graph.value(v);
             format!("{}: {}", value.name, value.ty)
@@ -90,7 +135,15 @@ impl CheckReport {
             name: graph.name.clone(),
             mesh: (!graph.mesh.axes().is_empty()).then(|| graph.mesh.to_string()),
             per_device: !graph.mesh.axes().is_empty(),
-            dims: graph.dims.clone(),
+            dims: dims
+                .clone()
+                .into_iter()
+                .filter(|(k, _)| used.contains(k))
+                .collect(),
+            evaluated_dims: dims
+                .into_iter()
+                .filter(|(k, _)| !used.contains(k))
+                .collect(),
             nodes: graph.num_nodes() as u64,
             ops: s.ops,
             params: s.params,
@@ -100,6 +153,7 @@ impl CheckReport {
             inputs: graph.inputs().map(describe).collect(),
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
             comm: None,
+            fallbacks: None,
         })
     }
 
@@ -119,9 +173,21 @@ impl CheckReport {
             )?;
         }
         let each = if self.per_device { " per device" } else { "" };
+        let list = |dims: &BTreeMap<String, u64>| {
+            dims.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if !self.dims.is_empty() {
-            let dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            writeln!(out, "  dims        {}", dims.join(", "))?;
+            writeln!(out, "  dims        {}", list(&self.dims))?;
+        }
+        if !self.evaluated_dims.is_empty() {
+            writeln!(
+                out,
+                "  evaluated   {} (shapes made concrete at these dims; --dim cannot change them)",
+                list(&self.evaluated_dims)
+            )?;
         }
         writeln!(out, "  inputs      {}", self.inputs.join(", "))?;
         writeln!(out, "  outputs     {}", self.outputs.join(", "))?;

@@ -196,6 +196,30 @@ impl Graph {
             .flat_map(|(_, n)| n.outputs.iter().copied())
     }
 
+    /// The symbolic dims the graph's shapes are written with: the dims a `--dim`
+    /// override can change. A sharded or extracted graph has concrete shapes, so none,
+    /// even though [`Graph::dims`] still records the values it was made with.
+    pub fn shape_symbols(&self) -> std::collections::BTreeSet<String> {
+        self.values
+            .iter()
+            .flat_map(|(_, v)| v.ty.shape.dims().iter().flat_map(|d| d.symbols()))
+            .collect()
+    }
+
+    /// The first of `overrides` that no shape is written with (see
+    /// [`Graph::shape_symbols`]): an override that would change nothing but the reported
+    /// dims, which the frontends refuse.
+    pub fn unused_dim<'a>(
+        &self,
+        overrides: impl IntoIterator<Item = &'a String>,
+    ) -> Option<&'a str> {
+        let used = self.shape_symbols();
+        overrides
+            .into_iter()
+            .find(|name| !used.contains(*name))
+            .map(String::as_str)
+    }
+
     /// `name: type` of each input value, for error messages.
     pub fn describe_inputs(&self, inputs: &[ValueId]) -> Vec<String> {
         inputs

@@ -769,3 +769,174 @@ fn small_things_users_see() {
     );
     assert!(out.exists());
 }
+
+/// Issue 10 follow-up: ops sharding computes whole because a split does not divide are
+/// warned about once each on stderr and listed in `check --mesh --json`.
+#[test]
+fn check_lists_ops_computed_whole() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&["check", tiny, "--mesh", "tp=4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fallbacks = report["fallbacks"].as_array().unwrap();
+    let nodes: Vec<&str> = fallbacks
+        .iter()
+        .map(|f| f["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "layers.0.attn.k_proj",
+            "layers.0.attn.v_proj",
+            "layers.1.attn.k_proj",
+            "layers.1.attn.v_proj"
+        ]
+    );
+    assert_eq!(
+        fallbacks[0],
+        serde_json::json!({
+            "node": "layers.0.attn.k_proj",
+            "op": "matmul",
+            "axis": "tp",
+            "axis_size": 4,
+            "extent": 2,
+            "what": "dim 2 of `layers.0.attn.k_heads`, a reshape of its 32 output columns"
+        })
+    );
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("node `layers.0.attn.k_proj` (matmul) is computed whole on each device of mesh axis `tp`: 2 (dim 2 of `layers.0.attn.k_heads`, a reshape of its 32 output columns) does not divide by 4").count(),
+        1,
+        "{err}"
+    );
+    // Every split divides: an empty list and no warning; no mesh: no key.
+    let o = weft(&["check", tiny, "--mesh", "tp=2", "--json"]);
+    assert!(
+        o.status.success() && !stderr(&o).contains("WARN"),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["fallbacks"], serde_json::json!([]));
+    let report: serde_json::Value =
+        serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
+    assert!(report.get("fallbacks").is_none());
+}
+
+/// Issue 10 follow-up: `--explain` saturates once, so a rule asked for that never applied
+/// is warned about once (it used to be saturated again to explain, and said twice), and an
+/// unknown rule is refused before any saturation.
+#[test]
+fn explain_saturates_once() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--rules",
+        "slice-of-concat",
+        "--explain",
+        "slice-of-concat",
+    ]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("rule `slice-of-concat` was asked for but never applied")
+            .count(),
+        1,
+        "{err}"
+    );
+    // One that applied is explained from the same run.
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "saturated",
+        "--rules",
+        "all-reduce-to-reduce-scatter-all-gather",
+        "--explain",
+        "all-reduce-to-reduce-scatter-all-gather",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.matches("phase collective").count(), 1, "{out}");
+    assert!(
+        out.contains("(Rewrite=> all-reduce-to-reduce-scatter-all-gather (all_gather"),
+        "{out}"
+    );
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--explain",
+        "no-such-rule",
+    ]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("unknown rule `no-such-rule`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Issue 10 follow-up: `--dim NAME=V` on an ONNX file whose shapes do not use NAME is an
+/// error for every command, by the same check as for JSON (`Graph::unused_dim`).
+#[test]
+fn onnx_files_refuse_dims_their_shapes_do_not_use() {
+    let gpt2 = "tests/onnx-models/gpt2/model.onnx";
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, gpt2, "--dim", "seq=32"]);
+        assert_clean_failure(&o);
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "cannot set dim `seq`: no shape in the model is written with it; its shapes are \
+                 concrete (every graph input's size is given)"
+            ),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(weft(&["check", gpt2]).status.success());
+}
+
+/// Issue 10 follow-up: `check` prints `dims` only for dims the shapes use; a sharded graph
+/// (concrete shapes) labels the dims it was made at as evaluated instead.
+#[test]
+fn check_labels_dims_a_sharded_graph_no_longer_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sharded = dir.path().join("sharded.json");
+    let sharded_s = sharded.to_str().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump", tiny, "--mesh", "tp=2", "--format", "json", "-o", sharded_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let evaluated = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
+    for args in [
+        &["check", sharded_s][..],
+        &["check", tiny, "--mesh", "tp=2"],
+    ] {
+        let text = stdout(&weft(args));
+        assert!(!text.contains("\n  dims "), "{args:?}: {text}");
+        assert!(text.contains(evaluated), "{args:?}: {text}");
+        let json = weft(&[args, &["--json"]].concat());
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        assert_eq!(v["dims"], serde_json::json!({}), "{args:?}");
+        assert_eq!(
+            v["evaluated_dims"],
+            serde_json::json!({"batch": 1, "seq": 16}),
+            "{args:?}"
+        );
+    }
+    // The source model's shapes use its dims.
+    let text = stdout(&weft(&["check", tiny]));
+    assert!(text.contains("\n  dims        batch=1, seq=16\n"), "{text}");
+    assert!(!text.contains("evaluated"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
+    assert!(v.get("evaluated_dims").is_none());
+}

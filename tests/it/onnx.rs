@@ -242,6 +242,18 @@ fn a_symbolic_dim_is_bound_with_dim() {
     };
     let e = weft::load_model(&path, &options).unwrap_err().to_string();
     assert!(e.contains("dim 0 is the symbol \"batch\""), "{e}");
+    // A dim the shapes do not use, beside one they do, is refused (not ignored).
+    let options = weft::LoadOptions {
+        dims: [("batch".to_owned(), 5), ("seq".to_owned(), 5)].into(),
+    };
+    let e = weft::load_model(&path, &options).unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "cannot set dim `seq`: no shape in the model is written with it; its shapes are \
+             written with batch only"
+        ),
+        "{e}"
+    );
 }
 
 #[test]

@@ -650,6 +650,9 @@ fn an_axis_that_splits_nothing_is_a_warning_naming_it() {
         weft::passes::shard::shard_with_warnings(g, &options)
             .unwrap_or_else(|e| panic!("{spec}: {e}"))
             .1
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
     };
     // Expert parallelism on a dense model: no experts, so every device does everything.
     let tiny = crate::load("examples/tiny-llama.json");
@@ -683,4 +686,163 @@ fn an_axis_that_splits_nothing_is_a_warning_naming_it() {
     }
     let moe = raised("tests/onnx-models/mixtral/model.onnx");
     assert!(shard(&moe, "ep=2").is_empty());
+}
+
+/// Issue 10 follow-up: an op the sharding computes whole because a split does not divide
+/// (here a projection's 6 output columns over `tp=4`) is a warning naming the node, the
+/// op, the size and the axis; the projection beside it that divides says nothing.
+#[test]
+fn a_split_that_does_not_divide_is_a_warning_naming_the_op() {
+    use weft::passes::shard::{Fallback, ShardOptions, ShardWarning, shard_with_warnings};
+    let graph = weft::json::parse_str(
+        r#"{"weft": 1, "name": "two-projections", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 16]}},
+  {"name": "h", "op": "relu", "inputs": ["x"]},
+  {"name": "w_odd", "op": "weight", "attrs": {"dtype": "f32", "shape": [16, 6], "init": {"normal": {"seed": 1, "std": 0.5}}}},
+  {"name": "w_even", "op": "weight", "attrs": {"dtype": "f32", "shape": [16, 8], "init": {"normal": {"seed": 2, "std": 0.5}}}},
+  {"name": "odd", "op": "matmul", "inputs": ["h", "w_odd"]},
+  {"name": "even", "op": "matmul", "inputs": ["h", "w_even"]}
+], "outputs": ["odd", "even"]}"#,
+        std::path::Path::new("two-projections.json"),
+    )
+    .unwrap();
+    let options = |spec: &str, sp_norms: bool| ShardOptions {
+        mesh: mesh(spec),
+        sp_norms,
+    };
+    let (sharded, warnings) = shard_with_warnings(&graph, &options("tp=4", false)).unwrap();
+    assert_eq!(
+        warnings,
+        vec![ShardWarning::Whole(Fallback {
+            node: "odd".into(),
+            op: "matmul".into(),
+            axis: "tp".into(),
+            axis_size: 4,
+            extent: 6,
+            what: "the weight's output columns".into(),
+        })]
+    );
+    assert_eq!(
+        warnings[0].to_string(),
+        "node `odd` (matmul) is computed whole on each device of mesh axis `tp`: 6 (the \
+         weight's output columns) does not divide by 4"
+    );
+    // The fallback is whole and the other projection split, and both still compute the
+    // single-device answer.
+    let placement = |name: &str| {
+        let (_, v) = sharded.values().find(|(_, v)| v.name == name).unwrap();
+        v.sharding.to_string()
+    };
+    assert_eq!(placement("odd"), "R");
+    assert_eq!(placement("even"), "{tp: S(2)}");
+    let err = sharded_error(&graph, "tp=4", &random_inputs(&graph, 5));
+    assert!(err <= 1e-6, "{err}");
+    // The bundled examples at tp=8 fall back nowhere (tiny-llama's 4 heads are an error);
+    // tiny-llama at tp=4 computes exactly its K and V projections whole (2 KV heads,
+    // replicated per device).
+    for file in [
+        "examples/llama3-70b-layer.json",
+        "examples/mixtral-8x7b-moe-layer.json",
+        "examples/llama3-70b.json",
+    ] {
+        let g = crate::load(file);
+        for sp_norms in [false, true] {
+            let (_, w) = shard_with_warnings(&g, &options("tp=8", sp_norms)).unwrap();
+            assert!(w.is_empty(), "{file}: {w:?}");
+        }
+    }
+    let tiny = crate::load("examples/tiny-llama.json");
+    let (_, w) = shard_with_warnings(&tiny, &options("tp=4", false)).unwrap();
+    let whole: Vec<String> = w
+        .iter()
+        .map(|w| match w {
+            ShardWarning::Whole(f) => {
+                assert_eq!(
+                    (f.op.as_str(), f.axis_size, f.extent),
+                    ("matmul", 4, 2),
+                    "{f}"
+                );
+                f.node.clone()
+            }
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        whole,
+        [
+            "layers.0.attn.k_proj",
+            "layers.0.attn.v_proj",
+            "layers.1.attn.k_proj",
+            "layers.1.attn.v_proj"
+        ]
+    );
+    // Megatron-SP on a sequence that does not divide: the norms stay whole, and say so.
+    let odd_seq = weft::zoo::llama(&LlamaConfig {
+        seq: 6,
+        ..LlamaConfig::tiny()
+    })
+    .unwrap();
+    let (_, w) = shard_with_warnings(&odd_seq, &options("tp=4", true)).unwrap();
+    let norms: Vec<&ShardWarning> = w
+        .iter()
+        .filter(|w| matches!(w, ShardWarning::Whole(f) if f.op == "rms_norm"))
+        .collect();
+    assert!(!norms.is_empty(), "{w:?}");
+    assert!(
+        norms[0]
+            .to_string()
+            .contains("6 (the sequence, dim 1, for a Megatron-SP norm) does not divide by 4"),
+        "{}",
+        norms[0]
+    );
+}
+
+/// Issue 10 follow-up: a fused projection (Q, K and V in one weight) whose equal parts do
+/// not divide over `tp` is computed whole, and says so once.
+#[test]
+fn a_fused_projection_whose_parts_do_not_divide_is_a_warning() {
+    use weft::passes::shard::{Fallback, ShardOptions, ShardWarning, shard_with_warnings};
+    let graph = weft::json::parse_str(
+        r#"{"weft": 1, "name": "fused-qkv", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 16]}},
+  {"name": "h", "op": "relu", "inputs": ["x"]},
+  {"name": "w_qkv", "op": "weight", "attrs": {"dtype": "f32", "shape": [16, 18], "init": {"normal": {"seed": 3, "std": 0.5}}}},
+  {"name": "qkv", "op": "matmul", "inputs": ["h", "w_qkv"]},
+  {"name": "parts", "op": "split", "inputs": ["qkv"], "attrs": {"axis": -1, "sizes": [6, 6, 6]}, "outputs": ["q", "k", "v"]}
+], "outputs": ["q", "k", "v"]}"#,
+        std::path::Path::new("fused-qkv.json"),
+    )
+    .unwrap();
+    let options = ShardOptions {
+        mesh: mesh("tp=4"),
+        sp_norms: false,
+    };
+    let (_, warnings) = shard_with_warnings(&graph, &options).unwrap();
+    assert_eq!(
+        warnings,
+        vec![
+            ShardWarning::Whole(Fallback {
+                node: "qkv".into(),
+                op: "matmul".into(),
+                axis: "tp".into(),
+                axis_size: 4,
+                extent: 6,
+                what: "the columns of each of its 3 fused parts".into(),
+            }),
+            // Nothing else is left to split, so the axis is idle too.
+            ShardWarning::IdleAxis {
+                axis: "tp".into(),
+                mesh: "tp=4".into(),
+                graph: "fused-qkv".into(),
+            }
+        ]
+    );
+    let err = sharded_error(&graph, "tp=4", &random_inputs(&graph, 7));
+    assert!(err <= 1e-6, "{err}");
+    // Parts that divide are split part by part, silently.
+    let options = ShardOptions {
+        mesh: mesh("tp=2"),
+        sp_norms: false,
+    };
+    assert!(shard_with_warnings(&graph, &options).unwrap().1.is_empty());
 }

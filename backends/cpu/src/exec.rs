@@ -630,7 +630,7 @@ fn reduce_all(all: &[&Tensor], op: ReduceOp) -> Result<Tensor, String> {
                 for (a, &b) in acc.iter_mut().zip(x) {
                     *a = match op {
                         ReduceOp::Sum => *a + b,
-                        ReduceOp::Max => a.max(b),
+                        ReduceOp::Max => kernels::max_nan(*a, b),
                     };
                 }
             }

@@ -217,7 +217,9 @@ pub fn assemble(grid: &RankGrid, sharding: &Sharding, pieces: &[&Tensor]) -> Ten
                     let x = v[n];
                     acc[i] = Some(match (acc[i], partial) {
                         (None, _) => x as f64,
-                        (Some(a), Some(weft_ir::ReduceOp::Max)) => a.max(x as f64),
+                        (Some(a), Some(weft_ir::ReduceOp::Max)) => {
+                            crate::kernels::max_nan(a as f32, x) as f64
+                        }
                         // f32 addition in rank order, like the collectives.
                         (Some(a), _) => (a as f32 + x) as f64,
                     });

@@ -669,3 +669,143 @@ fn sharded_gather_looks_up_global_rows_and_zeros_the_rest() {
         }
     }
 }
+
+/// The reference max for `max` collectives and reductions: NaN if any operand is NaN.
+fn max_with_nan(values: impl Iterator<Item = f32>) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for v in values {
+        if v.is_nan() {
+            return f32::NAN;
+        }
+        if v > m {
+            m = v;
+        }
+    }
+    m
+}
+
+/// Equal bits where the reference is a number, NaN where it is NaN.
+fn assert_same_or_both_nan(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        if w.is_nan() {
+            assert!(g.is_nan(), "{what}: element {i} is {g}, not NaN");
+        } else {
+            assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+}
+
+/// Issue 10 follow-up: a `max` all-reduce or reduce-scatter propagates a NaN from any rank
+/// (`f32::max` dropped it, so one rank's NaN vanished), as torch's max and a NaN-aware
+/// NCCL max do; so do a single-device max reduction and the reassembly of a partial-max
+/// output, so sharded and single-device runs agree.
+#[test]
+fn max_collectives_propagate_nan_from_any_rank() {
+    for n in [2, 3, 4, 8] {
+        let rows = 2 * n;
+        let shape = [rows, 3];
+        let mut inputs = rank_inputs(n, &shape, DType::F32);
+        // NaN on the first rank, on the last, and on one in between, at different places.
+        let numel = rows * 3;
+        for (rank, at) in [(0, 1), (n - 1, numel - 1), (n / 2, numel / 2)] {
+            let mut v = inputs[rank].as_f32().unwrap().to_vec();
+            v[at] = f32::NAN;
+            inputs[rank] = Tensor::from_f32(DType::F32, shape.to_vec(), v).unwrap();
+        }
+        let want: Vec<f32> = (0..numel)
+            .map(|i| max_with_nan(inputs.iter().map(|t| t.as_f32().unwrap()[i])))
+            .collect();
+        assert_eq!(want.iter().filter(|v| v.is_nan()).count(), 3.min(numel));
+        let all_reduce = one_op(
+            n,
+            &[rows as u64, 3],
+            DType::F32,
+            Op::AllReduce {
+                axis: "x".into(),
+                op: ReduceOp::Max,
+            },
+        );
+        let outs = run_ranks(&all_reduce, per_rank(&inputs), &opts()).unwrap();
+        for (r, out) in outs.iter().enumerate() {
+            assert_same_or_both_nan(
+                out[0].as_f32().unwrap(),
+                &want,
+                &format!("all_reduce max n={n} rank {r}"),
+            );
+        }
+        let reduce_scatter = one_op(
+            n,
+            &[rows as u64, 3],
+            DType::F32,
+            Op::ReduceScatter {
+                axis: "x".into(),
+                dim: 0,
+                op: ReduceOp::Max,
+            },
+        );
+        let outs = run_ranks(&reduce_scatter, per_rank(&inputs), &opts()).unwrap();
+        for (r, out) in outs.iter().enumerate() {
+            assert_eq!(out[0].shape(), &[2, 3]);
+            assert_same_or_both_nan(
+                out[0].as_f32().unwrap(),
+                &want[r * 6..(r + 1) * 6],
+                &format!("reduce_scatter max n={n} rank {r}"),
+            );
+        }
+    }
+    // A max over a split dim is a partial max; reassembling the output takes the max of the
+    // ranks' pieces, NaN included. The single-device reduction agrees.
+    let logical = {
+        let mut v = rank_inputs(1, &[4, 3], DType::F32)
+            .remove(0)
+            .as_f32()
+            .unwrap()
+            .to_vec();
+        v[10] = f32::NAN; // row 3 (rank 1's half), column 1
+        Tensor::from_f32(DType::F32, vec![4, 3], v).unwrap()
+    };
+    let want: Vec<f32> = (0..3)
+        .map(|c| max_with_nan((0..4).map(|r| logical.as_f32().unwrap()[r * 3 + c])))
+        .collect();
+    assert!(want[1].is_nan() && !want[0].is_nan() && !want[2].is_nan());
+    for split in [true, false] {
+        let mut g = Graph::new("partial-max");
+        if split {
+            g.mesh = "x=2".parse().unwrap();
+        }
+        let local_rows = if split { 2u64 } else { 4 };
+        let x = g
+            .add(
+                "x",
+                Op::Input {
+                    dtype: DType::F32,
+                    shape: Shape::new([local_rows, 3]),
+                },
+                &[],
+            )
+            .unwrap();
+        let y = g
+            .add(
+                "y",
+                Op::Reduce {
+                    kind: weft_ir::ReduceKind::Max,
+                    axes: vec![0],
+                    keepdims: false,
+                },
+                &[x],
+            )
+            .unwrap();
+        if split {
+            g.value_mut(x).sharding = Sharding::on("x", Placement::Split(0));
+            g.value_mut(y).sharding = Sharding::on("x", Placement::Partial(ReduceOp::Max));
+        }
+        g.outputs.push(y);
+        let outs = run(&g, &[("x".to_owned(), logical.clone())].into(), &opts()).unwrap();
+        assert_same_or_both_nan(
+            outs[0].1.as_f32().unwrap(),
+            &want,
+            &format!("reduce max, split={split}"),
+        );
+    }
+}

@@ -302,36 +302,29 @@ fn check_overrides_apply(
     path: &Path,
     options: &LoadOptions,
 ) -> Result<(), JsonError> {
-    if options.dims.is_empty() {
+    let Some(name) = graph.unused_dim(options.dims.keys()) else {
         return Ok(());
-    }
-    let mut used = std::collections::BTreeSet::new();
-    for (_, node) in graph.nodes() {
-        for &v in &node.outputs {
-            for d in graph.value(v).ty.shape.dims() {
-                used.extend(d.symbols());
-            }
-        }
-    }
-    for name in options.dims.keys() {
-        if !used.contains(name) {
-            let why = if graph.mesh.axes().is_empty() {
-                String::new()
-            } else {
-                format!(" (it declares the mesh `{}`: it was sharded)", graph.mesh)
-            };
-            return Err(JsonError::file(
-                ErrorKind::Format,
-                path,
-                format!(
-                    "cannot set dim `{name}`: no shape in the model is written with it; its shapes \
-                     are concrete{why}, as `weft dump` writes sharded and extracted graphs. \
-                     Set dims on the model before it is sharded or extracted"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    };
+    let used = graph.shape_symbols();
+    let why = if !used.is_empty() {
+        let used: Vec<String> = used.into_iter().collect();
+        format!("its shapes are written with {} only", used.join(", "))
+    } else {
+        let mesh = if graph.mesh.axes().is_empty() {
+            String::new()
+        } else {
+            format!(" (it declares the mesh `{}`: it was sharded)", graph.mesh)
+        };
+        format!(
+            "its shapes are concrete{mesh}, as `weft dump` writes sharded and extracted graphs. \
+             Set dims on the model before it is sharded or extracted"
+        )
+    };
+    Err(JsonError::file(
+        ErrorKind::Format,
+        path,
+        format!("cannot set dim `{name}`: no shape in the model is written with it; {why}"),
+    ))
 }
 
 /// A sharding object, or a list of them (one per output), read with precise errors.

@@ -249,14 +249,15 @@ pub fn import_model(
             poisoned.extend(node.output.iter().map(String::as_str));
         }
     }
-    if let Some(unused) = options.dims.keys().find(|k| !im.g.dims.contains_key(*k)) {
-        let known: Vec<&str> = im.g.dims.keys().map(String::as_str).collect();
+    // The check the JSON frontend makes too: an override no shape uses would be ignored.
+    if let Some(unused) = im.g.unused_dim(options.dims.keys()) {
+        let known: Vec<String> = im.g.shape_symbols().into_iter().collect();
         return Err(fail(format!(
-            "cannot set dim `{unused}`: no graph input uses it (symbolic dims: {})",
+            "cannot set dim `{unused}`: no shape in the model is written with it; {}",
             if known.is_empty() {
-                "none".to_owned()
+                "its shapes are concrete (every graph input's size is given)".to_owned()
             } else {
-                known.join(", ")
+                format!("its shapes are written with {} only", known.join(", "))
             }
         )));
     }

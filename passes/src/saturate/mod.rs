@@ -42,6 +42,9 @@ pub enum SaturateError {
     /// `explain` was asked about a rule that matched nothing in this graph.
     #[error("rule `{0}` never applied to this model, so there is nothing to explain")]
     NeverApplied(String),
+    /// `explain` was given an e-graph saturated without explanations.
+    #[error("explain needs an e-graph saturated with explanations (saturate_with_explanations)")]
+    NoExplanations,
 }
 
 /// Limits and choices for a saturation run.
@@ -138,16 +141,24 @@ pub fn saturate(graph: &Graph, options: &SaturateOptions) -> Result<Saturated, S
     saturate_impl(graph, options, false)
 }
 
-/// egg's explanation of the first application of `rule`: the chain of rewrites proving
-/// the matched term equal to the term the rule built, with IR op names. Terms are shown
-/// to a depth of four (the rest is `…`): a residual stream expands exponentially as a tree.
-pub fn explain(
+/// [`saturate`], with egg's explanations recorded so that [`explain`] can be asked about
+/// this same run (slower; saturating again to explain would repeat every warning).
+pub fn saturate_with_explanations(
     graph: &Graph,
     options: &SaturateOptions,
-    rule: &str,
-) -> Result<String, SaturateError> {
+) -> Result<Saturated, SaturateError> {
+    saturate_impl(graph, options, true)
+}
+
+/// egg's explanation of the first application of `rule` in `sat` (from
+/// [`saturate_with_explanations`]): the chain of rewrites proving the matched term equal
+/// to the term the rule built, with IR op names. Terms are shown to a depth of four (the
+/// rest is `…`): a residual stream expands exponentially as a tree.
+pub fn explain(sat: &mut Saturated, rule: &str) -> Result<String, SaturateError> {
     select_rules(&[rule.to_owned()])?;
-    let mut sat = saturate_impl(graph, options, true)?;
+    if !sat.egraph.are_explanations_enabled() {
+        return Err(SaturateError::NoExplanations);
+    }
     let ops = sat.egraph.analysis.ops.clone();
     let Some(&(_, a, b)) = sat
         .egraph

@@ -85,10 +85,20 @@ impl Sharder<'_> {
         };
         let rank = self.old_shape(split_in)?.len() as i64;
         let k = sizes.len();
-        if (*axis != -1 && *axis != rank - 1)
-            || k < 2
-            || sizes.iter().any(|&s| s != sizes[0] || s % tp != 0)
-        {
+        if (*axis != -1 && *axis != rank - 1) || k < 2 || sizes.iter().any(|&s| s != sizes[0]) {
+            return Ok(false);
+        }
+        // Equal parts that do not divide: the projection is computed whole (its result
+        // feeds a split, which needs whole rows), and the user is told.
+        if sizes[0] % tp != 0 {
+            self.fallbacks.push(super::Fallback {
+                node: node.name.clone(),
+                op: node.op.name().to_owned(),
+                axis: "tp".into(),
+                axis_size: tp,
+                extent: sizes[0],
+                what: format!("the columns of each of its {k} fused parts"),
+            });
             return Ok(false);
         }
         let part = sizes[0];

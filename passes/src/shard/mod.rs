@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use weft_ir::{Graph, Mesh, Node, NodeId, Op, Placement, Shape, Sharding, ValueId};
 
 pub use comm::{CollectiveCost, CommReport, comm_report};
-use rules::{Axis, In, Plan, Site};
+use rules::{Axis, Blocked, In, Plan, Site};
 
 /// Why a graph cannot be sharded as asked.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +87,58 @@ pub const AXES: &[(&str, &str)] = &[
     ),
 ];
 
+/// An op the sharding computes whole along a mesh axis because a split its rule would
+/// make does not divide (heads, a projection's columns, the sequence of a Megatron-SP
+/// norm): every device of the axis runs all of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    pub node: String,
+    pub op: String,
+    pub axis: String,
+    /// Devices along `axis`.
+    pub axis_size: u64,
+    /// The size that does not divide by `axis_size`, and what it measures (`the
+    /// weight's output columns`, `dim 2 of `k_heads` (reshape), …`).
+    pub extent: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node `{}` ({}) is computed whole on each device of mesh axis `{}`: {} ({}) does not divide by {}",
+            self.node, self.op, self.axis, self.extent, self.what, self.axis_size
+        )
+    }
+}
+
+/// What the caller of [`shard_with_warnings`] should be told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardWarning {
+    /// A mesh axis (of more than one device) along which nothing ended up split, so its
+    /// devices all compute the same thing (`ep` on a dense model).
+    IdleAxis {
+        axis: String,
+        mesh: String,
+        graph: String,
+    },
+    /// An op computed whole because a split did not divide.
+    Whole(Fallback),
+}
+
+impl std::fmt::Display for ShardWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardWarning::IdleAxis { axis, mesh, graph } => write!(
+                f,
+                "mesh axis `{axis}` of `{mesh}` splits nothing in `{graph}`: its devices all compute the whole graph"
+            ),
+            ShardWarning::Whole(fallback) => fallback.fmt(f),
+        }
+    }
+}
+
 /// Shards `graph` (single-device) over `options.mesh`; what [`shard_with_warnings`]
 /// warns about is logged (`tracing::warn!`).
 pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
@@ -98,23 +150,24 @@ pub fn shard(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError>
 }
 
 /// Shards `graph` (single-device) over `options.mesh`, returning with the graph what the
-/// caller should be told: each mesh axis (of more than one device) along which nothing
-/// ended up split, so its devices all compute the same thing (`ep` on a dense model,
-/// `sp` on a model without a sequence dim).
+/// caller should be told, each once: every op computed whole because a split did not
+/// divide (in graph order), then each mesh axis (of more than one device) along which
+/// nothing ended up split (`ep` on a dense model, `sp` on a model without a sequence dim).
 pub fn shard_with_warnings(
     graph: &Graph,
     options: &ShardOptions,
-) -> Result<(Graph, Vec<String>), ShardError> {
-    let sharded = shard_graph(graph, options)?;
-    let warnings = idle_axes(&sharded)
-        .into_iter()
-        .map(|axis| {
-            format!(
-                "mesh axis `{axis}` of `{}` splits nothing in `{}`: its devices all compute the whole graph",
-                sharded.mesh, graph.name
-            )
-        })
-        .collect();
+) -> Result<(Graph, Vec<ShardWarning>), ShardError> {
+    let (sharded, fallbacks) = shard_graph(graph, options)?;
+    let mut warnings: Vec<ShardWarning> = fallbacks.into_iter().map(ShardWarning::Whole).collect();
+    warnings.extend(
+        idle_axes(&sharded)
+            .into_iter()
+            .map(|axis| ShardWarning::IdleAxis {
+                axis,
+                mesh: sharded.mesh.to_string(),
+                graph: graph.name.clone(),
+            }),
+    );
     Ok((sharded, warnings))
 }
 
@@ -136,7 +189,10 @@ fn idle_axes(sharded: &Graph) -> Vec<String> {
         .collect()
 }
 
-fn shard_graph(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardError> {
+fn shard_graph(
+    graph: &Graph,
+    options: &ShardOptions,
+) -> Result<(Graph, Vec<Fallback>), ShardError> {
     let mesh = &options.mesh;
     weft_ir::verify(graph).map_err(|errors| ShardError::Invalid(errors.to_string()))?;
     for axis in mesh.axes() {
@@ -194,7 +250,7 @@ fn shard_graph(graph: &Graph, options: &ShardOptions) -> Result<Graph, ShardErro
         node: graph.name.clone(),
         reason: errors.to_string(),
     })?;
-    Ok(s.new)
+    Ok((s.new, s.fallbacks))
 }
 
 struct Sharder<'g> {
@@ -223,6 +279,8 @@ struct Sharder<'g> {
     hints: bool,
     /// Each source's first layout (graph inputs are fed once and moved from there).
     first_layout: HashMap<ValueId, ValueId>,
+    /// Ops computed whole because a split did not divide, in the order met.
+    fallbacks: Vec<Fallback>,
 }
 
 /// An argument of an op being emitted: a value of the old graph, or one already placed.
@@ -265,6 +323,7 @@ impl<'g> Sharder<'g> {
             moe: None,
             hints: old.mesh.axes().is_empty(),
             first_layout: HashMap::new(),
+            fallbacks: Vec::new(),
         }
     }
 
@@ -611,18 +670,35 @@ impl<'g> Sharder<'g> {
 
     /// Whether splitting the last dim of `v` (a matmul result) over `size` devices
     /// survives its consumers: element-wise ops carry it, a reshape must keep the
-    /// pieces contiguous (heads that divide).
-    fn column_survives(&self, v: ValueId, size: u64, depth: usize) -> bool {
+    /// pieces contiguous (heads that divide). A reshape where the split would land on a
+    /// dim that does not divide is told apart ([`Blocked::Indivisible`]), to be reported.
+    fn column_survives(&self, v: ValueId, size: u64, depth: usize) -> Result<(), Blocked> {
         let Ok(shape) = self.old_shape(v) else {
-            return false;
+            return Err(Blocked::NeedsWhole);
         };
         let last = shape.len().saturating_sub(1);
         for &user in self.users.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
             let node = self.old.node(user);
             let ok = match &node.op {
-                Op::Reshape { .. } => self
-                    .old_shape(node.outputs[0])
-                    .is_ok_and(|out| rules::reshape_dim(&shape, &out, last, size).is_some()),
+                Op::Reshape { .. } => {
+                    let Ok(out) = self.old_shape(node.outputs[0]) else {
+                        return Err(Blocked::NeedsWhole);
+                    };
+                    match rules::reshape_dim(&shape, &out, last, size) {
+                        Ok(_) => true,
+                        Err(Some(j)) => {
+                            return Err(Blocked::Indivisible(
+                                out[j],
+                                format!(
+                                    "dim {j} of `{}`, a reshape of its {} output columns",
+                                    self.old.value(node.outputs[0]).name,
+                                    shape[last]
+                                ),
+                            ));
+                        }
+                        Err(None) => false,
+                    }
+                }
                 Op::Add
                 | Op::Sub
                 | Op::Mul
@@ -633,11 +709,16 @@ impl<'g> Sharder<'g> {
                 | Op::Sigmoid
                 | Op::Tanh => {
                     let out = node.outputs[0];
-                    depth < 4
+                    if depth < 4
                         && self
                             .old_shape(out)
                             .is_ok_and(|o| o.len() == shape.len() && o[last] == shape[last])
-                        && self.column_survives(out, size, depth + 1)
+                    {
+                        self.column_survives(out, size, depth + 1)?;
+                        true
+                    } else {
+                        false
+                    }
                 }
                 // A row-parallel consumer takes the split as its contraction dim.
                 Op::MatMul {
@@ -649,10 +730,10 @@ impl<'g> Sharder<'g> {
                 _ => false,
             };
             if !ok {
-                return false;
+                return Err(Blocked::NeedsWhole);
             }
         }
-        true
+        Ok(())
     }
 
     fn node(&mut self, id: NodeId, node: &Node) -> Result<(), ShardError> {
@@ -829,7 +910,10 @@ impl<'g> Sharder<'g> {
                     }
                 }
             }
-            let column = |_: u64| result.is_some_and(|v| self.column_survives(v, axis.size, 0));
+            let column = |_: u64| match result {
+                Some(v) => self.column_survives(v, axis.size, 0),
+                None => Err(Blocked::NeedsWhole),
+            };
             let site = Site {
                 node: &template,
                 out_shapes: out_shapes.clone(),
@@ -844,7 +928,7 @@ impl<'g> Sharder<'g> {
                 ulysses: axis.name == "sp",
             };
             // An axis of one device lays nothing out.
-            let plan = if axis.size == 1 {
+            let mut plan = if axis.size == 1 {
                 Plan {
                     inputs: vec![Placement::Replicate; args.len()],
                     outputs: vec![Placement::Replicate; out_shapes.len()],
@@ -853,6 +937,16 @@ impl<'g> Sharder<'g> {
             } else {
                 rules::rule(&site, &ins, &ax)?
             };
+            if let Some((extent, what)) = plan.unsplit.take() {
+                self.fallbacks.push(Fallback {
+                    node: name.to_owned(),
+                    op: op.name().to_owned(),
+                    axis: axis.name.clone(),
+                    axis_size: axis.size,
+                    extent,
+                    what,
+                });
+            }
             // Megatron's form: a partial sum added to a value whose whole form already
             // exists is reduced first, so the sum is whole and the reduced value is reused
             // (the same number of collectives, and the residual stream stays whole).

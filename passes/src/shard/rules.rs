@@ -53,6 +53,20 @@ pub(super) struct Plan {
     /// Move the (single) output back to this placement right after the op: Ulysses
     /// returns attention's head-split output to sequence shards.
     pub restore: Option<Placement>,
+    /// A split the rule would have made but a size does not divide over the axis, so the
+    /// op runs on whole operands: the size and what it measures (`100`, `the weight's
+    /// output columns`). The driver reports it: the user asked this axis to split the work.
+    pub unsplit: Option<(u64, String)>,
+}
+
+/// Why splitting a matmul result's last dim does not survive its consumers.
+#[derive(Debug)]
+pub(super) enum Blocked {
+    /// A consumer needs the whole row (softmax, a norm, routing): no split was possible.
+    NeedsWhole,
+    /// A consumer could keep the split, but a size does not divide: the size and what it
+    /// measures.
+    Indivisible(u64, String),
 }
 
 /// Context a rule needs beyond the inputs: the node and its outputs' logical shapes,
@@ -60,7 +74,7 @@ pub(super) struct Plan {
 pub(super) struct Site<'a> {
     pub node: &'a Node,
     pub out_shapes: Vec<Vec<u64>>,
-    pub column_survives: &'a dyn Fn(u64) -> bool,
+    pub column_survives: &'a dyn Fn(u64) -> Result<(), Blocked>,
     /// Rows of the largest embedding table in the graph: the vocabulary.
     pub vocab_rows: u64,
 }
@@ -79,6 +93,15 @@ fn plan(inputs: Vec<Placement>, outputs: Vec<Placement>) -> Plan {
         inputs,
         outputs,
         ..Plan::default()
+    }
+}
+
+/// Whole operands because `size` (measuring `what`) does not divide over the axis
+/// (reported by the driver).
+fn unsplit(ins: &[In], n_out: usize, size: u64, what: String) -> Plan {
+    Plan {
+        unsplit: Some((size, what)),
+        ..plan(all_whole(ins), vec![R; n_out])
     }
 }
 
@@ -127,9 +150,8 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
             let last = ins[0].shape.len() - 1;
             // Megatron-SP: normalise this device's tokens only (the sequence dim is the
             // one before the hidden dim), after a reduce-scatter instead of an all-reduce.
-            let seq = ins[0].shape.len().checked_sub(2);
-            let sp =
-                seq.filter(|&d| ax.megatron && ax.sp_norms && divides(ins[0].shape[d], ax.size));
+            let seq = ins[0].shape.len().checked_sub(2).filter(|_| ax.sp_norms);
+            let sp = seq.filter(|&d| divides(ins[0].shape[d], ax.size));
             let p = match (ins[0].placement, sp) {
                 (S(d), _) if d != last => S(d),
                 (_, Some(d)) => S(d),
@@ -137,22 +159,34 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
             };
             let mut inputs = vec![p];
             inputs.extend(ins[1..].iter().map(|_| R));
-            plan(inputs, vec![p])
+            let mut out = plan(inputs, vec![p]);
+            if let (R, Some(d)) = (p, seq) {
+                out.unsplit = Some((
+                    ins[0].shape[d],
+                    format!("the sequence, dim {d}, for a Megatron-SP norm"),
+                ));
+            }
+            out
         }
         Op::MatMul {
             transpose_a,
             transpose_b,
         } => matmul(site, ins, ax, *transpose_a, *transpose_b),
         Op::Reshape { .. } => {
-            let p = match ins[0].placement {
-                S(d) => match reshape_dim(&ins[0].shape, &site.out_shapes[0], d, ax.size) {
-                    Some(j) => return Ok(plan(vec![S(d)], vec![S(j)])),
-                    None => R,
+            let out = &site.out_shapes[0];
+            match ins[0].placement {
+                S(d) => match reshape_dim(&ins[0].shape, out, d, ax.size) {
+                    Ok(j) => plan(vec![S(d)], vec![S(j)]),
+                    Err(Some(j)) => unsplit(
+                        ins,
+                        n_out,
+                        out[j],
+                        format!("dim {j} of the result, where the input's split dim {d} lands"),
+                    ),
+                    Err(None) => replicated(),
                 },
-                p => p,
-            };
-            let out = if let S(_) = p { R } else { p };
-            plan(vec![p], vec![out])
+                p => plan(vec![p], vec![p]),
+            }
         }
         Op::Transpose { perm } => match ins[0].placement {
             S(d) => {
@@ -341,9 +375,12 @@ fn elementwise(op: &Op, ins: &[In], out: &[u64], ax: &Axis<'_>) -> Plan {
         .filter(|i| !i.free)
         .find_map(out_dim)
         .or_else(|| ins.iter().find_map(out_dim));
-    let Some(od) = chosen.filter(|&od| divides(out[od], ax.size)) else {
+    let Some(od) = chosen else {
         return plan(all_whole(ins), vec![R]);
     };
+    if !divides(out[od], ax.size) {
+        return unsplit(ins, 1, out[od], format!("dim {od} of the result"));
+    }
     let inputs = ins
         .iter()
         .map(|i| {
@@ -360,22 +397,30 @@ fn elementwise(op: &Op, ins: &[In], out: &[u64], ax: &Axis<'_>) -> Plan {
 
 /// Where the split input dim `d` lands after a reshape, if the pieces stay contiguous:
 /// the output dim whose leading product equals the input's and which also divides.
-pub(super) fn reshape_dim(input: &[u64], out: &[u64], d: usize, size: u64) -> Option<usize> {
-    if !divides(input[d], size) {
-        return None;
-    }
+/// `Err(Some(j))`: the split would land on output dim `j`, which does not divide;
+/// `Err(None)`: the pieces would not be contiguous.
+pub(super) fn reshape_dim(
+    input: &[u64],
+    out: &[u64],
+    d: usize,
+    size: u64,
+) -> Result<usize, Option<usize>> {
     let before: u64 = input[..d].iter().product();
     let mut prefix = 1u64;
     for (j, &n) in out.iter().enumerate() {
         if prefix == before && n > 1 {
-            return divides(n, size).then_some(j);
+            return if divides(input[d], size) && divides(n, size) {
+                Ok(j)
+            } else {
+                Err(Some(j))
+            };
         }
         prefix = prefix.saturating_mul(n);
         if prefix > before {
-            return None;
+            return Err(None);
         }
     }
-    None
+    Err(None)
 }
 
 fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Plan {
@@ -420,9 +465,28 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
             R
         }
     };
-    let column = |b: &In| {
+    // Megatron's column-parallel split of a free weight by its output columns: made when
+    // it divides and survives what consumes the result; `Err` when only a size stopped it.
+    let column = |b: &In| -> Result<bool, (u64, String)> {
         let n = b.shape[b_n];
-        ax.megatron && b.free && divides(n, ax.size) && (site.column_survives)(n)
+        if !(ax.megatron && b.free) {
+            return Ok(false);
+        }
+        match (site.column_survives)(n) {
+            Err(Blocked::NeedsWhole) => Ok(false),
+            Err(Blocked::Indivisible(size, what)) => Err((size, what)),
+            Ok(()) if divides(n, ax.size) => Ok(true),
+            Ok(()) => Err((n, "the weight's output columns".into())),
+        }
+    };
+    let mut unsplit = None;
+    let mut column_or_whole = |b: &In| match column(b) {
+        Ok(true) => (R, S(b_n), S(r - 1)),
+        Ok(false) => (R, R, R),
+        Err(what) => {
+            unsplit = Some(what);
+            (R, R, R)
+        }
     };
     let (wa, wb, out) = match (pa, pb) {
         // Megatron-SP: sequence-split activations are gathered into a column-parallel layer,
@@ -430,13 +494,7 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
         // MoE router): the all-reduce form computes those on whole activations, and a
         // sequence-split result would need its own gather (SP sends the same bytes only if
         // the one all-gather after the norm feeds every projection).
-        (S(d), R) if d == a_m && ax.sp_norms && !a.free && b.free => {
-            if column(b) {
-                (R, S(b_n), S(r - 1))
-            } else {
-                (R, R, R)
-            }
-        }
+        (S(d), R) if d == a_m && ax.sp_norms && !a.free && b.free => column_or_whole(b),
         (S(d), _) if !a.free || pb == R => {
             if d == a_k {
                 (S(a_k), S(b_k), SUM)
@@ -462,22 +520,25 @@ fn matmul(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, ta: bool, tb: bool) -> Pla
         _ => {
             // Megatron's column-parallel layer: a whole activation times a weight split
             // by output columns, when the split survives what consumes the result.
-            if !a.free && column(b) {
-                (R, S(b_n), S(r - 1))
-            } else {
+            if a.free {
                 (R, R, R)
+            } else {
+                column_or_whole(b)
             }
         }
     };
-    // A split that does not divide falls back to whole operands.
-    let ok = |p: Placement, shape: &[u64]| match p {
-        S(d) => divides(shape[d], ax.size),
-        _ => true,
+    // A split that does not divide falls back to whole operands, and says so.
+    let bad = |k: usize, p: Placement, shape: &[u64]| match p {
+        S(d) if !divides(shape[d], ax.size) => Some((shape[d], format!("dim {d} of operand {k}"))),
+        _ => None,
     };
-    if !ok(wa, &a.shape) || !ok(wb, &b.shape) {
-        return plan(vec![R, R], vec![R]);
+    if let Some((size, what)) = bad(0, wa, &a.shape).or_else(|| bad(1, wb, &b.shape)) {
+        return self::unsplit(ins, 1, size, what);
     }
-    plan(vec![wa, wb], vec![out])
+    Plan {
+        unsplit,
+        ..plan(vec![wa, wb], vec![out])
+    }
 }
 
 fn gather(site: &Site<'_>, ins: &[In], ax: &Axis<'_>, axis: i64) -> Result<Plan, ShardError> {
@@ -586,6 +647,9 @@ fn attention(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, ShardEr
             // keys already are.
             match k.placement {
                 S(1) if divides(hq, ax.size) => Some(1),
+                S(1) => {
+                    return Ok(unsplit(ins, 1, hq, "the query heads".into()));
+                }
                 S(0) => Some(0),
                 _ => None,
             }
@@ -617,9 +681,13 @@ fn expert_matmul(ins: &[In], ax: &Axis<'_>, tb: bool) -> Plan {
     let (w_k, w_m) = if tb { (2, 1) } else { (1, 2) };
     match (rows.placement, w.placement) {
         (S(1), _) if divides(w.shape[w_k], ax.size) => plan(vec![S(1), R, S(w_k)], vec![SUM]),
+        (S(1), _) => unsplit(ins, 1, w.shape[w_k], "the experts' contraction dim".into()),
         (R, S(m)) if m == w_m && !w.free => plan(vec![R, R, S(w_m)], vec![S(1)]),
         (R, R) if ax.megatron && w.free && divides(w.shape[w_m], ax.size) => {
             plan(vec![R, R, S(w_m)], vec![S(1)])
+        }
+        (R, R) if ax.megatron && w.free => {
+            unsplit(ins, 1, w.shape[w_m], "the experts' output columns".into())
         }
         _ => plan(vec![R, R, R], vec![R]),
     }

@@ -181,7 +181,7 @@ pub fn reduce(x: &Tensor, kind: ReduceKind, axes: &[i64], out: &OutType) -> KRes
             let mut acc = vec![init; out_n];
             for (&t, &p) in targets.iter().zip(v) {
                 acc[t] = if kind == ReduceKind::Max {
-                    acc[t].max(p)
+                    super::max_nan(acc[t], p)
                 } else {
                     acc[t] + p
                 };

@@ -130,6 +130,19 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
     }
 }
 
+/// The larger of two floats, NaN if either is NaN (the first NaN met is kept). Max
+/// reductions and `max` collectives use it, as torch's `max`/`amax` do: `f32::max` returns
+/// the other operand, so one rank's (or one element's) NaN would vanish from the result.
+pub fn max_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        a.max(b)
+    }
+}
+
 /// The f32 values of a float tensor.
 pub fn floats(t: &Tensor) -> KResult<&[f32]> {
     t.as_f32()
