@@ -28,6 +28,7 @@ pub mod infer;
 pub mod memory;
 pub mod mesh;
 pub mod op;
+pub mod propagate;
 pub mod rng;
 pub mod stats;
 pub mod tensor;

@@ -3,8 +3,9 @@
 //! A mesh is an ordered list of named axes (`tp=8,ep=2`). A value's sharding says,
 //! for each mesh axis, how the value is laid out over the devices along that axis
 //! (the same model as PyTorch DTensor placements and the MLIR `shard` dialect):
-//! replicated, split along one tensor dimension, or a partial sum awaiting a reduction.
-//! Axes a sharding does not mention are replicated. When several mesh axes split the
+//! replicated, split along one tensor dimension, or a partial sum awaiting a reduction;
+//! or local, each device's own value and no piece of a global tensor (what expert
+//! parallelism routes between devices). Axes a sharding does not mention are replicated. When several mesh axes split the
 //! same tensor dimension, the mesh's axis order is the nesting order (outermost first).
 
 use std::collections::BTreeMap;
@@ -175,6 +176,12 @@ pub enum Placement {
     Split(usize),
     /// Each device holds a partial result; the value is their reduction.
     Partial(ReduceOp),
+    /// Each device holds its own value, which is not a piece of any global tensor: the
+    /// rows an expert-parallel all-to-all delivered to the device owning their experts,
+    /// or a device's own routing counts. Only ops that define such values (dispatch,
+    /// all-to-all) make them and only combine turns them back into a layout; they
+    /// cannot be gathered, reduced or returned.
+    Local,
 }
 
 impl fmt::Display for Placement {
@@ -183,6 +190,7 @@ impl fmt::Display for Placement {
             Placement::Replicate => f.write_str("R"),
             Placement::Split(d) => write!(f, "S({d})"),
             Placement::Partial(op) => write!(f, "P({op})"),
+            Placement::Local => f.write_str("L"),
         }
     }
 }
@@ -190,10 +198,14 @@ impl fmt::Display for Placement {
 impl FromStr for Placement {
     type Err = String;
     fn from_str(s: &str) -> Result<Placement, String> {
-        let bad = || format!("placement `{s}` is not one of `R`, `S(<dim>)`, `P(sum)`, `P(max)`");
+        let bad =
+            || format!("placement `{s}` is not one of `R`, `S(<dim>)`, `P(sum)`, `P(max)`, `L`");
         let s = s.trim();
         if s == "R" {
             return Ok(Placement::Replicate);
+        }
+        if s == "L" {
+            return Ok(Placement::Local);
         }
         let inner = |prefix: &str| {
             s.strip_prefix(prefix)
@@ -329,6 +341,7 @@ mod tests {
             Placement::Split(2),
             Placement::Partial(ReduceOp::Sum),
             Placement::Partial(ReduceOp::Max),
+            Placement::Local,
         ] {
             assert_eq!(p.to_string().parse::<Placement>().unwrap(), p);
         }

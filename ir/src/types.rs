@@ -342,6 +342,17 @@ impl Shape {
         dims_product(&dims)
             .map_err(|_| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
     }
+
+    /// Whether two shapes are equal under `bindings`, dim by dim ([`Dim::same`]): `[batch, seq]`
+    /// and `[batch, 16]` are the same shape when `seq = 16`.
+    pub fn same(&self, other: &Shape, bindings: &DimBindings) -> bool {
+        self.rank() == other.rank()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.same(b, bindings))
+    }
 }
 
 /// The product of concrete dims (an element count), or [`DimError::Overflow`] naming
@@ -383,6 +394,11 @@ impl TensorType {
             .numel(bindings)?
             .checked_mul(self.dtype.size_bytes())
             .ok_or_else(|| DimError::Overflow(format!("the byte size of {self}")))
+    }
+
+    /// Whether two types are equal under `bindings`: one dtype and the same evaluated shape.
+    pub fn same(&self, other: &TensorType, bindings: &DimBindings) -> bool {
+        self.dtype == other.dtype && self.shape.same(&other.shape, bindings)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Order of checks (cranelift style): handles first, so later checks may index freely;
 //! then names, then that arena order is an execution order (reporting a cycle when there
-//! is one); then every node's typing rule and its stored output types; then shardings.
+//! is one); then every node's typing rule and its stored output types; then shardings,
+//! each on its own and then as the op's rule propagates them ([`crate::propagate`]).
 //! Passes run it after every change, so a broken invariant is caught where it was made.
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +13,7 @@ use crate::graph::{Graph, NodeId};
 use crate::infer::infer;
 use crate::mesh::Placement;
 use crate::op::{Arity, Init, Op};
+use crate::propagate::{Arg, follow};
 use crate::types::{DimError, TensorType};
 
 /// The rule a graph breaks.
@@ -51,6 +53,10 @@ pub enum Rule {
     OutputCount { expected: usize, got: usize },
     #[error("sharding of `{value}`: {reason}")]
     Sharding { value: String, reason: String },
+    /// An output's sharding does not follow from the inputs' by the op's rule, or the
+    /// inputs' shardings do not combine under it.
+    #[error("sharding along mesh axis `{axis}`: {reason}")]
+    Propagation { axis: String, reason: String },
     #[error("graph outputs: {0}")]
     Outputs(String),
 }
@@ -168,6 +174,10 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
         }
     }
     check_shardings(graph, &mut errors);
+    if errors.is_empty() {
+        // Propagation reasons about shapes and placements, so it needs both sound.
+        check_propagation(graph, &mut errors);
+    }
     check_inline_lengths(graph, &mut errors);
     if graph.outputs.is_empty() {
         errors.push(VerifyError::graph(Rule::Outputs(
@@ -399,6 +409,9 @@ fn check_shardings(graph: &Graph, errors: &mut Vec<VerifyError>) {
                 ))
             } else {
                 match placement {
+                    Placement::Local if graph.mesh.axes().is_empty() => Some(
+                        "a layout request cannot be local (each device's own value); ask for a split or a whole value".into(),
+                    ),
                     Placement::Split(d) if d >= value.ty.shape.rank() => Some(format!(
                         "split along dim {d} but the value has rank {}",
                         value.ty.shape.rank()
@@ -419,6 +432,114 @@ fn check_shardings(graph: &Graph, errors: &mut Vec<VerifyError>) {
                     value: value.name.clone(),
                     reason,
                 }));
+            }
+        }
+    }
+}
+
+/// Every op's output shardings must follow from its inputs' by the op's rule, along each
+/// mesh axis; a graph without a mesh runs on one device and its shardings are requests.
+/// Sources are global tensors laid out over the mesh, and outputs are assembled from
+/// their pieces, so neither may be local.
+fn check_propagation(graph: &Graph, errors: &mut Vec<VerifyError>) {
+    if graph.mesh.axes().is_empty() {
+        return;
+    }
+    for &v in &graph.outputs {
+        let value = graph.value(v);
+        if let Some((axis, _)) = value
+            .sharding
+            .entries()
+            .find(|(_, p)| *p == Placement::Local)
+        {
+            errors.push(VerifyError::graph(Rule::Propagation {
+                axis: axis.to_owned(),
+                reason: format!(
+                    "graph output `{}` is local (each device's own value), so it cannot be assembled; return a laid-out value",
+                    value.name
+                ),
+            }));
+        }
+    }
+    for (_, node) in graph.nodes() {
+        if errors.len() >= MAX_ERRORS {
+            return;
+        }
+        let mut fail = |axis: &str, reason: String| {
+            errors.push(VerifyError::node(
+                &node.name,
+                &node.op,
+                graph.describe_inputs(&node.inputs),
+                Rule::Propagation {
+                    axis: axis.to_owned(),
+                    reason,
+                },
+            ));
+        };
+        let shapes = |vs: &[crate::graph::ValueId]| -> Option<Vec<Vec<u64>>> {
+            vs.iter()
+                .map(|&v| graph.value(v).ty.shape.eval(&graph.dims).ok())
+                .collect()
+        };
+        let (Some(in_shapes), Some(out_shapes)) = (shapes(&node.inputs), shapes(&node.outputs))
+        else {
+            continue;
+        };
+        for axis in graph.mesh.axes() {
+            let name = axis.name.as_str();
+            if matches!(
+                node.op,
+                Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+            ) {
+                if let Some(&v) = node.outputs.first()
+                    && graph.value(v).sharding.placement(name) == Placement::Local
+                {
+                    fail(
+                        name,
+                        "a source is a global tensor laid out over the mesh; only computed values can be local".into(),
+                    );
+                }
+                continue;
+            }
+            let args: Vec<Arg<'_>> = node
+                .inputs
+                .iter()
+                .zip(&in_shapes)
+                .map(|(&v, shape)| Arg {
+                    placement: graph.value(v).sharding.placement(name),
+                    shape,
+                    float: graph.value(v).ty.dtype.is_float(),
+                })
+                .collect();
+            let own = node.op.mesh_axis() == Some(name);
+            let labels: Vec<Placement> = node
+                .outputs
+                .iter()
+                .map(|&v| graph.value(v).sharding.placement(name))
+                .collect();
+            let want = match follow(&node.op, &args, &out_shapes, &labels, own) {
+                Ok(Some(want)) => want,
+                Ok(None) => continue,
+                Err(reason) => {
+                    fail(name, reason);
+                    continue;
+                }
+            };
+            for (&v, want) in node.outputs.iter().zip(want) {
+                let value = graph.value(v);
+                let got = value.sharding.placement(name);
+                if got != want {
+                    let ins: Vec<String> = args.iter().map(|a| a.placement.to_string()).collect();
+                    fail(
+                        name,
+                        format!(
+                            "`{}` is labelled {got}, but {} of inputs ({}) is {want}",
+                            value.name,
+                            node.op.name(),
+                            ins.join(", ")
+                        ),
+                    );
+                }
             }
         }
     }

@@ -429,3 +429,300 @@ fn initialisers_must_fit_their_dtype() {
     )
     .unwrap();
 }
+
+// ---- sharding propagation: every output's sharding follows from its inputs' ------------
+
+fn on(p: Placement) -> Sharding {
+    Sharding::on("tp", p)
+}
+
+const SUM: Placement = Placement::Partial(weft_ir::ReduceOp::Sum);
+
+/// A value of the given per-device shape, laid out as `p` along `tp`.
+fn laid_out(g: &mut Graph, name: &str, dims: &[u64], p: Placement) -> ValueId {
+    let v = input(g, name, DType::F32, dims);
+    g.value_mut(v).sharding = on(p);
+    v
+}
+
+fn mesh_graph() -> Graph {
+    let mut g = Graph::new("tp");
+    g.mesh = "tp=2".parse().unwrap();
+    g
+}
+
+fn propagation(e: &VerifyError) -> &str {
+    match &*e.rule {
+        Rule::Propagation { axis, reason } => {
+            assert_eq!(axis, "tp", "{e}");
+            reason
+        }
+        other => panic!("expected a propagation error, got {other:?}"),
+    }
+}
+
+/// Megatron's MLP: column-parallel, GELU on the columns, row-parallel (a partial sum),
+/// all-reduced. Every label follows.
+#[test]
+fn consistent_shardings_pass() {
+    let mut g = mesh_graph();
+    let x = laid_out(&mut g, "x", &[4, 8], Placement::Replicate);
+    let w1 = laid_out(&mut g, "w1", &[8, 6], Placement::Split(1));
+    let w2 = laid_out(&mut g, "w2", &[6, 8], Placement::Split(0));
+    let h = g.add("h", matmul(), &[x, w1]).unwrap();
+    g.value_mut(h).sharding = on(Placement::Split(1));
+    let a = g
+        .add(
+            "a",
+            Op::Gelu {
+                approximate: Default::default(),
+            },
+            &[h],
+        )
+        .unwrap();
+    g.value_mut(a).sharding = on(Placement::Split(1));
+    let y = g.add("y", matmul(), &[a, w2]).unwrap();
+    g.value_mut(y).sharding = on(SUM);
+    let r = g
+        .add(
+            "r",
+            Op::AllReduce {
+                axis: "tp".into(),
+                op: Default::default(),
+            },
+            &[y],
+        )
+        .unwrap();
+    g.outputs.push(r);
+    verify(&g).unwrap();
+}
+
+#[test]
+fn a_matmul_output_must_follow_its_operands() {
+    // Contraction split on both sides: a partial sum, not a whole value.
+    let mut g = mesh_graph();
+    let a = laid_out(&mut g, "a", &[4, 8], Placement::Split(1));
+    let b = laid_out(&mut g, "b", &[8, 6], Placement::Split(0));
+    let y = g.add("y", matmul(), &[a, b]).unwrap();
+    g.outputs.push(y);
+    let e = only_error(&g);
+    let reason = propagation(&e);
+    assert!(
+        reason.contains("`y` is labelled R, but matmul of inputs (S(1), S(0)) is P(sum)"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("node `y` (matmul)"), "{e}");
+    // The contraction split on one side only multiplies pieces with the wrong rows.
+    g.value_mut(b).sharding = Sharding::replicated();
+    g.value_mut(y).sharding = on(SUM);
+    let e = only_error(&g);
+    assert!(
+        propagation(&e).contains("the contraction dim is split on one side only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_element_wise_output_must_follow_its_operands() {
+    let mut g = mesh_graph();
+    let x = laid_out(&mut g, "x", &[4, 8], Placement::Split(0));
+    let e1 = g.add("e", Op::Exp, &[x]).unwrap();
+    g.outputs.push(e1);
+    let e = only_error(&g);
+    assert!(
+        propagation(&e).contains("`e` is labelled R, but exp of inputs (S(0)) is S(0)"),
+        "{e}"
+    );
+    // A piece added to a whole value of the same extent: rows that do not correspond.
+    g.value_mut(e1).sharding = on(Placement::Split(0));
+    let r = laid_out(&mut g, "r", &[4, 8], Placement::Replicate);
+    let bias = laid_out(&mut g, "bias", &[1, 8], Placement::Replicate);
+    let s = g.add("s", Op::Add, &[e1, r]).unwrap();
+    g.value_mut(s).sharding = on(Placement::Split(0));
+    g.outputs = vec![s];
+    let e = only_error(&g);
+    assert!(propagation(&e).contains("does not broadcast"), "{e}");
+    // A whole row vector broadcasts along the split rows: fine.
+    g.node_mut(g.value(s).producer).inputs[1] = bias;
+    verify(&g).unwrap();
+    // A non-linear op of a partial sum is refused.
+    g.value_mut(x).sharding = on(SUM);
+    g.value_mut(e1).sharding = on(SUM);
+    let errors = verify(&g).unwrap_err().0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("a non-linear op of a partial value")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_collective_output_must_follow_its_definition() {
+    // Gathering a whole value.
+    let mut g = mesh_graph();
+    let x = laid_out(&mut g, "x", &[4, 8], Placement::Replicate);
+    let ag = g
+        .add(
+            "ag",
+            Op::AllGather {
+                axis: "tp".into(),
+                dim: 0,
+            },
+            &[x],
+        )
+        .unwrap();
+    g.outputs.push(ag);
+    let e = only_error(&g);
+    assert!(
+        propagation(&e).contains("an all-gather along dim 0 takes a split along it"),
+        "{e}"
+    );
+    // A reduce-scatter's result is split along its dim, not whole.
+    g.value_mut(x).sharding = on(SUM);
+    let rs = g
+        .add(
+            "rs",
+            Op::ReduceScatter {
+                axis: "tp".into(),
+                dim: 1,
+                op: Default::default(),
+            },
+            &[x],
+        )
+        .unwrap();
+    g.outputs = vec![rs];
+    g.node_mut(g.value(ag).producer).inputs[0] = rs;
+    g.value_mut(rs).sharding = on(Placement::Split(1));
+    // ag now gathers dim 0 of a value split along dim 1.
+    let e = only_error(&g);
+    assert!(e.to_string().contains("node `ag` (all_gather)"), "{e}");
+    g.node_mut(g.value(ag).producer).inputs[0] = x;
+    g.value_mut(rs).sharding = Sharding::replicated();
+    let errors = verify(&g).unwrap_err().0;
+    assert!(
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("`rs` is labelled R, but reduce_scatter of inputs (P(sum)) is S(1)")),
+        "{errors:?}"
+    );
+}
+
+/// Expert parallelism in miniature: each device dispatches its own tokens (local rows
+/// and counts), pads them into blocks, exchanges the blocks, takes them back, unpads and
+/// combines with its tokens' weights: token-split rows again.
+fn ep_chain() -> (Graph, [ValueId; 4]) {
+    let mut g = Graph::new("ep");
+    g.mesh = "ep=2".parse().unwrap();
+    let by_token = Sharding::on("ep", Placement::Split(0));
+    let local = Sharding::on("ep", Placement::Local);
+    let x = input(&mut g, "x", DType::F32, &[4, 8]);
+    let ids = input(&mut g, "ids", DType::I64, &[4, 1]);
+    let w = input(&mut g, "w", DType::F32, &[4, 1]);
+    for v in [x, ids, w] {
+        g.value_mut(v).sharding = by_token.clone();
+    }
+    let d = g
+        .add_node("dispatch", Op::MoeDispatch { num_experts: 2 }, vec![x, ids])
+        .unwrap();
+    let (rows, counts) = (g.node(d).outputs[0], g.node(d).outputs[1]);
+    let pad = g
+        .add("pad", Op::MoePad { groups: 2 }, &[rows, counts])
+        .unwrap();
+    let a2a = |g: &mut Graph, name: &str, v: ValueId| {
+        g.add(
+            name,
+            Op::AllToAll {
+                axis: "ep".into(),
+                split_dim: 0,
+                concat_dim: 0,
+            },
+            &[v],
+        )
+        .unwrap()
+    };
+    let there = a2a(&mut g, "there", pad);
+    let back = a2a(&mut g, "back", there);
+    let unpad = g
+        .add(
+            "unpad",
+            Op::MoeUnpad { groups: 2, rows: 4 },
+            &[back, counts],
+        )
+        .unwrap();
+    let out = g.add("combine", Op::MoeCombine, &[unpad, w, ids]).unwrap();
+    for v in [rows, counts, pad, there, back, unpad] {
+        g.value_mut(v).sharding = local.clone();
+    }
+    g.value_mut(out).sharding = by_token;
+    g.outputs.push(out);
+    (g, [x, rows, there, out])
+}
+
+#[test]
+fn local_values_flow_from_dispatch_to_combine() {
+    let (mut g, [_, rows, there, out]) = ep_chain();
+    verify(&g).unwrap();
+    // Labelling the dispatched rows a slice of a global tensor is wrong.
+    g.value_mut(rows).sharding = Sharding::on("ep", Placement::Split(0));
+    let errors = verify(&g).unwrap_err().0;
+    assert!(
+        errors.iter().any(|e| e
+            .to_string()
+            .contains("is labelled S(0), but moe_dispatch of inputs (S(0), S(0)) is L")),
+        "{errors:?}"
+    );
+    g.value_mut(rows).sharding = Sharding::on("ep", Placement::Local);
+    // A local value returned: nothing could assemble it.
+    g.outputs = vec![out, there];
+    let e = only_error(&g);
+    assert!(
+        e.to_string().contains("graph output `there` is local"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_local_value_is_refused_where_a_laid_out_value_is_required() {
+    let (mut g, [x, _, there, _]) = ep_chain();
+    // Gathered as if it were a piece of a global tensor.
+    let ag = g
+        .add(
+            "gathered",
+            Op::AllGather {
+                axis: "ep".into(),
+                dim: 0,
+            },
+            &[there],
+        )
+        .unwrap();
+    g.outputs.push(ag);
+    let e = only_error(&g);
+    assert!(
+        e.to_string().contains("node `gathered` (all_gather)")
+            && e.to_string().contains("inputs (L) do not combine"),
+        "{e}"
+    );
+    g.outputs.pop();
+    // A source is a global tensor laid out over the mesh.
+    g.value_mut(x).sharding = Sharding::on("ep", Placement::Local);
+    let errors = verify(&g).unwrap_err().0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("a source is a global tensor")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_layout_request_cannot_be_local() {
+    // Without a mesh, shardings are requests for the sharding pass: a split or whole.
+    let (mut g, x, ..) = chain();
+    g.value_mut(x).sharding = Sharding::on("ep", Placement::Local);
+    let e = only_error(&g);
+    assert!(
+        matches!(&*e.rule, Rule::Sharding { value, reason } if value == "x" && reason.contains("cannot be local")),
+        "{e}"
+    );
+}

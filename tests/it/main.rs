@@ -14,6 +14,7 @@ mod raise_attention;
 mod roundtrip;
 mod run;
 mod saturate;
+mod saturate_models;
 mod shard;
 
 use std::path::{Path, PathBuf};

@@ -38,10 +38,17 @@ fn collectives_shardings_and_renamed_outputs_round_trip() {
     assert!(printed.contains(r#""mesh": "tp=2,ep=2""#), "{printed}");
     assert!(printed.contains(r#""outputs":["vals","idx"]"#), "{printed}");
     assert!(
-        printed.contains(r#""sharding":[{"ep":"P(max)"},{}]"#),
+        printed.contains(r#""sharding":[{"ep":"S(1)"},{"ep":"S(1)"}]"#),
         "{printed}"
     );
-    assert!(printed.contains(r#""sharding":{"tp":"S(1)"}"#), "{printed}");
+    assert!(
+        printed.contains(r#""sharding":{"ep":"S(2)","tp":"S(1)"}"#),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(r#""sharding":{"ep":"P(max)"}"#),
+        "{printed}"
+    );
 }
 
 #[test]
@@ -90,4 +97,23 @@ fn every_op_round_trips() {
         let line = format!(r#"{{"name":"{}","op":"{}""#, node.name, node.op.name());
         assert!(printed.contains(&line), "{line} not in\n{printed}");
     }
+}
+
+/// Expert parallelism's per-device values are written `"L"` (local) and read back.
+#[test]
+fn local_placements_round_trip() {
+    use weft::zoo::{LlamaConfig, llama};
+    let cfg = LlamaConfig {
+        hidden: 64,
+        heads: 4,
+        kv_heads: 2,
+        ffn: 128,
+        vocab: 128,
+        seq: 8,
+        ..LlamaConfig::mixtral_8x7b_layer()
+    };
+    let graph = llama(&cfg).unwrap();
+    let sharded = weft::shard(&graph, &"ep=2".parse().unwrap()).unwrap();
+    let printed = assert_round_trip(&to_json(&sharded));
+    assert!(printed.contains(r#""sharding":{"ep":"L"}"#), "{printed}");
 }

@@ -819,8 +819,8 @@ fn rules_handle_batched_products_broadcasts_and_other_axes() {
     // reads the dim against the product's rank.
     let rsneg = json(
         r#"{"weft": 1, "name": "rsneg", "mesh": "tp=2", "nodes": [
-  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [32, 8]}},
-  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}},
+  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [32, 8]}, "sharding": {"tp": "S(1)"}},
+  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}, "sharding": {"tp": "S(1)"}},
   {"name": "z", "op": "matmul", "inputs": ["a", "b"], "sharding": {"tp": "P(sum)"}},
   {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": -2}, "sharding": {"tp": "S(1)"}}
 ], "outputs": ["w"]}"#,
@@ -871,11 +871,11 @@ fn rules_handle_batched_products_broadcasts_and_other_axes() {
 fn the_fused_gemm_reduce_scatter_handles_batched_weights() {
     let g = json(
         r#"{"weft": 1, "name": "mmrs", "mesh": "tp=2", "nodes": [
-  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}},
-  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}},
-  {"name": "y", "op": "matmul_reduce_scatter", "inputs": ["a", "b"], "attrs": {"axis": "tp", "dim": 1, "chunks": 1}},
-  {"name": "z", "op": "matmul", "inputs": ["a", "b"]},
-  {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": 1}}
+  {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}, "sharding": {"tp": "S(1)"}},
+  {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}, "sharding": {"tp": "S(1)"}},
+  {"name": "y", "op": "matmul_reduce_scatter", "inputs": ["a", "b"], "attrs": {"axis": "tp", "dim": 1, "chunks": 1}, "sharding": {"tp": "S(1)"}},
+  {"name": "z", "op": "matmul", "inputs": ["a", "b"], "sharding": {"tp": "P(sum)"}},
+  {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": 1}, "sharding": {"tp": "S(1)"}}
 ], "outputs": ["y", "w"]}"#,
     );
     let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 2).unwrap();

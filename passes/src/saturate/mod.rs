@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use egg::{CostFunction, Extractor, Id, RecExpr, Runner, StopReason};
+use egg::{CostFunction, Extractor, Id, RecExpr, Runner, SimpleScheduler, StopReason};
 use weft_ir::{Graph, Op};
 
 pub use analysis::{Meta, WEGraph, WeftAnalysis};
@@ -231,7 +231,13 @@ fn saturate_impl(
             .map(|d| rules::EggRule::rewrite(*d, options.guards.clone()))
             .unzip();
         let phase_start = Instant::now();
+        // egg's default `BackoffScheduler` bans a rule for some iterations once its
+        // matches pass a threshold (1000, doubling with each ban): on a deep model a rule
+        // with many sites would silently not run until the iteration limit ends the
+        // phase. The simple scheduler applies every match every iteration; the node,
+        // iteration and time limits bound the work, and the report names the limit hit.
         let runner = Runner::default()
+            .with_scheduler(SimpleScheduler)
             .with_egraph(egraph)
             .with_node_limit(options.node_limit)
             .with_iter_limit(options.iter_limit)

@@ -80,6 +80,10 @@ impl Sharder<'_> {
             return Err(indivisible(format!("{tokens} tokens")));
         }
         let by_token = Sharding::on("ep", Placement::Split(0));
+        // What dispatch and the all-to-all make on each device is that device's own:
+        // its tokens' copies sorted by expert, then the blocks its peers sent it. None of
+        // it is a piece of the single-device dispatch, so it is labelled local.
+        let own = Sharding::on("ep", Placement::Local);
         let x_l = self.placed(x, &by_token)?;
         let ids_l = self.placed(ids, &by_token)?;
         let local_rows = tokens / ep * k;
@@ -88,8 +92,8 @@ impl Sharder<'_> {
             node.op.clone(),
             vec![x_l, ids_l],
             vec![
-                (by_token.clone(), vec![tokens * k, hidden]),
-                (by_token.clone(), vec![ep * experts]),
+                (own.clone(), vec![local_rows, hidden]),
+                (own.clone(), vec![experts]),
             ],
         )?;
         let (rows, counts) = (outs[0], outs[1]);
@@ -97,7 +101,7 @@ impl Sharder<'_> {
             &format!("{}.pad", node.name),
             Op::MoePad { groups: ep },
             vec![rows, counts],
-            vec![(by_token.clone(), vec![ep * ep, local_rows, hidden])],
+            vec![(own.clone(), vec![ep, local_rows, hidden])],
         )?[0];
         // Block j goes to the device owning expert group j; arrivals stack by source.
         let to_owner = || Op::AllToAll {
@@ -110,14 +114,14 @@ impl Sharder<'_> {
             &format!("{}.to_experts", node.name),
             op,
             vec![blocks],
-            vec![(by_token.clone(), vec![ep * ep, local_rows, hidden])],
+            vec![(own.clone(), vec![ep, local_rows, hidden])],
         )?[0];
         let flat = Shape::new([ep * local_rows, hidden]);
         let expert_rows = self.emit(
             &format!("{}.expert_rows", node.name),
             Op::Reshape { shape: flat },
             vec![received],
-            vec![(by_token.clone(), vec![ep * ep * local_rows, hidden])],
+            vec![(own.clone(), vec![ep * local_rows, hidden])],
         )?[0];
         let per_peer = self.emit(
             &format!("{}.counts_by_peer", node.name),
@@ -125,14 +129,14 @@ impl Sharder<'_> {
                 shape: Shape::new([ep, experts / ep]),
             },
             vec![counts],
-            vec![(by_token.clone(), vec![ep * ep, experts / ep])],
+            vec![(own.clone(), vec![ep, experts / ep])],
         )?[0];
         let op = to_owner();
         let counts_blocked = self.emit(
             &format!("{}.counts_to_experts", node.name),
             op,
             vec![per_peer],
-            vec![(by_token, vec![ep * ep, experts / ep])],
+            vec![(own, vec![ep, experts / ep])],
         )?[0];
         let mut chain = HashMap::new();
         chain.insert(node.outputs[0], expert_rows);
@@ -155,8 +159,10 @@ impl Sharder<'_> {
             return Ok(());
         };
         let (ep, local_rows) = (block.ep, block.local_rows);
-        let expert_side = Sharding::on("ep", Placement::Split(0));
-        let total_rows = ep * ep * local_rows;
+        // Rows on the device owning their experts: its own (see `ep_dispatch`).
+        let expert_side = Sharding::on("ep", Placement::Local);
+        let by_token = Sharding::on("ep", Placement::Split(0));
+        let total_rows = ep * local_rows;
         let no_rule = |reason: &str| ShardError::NoRule {
             node: node.name.clone(),
             op: node.op.name().into(),
@@ -175,7 +181,7 @@ impl Sharder<'_> {
                     shape: Shape::new([ep, local_rows, hidden]),
                 },
                 vec![y_new],
-                vec![(expert_side.clone(), vec![ep * ep, local_rows, hidden])],
+                vec![(expert_side.clone(), vec![ep, local_rows, hidden])],
             )?[0];
             let back = self.emit(
                 &format!("{}.to_tokens", node.name),
@@ -185,7 +191,7 @@ impl Sharder<'_> {
                     concat_dim: 0,
                 },
                 vec![blocks],
-                vec![(expert_side.clone(), vec![ep * ep, local_rows, hidden])],
+                vec![(expert_side.clone(), vec![ep, local_rows, hidden])],
             )?[0];
             let tokens = self.old_shape(w)?[0];
             let rows = self.emit(
@@ -195,15 +201,16 @@ impl Sharder<'_> {
                     rows: local_rows,
                 },
                 vec![back, counts_local],
-                vec![(expert_side.clone(), vec![ep * local_rows, hidden])],
+                vec![(expert_side.clone(), vec![local_rows, hidden])],
             )?[0];
-            let w_l = self.placed(w, &expert_side)?;
-            let ids_l = self.placed(ids, &expert_side)?;
+            // Combined with this device's tokens' weights, the rows are its tokens again.
+            let w_l = self.placed(w, &by_token)?;
+            let ids_l = self.placed(ids, &by_token)?;
             let combined = self.emit(
                 &format!("{}.local", node.name),
                 Op::MoeCombine,
                 vec![rows, w_l, ids_l],
-                vec![(expert_side, vec![tokens, hidden])],
+                vec![(by_token, vec![tokens, hidden])],
             )?[0];
             // Every device gets all tokens back, as the graph around the block expects.
             let out = self.convert(combined, "ep", Placement::Replicate)?;

@@ -652,6 +652,12 @@ impl<'g> Sharder<'g> {
                     reason: "a rule asked for a partial input".into(),
                 });
             }
+            (Placement::Local, _) | (_, Placement::Local) => {
+                return Err(ShardError::Internal {
+                    node: self.new.value(v).name.clone(),
+                    reason: "a local (per-device) value is no piece of a global tensor, so no collective lays it out".into(),
+                });
+            }
             (Replicate, Replicate) => return Ok(v),
         };
         let name = format!("{}.{kind}.{axis}", self.new.value(v).name);

@@ -206,7 +206,7 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
                         replicated()
                     }
                 }
-                Partial(_) => replicated(),
+                Partial(_) | Placement::Local => replicated(),
                 R => replicated(),
             }
         }

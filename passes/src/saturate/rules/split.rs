@@ -241,7 +241,14 @@ pub(super) fn build_expert_split_blocks(eg: &mut WEGraph, b: &[usize], _: &Guard
         return vec![];
     };
     let blocks = sc[0];
-    if sc.len() != 2 || blocks < 2 || sx[0] % blocks != 0 {
+    // Row blocks of a value split along its rows on the mesh are no rows of the global
+    // value (nor are blocks of split counts), so no slice of them keeps its label.
+    if sc.len() != 2
+        || blocks < 2
+        || sx[0] % blocks != 0
+        || dim_is_split(eg, x, 0)
+        || dim_is_split(eg, counts, 0)
+    {
         return vec![];
     }
     let per = (sx[0] / blocks) as i64;
