@@ -69,7 +69,8 @@ pub fn follow(
         return Ok(Some(vec![L; n_out]));
     }
     let rank0 = ins.first().map_or(0, |a| a.shape.len());
-    let out_rank = out_shapes.first().map_or(0, Vec::len);
+    let out0: &[u64] = out_shapes.first().map_or(&[], Vec::as_slice);
+    let out_rank = out0.len();
     let one = |p: Placement| Ok(vec![p; n_out]);
     // Along another axis, a collective moves each device's piece as it is.
     let moved = || Ok(vec![ins[0].placement; n_out]);
@@ -96,10 +97,10 @@ pub fn follow(
             P(ReduceOp::Max) => refuse(ins, "negation turns a partial max into a min"),
             p => one(p),
         },
-        Op::Add | Op::Sub => broadcast(Linear::Sum, ins, out_rank).map(|p| vec![p]),
-        Op::Mul => broadcast(Linear::Scale, ins, out_rank).map(|p| vec![p]),
-        Op::Div => broadcast(Linear::Quotient, ins, out_rank).map(|p| vec![p]),
-        Op::Pow | Op::Where => broadcast(Linear::No, ins, out_rank).map(|p| vec![p]),
+        Op::Add | Op::Sub => broadcast(Linear::Sum, ins, out0).map(|p| vec![p]),
+        Op::Mul => broadcast(Linear::Scale, ins, out0).map(|p| vec![p]),
+        Op::Div => broadcast(Linear::Quotient, ins, out0).map(|p| vec![p]),
+        Op::Pow | Op::Where => broadcast(Linear::No, ins, out0).map(|p| vec![p]),
         Op::Softmax { axis } => keep_unless(ins, &[norm(*axis, rank0)], false),
         Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
             if ins[1..].iter().any(|a| a.placement != R) {
@@ -110,7 +111,7 @@ pub fn follow(
         Op::MatMul {
             transpose_a,
             transpose_b,
-        } => matmul(ins, *transpose_a, *transpose_b, out_rank).map(|p| vec![p]),
+        } => matmul(ins, *transpose_a, *transpose_b, out0).map(|p| vec![p]),
         Op::Attention { causal, .. } => attention(ins, *causal).map(|p| vec![p]),
         Op::RopeCache { .. } => match ins[0].placement {
             P(_) => refuse(ins, "positions cannot be partial"),
@@ -140,7 +141,13 @@ pub fn follow(
             p => one(p),
         },
         Op::Expand { .. } => match ins[0].placement {
-            S(d) => one(S(d + out_rank.saturating_sub(rank0))),
+            S(d) => {
+                let od = d + out_rank.saturating_sub(rank0);
+                if out0.get(od) != ins[0].shape.get(d) {
+                    return refuse(ins, "the split dim would be broadcast");
+                }
+                one(S(od))
+            }
             p => one(p),
         },
         Op::Concat { axis } => {
@@ -296,7 +303,7 @@ pub fn follow(
         },
         Op::MatMulReduceScatter {
             dim, transpose_b, ..
-        } => match matmul(ins, false, *transpose_b, out_rank)? {
+        } => match matmul(ins, false, *transpose_b, out0)? {
             p if !own => one(p),
             P(ReduceOp::Sum) => one(S(norm(*dim, out_rank))),
             p => refuse(
@@ -307,11 +314,11 @@ pub fn follow(
         Op::AllGatherMatMul {
             dim, transpose_b, ..
         } => match ins[0].placement {
-            _ if !own => matmul(ins, false, *transpose_b, out_rank).map(|p| vec![p]),
+            _ if !own => matmul(ins, false, *transpose_b, out0).map(|p| vec![p]),
             S(d) if d == norm(*dim, rank0) => {
                 let mut whole = ins.to_vec();
                 whole[0].placement = R;
-                matmul(&whole, false, *transpose_b, out_rank).map(|p| vec![p])
+                matmul(&whole, false, *transpose_b, out0).map(|p| vec![p])
             }
             _ => refuse(
                 ins,
@@ -411,7 +418,10 @@ fn keep_unless(ins: &[Arg<'_>], dims: &[usize], linear: bool) -> Result<Vec<Plac
 
 /// Element-wise ops with NumPy broadcasting: split inputs agree on one output dim, and
 /// whole inputs are broadcast along it; partial sums stay partial where the op is linear.
-fn broadcast(linear: Linear, ins: &[Arg<'_>], rank: usize) -> Result<Placement, Reason> {
+/// A split dim is never broadcast: a piece of 1 (a global dim of the mesh size) stretched
+/// over a larger piece repeats each device's element, which is no piece of any result.
+fn broadcast(linear: Linear, ins: &[Arg<'_>], result: &[u64]) -> Result<Placement, Reason> {
+    let rank = result.len();
     let partial: Vec<bool> = ins.iter().map(|a| matches!(a.placement, P(_))).collect();
     if partial.iter().any(|&p| p) {
         let sums = ins
@@ -442,6 +452,12 @@ fn broadcast(linear: Linear, ins: &[Arg<'_>], rank: usize) -> Result<Placement, 
             let Some(od) = (d + rank).checked_sub(a.shape.len()) else {
                 return refuse(ins, "an input has a higher rank than the result");
             };
+            if a.shape.get(d) != result.get(od) {
+                return refuse(
+                    ins,
+                    &format!("the split dim {d} would be broadcast to the result's dim {od}"),
+                );
+            }
             match out {
                 Some(o) if o != od => return refuse(ins, "inputs split along different dims"),
                 _ => out = Some(od),
@@ -465,8 +481,9 @@ fn broadcast(linear: Linear, ins: &[Arg<'_>], rank: usize) -> Result<Placement, 
     Ok(S(od))
 }
 
-/// `[.., m, k] @ [.., k, n]`.
-fn matmul(ins: &[Arg<'_>], ta: bool, tb: bool, r: usize) -> Result<Placement, Reason> {
+/// `[.., m, k] @ [.., k, n]` into `out`; a split batch dim is never broadcast.
+fn matmul(ins: &[Arg<'_>], ta: bool, tb: bool, out: &[u64]) -> Result<Placement, Reason> {
+    let r = out.len();
     let (a, b) = (&ins[0], &ins[1]);
     let (ra, rb) = (a.shape.len(), b.shape.len());
     if ra < 2 || rb < 2 || r < ra.max(rb) {
@@ -482,12 +499,12 @@ fn matmul(ins: &[Arg<'_>], ta: bool, tb: bool, r: usize) -> Result<Placement, Re
     } else {
         (rb - 2, rb - 1)
     };
-    // The other operand along output batch dim `od`: split there, or broadcast.
+    // The other operand along output batch dim `od`: split there alike, or broadcast.
     let batch_ok = |other: &Arg<'_>, od: usize| {
         let off = r - other.shape.len();
         let present = od >= off && od - off + 2 < other.shape.len();
         match other.placement {
-            S(e) => present && e == od - off,
+            S(e) => present && e == od - off && other.shape[e] == out[od],
             R => !present || other.shape[od - off] == 1,
             _ => false,
         }
@@ -498,8 +515,12 @@ fn matmul(ins: &[Arg<'_>], ta: bool, tb: bool, r: usize) -> Result<Placement, Re
         (S(x), S(y)) if x == a_k && y == b_k => Ok(P(ReduceOp::Sum)),
         (S(x), R) if x == a_m => Ok(S(r - 2)),
         (R, S(y)) if y == b_n => Ok(S(r - 1)),
-        (S(x), _) if x + 2 < ra && batch_ok(b, x + r - ra) => Ok(S(x + r - ra)),
-        (_, S(y)) if y + 2 < rb && batch_ok(a, y + r - rb) => Ok(S(y + r - rb)),
+        (S(x), _) if x + 2 < ra && a.shape[x] == out[x + r - ra] && batch_ok(b, x + r - ra) => {
+            Ok(S(x + r - ra))
+        }
+        (_, S(y)) if y + 2 < rb && b.shape[y] == out[y + r - rb] && batch_ok(a, y + r - rb) => {
+            Ok(S(y + r - rb))
+        }
         (S(x), _) | (_, S(x)) if x == a_k || x == b_k => {
             refuse(ins, "the contraction dim is split on one side only")
         }
@@ -549,7 +570,7 @@ fn attention(ins: &[Arg<'_>], causal: bool) -> Result<Placement, Reason> {
     }
     if let Some(m) = ins.get(3) {
         let off = 4usize.saturating_sub(m.shape.len());
-        if !follows_split(m, d, off) {
+        if !follows_split(m, d, off, q.shape[d]) {
             return refuse(
                 ins,
                 &format!(
@@ -578,7 +599,7 @@ fn rope(ins: &[Arg<'_>]) -> Result<Placement, Reason> {
     };
     for t in &ins[1..] {
         let off = rank.saturating_sub(t.shape.len());
-        if !follows_split(t, d, off) {
+        if !follows_split(t, d, off, x.shape[d]) {
             return refuse(
                 ins,
                 &format!(
@@ -593,12 +614,14 @@ fn rope(ins: &[Arg<'_>]) -> Result<Placement, Reason> {
 /// Whether a broadcast operand (its dims aligned to the right, `off` dims short) goes
 /// with a value split along dim `d`: split along the same dim, or whole where it
 /// broadcasts there (absent, or of size 1: per device, size 1 may also be a split).
-fn follows_split(x: &Arg<'_>, d: usize, off: usize) -> bool {
+/// A split operand's pieces are the value's own (`size` per device): a split is never
+/// broadcast.
+fn follows_split(x: &Arg<'_>, d: usize, off: usize, size: u64) -> bool {
     if d < off {
         return x.placement == R;
     }
     match (x.placement, x.shape[d - off]) {
-        (S(e), _) => e == d - off,
+        (S(e), n) => e == d - off && n == size,
         (R, n) => n == 1,
         _ => false,
     }
@@ -665,7 +688,7 @@ fn fused(steps: &[FusedStep], ins: &[Arg<'_>], out: &[u64]) -> Result<Placement,
             FusedStep::Matmul {
                 operand: i,
                 transpose_b,
-            } => matmul(&[me, operand(*i)?], false, *transpose_b, out.len())?,
+            } => matmul(&[me, operand(*i)?], false, *transpose_b, out)?,
             FusedStep::Binary {
                 op,
                 operand: i,

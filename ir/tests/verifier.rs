@@ -608,6 +608,84 @@ fn a_collective_output_must_follow_its_definition() {
     );
 }
 
+/// A split dim of per-device size 1 (a global dim of the mesh size) broadcast against a
+/// larger one: each device repeats its own element, which is no piece of any global
+/// result (globally the sizes, 2 and 2 x 3, do not broadcast). Element-wise ops, expand,
+/// batched matmul and attention masks must each refuse it.
+#[test]
+fn a_split_dim_is_never_broadcast() {
+    let split = Placement::Split(1);
+    // Element-wise: [4, 1] pieces of a [4, 2] value added to [4, 3] pieces of [4, 6].
+    let mut g = mesh_graph();
+    let a = laid_out(&mut g, "a", &[4, 1], split);
+    let b = laid_out(&mut g, "b", &[4, 3], split);
+    let s = g.add("s", Op::Add, &[a, b]).unwrap();
+    g.value_mut(s).sharding = on(split);
+    g.outputs.push(s);
+    let e = only_error(&g);
+    assert!(propagation(&e).contains("broadcast"), "{e}");
+    // Equal pieces combine.
+    let mut g = mesh_graph();
+    let a = laid_out(&mut g, "a", &[4, 1], split);
+    let c = laid_out(&mut g, "c", &[4, 1], split);
+    let s = g.add("s", Op::Add, &[a, c]).unwrap();
+    g.value_mut(s).sharding = on(split);
+    g.outputs.push(s);
+    verify(&g).unwrap();
+
+    // Expand of the split dim.
+    let mut g = mesh_graph();
+    let a = laid_out(&mut g, "a", &[4, 1], split);
+    let x = g
+        .add(
+            "x",
+            Op::Expand {
+                shape: Shape::new([4u64, 3]),
+            },
+            &[a],
+        )
+        .unwrap();
+    g.value_mut(x).sharding = on(split);
+    g.outputs.push(x);
+    let e = only_error(&g);
+    assert!(propagation(&e).contains("broadcast"), "{e}");
+
+    // Batched matmul: a batch piece of 1 against a batch piece of 2.
+    let mut g = mesh_graph();
+    let a = laid_out(&mut g, "a", &[1, 4, 8], Placement::Split(0));
+    let b = laid_out(&mut g, "b", &[2, 8, 6], Placement::Split(0));
+    let y = g.add("y", matmul(), &[a, b]).unwrap();
+    g.value_mut(y).sharding = on(Placement::Split(0));
+    g.outputs.push(y);
+    let e = only_error(&g);
+    assert!(propagation(&e).contains("no matmul rule"), "{e}");
+
+    // Attention: a mask split by batch into pieces of 1 against queries' pieces of 2.
+    let mut g = mesh_graph();
+    let by_batch = Placement::Split(0);
+    let q = laid_out(&mut g, "q", &[2, 2, 4, 8], by_batch);
+    let k = laid_out(&mut g, "k", &[2, 2, 4, 8], by_batch);
+    let v = laid_out(&mut g, "v", &[2, 2, 4, 8], by_batch);
+    let m = laid_out(&mut g, "m", &[1, 1, 4, 4], by_batch);
+    let o = g
+        .add(
+            "o",
+            Op::Attention {
+                causal: false,
+                scale: None,
+            },
+            &[q, k, v, m],
+        )
+        .unwrap();
+    g.value_mut(o).sharding = on(by_batch);
+    g.outputs.push(o);
+    let e = only_error(&g);
+    assert!(
+        propagation(&e).contains("the mask must be split alike"),
+        "{e}"
+    );
+}
+
 /// Expert parallelism in miniature: each device dispatches its own tokens (local rows
 /// and counts), pads them into blocks, exchanges the blocks, takes them back, unpads and
 /// combines with its tokens' weights: token-split rows again.
