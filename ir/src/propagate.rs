@@ -670,13 +670,14 @@ pub fn reshape_dims(input: &[u64], out: &[u64], d: usize) -> Vec<usize> {
 /// A fused element-wise kernel: each step by its op's rule, on the running value.
 fn fused(steps: &[FusedStep], ins: &[Arg<'_>], out: &[u64]) -> Result<Placement, Reason> {
     let mut running = ins[0].placement;
-    // Intermediate shapes: the running value has the output's shape after the GEMM (the
-    // steps are element-wise and broadcast into it), the input's before.
+    // The running value's per-device shape after each step, as the op would infer it:
+    // a broadcast step may grow it, so a split dim of the running value is checked
+    // against the shape of that step's result, not the kernel's output.
+    let mut shape = ins[0].shape.to_vec();
     for (k, step) in steps.iter().enumerate() {
-        let shape = if k == 0 { ins[0].shape } else { out };
         let me = Arg {
             placement: running,
-            shape,
+            shape: &shape,
             float: ins[0].float,
         };
         let operand = |i: usize| {
@@ -684,24 +685,74 @@ fn fused(steps: &[FusedStep], ins: &[Arg<'_>], out: &[u64]) -> Result<Placement,
                 .cloned()
                 .ok_or_else(|| format!("step {k} reads input {i}, which is absent"))
         };
-        running = match step {
+        let (placement, next) = match step {
             FusedStep::Matmul {
                 operand: i,
                 transpose_b,
-            } => matmul(&[me, operand(*i)?], false, *transpose_b, out)?,
+            } => {
+                let b = operand(*i)?;
+                let next = matmul_shape(&shape, b.shape, *transpose_b)
+                    .ok_or_else(|| format!("step {k}: the GEMM's operands do not multiply"))?;
+                (matmul(&[me, b], false, *transpose_b, &next)?, next)
+            }
             FusedStep::Binary {
                 op,
                 operand: i,
                 swap,
             } => {
                 let other = operand(*i)?;
+                let next = broadcast_shape(&shape, other.shape)
+                    .ok_or_else(|| format!("step {k}: the operands do not broadcast"))?;
                 let pair = if *swap { [other, me] } else { [me, other] };
-                by_op(op, &pair, out, k)?
+                (by_op(op, &pair, &next, k)?, next)
             }
-            FusedStep::Unary { op } => by_op(op, &[me], shape, k)?,
+            FusedStep::Unary { op } => (by_op(op, &[me], &shape, k)?, shape.clone()),
         };
+        running = placement;
+        shape = next;
+    }
+    if shape != out {
+        return Err(format!(
+            "the steps compute a {shape:?} value per device, but the output is {out:?}"
+        ));
     }
     Ok(running)
+}
+
+/// NumPy broadcasting of two per-device shapes; `None` where they do not broadcast.
+fn broadcast_shape(a: &[u64], b: &[u64]) -> Option<Vec<u64>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[u64], i: usize| {
+        let off = rank - s.len();
+        if i < off { 1 } else { s[i - off] }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Some(x),
+            (1, y) => Some(y),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The per-device shape of `a @ b` (`b` transposed with `tb`): broadcast batch dims, then
+/// `[m, n]`.
+fn matmul_shape(a: &[u64], b: &[u64], tb: bool) -> Option<Vec<u64>> {
+    let (ra, rb) = (a.len(), b.len());
+    if ra < 2 || rb < 2 {
+        return None;
+    }
+    let (k, n) = if tb {
+        (b[rb - 1], b[rb - 2])
+    } else {
+        (b[rb - 2], b[rb - 1])
+    };
+    if a[ra - 1] != k {
+        return None;
+    }
+    let mut shape = broadcast_shape(&a[..ra - 2], &b[..rb - 2])?;
+    shape.extend([a[ra - 2], n]);
+    Some(shape)
 }
 
 /// One step of a fused kernel, by the rule of the op it applies.
@@ -733,6 +784,34 @@ mod tests {
         // Flattening rows with a batch of 2 interleaves the devices' pieces.
         assert!(reshape_dims(&[2, 8, 4], &[16, 4], 1).is_empty());
         assert_eq!(reshape_dims(&[8, 4], &[32], 0), [0]);
+    }
+
+    #[test]
+    fn a_fused_step_does_not_broadcast_a_split_dim() {
+        // exp(x) + y with x's rows split into pieces of 1 (a global dim of 2) and y's
+        // into pieces of 4 (of 8): the sizes do not broadcast globally.
+        let op = Op::FusedElementwise {
+            steps: vec![
+                FusedStep::Unary {
+                    op: Box::new(Op::Exp),
+                },
+                FusedStep::Binary {
+                    op: Box::new(Op::Add),
+                    operand: 1,
+                    swap: false,
+                },
+            ],
+        };
+        let (x, y) = ([1u64, 6], [4u64, 6]);
+        let out = vec![vec![4, 6]];
+        let ins = [arg(S(0), &x), arg(S(0), &y)];
+        let e = follow(&op, &ins, &out, &[], false).unwrap_err();
+        assert!(e.contains("broadcast"), "{e}");
+        // Pieces of equal rows combine; a whole row vector broadcasts along them.
+        let ins = [arg(S(0), &y), arg(S(0), &y)];
+        assert_eq!(follow(&op, &ins, &out, &[], false), Ok(Some(vec![S(0)])));
+        let ins = [arg(R, &x), arg(S(0), &y)];
+        assert_eq!(follow(&op, &ins, &out, &[], false), Ok(Some(vec![S(0)])));
     }
 
     #[test]
