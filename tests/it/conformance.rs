@@ -46,15 +46,35 @@ fn close(want: &Tensor, got: &Tensor) -> Result<(), String> {
             }
             _ => 1e-3 * w.abs() + 1e-6,
         };
-        // Integers and booleans are compared exactly.
+        // Integers and booleans are compared exactly, on their own values below.
         let ok = if !want.dtype().is_float() {
-            w == &g
+            true
         } else {
             (w.is_nan() && g.is_nan()) || w == &g || (w - g).abs() <= tolerance
         };
         if !ok {
             return Err(format!("element {i} is {g}, expected {w}"));
         }
+    }
+    if !want.dtype().is_float() {
+        // Not through f64: 2^60 and 2^60 + 1 are the same f64.
+        crate::compare::bits_differ(want, got)?;
+    }
+    Ok(())
+}
+
+/// The executor's outputs are the model's graph outputs, by name and in order, one per
+/// expected `output_<i>.pb`: a missing output would otherwise leave its expected file
+/// unread and the case passing.
+fn same_outputs(model: &[String], files: usize, got: &[&str]) -> Result<(), String> {
+    if files != model.len() {
+        return Err(format!(
+            "{files} expected outputs in a test data set, the model has {}",
+            model.len()
+        ));
+    }
+    if got != model {
+        return Err(format!("outputs {got:?}, the model's are {model:?}"));
     }
     Ok(())
 }
@@ -92,6 +112,11 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let feed: Tensors = names.into_iter().zip(inputs).collect();
         let outputs =
             run(&graph, &feed, &RunOptions::default()).map_err(|e| relative(e.to_string()))?;
+        let files = (0..)
+            .take_while(|i| set.join(format!("output_{i}.pb")).exists())
+            .count();
+        let got: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+        same_outputs(&onnx_names(&model)?.1, files, &got)?;
         for (i, (name, got)) in outputs.iter().enumerate() {
             let file = set.join(format!("output_{i}.pb"));
             let want = read_tensor_file(&file)
@@ -106,15 +131,43 @@ fn run_case(dir: &Path) -> Result<(), String> {
 
 /// The names of a model's graph inputs that are not initializers, in order.
 fn onnx_input_names(model: &Path) -> Result<Vec<String>, String> {
+    Ok(onnx_names(model)?.0)
+}
+
+/// A model's graph inputs that are not initializers, and its graph outputs, in order.
+fn onnx_names(model: &Path) -> Result<(Vec<String>, Vec<String>), String> {
     use prost::Message;
     let bytes = std::fs::read(model).map_err(|e| e.to_string())?;
     let m = weft::onnx::proto::ModelProto::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
     let g = m.graph.unwrap_or_default();
-    Ok(g.input
+    let inputs = g
+        .input
         .iter()
         .filter(|i| !g.initializer.iter().any(|t| t.name == i.name))
         .map(|i| i.name.clone())
-        .collect())
+        .collect();
+    let outputs = g.output.iter().map(|o| o.name.clone()).collect();
+    Ok((inputs, outputs))
+}
+
+#[test]
+fn a_missing_or_renamed_output_fails_the_case() {
+    let model = ["y".to_owned(), "mask".to_owned()];
+    assert!(same_outputs(&model, 2, &["y", "mask"]).is_ok());
+    let e = same_outputs(&model, 2, &["y"]).unwrap_err();
+    assert!(e.contains("outputs [\"y\"], the model's are"), "{e}");
+    let e = same_outputs(&model, 2, &["y.matmul", "mask"]).unwrap_err();
+    assert!(e.contains("y.matmul"), "{e}");
+    let e = same_outputs(&model, 1, &["y", "mask"]).unwrap_err();
+    assert!(e.contains("1 expected outputs"), "{e}");
+}
+
+#[test]
+fn integer_outputs_are_compared_exactly_past_f64_precision() {
+    let want = Tensor::from_i64(DType::I64, vec![1], vec![1 << 60]).unwrap();
+    let got = Tensor::from_i64(DType::I64, vec![1], vec![(1 << 60) + 1]).unwrap();
+    assert!(close(&want, &got).is_err());
+    assert!(close(&want, &want.clone()).is_ok());
 }
 
 fn first_line(s: &str) -> String {
