@@ -776,6 +776,137 @@ mod tests {
         }
     }
 
+    /// `op` of one input of per-device shape `shape` laid out as `p`, into `out`.
+    fn one_in(op: &Op, p: Placement, shape: &[u64], out: &[u64]) -> Result<Placement, Reason> {
+        let ins = [arg(p, shape)];
+        follow(op, &ins, &[out.to_vec()], &[], false).map(|o| o.unwrap()[0])
+    }
+
+    const SUM: Placement = P(ReduceOp::Sum);
+    const MAX: Placement = P(ReduceOp::Max);
+
+    /// Each op that works along an axis refuses a split along it (its per-device result is
+    /// not a piece of the global one), and each non-linear use of a partial value is
+    /// refused; splits along other dims follow to where the op moves them.
+    #[test]
+    fn ops_along_a_split_dim_or_of_a_partial_value_are_refused() {
+        let x = [4u64, 6];
+        let softmax = Op::Softmax { axis: -1 };
+        assert!(one_in(&softmax, S(1), &x, &x).is_err());
+        assert!(one_in(&softmax, SUM, &x, &x).is_err());
+        assert_eq!(one_in(&softmax, S(0), &x, &x), Ok(S(0)));
+        let mean = |axes: Vec<i64>| Op::Reduce {
+            kind: ReduceKind::Mean,
+            axes,
+            keepdims: false,
+        };
+        let sum = Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![1],
+            keepdims: false,
+        };
+        let max = Op::Reduce {
+            kind: ReduceKind::Max,
+            axes: vec![1],
+            keepdims: true,
+        };
+        // A mean of pieces is not a partial sum of the mean; a sum or max of pieces is
+        // a partial sum or max.
+        assert!(one_in(&mean(vec![1]), S(1), &x, &[4]).is_err());
+        assert_eq!(one_in(&mean(vec![1]), SUM, &x, &[4]), Ok(SUM));
+        assert_eq!(one_in(&mean(vec![0]), S(1), &x, &[6]), Ok(S(0)));
+        assert_eq!(one_in(&sum, S(1), &x, &[4]), Ok(SUM));
+        assert_eq!(one_in(&max, S(1), &x, &[4, 1]), Ok(MAX));
+        // The max of partial sums, and the sum of partial maxima, are neither.
+        assert!(one_in(&max, SUM, &x, &[4, 1]).is_err());
+        assert!(one_in(&sum, MAX, &x, &[4]).is_err());
+        // A transpose moves the split dim with it.
+        let t = Op::Transpose { perm: vec![1, 0] };
+        assert_eq!(one_in(&t, S(0), &x, &[6, 4]), Ok(S(1)));
+        assert_eq!(one_in(&t, S(1), &x, &[6, 4]), Ok(S(0)));
+        // Slices, concatenations and top-k along the split dim.
+        let slice = Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 2,
+        };
+        assert!(one_in(&slice, S(1), &x, &[4, 2]).is_err());
+        assert_eq!(one_in(&slice, S(0), &x, &[4, 2]), Ok(S(0)));
+        assert_eq!(one_in(&slice, SUM, &x, &[4, 2]), Ok(SUM));
+        let concat = Op::Concat { axis: 0 };
+        let both = |p: Placement| [arg(p, &x), arg(p, &x)];
+        let cat = |p: Placement| follow(&concat, &both(p), &[vec![8, 6]], &[], false);
+        assert!(cat(S(0)).is_err());
+        assert_eq!(cat(S(1)), Ok(Some(vec![S(1)])));
+        let topk = Op::TopK {
+            k: 2,
+            axis: -1,
+            largest: true,
+        };
+        let top =
+            |p: Placement| follow(&topk, &[arg(p, &x)], &[vec![4, 2], vec![4, 2]], &[], false);
+        assert!(top(S(1)).is_err());
+        assert!(top(MAX).is_err());
+        assert_eq!(top(S(0)), Ok(Some(vec![S(0), S(0)])));
+        // Norms along their last axis; negation turns a partial max into a min.
+        let w = [6u64];
+        let norm = Op::RmsNorm { eps: 1e-5 };
+        let rms =
+            |p: Placement| follow(&norm, &[arg(p, &x), arg(R, &w)], &[x.to_vec()], &[], false);
+        assert!(rms(S(1)).is_err());
+        assert!(rms(SUM).is_err());
+        assert_eq!(rms(S(0)), Ok(Some(vec![S(0)])));
+        assert!(one_in(&Op::Neg, MAX, &x, &x).is_err());
+        assert_eq!(one_in(&Op::Neg, SUM, &x, &x), Ok(SUM));
+        assert!(one_in(&Op::Exp, SUM, &x, &x).is_err());
+    }
+
+    #[test]
+    fn a_lookup_along_the_split_axis_is_refused() {
+        let (table, ids) = ([8u64, 6], [3u64]);
+        let gather = |axis: i64, t: Placement, i: Placement, out: &[u64]| {
+            follow(
+                &Op::Gather { axis },
+                &[arg(t, &table), arg(i, &ids)],
+                &[out.to_vec()],
+                &[],
+                false,
+            )
+        };
+        // Rows split, looked up by row: each device holds only some of the rows.
+        assert!(gather(0, S(0), R, &[3, 6]).is_err());
+        assert_eq!(gather(0, S(1), R, &[3, 6]), Ok(Some(vec![S(1)])));
+        assert_eq!(gather(0, R, S(0), &[3, 6]), Ok(Some(vec![S(0)])));
+        assert!(gather(1, S(1), R, &[8, 3]).is_err());
+        assert_eq!(gather(1, S(0), R, &[8, 3]), Ok(Some(vec![S(0)])));
+        assert_eq!(gather(0, SUM, R, &[3, 6]), Ok(Some(vec![SUM])));
+        assert!(gather(0, R, SUM, &[3, 6]).is_err());
+    }
+
+    #[test]
+    fn causal_attention_of_sequence_split_queries_is_refused() {
+        let (q, kv) = ([1u64, 2, 4, 8], [1u64, 2, 8, 8]);
+        let att = |causal: bool, qp: Placement, kvp: Placement| {
+            follow(
+                &Op::Attention {
+                    causal,
+                    scale: None,
+                },
+                &[arg(qp, &q), arg(kvp, &kv), arg(kvp, &kv)],
+                &[q.to_vec()],
+                &[],
+                false,
+            )
+        };
+        assert!(att(true, S(2), R).is_err());
+        assert_eq!(att(false, S(2), R), Ok(Some(vec![S(2)])));
+        // Keys split by sequence: each query would see only some of them.
+        assert!(att(false, R, S(2)).is_err());
+        assert!(att(false, S(3), S(3)).is_err());
+        assert_eq!(att(true, S(1), S(1)), Ok(Some(vec![S(1)])));
+        assert!(att(true, SUM, R).is_err());
+    }
+
     #[test]
     fn a_split_lands_where_the_same_leading_elements_are() {
         // Heads of per-device size 1 (2 KV heads over 2 devices) or the head dim: the
