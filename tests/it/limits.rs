@@ -13,16 +13,55 @@ use weft::onnx::proto::{DimensionValue, GraphProto, ModelProto, OperatorSetIdPro
 use crate::onnx::{node, value_info};
 use crate::repo;
 
-/// Runs the CLI and how long it took.
+/// Longest any command here may run: these are the runs that must be instant or refused
+/// at once, so a regression (a per-token loop, a run that loads 141 GB of weights) is
+/// killed and fails here instead of hanging the test run for minutes.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the CLI and how long it took; panics when it runs past [`DEADLINE`].
 fn weft(args: &[&str]) -> (Output, Duration) {
+    use std::io::Read;
+    use std::process::Stdio;
     let start = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_weft"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .current_dir(repo(""))
         .env_remove("RUST_LOG")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("the weft binary runs");
-    (o, start.elapsed())
+    // Drain both pipes while waiting, so a chatty child cannot block on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).map(|_| buf)
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for weft") {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`weft {}` ran past {DEADLINE:?}; killed", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = start.elapsed();
+    let stdout = out.join().unwrap().expect("reading weft's stdout");
+    let stderr = err.join().unwrap().expect("reading weft's stderr");
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        took,
+    )
 }
 
 fn text(bytes: &[u8]) -> String {
