@@ -478,6 +478,9 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
             path.display()
         );
     }
+    if let Some(path) = &args.output {
+        check_output_path(path)?;
+    }
     let graph = load_at(
         &args.model,
         args.dims,
@@ -531,6 +534,27 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         }
         None => write_out(None, &weft::inputs::summarize(&outputs)),
     }
+}
+
+/// Refuses an `-o` path that cannot be written (a folder that does not exist, or a folder
+/// in the place of the file) before the model runs, so a long run is not thrown away at the
+/// end for a typo in the path.
+fn check_output_path(path: &std::path::Path) -> miette::Result<()> {
+    if path.is_dir() {
+        miette::bail!("-o {}: is a directory; give a file name ending in .npz", path.display());
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        miette::bail!(
+            "-o {}: the folder `{}` does not exist (or is not a folder); create it first",
+            path.display(),
+            folder.display()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

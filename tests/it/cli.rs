@@ -940,3 +940,26 @@ fn check_labels_dims_a_sharded_graph_no_longer_uses() {
         serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
     assert!(v.get("evaluated_dims").is_none());
 }
+
+/// Review of issue 10: `run -o` into a folder that does not exist failed only after the
+/// whole model had run (the 70B layer: a minute thrown away); it is refused before the run.
+#[test]
+fn run_refuses_an_output_folder_that_does_not_exist_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder").join("out.npz");
+    let folder = dir.path().join("folder.npz");
+    std::fs::create_dir(&folder).unwrap();
+    let tiny = "examples/tiny-llama.json";
+    for (path, expect) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (folder.to_str().unwrap(), "is a directory"),
+    ] {
+        let o = weft(&["run", tiny, "-o", path]);
+        assert_clean_failure(&o);
+        let err = stderr(&o);
+        assert!(err.contains(expect), "{path}: {err}");
+        // Refused before the inputs were made up and the model run.
+        assert!(!err.contains("using seeded random values"), "{path}: {err}");
+    }
+    assert!(!missing.exists());
+}
