@@ -188,7 +188,7 @@ fn load_at_warned(
     mesh: Option<&weft::ir::Mesh>,
     sp_norms: bool,
 ) -> miette::Result<(weft::ir::Graph, Vec<weft::passes::shard::ShardWarning>)> {
-    let graph = load_model(model, &options(dims))?;
+    let graph = load_model(model, &options(dims)?)?;
     let passes = match (stage, mesh) {
         (StageArg::Parsed, None) => weft::Stage::Parsed,
         (StageArg::Raised, None) => weft::Stage::Raised,
@@ -248,10 +248,14 @@ fn parse_dim(s: &str) -> Result<(String, u64), String> {
         .trim()
         .parse::<u64>()
         .map_err(|_| format!("`{value}` is not a whole number"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{s}` names no dim; the form is NAME=VALUE"));
+    }
     if value == 0 {
         return Err(format!("dim `{name}` must be at least 1"));
     }
-    Ok((name.trim().to_owned(), value))
+    Ok((name.to_owned(), value))
 }
 
 /// `--mesh`: an empty spec is refused rather than read as "no mesh".
@@ -272,10 +276,18 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn options(dims: Vec<(String, u64)>) -> LoadOptions {
-    LoadOptions {
-        dims: dims.into_iter().collect::<BTreeMap<_, _>>(),
+/// The load options for `--dim`s. A dim given twice is refused: collecting into a map
+/// would keep the last value silently.
+fn options(dims: Vec<(String, u64)>) -> miette::Result<LoadOptions> {
+    let mut map = BTreeMap::new();
+    for (name, value) in dims {
+        if let Some(first) = map.insert(name.clone(), value) {
+            miette::bail!(
+                "--dim {name} is given twice ({name}={first} and {name}={value}); give each dim once"
+            );
+        }
     }
+    Ok(LoadOptions { dims: map })
 }
 
 fn write_out(output: Option<&PathBuf>, text: &str) -> miette::Result<()> {

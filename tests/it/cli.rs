@@ -963,3 +963,22 @@ fn run_refuses_an_output_folder_that_does_not_exist_before_running() {
     }
     assert!(!missing.exists());
 }
+
+/// Review of issue 10: `--dim seq=4 --dim seq=5` silently used the last value, and
+/// `--dim =5` was read as a dim with an empty name.
+#[test]
+fn a_dim_given_twice_or_without_a_name_is_refused() {
+    let tiny = "examples/tiny-llama.json";
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, tiny, "--dim", "seq=4", "--dim", "seq=5"]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("--dim seq is given twice (seq=4 and seq=5)"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+        let o = weft(&[cmd, tiny, "--dim", "=5"]);
+        assert_clean_failure(&o);
+        assert!(stderr(&o).contains("names no dim"), "{cmd}: {}", stderr(&o));
+    }
+}
