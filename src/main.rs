@@ -553,7 +553,10 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
 /// end for a typo in the path.
 fn check_output_path(path: &std::path::Path) -> miette::Result<()> {
     if path.is_dir() {
-        miette::bail!("-o {}: is a directory; give a file name ending in .npz", path.display());
+        miette::bail!(
+            "-o {}: is a directory; give a file name ending in .npz",
+            path.display()
+        );
     }
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
