@@ -172,6 +172,16 @@ fn hostile_onnx_dims_are_refused_not_allocated() {
         assert!(err.contains("does not fit in 64 bits"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    // Review of issue 10: the refusal named no value and printed the concrete shape twice
+    // (`the element count of [2, …] = [2, …]`).
+    let (o, _) = weft(&["run", &absurd]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "the element count of [2, 1099511627776, 1099511627776] (value `x`) does not fit"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
