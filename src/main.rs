@@ -511,9 +511,14 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         };
         miette::bail!("--ranks {n} does not fit the graph: it {mesh}");
     }
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        miette::bail!("--timeout must be a positive number of seconds");
-    }
+    // `Duration::from_secs_f64` panics past u64::MAX seconds (`--timeout 1e20`).
+    let timeout = match std::time::Duration::try_from_secs_f64(args.timeout) {
+        Ok(t) if !t.is_zero() => t,
+        _ => miette::bail!(
+            "--timeout must be a number of seconds from 1e-9 to {}",
+            u64::MAX
+        ),
+    };
     // Before anything is allocated: refuse a run that cannot fit.
     let limit = weft::memory::limit(args.max_memory);
     weft::memory::check(&args.model, &graph, limit.as_ref())?;
@@ -521,7 +526,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     let inputs = weft::inputs::complete_inputs(&graph, given, args.seed)?;
     let run_options = weft::cpu::RunOptions {
         base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
-        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        timeout,
         progress: weft::progress::terminal(),
         ..weft::cpu::RunOptions::default()
     };

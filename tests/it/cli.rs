@@ -982,3 +982,27 @@ fn a_dim_given_twice_or_without_a_name_is_refused() {
         assert!(stderr(&o).contains("names no dim"), "{cmd}: {}", stderr(&o));
     }
 }
+
+/// Review of issue 10: `--timeout 1e20` panicked converting to a `Duration` (exit 101), and
+/// `--timeout 1e19` (a `Duration`, but past what `Instant` can add) panicked in every rank
+/// at its first collective.
+#[test]
+fn a_huge_timeout_is_refused_or_never_reached_not_a_panic() {
+    let tiny = "examples/tiny-llama.json";
+    for t in ["1e20", "1e300", "1e-12"] {
+        let o = weft(&["run", tiny, "--mesh", "tp=2", "--timeout", t]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("--timeout must be a number of seconds"),
+            "{t}: {}",
+            stderr(&o)
+        );
+    }
+    let o = weft(&["run", tiny, "--mesh", "tp=2", "--timeout", "1e19"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("logits: f32[1, 16, 256]"),
+        "{}",
+        stdout(&o)
+    );
+}
