@@ -207,6 +207,17 @@ fn load_at_warned(
     let (graph, _reports) = weft::to_stage(graph, passes).into_diagnostic()?;
     match mesh {
         Some(mesh) => {
+            // A file `weft dump` wrote sharded (or extracted) holds per-device shapes and
+            // collectives: sharding it again is refused by name, not by its first op.
+            if !graph.mesh.axes().is_empty() {
+                miette::bail!(
+                    "cannot shard `{}` over {mesh}: it declares the mesh `{}` (it is already \
+                     sharded); --mesh takes a single-device model: drop --mesh to use this \
+                     file's own mesh, or shard the model it was made from",
+                    model.display(),
+                    graph.mesh
+                );
+            }
             let start = std::time::Instant::now();
             let options = weft::passes::shard::ShardOptions {
                 mesh: mesh.clone(),
@@ -429,8 +440,11 @@ fn run(cli: Cli) -> miette::Result<()> {
                         .into_diagnostic()
                         .wrap_err("extraction failed")?;
                     tracing::warn!("{}", weft::passes::saturate::PLACEHOLDER_COST);
-                    extracted.name =
-                        format!("{} [extracted: placeholder cost model]", extracted.name);
+                    // Extracting a file that was extracted already does not label it twice.
+                    const LABEL: &str = " [extracted: placeholder cost model]";
+                    if !extracted.name.ends_with(LABEL) {
+                        extracted.name.push_str(LABEL);
+                    }
                     extracted
                 }
                 _ => graph,

@@ -1006,3 +1006,42 @@ fn a_huge_timeout_is_refused_or_never_reached_not_a_panic() {
         stdout(&o)
     );
 }
+
+/// Review of issue 10: `--mesh` on a file `weft dump` wrote sharded was refused by its
+/// first op ("node `embed` (sharded_gather): the graph already communicates …"), not
+/// because the file is sharded; and extracting an extracted file labelled it twice.
+#[test]
+fn mesh_on_a_sharded_file_says_it_is_sharded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    let sharded = dir.path().join("sharded.json");
+    let sharded = sharded.to_str().unwrap();
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "extracted",
+        "--mesh",
+        "tp=2",
+        "--format",
+        "json",
+        "-o",
+        sharded,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, sharded, "--mesh", "tp=2"]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("it declares the mesh `tp=2` (it is already sharded)"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    let o = weft(&["dump", sharded, "--stage", "extracted"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().next(),
+        Some("graph \"tiny-llama [extracted: placeholder cost model]\" {")
+    );
+}
