@@ -915,10 +915,21 @@ fn check_labels_dims_a_sharded_graph_no_longer_uses() {
         "dump", tiny, "--mesh", "tp=2", "--format", "json", "-o", sharded_s,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let evaluated = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
-    for args in [
-        &["check", sharded_s][..],
-        &["check", tiny, "--mesh", "tp=2"],
+    // Review of issue 10: sharded here, the note said `--dim cannot change them` of dims
+    // that `--dim` had just set (`check model --mesh tp=2 --dim seq=32`).
+    let from_file = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
+    let here =
+        "\n  evaluated   batch=1, seq=16 (sharded at these dims, so its shapes are concrete)\n";
+    let text = stdout(&weft(&["check", tiny, "--mesh", "tp=2", "--dim", "seq=32"]));
+    assert!(
+        text.contains(
+            "\n  evaluated   batch=1, seq=32 (sharded at these dims, so its shapes are concrete)\n"
+        ),
+        "{text}"
+    );
+    for (args, evaluated) in [
+        (&["check", sharded_s][..], from_file),
+        (&["check", tiny, "--mesh", "tp=2"], here),
     ] {
         let text = stdout(&weft(args));
         assert!(!text.contains("\n  dims "), "{args:?}: {text}");
