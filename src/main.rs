@@ -417,22 +417,39 @@ fn run(cli: Cli) -> miette::Result<()> {
                     .wrap_err("equality saturation failed")?;
                     let summary = weft::saturation::SaturationSummary::new(&sat.report);
                     if let StageArg::Saturated = stage {
-                        let mut text = match format {
+                        let why = match &explain {
+                            Some(rule) => Some((
+                                rule,
+                                weft::passes::saturate::explain(&mut sat, rule)
+                                    .into_diagnostic()?,
+                            )),
+                            None => None,
+                        };
+                        let text = match format {
+                            // The explanation is a field of the one JSON object (text after
+                            // it made the output invalid JSON).
                             Format::Json => {
-                                let mut s =
-                                    serde_json::to_string_pretty(&summary).into_diagnostic()?;
+                                let mut v = serde_json::to_value(&summary).into_diagnostic()?;
+                                if let (Some((rule, why)), Some(map)) = (&why, v.as_object_mut()) {
+                                    map.insert(
+                                        "explanation".into(),
+                                        serde_json::json!({"rule": rule, "text": why}),
+                                    );
+                                }
+                                let mut s = serde_json::to_string_pretty(&v).into_diagnostic()?;
                                 s.push('\n');
                                 s
                             }
-                            _ => summary.to_text(),
+                            _ => {
+                                let mut text = summary.to_text();
+                                if let Some((rule, why)) = &why {
+                                    text.push_str(&format!(
+                                        "explanation of one `{rule}` application:\n{why}"
+                                    ));
+                                }
+                                text
+                            }
                         };
-                        if let Some(rule) = explain {
-                            let why = weft::passes::saturate::explain(&mut sat, &rule)
-                                .into_diagnostic()?;
-                            text.push_str(&format!(
-                                "explanation of one `{rule}` application:\n{why}"
-                            ));
-                        }
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());

@@ -1056,3 +1056,25 @@ fn mesh_on_a_sharded_file_says_it_is_sharded() {
         Some("graph \"tiny-llama [extracted: placeholder cost model]\" {")
     );
 }
+
+/// Review of issue 10: `--stage saturated --format json --explain RULE` printed the
+/// explanation as text after the JSON object: the output was not JSON.
+#[test]
+fn saturation_json_holds_the_explanation() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--format",
+        "json",
+        "--explain",
+        "elementwise-fusion",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["explanation"]["rule"], "elementwise-fusion");
+    let why = v["explanation"]["text"].as_str().unwrap();
+    assert!(why.contains("(Rewrite=> elementwise-fusion"), "{why}");
+}
