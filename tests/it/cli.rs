@@ -1078,3 +1078,24 @@ fn saturation_json_holds_the_explanation() {
     let why = v["explanation"]["text"].as_str().unwrap();
     assert!(why.contains("(Rewrite=> elementwise-fusion"), "{why}");
 }
+
+/// Review of issue 10: `--rules` with a rule named twice ran it twice, with only egg's
+/// line on stderr.
+#[test]
+fn a_rule_named_twice_is_refused() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--rules",
+        "slice-of-gather,elementwise-fusion,slice-of-gather",
+    ]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("rule `slice-of-gather` is named twice"),
+        "{}",
+        stderr(&o)
+    );
+}
