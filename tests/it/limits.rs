@@ -257,3 +257,39 @@ fn progress_is_drawn_on_a_terminal() {
     assert!(out.contains(Phase::Execute.label()), "{out:?}");
     assert!(out.contains("logits: f32[1, 16, 256]"), "{out:?}");
 }
+
+/// Review of issue 10: a mesh with more devices than this process may start threads
+/// (`"mesh": "tp=1000000"` in a JSON file: one rank thread each) panicked in
+/// `thread::scope`'s spawn and aborted (exit 134). Starting a rank's thread is fallible
+/// now: the run fails with exit 1, saying how many ranks it could not start. The address
+/// space is capped here (`ulimit -v`) so the limit is reached after a few dozen threads.
+#[test]
+fn more_ranks_than_threads_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("wide.json");
+    std::fs::write(
+        &model,
+        r#"{"weft": 1, "name": "wide", "mesh": "tp=1000000", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [4]}},
+  {"name": "y", "op": "relu", "inputs": ["x"]}
+], "outputs": ["y"]}"#,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 2000000 && exec '{}' run '{}'",
+            env!("CARGO_BIN_EXE_weft"),
+            model.display()
+        ))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sh runs");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start a thread for rank "), "{err}");
+    assert!(err.contains("of 1000000"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
