@@ -1099,3 +1099,46 @@ fn a_rule_named_twice_is_refused() {
         stderr(&o)
     );
 }
+
+/// Review of issue 10: sharding (and extraction) emit a graph input where it is first
+/// used, so ONNX's `Pow(x, y)` (whose importer casts `y` first) came out with inputs
+/// `y, x`; `--input-dir` fed `input_0.pb` (x) to `y`, and `--mesh tp=2` silently computed
+/// `y ** x` ([4, 25, 216] for [1, 32, 729]). Every stage keeps the model's input order.
+#[test]
+fn input_dir_feeds_the_same_inputs_at_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = "tests/onnx-node/test_pow_types_int64_int64";
+    let model = format!("{case}/model.onnx");
+    let data = format!("{case}/test_data_set_0");
+    let want = weft::tensor_io::read_tensor_file(&repo(&format!("{data}/output_0.pb"))).unwrap();
+    let want = want[0].1.to_f64_vec();
+    let extracted = dir.path().join("extracted.json");
+    let o = weft(&[
+        "dump",
+        &model,
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "extracted",
+        "--format",
+        "json",
+        "-o",
+        extracted.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (k, args) in [
+        vec!["run", &model, "--input-dir", &data],
+        vec!["run", &model, "--input-dir", &data, "--mesh", "tp=2"],
+        vec!["run", extracted.to_str().unwrap(), "--input-dir", &data],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("{k}.npz"));
+        let o = weft(&[&args[..], &["-o", out.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let got = weft::tensor_io::read_tensor_file(&out).unwrap();
+        assert_eq!(got[0].0, "z");
+        assert_eq!(got[0].1.to_f64_vec(), want, "{args:?}");
+    }
+}

@@ -216,6 +216,9 @@ pub fn to_graph(
         g.value_mut(copy).sharding = sharding;
         g.outputs[i] = copy;
     }
+    // Inputs come out in the order the term reaches them; the template's order is the
+    // program's interface (`--input-dir` feeds inputs by position).
+    let g = g.with_input_order(&template.input_names());
     weft_ir::verify(&g).map_err(|e| SaturateError::Extraction(e.to_string()))?;
     Ok(g)
 }
