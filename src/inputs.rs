@@ -169,11 +169,22 @@ pub fn summarize(outputs: &[(String, Tensor)]) -> String {
             });
         let mean = finite.iter().sum::<f64>() / finite.len().max(1) as f64;
         let _ = writeln!(out, "{name}: {}", describe(t));
-        let _ = writeln!(
-            out,
-            "  min {min:.6}  max {max:.6}  mean {mean:.6}  non-finite {}",
-            v.len() - finite.len()
-        );
+        // With no finite value there is no min, max or mean (the folds' starting values,
+        // `min inf  max -inf`, are not figures of the output).
+        let _ = if finite.is_empty() {
+            writeln!(
+                out,
+                "  no finite values: {} element(s), {} non-finite",
+                v.len(),
+                v.len()
+            )
+        } else {
+            writeln!(
+                out,
+                "  min {min:.6}  max {max:.6}  mean {mean:.6}  non-finite {}",
+                v.len() - finite.len()
+            )
+        };
         let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
         let _ = writeln!(
             out,
@@ -183,4 +194,34 @@ pub fn summarize(outputs: &[(String, Tensor)]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_ir::DType;
+
+    /// Review of issue 10: an empty or all-NaN output was summarised as
+    /// `min inf  max -inf  mean -0.000000`, figures the output does not have.
+    #[test]
+    fn an_output_without_finite_values_has_no_min_max_or_mean() {
+        let empty = Tensor::from_f32(DType::F32, vec![0, 3], vec![]).unwrap();
+        let nan = Tensor::from_f32(DType::F32, vec![2], vec![f32::NAN, f32::INFINITY]).unwrap();
+        let text = summarize(&[("e".into(), empty), ("n".into(), nan)]);
+        assert!(!text.contains("inf  max"), "{text}");
+        assert!(
+            text.contains("e: f32[0, 3]\n  no finite values: 0 element(s), 0 non-finite\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("n: f32[2]\n  no finite values: 2 element(s), 2 non-finite\n"),
+            "{text}"
+        );
+        let ok = Tensor::from_f32(DType::F32, vec![2], vec![1.0, f32::NAN]).unwrap();
+        let text = summarize(&[("o".into(), ok)]);
+        assert!(
+            text.contains("  min 1.000000  max 1.000000  mean 1.000000  non-finite 1\n"),
+            "{text}"
+        );
+    }
 }

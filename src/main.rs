@@ -188,7 +188,7 @@ fn load_at_warned(
     mesh: Option<&weft::ir::Mesh>,
     sp_norms: bool,
 ) -> miette::Result<(weft::ir::Graph, Vec<weft::passes::shard::ShardWarning>)> {
-    let graph = load_model(model, &options(dims))?;
+    let graph = load_model(model, &options(dims)?)?;
     let passes = match (stage, mesh) {
         (StageArg::Parsed, None) => weft::Stage::Parsed,
         (StageArg::Raised, None) => weft::Stage::Raised,
@@ -207,6 +207,17 @@ fn load_at_warned(
     let (graph, _reports) = weft::to_stage(graph, passes).into_diagnostic()?;
     match mesh {
         Some(mesh) => {
+            // A file `weft dump` wrote sharded (or extracted) holds per-device shapes and
+            // collectives: sharding it again is refused by name, not by its first op.
+            if !graph.mesh.axes().is_empty() {
+                miette::bail!(
+                    "cannot shard `{}` over {mesh}: it declares the mesh `{}` (it is already \
+                     sharded); --mesh takes a single-device model: drop --mesh to use this \
+                     file's own mesh, or shard the model it was made from",
+                    model.display(),
+                    graph.mesh
+                );
+            }
             let start = std::time::Instant::now();
             let options = weft::passes::shard::ShardOptions {
                 mesh: mesh.clone(),
@@ -248,10 +259,14 @@ fn parse_dim(s: &str) -> Result<(String, u64), String> {
         .trim()
         .parse::<u64>()
         .map_err(|_| format!("`{value}` is not a whole number"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{s}` names no dim; the form is NAME=VALUE"));
+    }
     if value == 0 {
         return Err(format!("dim `{name}` must be at least 1"));
     }
-    Ok((name.trim().to_owned(), value))
+    Ok((name.to_owned(), value))
 }
 
 /// `--mesh`: an empty spec is refused rather than read as "no mesh".
@@ -272,10 +287,18 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn options(dims: Vec<(String, u64)>) -> LoadOptions {
-    LoadOptions {
-        dims: dims.into_iter().collect::<BTreeMap<_, _>>(),
+/// The load options for `--dim`s. A dim given twice is refused: collecting into a map
+/// would keep the last value silently.
+fn options(dims: Vec<(String, u64)>) -> miette::Result<LoadOptions> {
+    let mut map = BTreeMap::new();
+    for (name, value) in dims {
+        if let Some(first) = map.insert(name.clone(), value) {
+            miette::bail!(
+                "--dim {name} is given twice ({name}={first} and {name}={value}); give each dim once"
+            );
+        }
     }
+    Ok(LoadOptions { dims: map })
 }
 
 fn write_out(output: Option<&PathBuf>, text: &str) -> miette::Result<()> {
@@ -394,22 +417,39 @@ fn run(cli: Cli) -> miette::Result<()> {
                     .wrap_err("equality saturation failed")?;
                     let summary = weft::saturation::SaturationSummary::new(&sat.report);
                     if let StageArg::Saturated = stage {
-                        let mut text = match format {
+                        let why = match &explain {
+                            Some(rule) => Some((
+                                rule,
+                                weft::passes::saturate::explain(&mut sat, rule)
+                                    .into_diagnostic()?,
+                            )),
+                            None => None,
+                        };
+                        let text = match format {
+                            // The explanation is a field of the one JSON object (text after
+                            // it made the output invalid JSON).
                             Format::Json => {
-                                let mut s =
-                                    serde_json::to_string_pretty(&summary).into_diagnostic()?;
+                                let mut v = serde_json::to_value(&summary).into_diagnostic()?;
+                                if let (Some((rule, why)), Some(map)) = (&why, v.as_object_mut()) {
+                                    map.insert(
+                                        "explanation".into(),
+                                        serde_json::json!({"rule": rule, "text": why}),
+                                    );
+                                }
+                                let mut s = serde_json::to_string_pretty(&v).into_diagnostic()?;
                                 s.push('\n');
                                 s
                             }
-                            _ => summary.to_text(),
+                            _ => {
+                                let mut text = summary.to_text();
+                                if let Some((rule, why)) = &why {
+                                    text.push_str(&format!(
+                                        "explanation of one `{rule}` application:\n{why}"
+                                    ));
+                                }
+                                text
+                            }
                         };
-                        if let Some(rule) = explain {
-                            let why = weft::passes::saturate::explain(&mut sat, &rule)
-                                .into_diagnostic()?;
-                            text.push_str(&format!(
-                                "explanation of one `{rule}` application:\n{why}"
-                            ));
-                        }
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());
@@ -417,8 +457,11 @@ fn run(cli: Cli) -> miette::Result<()> {
                         .into_diagnostic()
                         .wrap_err("extraction failed")?;
                     tracing::warn!("{}", weft::passes::saturate::PLACEHOLDER_COST);
-                    extracted.name =
-                        format!("{} [extracted: placeholder cost model]", extracted.name);
+                    // Extracting a file that was extracted already does not label it twice.
+                    const LABEL: &str = " [extracted: placeholder cost model]";
+                    if !extracted.name.ends_with(LABEL) {
+                        extracted.name.push_str(LABEL);
+                    }
                     extracted
                 }
                 _ => graph,
@@ -478,6 +521,9 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
             path.display()
         );
     }
+    if let Some(path) = &args.output {
+        check_output_path(path)?;
+    }
     let graph = load_at(
         &args.model,
         args.dims,
@@ -496,9 +542,14 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         };
         miette::bail!("--ranks {n} does not fit the graph: it {mesh}");
     }
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        miette::bail!("--timeout must be a positive number of seconds");
-    }
+    // `Duration::from_secs_f64` panics past u64::MAX seconds (`--timeout 1e20`).
+    let timeout = match std::time::Duration::try_from_secs_f64(args.timeout) {
+        Ok(t) if !t.is_zero() => t,
+        _ => miette::bail!(
+            "--timeout must be a number of seconds from 1e-9 to {}",
+            u64::MAX
+        ),
+    };
     // Before anything is allocated: refuse a run that cannot fit.
     let limit = weft::memory::limit(args.max_memory);
     weft::memory::check(&args.model, &graph, limit.as_ref())?;
@@ -506,7 +557,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     let inputs = weft::inputs::complete_inputs(&graph, given, args.seed)?;
     let run_options = weft::cpu::RunOptions {
         base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
-        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        timeout,
         progress: weft::progress::terminal(),
         ..weft::cpu::RunOptions::default()
     };
@@ -531,6 +582,30 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         }
         None => write_out(None, &weft::inputs::summarize(&outputs)),
     }
+}
+
+/// Refuses an `-o` path that cannot be written (a folder that does not exist, or a folder
+/// in the place of the file) before the model runs, so a long run is not thrown away at the
+/// end for a typo in the path.
+fn check_output_path(path: &std::path::Path) -> miette::Result<()> {
+    if path.is_dir() {
+        miette::bail!(
+            "-o {}: is a directory; give a file name ending in .npz",
+            path.display()
+        );
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        miette::bail!(
+            "-o {}: the folder `{}` does not exist (or is not a folder); create it first",
+            path.display(),
+            folder.display()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -159,12 +159,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
+    let out_of_range = || format!("`{text}` is not a size between 1 byte and 16 EiB - 1 byte");
+    // A whole number is multiplied exactly (through f64 it would be rounded past 2^53, and
+    // `18446744073709551615` refused as if it were 16 EiB); a decimal one is rounded to a
+    // whole byte.
+    if let Ok(whole) = number.parse::<u64>() {
+        return match whole.checked_mul(scale) {
+            Some(bytes) if bytes >= 1 => Ok(bytes),
+            _ => Err(out_of_range()),
+        };
+    }
     let value: f64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a size such as 8GiB or 512MB"))?;
     let bytes = (value * scale as f64).round();
+    // `u64::MAX as f64` is 2^64, one past the largest u64.
     if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("`{text}` is not a size between 1 byte and 16 EiB"));
+        return Err(out_of_range());
     }
     Ok(bytes as u64)
 }
@@ -183,6 +194,18 @@ mod tests {
         assert!(parse_size("GiB").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("1e30").is_err());
+        // Review of issue 10: whole numbers were parsed through f64, so they were rounded
+        // past 2^53 and the largest u64 was refused as out of range.
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert!(parse_size("18446744073709551616").is_err());
+        assert!(
+            parse_size("16777216TiB")
+                .unwrap_err()
+                .contains("between 1 byte")
+        );
+        assert_eq!(parse_size("0.5"), Ok(1));
+        assert!(parse_size("0.4").is_err());
     }
 
     #[test]

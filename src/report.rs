@@ -185,11 +185,14 @@ impl CheckReport {
             writeln!(out, "  dims        {}", list(&self.dims))?;
         }
         if !self.evaluated_dims.is_empty() {
-            writeln!(
-                out,
-                "  evaluated   {} (shapes made concrete at these dims; --dim cannot change them)",
-                list(&self.evaluated_dims)
-            )?;
+            // Sharded here (`fallbacks` is set), the dims are the model's or `--dim`'s;
+            // from a sharded file, `--dim` is refused.
+            let why = if self.fallbacks.is_some() {
+                "sharded at these dims, so its shapes are concrete"
+            } else {
+                "shapes made concrete at these dims; --dim cannot change them"
+            };
+            writeln!(out, "  evaluated   {} ({why})", list(&self.evaluated_dims))?;
         }
         writeln!(out, "  inputs      {}", self.inputs.join(", "))?;
         writeln!(out, "  outputs     {}", self.outputs.join(", "))?;

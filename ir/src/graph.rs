@@ -196,6 +196,73 @@ impl Graph {
             .flat_map(|(_, n)| n.outputs.iter().copied())
     }
 
+    /// A copy with the `Input` nodes first, in the order `order` names their values
+    /// (inputs it does not name follow, in their own order), and every other node after
+    /// them in its own order; names, types and shardings are kept. Passes that emit an
+    /// input where it is first used (sharding, extraction) restore the model's input order
+    /// with it: inputs fed by position (`--input-dir`, ONNX test data) must meet the same
+    /// input in every stage.
+    pub fn with_input_order(&self, order: &[String]) -> Graph {
+        let input = |id: NodeId| matches!(self.nodes[id].op, Op::Input { .. });
+        let mut ids: Vec<NodeId> = Vec::with_capacity(self.nodes.len());
+        for name in order {
+            let named = self.nodes().find(|&(id, n)| {
+                input(id) && n.outputs.iter().any(|&v| self.values[v].name == *name)
+            });
+            if let Some((id, _)) = named
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+        for (id, _) in self.nodes() {
+            if input(id) && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.extend(self.nodes().map(|(id, _)| id).filter(|&id| !input(id)));
+        let mut out = Graph {
+            name: self.name.clone(),
+            mesh: self.mesh.clone(),
+            dims: self.dims.clone(),
+            ..Graph::default()
+        };
+        let mut map: Vec<Option<ValueId>> = vec![None; self.values.len()];
+        let moved = |map: &[Option<ValueId>], v: ValueId| {
+            map[v.index()].expect("an input node comes first, others keep their order")
+        };
+        for id in ids {
+            let node = &self.nodes[id];
+            let inputs = node.inputs.iter().map(|&v| moved(&map, v)).collect();
+            let new = out.nodes.append(Node {
+                name: node.name.clone(),
+                op: node.op.clone(),
+                inputs,
+                outputs: Vec::new(),
+            });
+            let outputs = node
+                .outputs
+                .iter()
+                .map(|&v| {
+                    let nv = out.values.append(Value {
+                        producer: new,
+                        ..self.values[v].clone()
+                    });
+                    map[v.index()] = Some(nv);
+                    nv
+                })
+                .collect();
+            out.nodes[new].outputs = outputs;
+        }
+        out.outputs = self.outputs.iter().map(|&v| moved(&map, v)).collect();
+        out
+    }
+
+    /// The input values' names, in order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.inputs().map(|v| self.values[v].name.clone()).collect()
+    }
+
     /// The symbolic dims the graph's shapes are written with: the dims a `--dim`
     /// override can change. A sharded or extracted graph has concrete shapes, so none,
     /// even though [`Graph::dims`] still records the values it was made with.

@@ -572,15 +572,24 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
         DType::I64 => v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0,
         _ => true,
     };
-    let holds = |what: &str, v: f64| {
+    // `shown` is the value as the user would write it (a range's end is computed exactly
+    // for the message: `v` itself is rounded past 2^53).
+    let holds_shown = |what: &str, v: f64, shown: String| {
         if exact(v) {
             Ok(())
+        } else if dtype == DType::I64 && v.fract() == 0.0 {
+            // An i64 holds it, but initialiser values are f64: past 2^53 they are rounded.
+            Err(Rule::Init(format!(
+                "{what} {shown} is past 2^53 = 9007199254740992, beyond which initialiser \
+                 values (kept as f64) are not exact integers"
+            )))
         } else {
             Err(Rule::Init(format!(
-                "{what} {v} cannot be held exactly by {dtype}"
+                "{what} {shown} cannot be held exactly by {dtype}"
             )))
         }
     };
+    let holds = |what: &str, v: f64| holds_shown(what, v, v.to_string());
     match init {
         Init::Fill { value } => holds("fill value", *value)?,
         Init::Range { start, step } if dtype == DType::Bool => {
@@ -592,7 +601,14 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
             holds("range start", *start)?;
             holds("range step", *step)?;
             let last = *start + *step * numel.saturating_sub(1) as f64;
-            holds("range end", last)?;
+            // Start and step are exact integers here (or the dtype is a float, which holds
+            // any end): the exact end, for the message.
+            let shown = if start.fract() == 0.0 && step.fract() == 0.0 {
+                (*start as i128 + *step as i128 * i128::from(numel.saturating_sub(1))).to_string()
+            } else {
+                last.to_string()
+            };
+            holds_shown("range end", last, shown)?;
         }
         Init::Inline(values) => {
             if let Some(bad) = values.iter().find(|v| !exact(**v)) {

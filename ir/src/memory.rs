@@ -59,8 +59,9 @@ pub fn peak_memory(
     elem_bytes: impl Fn(DType) -> u64,
 ) -> Result<MemoryEstimate, DimError> {
     let bytes = |v: ValueId| -> Result<u128, DimError> {
-        let ty = &graph.value(v).ty;
-        Ok(u128::from(ty.shape.numel(&graph.dims)?) * u128::from(elem_bytes(ty.dtype)))
+        let value = graph.value(v);
+        let numel = (value.ty.shape.numel(&graph.dims)).map_err(|e| e.of_value(&value.name))?;
+        Ok(u128::from(numel) * u128::from(elem_bytes(value.ty.dtype)))
     };
     let last = last_uses(graph);
     let mut est = MemoryEstimate::default();

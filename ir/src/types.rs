@@ -106,6 +106,17 @@ pub enum DimError {
     Overflow(String),
 }
 
+impl DimError {
+    /// This error about the size of the value `name`: a figure that does not fit says
+    /// whose it is, so the user can find the value in the model.
+    pub fn of_value(self, name: &str) -> DimError {
+        match self {
+            DimError::Overflow(what) => DimError::Overflow(format!("{what} (value `{name}`)")),
+            other => other,
+        }
+    }
+}
+
 /// A parsed symbolic dimension: `coef * syms[0] * syms[1] ... / div`.
 struct DimTerm {
     coef: u64,
@@ -339,8 +350,14 @@ impl Shape {
     /// in a `u64`, so an absurd shape is an error instead of a wrong count.
     pub fn numel(&self, bindings: &DimBindings) -> Result<u64, DimError> {
         let dims = self.eval(bindings)?;
-        dims_product(&dims)
-            .map_err(|_| DimError::Overflow(format!("the element count of {self} = {dims:?}")))
+        dims_product(&dims).map_err(|e| {
+            // A concrete shape reads the same evaluated: say it once.
+            if self.0.iter().all(|d| matches!(d, Dim::Fixed(_))) {
+                e
+            } else {
+                DimError::Overflow(format!("the element count of {self} = {dims:?}"))
+            }
+        })
     }
 
     /// Whether two shapes are equal under `bindings`, dim by dim ([`Dim::same`]): `[batch, seq]`

@@ -184,6 +184,18 @@ pub fn verify(graph: &Graph) -> Result<(), VerifyErrors> {
             "the graph returns nothing; list at least one output".into(),
         )));
     }
+    // Outputs are known by name (`weft run -o` writes one array per name): a value listed
+    // twice would be two results under one name, refused only when written, after the run.
+    let mut seen = std::collections::HashSet::new();
+    for &v in &graph.outputs {
+        if graph.has_value(v) && !seen.insert(v) {
+            errors.push(VerifyError::graph(Rule::Outputs(format!(
+                "graph output `{}` is listed twice; list each output once",
+                graph.value(v).name
+            ))));
+            break;
+        }
+    }
     if errors.is_empty() {
         Ok(())
     } else {

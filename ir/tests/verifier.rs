@@ -379,6 +379,16 @@ fn initialisers_must_fit_their_dtype() {
             },
             "range step 1000000000000 cannot be held exactly by i32",
         ),
+        // Review of issue 10: the end was printed rounded (13510798882111488 for
+        // 1 + 3 * 2^52) and said an i64 cannot hold it, which it can; the limit is f64's 2^53.
+        (
+            DType::I64,
+            Init::Range {
+                start: 1.0,
+                step: 4_503_599_627_370_496.0,
+            },
+            "range end 13510798882111489 is past 2^53 = 9007199254740992",
+        ),
         (
             DType::Bool,
             Init::Range {

@@ -915,10 +915,21 @@ fn check_labels_dims_a_sharded_graph_no_longer_uses() {
         "dump", tiny, "--mesh", "tp=2", "--format", "json", "-o", sharded_s,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let evaluated = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
-    for args in [
-        &["check", sharded_s][..],
-        &["check", tiny, "--mesh", "tp=2"],
+    // Review of issue 10: sharded here, the note said `--dim cannot change them` of dims
+    // that `--dim` had just set (`check model --mesh tp=2 --dim seq=32`).
+    let from_file = "\n  evaluated   batch=1, seq=16 (shapes made concrete at these dims; --dim cannot change them)\n";
+    let here =
+        "\n  evaluated   batch=1, seq=16 (sharded at these dims, so its shapes are concrete)\n";
+    let text = stdout(&weft(&["check", tiny, "--mesh", "tp=2", "--dim", "seq=32"]));
+    assert!(
+        text.contains(
+            "\n  evaluated   batch=1, seq=32 (sharded at these dims, so its shapes are concrete)\n"
+        ),
+        "{text}"
+    );
+    for (args, evaluated) in [
+        (&["check", sharded_s][..], from_file),
+        (&["check", tiny, "--mesh", "tp=2"], here),
     ] {
         let text = stdout(&weft(args));
         assert!(!text.contains("\n  dims "), "{args:?}: {text}");
@@ -939,4 +950,195 @@ fn check_labels_dims_a_sharded_graph_no_longer_uses() {
     let v: serde_json::Value =
         serde_json::from_slice(&weft(&["check", tiny, "--json"]).stdout).unwrap();
     assert!(v.get("evaluated_dims").is_none());
+}
+
+/// Review of issue 10: `run -o` into a folder that does not exist failed only after the
+/// whole model had run (the 70B layer: a minute thrown away); it is refused before the run.
+#[test]
+fn run_refuses_an_output_folder_that_does_not_exist_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder").join("out.npz");
+    let folder = dir.path().join("folder.npz");
+    std::fs::create_dir(&folder).unwrap();
+    let tiny = "examples/tiny-llama.json";
+    for (path, expect) in [
+        (missing.to_str().unwrap(), "does not exist"),
+        (folder.to_str().unwrap(), "is a directory"),
+    ] {
+        let o = weft(&["run", tiny, "-o", path]);
+        assert_clean_failure(&o);
+        let err = stderr(&o);
+        assert!(err.contains(expect), "{path}: {err}");
+        // Refused before the inputs were made up and the model run.
+        assert!(!err.contains("using seeded random values"), "{path}: {err}");
+    }
+    assert!(!missing.exists());
+}
+
+/// Review of issue 10: `--dim seq=4 --dim seq=5` silently used the last value, and
+/// `--dim =5` was read as a dim with an empty name.
+#[test]
+fn a_dim_given_twice_or_without_a_name_is_refused() {
+    let tiny = "examples/tiny-llama.json";
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, tiny, "--dim", "seq=4", "--dim", "seq=5"]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("--dim seq is given twice (seq=4 and seq=5)"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+        let o = weft(&[cmd, tiny, "--dim", "=5"]);
+        assert_clean_failure(&o);
+        assert!(stderr(&o).contains("names no dim"), "{cmd}: {}", stderr(&o));
+    }
+}
+
+/// Review of issue 10: `--timeout 1e20` panicked converting to a `Duration` (exit 101), and
+/// `--timeout 1e19` (a `Duration`, but past what `Instant` can add) panicked in every rank
+/// at its first collective.
+#[test]
+fn a_huge_timeout_is_refused_or_never_reached_not_a_panic() {
+    let tiny = "examples/tiny-llama.json";
+    for t in ["1e20", "1e300", "1e-12"] {
+        let o = weft(&["run", tiny, "--mesh", "tp=2", "--timeout", t]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("--timeout must be a number of seconds"),
+            "{t}: {}",
+            stderr(&o)
+        );
+    }
+    let o = weft(&["run", tiny, "--mesh", "tp=2", "--timeout", "1e19"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("logits: f32[1, 16, 256]"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// Review of issue 10: `--mesh` on a file `weft dump` wrote sharded was refused by its
+/// first op ("node `embed` (sharded_gather): the graph already communicates …"), not
+/// because the file is sharded; and extracting an extracted file labelled it twice.
+#[test]
+fn mesh_on_a_sharded_file_says_it_is_sharded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = "examples/tiny-llama.json";
+    let sharded = dir.path().join("sharded.json");
+    let sharded = sharded.to_str().unwrap();
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "extracted",
+        "--mesh",
+        "tp=2",
+        "--format",
+        "json",
+        "-o",
+        sharded,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for cmd in ["check", "run", "dump"] {
+        let o = weft(&[cmd, sharded, "--mesh", "tp=2"]);
+        assert_clean_failure(&o);
+        assert!(
+            stderr(&o).contains("it declares the mesh `tp=2` (it is already sharded)"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    let o = weft(&["dump", sharded, "--stage", "extracted"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().next(),
+        Some("graph \"tiny-llama [extracted: placeholder cost model]\" {")
+    );
+}
+
+/// Review of issue 10: `--stage saturated --format json --explain RULE` printed the
+/// explanation as text after the JSON object: the output was not JSON.
+#[test]
+fn saturation_json_holds_the_explanation() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--format",
+        "json",
+        "--explain",
+        "elementwise-fusion",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["explanation"]["rule"], "elementwise-fusion");
+    let why = v["explanation"]["text"].as_str().unwrap();
+    assert!(why.contains("(Rewrite=> elementwise-fusion"), "{why}");
+}
+
+/// Review of issue 10: `--rules` with a rule named twice ran it twice, with only egg's
+/// line on stderr.
+#[test]
+fn a_rule_named_twice_is_refused() {
+    let tiny = "examples/tiny-llama.json";
+    let o = weft(&[
+        "dump",
+        tiny,
+        "--stage",
+        "saturated",
+        "--rules",
+        "slice-of-gather,elementwise-fusion,slice-of-gather",
+    ]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("rule `slice-of-gather` is named twice"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Review of issue 10: sharding (and extraction) emit a graph input where it is first
+/// used, so ONNX's `Pow(x, y)` (whose importer casts `y` first) came out with inputs
+/// `y, x`; `--input-dir` fed `input_0.pb` (x) to `y`, and `--mesh tp=2` silently computed
+/// `y ** x` ([4, 25, 216] for [1, 32, 729]). Every stage keeps the model's input order.
+#[test]
+fn input_dir_feeds_the_same_inputs_at_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = "tests/onnx-node/test_pow_types_int64_int64";
+    let model = format!("{case}/model.onnx");
+    let data = format!("{case}/test_data_set_0");
+    let want = weft::tensor_io::read_tensor_file(&repo(&format!("{data}/output_0.pb"))).unwrap();
+    let want = want[0].1.to_f64_vec();
+    let extracted = dir.path().join("extracted.json");
+    let o = weft(&[
+        "dump",
+        &model,
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "extracted",
+        "--format",
+        "json",
+        "-o",
+        extracted.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (k, args) in [
+        vec!["run", &model, "--input-dir", &data],
+        vec!["run", &model, "--input-dir", &data, "--mesh", "tp=2"],
+        vec!["run", extracted.to_str().unwrap(), "--input-dir", &data],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("{k}.npz"));
+        let o = weft(&[&args[..], &["-o", out.to_str().unwrap()]].concat());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let got = weft::tensor_io::read_tensor_file(&out).unwrap();
+        assert_eq!(got[0].0, "z");
+        assert_eq!(got[0].1.to_f64_vec(), want, "{args:?}");
+    }
 }

@@ -314,3 +314,17 @@ fn external_weights_are_checked_against_their_headers() {
     let e = weft::json::load(&model).unwrap_err();
     assert!(e.to_string().contains("is absolute"), "{e}");
 }
+
+/// Review of issue 10: an output listed twice was accepted, ran, and was refused only when
+/// `weft run -o` wrote two arrays under one name, after the whole run.
+#[test]
+fn an_output_listed_twice_is_refused() {
+    let src = with_node(r#"{"name": "y", "op": "relu", "inputs": ["x"]}"#)
+        .replace(r#""outputs": ["x"]"#, r#""outputs": ["y", "x", "y"]"#);
+    let e = parse_err(&src);
+    assert!(
+        e.to_string()
+            .contains("graph output `y` is listed twice; list each output once"),
+        "{e}"
+    );
+}

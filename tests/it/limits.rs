@@ -211,6 +211,16 @@ fn hostile_onnx_dims_are_refused_not_allocated() {
         assert!(err.contains("does not fit in 64 bits"), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    // Review of issue 10: the refusal named no value and printed the concrete shape twice
+    // (`the element count of [2, …] = [2, …]`).
+    let (o, _) = weft(&["run", &absurd]);
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "the element count of [2, 1099511627776, 1099511627776] (value `x`) does not fit"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -285,4 +295,40 @@ fn progress_is_drawn_on_a_terminal() {
     assert!(out.contains(Phase::Weights.label()), "{out:?}");
     assert!(out.contains(Phase::Execute.label()), "{out:?}");
     assert!(out.contains("logits: f32[1, 16, 256]"), "{out:?}");
+}
+
+/// Review of issue 10: a mesh with more devices than this process may start threads
+/// (`"mesh": "tp=1000000"` in a JSON file: one rank thread each) panicked in
+/// `thread::scope`'s spawn and aborted (exit 134). Starting a rank's thread is fallible
+/// now: the run fails with exit 1, saying how many ranks it could not start. The address
+/// space is capped here (`ulimit -v`) so the limit is reached after a few dozen threads.
+#[test]
+fn more_ranks_than_threads_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("wide.json");
+    std::fs::write(
+        &model,
+        r#"{"weft": 1, "name": "wide", "mesh": "tp=1000000", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [4]}},
+  {"name": "y", "op": "relu", "inputs": ["x"]}
+], "outputs": ["y"]}"#,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 2000000 && exec '{}' run '{}'",
+            env!("CARGO_BIN_EXE_weft"),
+            model.display()
+        ))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sh runs");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot start a thread for rank "), "{err}");
+    assert!(err.contains("of 1000000"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60));
 }

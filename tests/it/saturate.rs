@@ -884,3 +884,32 @@ fn the_fused_gemm_reduce_scatter_handles_batched_weights() {
     let err = crate::compare::relative_error(&out[1].1, &out[0].1).unwrap();
     assert!(err <= 1e-6, "{err}");
 }
+
+/// Review of issue 10: two outputs the e-graph found equal (`y1 = relu(x)`, `y2 = relu(x)`)
+/// were extracted as one value listed twice, so output `y1` lost its name (the program
+/// returned `y2, y2`, and `weft run -o` refused to write two arrays named `y2`). Each
+/// output keeps its own name; the values are the original's, bit for bit.
+#[test]
+fn outputs_merged_by_the_e_graph_keep_their_names() {
+    let g = weft::json::parse_str(
+        r#"{"weft": 1, "name": "two", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 3]}},
+  {"name": "y1", "op": "relu", "inputs": ["x"]},
+  {"name": "y2", "op": "relu", "inputs": ["x"]},
+  {"name": "z", "op": "exp", "inputs": ["x"]}
+], "outputs": ["y1", "y2", "x", "z"]}"#,
+        Path::new("two.json"),
+    )
+    .unwrap();
+    let sat = saturate::saturate(&g, &SaturateOptions::default()).unwrap();
+    let program = saturate::extract(&sat, &g).unwrap();
+    let names =
+        |g: &Graph| -> Vec<String> { g.outputs.iter().map(|&v| g.value(v).name.clone()).collect() };
+    assert_eq!(names(&program), ["y1", "y2", "x", "z"]);
+    let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), 5).unwrap();
+    let o = RunOptions::default();
+    crate::compare::assert_bits_eq(
+        &run(&g, &inputs, &o).unwrap(),
+        &run(&program, &inputs, &o).unwrap(),
+    );
+}

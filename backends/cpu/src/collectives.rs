@@ -88,6 +88,18 @@ impl std::fmt::Debug for World {
     }
 }
 
+/// The time left before `deadline`: `None` once it has passed, `Some(None)` when there is
+/// no deadline.
+fn time_left(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => d
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .map(Some),
+    }
+}
+
 impl World {
     pub fn new(grid: RankGrid, timeout: Duration) -> World {
         World {
@@ -100,6 +112,30 @@ impl World {
 
     pub fn grid(&self) -> &RankGrid {
         &self.grid
+    }
+
+    /// When a wait that starts now gives up; `None` when the timeout reaches past what
+    /// the clock can represent (`--timeout 1e19`): such a wait never gives up, where
+    /// `Instant + Duration` would panic.
+    fn deadline(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.timeout)
+    }
+
+    /// Waits for a wake-up, at most `left` (`None`: without a time limit).
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        left: Option<Duration>,
+    ) -> MutexGuard<'a, State> {
+        match left {
+            Some(left) => {
+                self.wake
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -156,7 +192,7 @@ impl World {
             group: members[0],
             seq,
         };
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.deadline();
         let mut state = self.lock();
         let slot = state.slots.entry(key.clone()).or_insert_with(|| Slot {
             deposits: (0..members.len()).map(|_| None).collect(),
@@ -197,8 +233,7 @@ impl World {
                 );
                 return Err(self.give_up(state, rank, msg));
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let Some(left) = time_left(deadline) else {
                 let missing: Vec<String> = missing.iter().map(|r| r.to_string()).collect();
                 let msg = format!(
                     "collective #{seq} on this axis: rank(s) {} of group {members:?} did not arrive within {:.1} s (they failed, or took a different path)",
@@ -206,12 +241,8 @@ impl World {
                     self.timeout.as_secs_f64()
                 );
                 return Err(self.give_up(state, rank, msg));
-            }
-            state = self
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            };
+            state = self.wait(state, left);
         }
         let slot = state.slots.get_mut(&key).expect("checked above");
         let deposits: Vec<&Deposit> = slot.deposits.iter().flatten().collect();
@@ -271,7 +302,7 @@ impl World {
         let (members, me) = self.group(rank, axis)?;
         let from = members[(me as i64 - shift).rem_euclid(members.len() as i64) as usize];
         let key = (axis.to_owned(), from, rank);
-        let deadline = Instant::now() + self.timeout;
+        let deadline = self.deadline();
         let mut state = self.lock();
         loop {
             if let Some(message) = state.mailboxes.get_mut(&key).and_then(VecDeque::pop_front) {
@@ -284,19 +315,14 @@ impl World {
                 let msg = format!("rank {from} finished its program without sending anything more");
                 return Err(self.give_up(state, rank, msg));
             }
-            let now = Instant::now();
-            if now >= deadline {
+            let Some(left) = time_left(deadline) else {
                 let msg = format!(
                     "nothing arrived from rank {from} within {:.1} s (it failed, or never sends)",
                     self.timeout.as_secs_f64()
                 );
                 return Err(self.give_up(state, rank, msg));
-            }
-            state = self
-                .wake
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            };
+            state = self.wait(state, left);
         }
     }
 }

@@ -251,13 +251,18 @@ fn run_with(
         )]
     } else {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = per_rank
-                .iter()
-                .enumerate()
-                .map(|(rank, inputs)| {
-                    let (world, last_use, graph) = (&world, &last_uses[rank], programs[rank]);
-                    let prepared = prepared_for(rank);
-                    scope.spawn(move || {
+            // A thread per rank, started fallibly: with more ranks than the system lets
+            // this process start threads (`--mesh dp=1000000`), `scope.spawn` panicked and
+            // the process aborted. The ranks already started are told the run failed, so
+            // they stop waiting at their next collective, and the refusal is the error.
+            let mut handles = Vec::with_capacity(per_rank.len());
+            let mut refused = None;
+            for (rank, inputs) in per_rank.iter().enumerate() {
+                let (world, last_use, graph) = (&world, &last_uses[rank], programs[rank]);
+                let prepared = prepared_for(rank);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("rank {rank}"))
+                    .spawn_scoped(scope, move || {
                         let result = run_rank(
                             graph, rank, inputs, world, last_use, options, threads, prepared,
                         );
@@ -267,10 +272,22 @@ fn run_with(
                             Err(_) => {}
                         }
                         result
-                    })
-                })
-                .collect();
-            handles
+                    });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        let msg = format!(
+                            "cannot start a thread for rank {rank} of {}: {e}; simulate fewer \
+                             ranks (a smaller mesh)",
+                            per_rank.len()
+                        );
+                        world.fail(rank, msg.clone());
+                        refused = Some(ExecError::Config(msg));
+                        break;
+                    }
+                }
+            }
+            let joined: Vec<Result<Vec<Tensor>, ExecError>> = handles
                 .into_iter()
                 .enumerate()
                 .map(|(rank, h)| {
@@ -280,7 +297,11 @@ fn run_with(
                         )))
                     })
                 })
-                .collect()
+                .collect();
+            match refused {
+                Some(e) => vec![Err(e)],
+                None => joined,
+            }
         })
     };
     // Report the first error that is not just "a peer failed".

@@ -48,7 +48,8 @@ pub fn estimate(graph: &Graph) -> Result<RunEstimate, DimError> {
             .filter_map(|(axis, _)| graph.mesh.axis_size(axis))
             .map(u128::from)
             .product();
-        let local = u128::from(value.ty.shape.numel(&graph.dims)?);
+        let numel = value.ty.shape.numel(&graph.dims);
+        let local = u128::from(numel.map_err(|e| e.of_value(&value.name))?);
         Ok(local * pieces * u128::from(host_bytes(value.ty.dtype)))
     };
     let mut logical_inputs = 0;

@@ -188,12 +188,37 @@ pub fn to_graph(
         values.push(vals);
     }
     // Graph outputs keep their original names (the runner names its results by them).
-    for (&v, &t) in g.outputs.clone().iter().zip(&template.outputs) {
+    // Two outputs the e-graph found equal are one value here: the first takes its name,
+    // and a later one gets a copy (a reshape to its own shape, as the ONNX importer does)
+    // carrying its own, so no output name is lost.
+    let outputs = g.outputs.clone();
+    for (i, (&v, &t)) in outputs.iter().zip(&template.outputs).enumerate() {
         let want = template.value(t).name.clone();
-        if g.value(v).name != want && !g.values().any(|(_, x)| x.name == want) {
-            g.value_mut(v).name = want;
+        if g.value(v).name == want || g.values().any(|(_, x)| x.name == want) {
+            continue;
         }
+        let shared = outputs[..i].contains(&v);
+        let source = matches!(
+            g.node(g.value(v).producer).op,
+            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
+        );
+        if !shared && !source {
+            g.value_mut(v).name = want;
+            continue;
+        }
+        let shape = g.value(v).ty.shape.clone();
+        let sharding = g.value(v).sharding.clone();
+        let node = g
+            .add_node(want.clone(), Op::Reshape { shape }, vec![v])
+            .map_err(|e| SaturateError::Extraction(e.to_string()))?;
+        let copy = g.node(node).outputs[0];
+        g.value_mut(copy).name = want;
+        g.value_mut(copy).sharding = sharding;
+        g.outputs[i] = copy;
     }
+    // Inputs come out in the order the term reaches them; the template's order is the
+    // program's interface (`--input-dir` feeds inputs by position).
+    let g = g.with_input_order(&template.input_names());
     weft_ir::verify(&g).map_err(|e| SaturateError::Extraction(e.to_string()))?;
     Ok(g)
 }

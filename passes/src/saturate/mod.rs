@@ -37,6 +37,9 @@ pub enum SaturateError {
     Unsupported { node: String, reason: String },
     #[error("unknown rule `{name}` (rules: {known})")]
     UnknownRule { name: String, known: String },
+    /// A rule named twice in a selection (egg would hold it twice and only print a line).
+    #[error("rule `{0}` is named twice; name each rule once")]
+    DuplicateRule(String),
     #[error("extraction failed: {0}")]
     Extraction(String),
     /// `explain` was asked about a rule that matched nothing in this graph.
@@ -120,6 +123,13 @@ pub struct Saturated {
 pub fn select_rules(names: &[String]) -> Result<Vec<RuleDef>, SaturateError> {
     if names.is_empty() {
         return Ok(RULES.to_vec());
+    }
+    if let Some((_, n)) = names
+        .iter()
+        .enumerate()
+        .find(|(i, n)| names[..*i].contains(n))
+    {
+        return Err(SaturateError::DuplicateRule(n.clone()));
     }
     names
         .iter()

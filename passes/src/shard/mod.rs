@@ -246,11 +246,14 @@ fn shard_graph(
         outputs.push(nv);
     }
     s.new.outputs = outputs;
-    weft_ir::verify(&s.new).map_err(|errors| ShardError::Internal {
+    // Inputs are emitted where first used; the model's input order is its interface
+    // (`--input-dir` feeds inputs by position), so it is restored.
+    let new = s.new.with_input_order(&graph.input_names());
+    weft_ir::verify(&new).map_err(|errors| ShardError::Internal {
         node: graph.name.clone(),
         reason: errors.to_string(),
     })?;
-    Ok((s.new, s.fallbacks))
+    Ok((new, s.fallbacks))
 }
 
 struct Sharder<'g> {
