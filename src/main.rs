@@ -531,6 +531,10 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         args.mesh.as_ref(),
         args.sp_norms,
     )?;
+    if let Some(path) = &args.output {
+        let names = graph.outputs.iter().map(|&v| graph.value(v).name.as_str());
+        weft::tensor_io::check_npz_names(path, names).into_diagnostic()?;
+    }
     let devices = graph.mesh.num_devices() as usize;
     if let Some(n) = args.ranks
         && n != devices

@@ -77,6 +77,12 @@ pub enum TensorIoError {
     WriteArchive { path: PathBuf, source: ZipError },
     #[error("{}: two arrays are named {name:?}", .path.display())]
     DuplicateName { path: PathBuf, name: String },
+    #[error("{}: cannot store an array named {name:?}: {reason}", .path.display())]
+    EntryName {
+        path: PathBuf,
+        name: String,
+        reason: &'static str,
+    },
     #[error("{}: {source}", .path.display())]
     Onnx {
         path: PathBuf,
@@ -244,6 +250,46 @@ pub fn read_input_dir(dir: &Path) -> Result<Vec<Tensor>, TensorIoError> {
     Ok(tensors)
 }
 
+/// Why `name` cannot be an `.npz` entry name, if it cannot. Entry names are paths inside
+/// the archive, and a model chooses its output names: an output named `../../x` would be
+/// unpacked outside the folder of whoever unzips the file. A `/` inside a name is kept
+/// (numpy reads `a/b.npy` back as `a/b`), but a name may not start with `/`, no part may
+/// be empty, `.` or `..`, and no backslash or NUL may appear.
+pub fn npz_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("the name is empty")
+    } else if name.contains('\\') || name.contains('\0') {
+        Some("a backslash or NUL in an entry name is a path hazard inside a zip archive")
+    } else if name.starts_with('/') {
+        Some("an absolute path would be unpacked outside the folder the archive is unpacked in")
+    } else if name
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
+        Some("a path part that is empty, `.` or `..` would point outside the array's own entry")
+    } else {
+        None
+    }
+}
+
+/// Refuses names [`write_npz`] cannot store (see [`npz_name_problem`]), so a caller can
+/// check before a long run rather than after it.
+pub fn check_npz_names<'a>(
+    path: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), TensorIoError> {
+    for name in names {
+        if let Some(reason) = npz_name_problem(name) {
+            return Err(TensorIoError::EntryName {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes arrays as numpy's `np.savez` does: a zip of uncompressed `NAME.npy` entries, in
 /// the order given, so `np.load(path)[NAME]` reads each back.
 ///
@@ -252,6 +298,7 @@ pub fn read_input_dir(dir: &Path) -> Result<Vec<Tensor>, TensorIoError> {
 /// reading the file back gives f32 tensors with the same numbers. Entries carry the zip
 /// epoch (1980-01-01) as their time, so the same arrays always give the same bytes.
 pub fn write_npz(path: &Path, arrays: &[(String, Tensor)]) -> Result<(), TensorIoError> {
+    check_npz_names(path, arrays.iter().map(|(name, _)| name.as_str()))?;
     let mut seen = HashSet::new();
     if let Some((name, _)) = arrays.iter().find(|(name, _)| !seen.insert(name)) {
         return Err(TensorIoError::DuplicateName {

@@ -436,3 +436,35 @@ fn npz_names_keep_non_npy_suffixes() {
         .collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+/// Output names come from the model; as `.npz` entry names they are paths in the archive,
+/// so one that would be unpacked outside the archive's folder is refused, and nothing is
+/// written.
+#[test]
+fn npz_entry_names_that_escape_the_archive_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.npz");
+    let tensor = every_dtype().remove(0).1;
+    for bad in [
+        "../../etc/x",
+        "/abs",
+        "a/../b",
+        "a//b",
+        ".",
+        "a\\b",
+        "",
+        "a\0b",
+    ] {
+        let err = write_npz(&path, &[(bad.to_owned(), tensor.clone())]).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot store an array named"),
+            "{bad:?}: {err}"
+        );
+        assert!(!path.exists(), "{bad:?}: a file was written");
+    }
+    // A `/` inside a name is a folder in the archive, which numpy reads back by that name.
+    write_npz(&path, &[("model/logits".to_owned(), tensor)]).unwrap();
+    let zip = ZipArchive::new(File::open(&path).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert_eq!(names, ["model/logits.npy"]);
+}

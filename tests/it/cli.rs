@@ -1142,3 +1142,33 @@ fn input_dir_feeds_the_same_inputs_at_every_stage() {
         assert_eq!(got[0].1.to_f64_vec(), want, "{args:?}");
     }
 }
+
+/// Review of issue 10: output names became `.npz` entry names unchanged, so a model whose
+/// output is named `../../escape` wrote an archive that unpacks outside its folder. It is
+/// refused before the model runs.
+#[test]
+fn run_refuses_output_names_that_escape_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("escape.json");
+    std::fs::write(
+        &model,
+        r#"{"weft": 1, "name": "escape", "nodes": [
+  {"name": "x", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 3]}},
+  {"name": "../../escape", "op": "relu", "inputs": ["x"]}
+], "outputs": ["../../escape"]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out.npz");
+    let o = weft(&["run", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("cannot store an array named \"../../escape\""),
+        "{err}"
+    );
+    assert!(!err.contains("using seeded random values"), "{err}");
+    assert!(!out.exists());
+    // Printing the summary instead of writing an archive is fine.
+    let o = weft(&["run", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
