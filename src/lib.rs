@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub use weft_backend_cpu as cpu;
 pub use weft_frontend_json as json;
 pub use weft_frontend_onnx as onnx;
+pub use weft_hardware as hardware;
 pub use weft_ir as ir;
 pub use weft_passes as passes;
 

@@ -21,6 +21,21 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum HwCommand {
+    /// One line per built-in profile: name, device count, GPU, description.
+    List,
+    /// Every constant of a profile with its unit, confidence (estimates marked) and source.
+    Show {
+        /// A built-in profile name (see `weft hw list`) or the path of a profile JSON file.
+        #[arg(value_name = "NAME|FILE")]
+        profile: String,
+        /// Print the profile as JSON, in the file format `weft hw show FILE` reads back.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Parse and verify a model, then summarise it: ops by kind, parameters, FLOPs.
     Check {
@@ -46,6 +61,12 @@ enum Command {
     },
     /// Execute a model on the CPU reference executor (one thread per simulated rank).
     Run(RunArgs),
+    /// Hardware profiles: list the built-in ones, or show one's constants with their sources
+    /// (docs/hardware.md).
+    Hw {
+        #[command(subcommand)]
+        command: HwCommand,
+    },
     /// List the e-graph rewrite rules: name, ruleset, exactness, source paper, what it does.
     Rules {
         /// One JSON array instead of text.
@@ -348,6 +369,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             write_out(None, &text)
         }
         Command::Run(args) => run_model(args),
+        Command::Hw { command } => run_hw(command),
         Command::Rules { json } => {
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&weft::saturation::rule_entries())
@@ -610,6 +632,23 @@ fn check_output_path(path: &std::path::Path) -> miette::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `weft hw list` and `weft hw show`.
+fn run_hw(command: HwCommand) -> miette::Result<()> {
+    use weft::hardware::Profile;
+    let text = match command {
+        HwCommand::List => Profile::builtins()
+            .into_diagnostic()?
+            .iter()
+            .map(|p| p.list_line() + "\n")
+            .collect(),
+        HwCommand::Show { profile, json } => {
+            let p = Profile::resolve(&profile).into_diagnostic()?;
+            if json { p.to_json() } else { p.show_text() }
+        }
+    };
+    write_out(None, &text)
 }
 
 fn main() -> ExitCode {

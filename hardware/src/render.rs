@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::profile::Profile;
+use crate::profile::{InterNodeKind, IntraNodeKind, Profile};
 
-const ABSENT: &str = "not given (the reference has no figure)";
+const ABSENT: &str = "not given (optional; no sourced value)";
 
 impl Profile {
     /// `weft hw list`'s line: name, device count, GPU, description.
@@ -34,27 +34,26 @@ impl Profile {
         let mut s = String::new();
         let _ = writeln!(s, "{}: {}", self.name, self.description);
         let _ = writeln!(s, "machine: {}", self.machine_line());
-        let _ = writeln!(s, "intra-node link: {:?}", self.intra_node.kind);
+        let intra = match self.intra_node.kind {
+            IntraNodeKind::Nvswitch => "NVLink through NVSwitch",
+            IntraNodeKind::Pcie => "PCIe",
+        };
+        let _ = writeln!(s, "intra-node link: {intra}");
         if let Some(i) = &self.inter_node {
-            let _ = writeln!(s, "inter-node link: {:?}", i.kind);
+            let inter = match i.kind {
+                InterNodeKind::InfinibandNdr => "InfiniBand NDR",
+            };
+            let _ = writeln!(s, "inter-node link: {inter}");
         }
         for c in self.constants() {
             match (&c.value, c.confidence) {
                 (Some(v), Some(conf)) => {
-                    let mark = if conf.is_estimate() {
-                        " (ESTIMATE)"
+                    let conf = if conf.is_estimate() {
+                        "ESTIMATE"
                     } else {
-                        ""
+                        conf.as_str()
                     };
-                    let _ = writeln!(
-                        s,
-                        "  {:<38} {:<16} [{}]{}  {}",
-                        c.field,
-                        v,
-                        conf.as_str(),
-                        mark,
-                        c.source
-                    );
+                    let _ = writeln!(s, "  {:<38} {:<16} [{conf}]  {}", c.field, v, c.source);
                 }
                 _ => {
                     let _ = writeln!(s, "  {:<38} {ABSENT}", c.field);
