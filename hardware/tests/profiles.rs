@@ -96,11 +96,8 @@ fn load_edited(edit: impl FnOnce(&mut serde_json::Value)) -> (PathBuf, ProfileEr
 }
 
 fn write_and_load(text: &str) -> (PathBuf, ProfileError) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!("weft-hw-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("p{}.json", N.fetch_add(1, Ordering::SeqCst)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("profile.json");
     std::fs::write(&path, text).unwrap();
     let err = Profile::from_json_file(&path).expect_err("the file should be refused");
     (path, err)
@@ -253,4 +250,38 @@ fn docs_hardware_md_lists_every_profile_and_constant() {
             }
         }
     }
+}
+
+#[test]
+fn nvlink_sharp_on_pcie_is_refused() {
+    let mut p = Profile::builtin("l20-pcie-8").unwrap();
+    p.intra_node.nvlink_sharp.as_mut().unwrap().value = true;
+    let e = p.validate("edited").unwrap_err().to_string();
+    assert!(
+        e.contains("field `intra_node.nvlink_sharp`: is yes, but the intra-node link is PCIe"),
+        "{e}"
+    );
+}
+
+#[test]
+fn oversized_file_is_refused_before_reading() {
+    let (path, e) = write_and_load(&" ".repeat((1 << 20) + 1));
+    let msg = e.to_string();
+    assert!(matches!(e, ProfileError::Read { .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("a profile is at most 1048576"), "{msg}");
+}
+
+#[test]
+fn missing_required_field_is_named() {
+    let (_, e) = load_edited(|v| {
+        v["device"]
+            .as_object_mut()
+            .unwrap()
+            .remove("peak_dense_16bit");
+    });
+    assert!(
+        e.to_string().contains("missing field `peak_dense_16bit`"),
+        "{e}"
+    );
 }
