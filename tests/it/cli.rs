@@ -1,10 +1,11 @@
-//! The `weft` binary end to end: exit codes, output formats, rendered errors.
+//! The `weft` binary end to end: exit codes, output formats, rendered errors. Its helpers
+//! (`weft`, `stdout`, `stderr`, `assert_clean_failure`) serve the other CLI tests too.
 
 use std::process::{Command, Output};
 
 use crate::repo;
 
-fn weft(args: &[&str]) -> Output {
+pub(crate) fn weft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(args)
         .current_dir(repo(""))
@@ -12,15 +13,15 @@ fn weft(args: &[&str]) -> Output {
         .expect("the weft binary runs")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn assert_clean_failure(o: &Output) {
+pub(crate) fn assert_clean_failure(o: &Output) {
     assert!(!o.status.success(), "should fail: {}", stdout(o));
     assert_eq!(o.status.code(), Some(1));
     assert!(!stderr(o).contains("panicked"), "{}", stderr(o));

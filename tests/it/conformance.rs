@@ -23,16 +23,7 @@ use crate::repo;
 /// the exact result rounded once. Narrow outputs are therefore compared to within two
 /// units in the last place of their type at the expected value's magnitude.
 fn close(want: &Tensor, got: &Tensor) -> Result<(), String> {
-    if want.shape() != got.shape() {
-        return Err(format!(
-            "shape {:?}, expected {:?}",
-            got.shape(),
-            want.shape()
-        ));
-    }
-    if want.dtype() != got.dtype() {
-        return Err(format!("dtype {}, expected {}", got.dtype(), want.dtype()));
-    }
+    crate::compare::same_type(want, got)?;
     let mantissa_bits = match want.dtype() {
         DType::Bf16 => Some(7),
         DType::F16 => Some(10),

@@ -1,31 +1,8 @@
 //! `weft hw list` and `weft hw show`: the built-in hardware profiles from the command line.
 
-use std::process::{Command, Output};
-
 use weft::hardware::Profile;
 
-use crate::repo;
-
-fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(args)
-        .current_dir(repo(""))
-        .output()
-        .expect("the weft binary runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_clean_failure(o: &Output) {
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(o));
-    assert!(!stderr(o).contains("panicked"), "{}", stderr(o));
-}
+use crate::cli::{assert_clean_failure, stderr, stdout, weft};
 
 #[test]
 fn hw_list_shows_every_builtin_one_line_each() {
