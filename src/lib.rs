@@ -13,9 +13,12 @@ pub use weft_frontend_onnx as onnx;
 pub use weft_hardware as hardware;
 pub use weft_ir as ir;
 pub use weft_passes as passes;
+pub use weft_plan as plan;
 
 pub mod inputs;
+pub mod inspect;
 pub mod memory;
+pub mod plan_io;
 pub mod progress;
 mod report;
 pub mod saturation;

@@ -117,6 +117,15 @@ fn breakdown(e: &RunEstimate) -> String {
 
 /// `1234567` → `1.18 MiB (1234567 bytes)`.
 fn bytes(n: u128) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else {
+        format!("{} ({n} bytes)", human_bytes(n))
+    }
+}
+
+/// `1234567` → `1.18 MiB`: binary units, two decimals.
+pub fn human_bytes(n: u128) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut x = n as f64;
     let mut unit = "B";
@@ -130,7 +139,7 @@ fn bytes(n: u128) -> String {
     if unit == "B" {
         format!("{n} B")
     } else {
-        format!("{x:.2} {unit} ({n} bytes)")
+        format!("{x:.2} {unit}")
     }
 }
 

@@ -1,0 +1,244 @@
+//! `weft inspect PLAN`: what a plan predicts, in a few lines (or one JSON object).
+//!
+//! Every figure is read from the plan or computed from its tasks here; nothing is
+//! re-predicted, so `inspect` shows exactly what `weft compile` decided.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use weft_plan::{Plan, RuleCount, StreamKind};
+
+use crate::memory::human_bytes;
+
+/// The summary `weft inspect` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectReport {
+    pub source: String,
+    pub source_sha256: String,
+    pub hardware: String,
+    /// The mesh as `tp=8,dp=2` (empty for one device).
+    pub mesh: String,
+    pub dims: BTreeMap<String, u64>,
+    pub ranks: usize,
+    /// Predicted step time: the latest task end over all ranks.
+    pub predicted_us: f64,
+    /// The same program with every stream of a rank serialised (no overlap).
+    pub baseline_us: f64,
+    /// The busiest resource's unavoidable work: no schedule beats it.
+    pub bound_us: f64,
+    /// Communication not hidden behind compute.
+    pub exposed_comm_us: f64,
+    /// Fraction of communication hidden behind compute.
+    pub overlap_efficiency: f64,
+    /// `baseline_us / predicted_us`.
+    pub speedup_over_baseline: f64,
+    /// Peak bytes per rank (weights plus the activation pool), in rank order.
+    pub peak_memory_bytes: Vec<u64>,
+    /// Weight bytes per rank, in rank order.
+    pub weight_bytes: Vec<u64>,
+    /// Tasks per rank, in rank order.
+    pub tasks: Vec<usize>,
+    /// Total predicted busy time per stream kind on rank 0 (µs): `compute`, `comm`.
+    pub busy_us: BTreeMap<String, f64>,
+    /// Per layer on rank 0: the predicted span from its first task's start to its last
+    /// task's end (µs); layers overlap when the schedule interleaves them.
+    pub layers: Vec<LayerSpan>,
+    pub rules_applied: Vec<RuleCount>,
+    pub model_changing_rewrites: Vec<String>,
+}
+
+/// One layer's predicted span on rank 0.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerSpan {
+    pub layer: u32,
+    pub start_us: f64,
+    pub end_us: f64,
+    pub tasks: usize,
+}
+
+impl InspectReport {
+    /// Summarises `plan`.
+    pub fn new(plan: &Plan) -> InspectReport {
+        let p = &plan.prediction;
+        let mesh = plan
+            .mesh
+            .iter()
+            .map(|a| format!("{}={}", a.name, a.size))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut busy = BTreeMap::new();
+        let mut layers: BTreeMap<u32, LayerSpan> = BTreeMap::new();
+        if let Some(rank) = plan.ranks.first() {
+            for task in &rank.tasks {
+                let kind = rank
+                    .streams
+                    .get(task.stream.0 as usize)
+                    .map_or("unknown", |s| match s.kind {
+                        StreamKind::Compute => "compute",
+                        StreamKind::Comm => "comm",
+                    });
+                *busy.entry(kind.to_owned()).or_insert(0.0) += task.end_us - task.start_us;
+                if let Some(layer) = task.layer {
+                    let span = layers.entry(layer).or_insert(LayerSpan {
+                        layer,
+                        start_us: task.start_us,
+                        end_us: task.end_us,
+                        tasks: 0,
+                    });
+                    span.start_us = span.start_us.min(task.start_us);
+                    span.end_us = span.end_us.max(task.end_us);
+                    span.tasks += 1;
+                }
+            }
+        }
+        InspectReport {
+            source: plan.source.path.clone(),
+            source_sha256: plan.source.sha256.clone(),
+            hardware: plan.hardware.name.clone(),
+            mesh,
+            dims: plan.dims.clone(),
+            ranks: plan.ranks.len(),
+            predicted_us: p.predicted_us,
+            baseline_us: p.baseline_us,
+            bound_us: p.bound_us,
+            exposed_comm_us: p.exposed_comm_us,
+            overlap_efficiency: p.overlap_efficiency,
+            speedup_over_baseline: if p.predicted_us > 0.0 {
+                p.baseline_us / p.predicted_us
+            } else {
+                1.0
+            },
+            peak_memory_bytes: p.peak_memory_bytes.clone(),
+            weight_bytes: plan.ranks.iter().map(|r| r.memory.weight_bytes).collect(),
+            tasks: plan.ranks.iter().map(|r| r.tasks.len()).collect(),
+            busy_us: busy,
+            layers: layers.into_values().collect(),
+            rules_applied: plan.rules_applied.clone(),
+            model_changing_rewrites: plan.model_changing_rewrites.clone(),
+        }
+    }
+
+    /// The text form.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let mesh = if self.mesh.is_empty() {
+            "one device".to_owned()
+        } else {
+            self.mesh.clone()
+        };
+        let _ = writeln!(
+            s,
+            "plan of {} (sha256 {})",
+            self.source,
+            short(&self.source_sha256)
+        );
+        let _ = writeln!(
+            s,
+            "  mesh {mesh} on {}, {} ranks",
+            self.hardware, self.ranks
+        );
+        if !self.dims.is_empty() {
+            let dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "  dims {}", dims.join(" "));
+        }
+        let _ = writeln!(s, "predicted step   {}", us(self.predicted_us));
+        let _ = writeln!(
+            s,
+            "no-overlap base  {}  ({:.2}x slower than the plan)",
+            us(self.baseline_us),
+            self.speedup_over_baseline
+        );
+        let _ = writeln!(s, "lower bound      {}", us(self.bound_us));
+        let _ = writeln!(s, "exposed comm     {}", us(self.exposed_comm_us));
+        let _ = writeln!(
+            s,
+            "overlap          {:.1}% of communication hidden",
+            100.0 * self.overlap_efficiency
+        );
+        for (kind, t) in &self.busy_us {
+            let _ = writeln!(s, "busy on rank 0   {kind}: {}", us(*t));
+        }
+        let peaks = summarize_per_rank(&self.peak_memory_bytes);
+        let weights = summarize_per_rank(&self.weight_bytes);
+        let _ = writeln!(s, "peak memory      {peaks} per rank (weights {weights})");
+        let tasks = summarize_counts(&self.tasks);
+        let _ = writeln!(s, "tasks            {tasks} per rank");
+        if !self.layers.is_empty() {
+            let n = self.layers.len();
+            let slowest = self
+                .layers
+                .iter()
+                .max_by(|a, b| (a.end_us - a.start_us).total_cmp(&(b.end_us - b.start_us)));
+            if let Some(l) = slowest {
+                let _ = writeln!(
+                    s,
+                    "layers           {n}; longest span: layer {} ({}, {} tasks)",
+                    l.layer,
+                    us(l.end_us - l.start_us),
+                    l.tasks
+                );
+            }
+        }
+        if self.rules_applied.is_empty() {
+            let _ = writeln!(
+                s,
+                "rules applied    none (the program is the sharded model as is)"
+            );
+        } else {
+            let rules: Vec<String> = self
+                .rules_applied
+                .iter()
+                .map(|r| format!("{} x{}", r.rule, r.count))
+                .collect();
+            let _ = writeln!(s, "rules applied    {}", rules.join(", "));
+        }
+        if self.model_changing_rewrites.is_empty() {
+            let _ = writeln!(
+                s,
+                "model-changing   none (outputs equal the source model's)"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "model-changing   {}",
+                self.model_changing_rewrites.join(", ")
+            );
+        }
+        s
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Microseconds, switching to milliseconds past 10 ms.
+fn us(t: f64) -> String {
+    if t >= 10_000.0 {
+        format!("{:.3} ms", t / 1000.0)
+    } else {
+        format!("{t:.1} µs")
+    }
+}
+
+/// One figure when every rank agrees, else the range.
+fn summarize_per_rank(bytes: &[u64]) -> String {
+    match (bytes.iter().min(), bytes.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => human_bytes(u128::from(*lo)),
+        (Some(lo), Some(hi)) => format!(
+            "{}–{}",
+            human_bytes(u128::from(*lo)),
+            human_bytes(u128::from(*hi))
+        ),
+        _ => "n/a".to_owned(),
+    }
+}
+
+fn summarize_counts(counts: &[usize]) -> String {
+    match (counts.iter().min(), counts.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+        (Some(lo), Some(hi)) => format!("{lo}–{hi}"),
+        _ => "n/a".to_owned(),
+    }
+}
