@@ -2,7 +2,9 @@
 //!
 //! Every stream runs one task at a time, in the order it starts them. Whenever a stream
 //! is free it starts, among its ready tasks (all predecessors finished), the one with
-//! the highest priority (bottom level; ties to the earlier program node). The
+//! the highest priority (bottom level; ties to the earlier program node); when several
+//! streams are free at one instant, the stream with the highest-priority candidate
+//! starts first (which matters when two candidates exclude each other, below). The
 //! simulation advances from one task end to the next; between two such instants the set
 //! of running tasks is fixed, so progress is exact:
 //!
@@ -112,18 +114,17 @@ pub fn simulate(dag: &TaskDag) -> Result<Timeline, ScheduleError> {
     };
 
     while finished < n {
-        // Start what can start now; zero-time tasks finish at once and may ready more.
-        let mut progressed = true;
-        while progressed {
-            progressed = false;
+        // Start what can start now, the highest priority first across the free streams;
+        // zero-time tasks finish at once and may ready more.
+        loop {
+            let mut best: Option<(Prio, Reverse<u32>, usize)> = None;
             for s in 0..streams {
                 if running[s].is_some() {
                     continue;
                 }
-                let mut picked = None;
+                let mut found = None;
                 while let Some(entry) = ready[s].pop() {
-                    let t = entry.1.0;
-                    let axis_free = match dag.tasks[t as usize].collective {
+                    let axis_free = match dag.tasks[entry.1.0 as usize].collective {
                         Some((_, axis)) => match axis_last.get(axis).copied().flatten() {
                             Some((last, last_stream)) => {
                                 last_stream == s as u32 || done[last as usize]
@@ -133,37 +134,49 @@ pub fn simulate(dag: &TaskDag) -> Result<Timeline, ScheduleError> {
                         None => true,
                     };
                     if axis_free {
-                        picked = Some(t);
+                        found = Some(entry);
                         break;
                     }
                     blocked.push(entry);
                 }
                 ready[s].extend(blocked.drain(..));
-                let Some(t) = picked else { continue };
-                let task = &dag.tasks[t as usize];
-                if let Some((_, axis)) = task.collective {
-                    if axis_last.len() <= axis {
-                        axis_last.resize(axis + 1, None);
+                if let Some(entry) = found {
+                    // Only the best of all streams starts this round; the others go back.
+                    match best {
+                        Some((p, i, _)) if (p, i) >= (entry.0, entry.1) => ready[s].push(entry),
+                        Some((p, i, other)) => {
+                            ready[other].push((p, i));
+                            best = Some((entry.0, entry.1, s));
+                        }
+                        None => best = Some((entry.0, entry.1, s)),
                     }
-                    if let Some((last, last_stream)) = axis_last[axis]
-                        && last_stream != s as u32
-                    {
-                        timeline.extra.push((last, t));
-                    }
-                    axis_last[axis] = Some((t, s as u32));
                 }
-                timeline.start[t as usize] = now;
-                timeline.issue.push(t);
-                progressed = true;
-                if task.cost.time_us == 0.0 {
-                    finish(t, now, &mut timeline, &mut done, &mut waiting, &mut ready);
-                    finished += 1;
-                } else {
-                    running[s] = Some(Running {
-                        task: t,
-                        left_us: task.cost.time_us,
-                    });
+            }
+            let Some((_, Reverse(t), s)) = best else {
+                break;
+            };
+            let task = &dag.tasks[t as usize];
+            if let Some((_, axis)) = task.collective {
+                if axis_last.len() <= axis {
+                    axis_last.resize(axis + 1, None);
                 }
+                if let Some((last, last_stream)) = axis_last[axis]
+                    && last_stream != s as u32
+                {
+                    timeline.extra.push((last, t));
+                }
+                axis_last[axis] = Some((t, s as u32));
+            }
+            timeline.start[t as usize] = now;
+            timeline.issue.push(t);
+            if task.cost.time_us == 0.0 {
+                finish(t, now, &mut timeline, &mut done, &mut waiting, &mut ready);
+                finished += 1;
+            } else {
+                running[s] = Some(Running {
+                    task: t,
+                    left_us: task.cost.time_us,
+                });
             }
         }
         if finished == n {

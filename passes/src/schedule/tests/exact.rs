@@ -196,3 +196,46 @@ fn bad_costs_and_options_are_errors() {
         ScheduleError::LayerMap { got: 1, .. }
     ));
 }
+
+#[test]
+fn a_fused_call_and_a_collective_of_one_axis_never_run_at_once() {
+    // x → fused GEMM + reduce-scatter on tp (compute stream, 10) ;
+    // y → all-reduce on tp (communication stream, 4) → exp (8). Independent, so both are
+    // ready at 0, but they share the tp communicator: the all-reduce (bottom level 12
+    // against 10) goes first and the fused task waits for it through an event.
+    let mut b = Builder::new("tp=2");
+    let x = b.input(&[8, 8]);
+    let w = b.weight(&[8, 8]);
+    let y = b.input(&[8, 8]);
+    let f = b.op(
+        "fused",
+        Op::MatMulReduceScatter {
+            axis: "tp".into(),
+            dim: 0,
+            chunks: 1,
+            transpose_b: false,
+        },
+        &[x, w],
+    );
+    let r = b.all_reduce(y, "tp");
+    let e = b.op("exp", Op::Exp, &[r]);
+    b.g.outputs.extend([f, e]);
+    let s = schedule(
+        &b.g,
+        &table(&b, &[10.0, 4.0, 8.0], 1.0),
+        &ScheduleOptions::default(),
+    )
+    .unwrap();
+    let t = &s.ranks[0].tasks;
+    let by_name = |n: &str| t.iter().find(|t| t.nodes[0].starts_with(n)).unwrap();
+    let (fused, ar) = (by_name("fused"), by_name("ar"));
+    assert_eq!((ar.start_us, ar.end_us), (0.0, 4.0));
+    assert_eq!(
+        fused.start_us, 4.0,
+        "the fused call waits for the all-reduce"
+    );
+    assert_eq!(fused.waits, vec![ar.record.unwrap()]);
+    assert_eq!(fused.collective.as_ref().unwrap().seq, 1);
+    assert_eq!(ar.collective.as_ref().unwrap().seq, 0);
+    check_plan(&b.g, &s, true);
+}
