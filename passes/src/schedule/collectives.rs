@@ -112,8 +112,11 @@ type CallKey = (String, Vec<u32>, u64);
 /// another.
 pub fn verify_collective_order(ranks: &[RankPlan]) -> Result<(), ScheduleError> {
     // (1) Identical sequences per group.
+    // Per (axis, group): the calls (kind, nodes) of its first member seen, and the
+    // members that made them.
     type Calls<'a> = Vec<(&'a str, &'a [String])>;
-    let mut groups: HashMap<(&str, &[u32]), (Calls<'_>, Vec<u32>)> = HashMap::new();
+    type Seen<'a> = (Calls<'a>, Vec<u32>);
+    let mut groups: HashMap<(&str, &[u32]), Seen<'_>> = HashMap::new();
     for plan in ranks {
         let mut per_axis: HashMap<(&str, &[u32]), Calls<'_>> = HashMap::new();
         for task in &plan.tasks {

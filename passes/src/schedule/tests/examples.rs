@@ -58,6 +58,7 @@ fn live_lower_bound(plan: &weft_plan::RankPlan) -> u64 {
     peak as u64
 }
 
+#[allow(clippy::print_stderr)] // the figures side by side, for `--nocapture` readers
 fn check(name: &str, g: &Graph) {
     for comm_streams in [1, 2] {
         let options = ScheduleOptions {
