@@ -170,6 +170,16 @@ impl TaskDag {
         })
     }
 
+    /// Replaces the critical-path priorities by program (arena) order, earliest first:
+    /// the order `weft_ir::memory::peak_memory` assumes, which keeps fewer values alive
+    /// than running ahead along the critical path when memory is the constraint.
+    pub fn use_program_order(&mut self) {
+        let n = self.tasks.len();
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            t.priority = (n - i) as f64;
+        }
+    }
+
     /// The tasks `t` depends on.
     pub fn preds(&self, t: u32) -> impl Iterator<Item = u32> + '_ {
         self.graph

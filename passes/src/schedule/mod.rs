@@ -29,6 +29,13 @@
 //!
 //! The program is SPMD, so rank 0 is scheduled once and every rank runs the same
 //! streams in the same order; only coordinates and collective groups differ per rank.
+//!
+//! **`max_memory`.** When the critical-path schedule's memory plan does not fit, the
+//! scheduler tries program order (the order `weft_ir::memory::peak_memory` assumes)
+//! and says so in [`Scheduled::order`]; when neither fits, the error is
+//! [`ScheduleError::MemoryInfeasible`] of the critical-path attempt, naming the layer,
+//! the buffer whose placement crossed the limit (value name and bytes), the rank's total
+//! at that point and the limit.
 
 pub mod collectives;
 pub mod dag;
@@ -101,6 +108,19 @@ pub struct Scheduled {
     /// One per device of the graph's mesh, in device order.
     pub ranks: Vec<RankPlan>,
     pub prediction: Prediction,
+    /// Which priority order the list scheduler used; report it when it is not
+    /// [`ScheduleOrder::CriticalPath`].
+    pub order: ScheduleOrder,
+}
+
+/// The priority order of list scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleOrder {
+    /// Longest remaining path first (the default, fastest predicted step).
+    CriticalPath,
+    /// Program order, earliest node first: used only when the critical-path order does
+    /// not fit `max_memory` and this one does.
+    ProgramOrder,
 }
 
 /// Why a program could not be scheduled.
@@ -166,10 +186,22 @@ pub fn schedule(
         });
     }
     let grid = MeshGrid::new(&graph.mesh)?;
-    let dag = dag::TaskDag::build(graph, costs, options.comm_streams)?;
-    let timeline = simulate::simulate(&dag)?;
-    let order = events::happens_before(&dag, &timeline)?;
-    let mem = memory::plan_memory(graph, &dag, &timeline, &order, options)?;
+    let mut dag = dag::TaskDag::build(graph, costs, options.comm_streams)?;
+    let mut order = ScheduleOrder::CriticalPath;
+    let (timeline, hb, mem) = match plan_rank(graph, &dag, options) {
+        Err(first @ ScheduleError::MemoryInfeasible { .. }) => {
+            // Running ahead along the critical path can hold more values at once than
+            // program order does; try that before giving up, and keep the first error
+            // when it does not fit either.
+            dag.use_program_order();
+            order = ScheduleOrder::ProgramOrder;
+            match plan_rank(graph, &dag, options) {
+                Err(ScheduleError::MemoryInfeasible { .. }) => return Err(first),
+                other => other?,
+            }
+        }
+        other => other?,
+    };
     let layer = |n: NodeId| options.layer_of.get(n.index()).copied().flatten();
 
     let streams = stream_list(graph, options.comm_streams);
@@ -186,8 +218,8 @@ pub fn schedule(
                 nodes: vec![node.name.clone()],
                 layer: layer(task.node),
                 stream: StreamId(task.stream),
-                waits: order.waits[t as usize].clone(),
-                record: order.record[t as usize],
+                waits: hb.waits[t as usize].clone(),
+                record: hb.record[t as usize],
                 reads: mem.reads[t as usize].clone(),
                 writes: mem.writes[t as usize].clone(),
                 collective: None,
@@ -208,7 +240,30 @@ pub fn schedule(
     let ranks = collectives::replicate(graph, &dag, &timeline, &grid, template)?;
     verify_collective_order(&ranks)?;
     let prediction = predict::predict(&dag, &timeline, &ranks);
-    Ok(Scheduled { ranks, prediction })
+    Ok(Scheduled {
+        ranks,
+        prediction,
+        order,
+    })
+}
+
+/// One rank's timeline, happens-before and memory plan under the DAG's priorities.
+fn plan_rank(
+    graph: &Graph,
+    dag: &dag::TaskDag,
+    options: &ScheduleOptions,
+) -> Result<
+    (
+        simulate::Timeline,
+        events::HappensBefore,
+        memory::MemoryPlan,
+    ),
+    ScheduleError,
+> {
+    let timeline = simulate::simulate(dag)?;
+    let hb = events::happens_before(dag, &timeline)?;
+    let mem = memory::plan_memory(graph, dag, &timeline, &hb, options)?;
+    Ok((timeline, hb, mem))
 }
 
 /// The streams of every rank: compute first, then the communication streams, each named

@@ -8,7 +8,9 @@ use weft_ir::{Graph, NodeId, Op, Shape};
 use weft_plan::{KernelConfig, StreamKind};
 
 use super::{Builder, check_plan};
-use crate::schedule::{NodeCost, ScheduleError, ScheduleOptions, TaskCosts, schedule};
+use crate::schedule::{
+    NodeCost, ScheduleError, ScheduleOptions, ScheduleOrder, TaskCosts, schedule,
+};
 
 /// Times by node name; every communication task slows compute by `slowdown`.
 struct Table {
@@ -238,4 +240,52 @@ fn a_fused_call_and_a_collective_of_one_axis_never_run_at_once() {
     assert_eq!(fused.collective.as_ref().unwrap().seq, 1);
     assert_eq!(ar.collective.as_ref().unwrap().seq, 0);
     check_plan(&b.g, &s, true);
+}
+
+#[test]
+fn program_order_is_tried_when_the_critical_path_order_does_not_fit() {
+    // A: x → a1 (5) → a2 = row sums (5, small). B: x → b1 (4), x → b2 (4) → b3 = b1 + b2.
+    // Critical-path order runs b1 and b2 while a1 is alive: x, a1, b1, b2 = 4 units.
+    // Program order finishes A first: x, a2, b1, b2 = 3 units and a row of sums.
+    let mut b = Builder::new("");
+    let x = b.input(&[256, 256]);
+    let a1 = b.op("relu", Op::Relu, &[x]);
+    let a2 = b.op(
+        "sum",
+        Op::Reduce {
+            kind: weft_ir::ReduceKind::Sum,
+            axes: vec![1],
+            keepdims: true,
+        },
+        &[a1],
+    );
+    let b1 = b.op("exp", Op::Exp, &[x]);
+    let b2 = b.op("neg", Op::Neg, &[x]);
+    let b3 = b.op("add", Op::Add, &[b1, b2]);
+    b.g.outputs.extend([a2, b3]);
+    let costs = table(&b, &[5.0, 5.0, 4.0, 4.0, 4.0], 1.0);
+    let unit = 256 * 256 * 4u64;
+    let free = schedule(&b.g, &costs, &ScheduleOptions::default()).unwrap();
+    assert_eq!(free.order, ScheduleOrder::CriticalPath);
+    assert_eq!(free.ranks[0].memory.activation_peak_bytes, 4 * unit);
+    let limited = ScheduleOptions {
+        max_memory: Some(3 * unit + unit / 2),
+        ..ScheduleOptions::default()
+    };
+    let s = schedule(&b.g, &costs, &limited).unwrap();
+    assert_eq!(s.order, ScheduleOrder::ProgramOrder);
+    assert_eq!(s.ranks[0].memory.activation_peak_bytes, 3 * unit + 256 * 4);
+    // The same work, serialised either way on one stream.
+    assert_eq!(s.prediction.predicted_us, free.prediction.predicted_us);
+    check_plan(&b.g, &s, true);
+    // Below what either order needs: the critical-path order's error.
+    let tight = ScheduleOptions {
+        max_memory: Some(3 * unit),
+        ..ScheduleOptions::default()
+    };
+    let err = schedule(&b.g, &costs, &tight).unwrap_err();
+    assert!(
+        matches!(err, ScheduleError::MemoryInfeasible { total, .. } if total == 4 * unit),
+        "{err}"
+    );
 }
