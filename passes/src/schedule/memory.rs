@@ -23,7 +23,8 @@
 //! keep more alive at once than arena order (higher or lower); reuse across streams waits
 //! for a happens-before, not just a later time (higher); and offsets can fragment
 //! (higher). On one stream with no views, in arena order, both give the same peak (the
-//! tests check this and compare the two on the examples).
+//! tests check this; `tests/examples.rs` prints both for the examples, with the live-bytes
+//! lower bound of the schedule, which the pool never undercuts).
 
 use weft_ir::{Graph, Occupancy};
 use weft_plan::{Buffer, BufferId, BufferKind, MemorySummary, TaskId};
