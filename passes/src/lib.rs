@@ -10,6 +10,7 @@ mod raise;
 pub mod raise_moe;
 pub mod rebuild;
 pub mod saturate;
+pub mod schedule;
 pub mod shard;
 
 pub use dce::DeadCodeElimination;

@@ -1,0 +1,225 @@
+//! The task DAG: a petgraph view of the per-device program with one task per
+//! non-source node, each with its cost, its stream and its critical-path priority.
+//!
+//! Priority is the task's bottom level: its own predicted time plus the longest chain of
+//! predicted times after it. List scheduling by bottom level starts first the work whose
+//! delay would delay the end of the step most.
+
+use petgraph::Direction;
+use petgraph::algo::toposort;
+use petgraph::graph::{DiGraph, NodeIndex};
+use weft_ir::{CollectiveKind, Graph, NodeId, Occupancy};
+use weft_plan::KernelConfig;
+
+use super::{NodeCost, ScheduleError, TaskCosts};
+
+/// What a task occupies (from [`Occupancy`], less sources, which are not tasks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskClass {
+    /// A reshape: no time, no kernel.
+    View,
+    /// A compute kernel.
+    Compute,
+    /// A communication kernel.
+    Comm,
+    /// A GEMM fused with a collective: on the compute stream, and slowed like compute.
+    Both,
+}
+
+impl TaskClass {
+    /// Whether communication beside this task slows it.
+    pub fn slowed_by_comm(self) -> bool {
+        match self {
+            TaskClass::Compute | TaskClass::Both => true,
+            TaskClass::View | TaskClass::Comm => false,
+        }
+    }
+}
+
+/// One task of the DAG.
+#[derive(Clone, Debug)]
+pub struct DagTask {
+    pub node: NodeId,
+    pub class: TaskClass,
+    /// The stream index: 0 is compute, `1..` the communication streams.
+    pub stream: u32,
+    pub cost: NodeCost,
+    /// For a communication task, the factor by which it slows compute beside it (≥ 1);
+    /// 1 for every other task.
+    pub slowdown: f64,
+    /// The collective it performs: kind and mesh axis index.
+    pub collective: Option<(CollectiveKind, usize)>,
+    /// Bottom level, µs.
+    pub priority: f64,
+}
+
+/// The program as tasks and dependencies. Task `i` is petgraph node `i`; tasks are in
+/// the program's arena order, which is topological.
+#[derive(Clone, Debug)]
+pub struct TaskDag {
+    pub tasks: Vec<DagTask>,
+    pub graph: DiGraph<(), (), u32>,
+    /// For each program node (by index), its task.
+    pub task_of_node: Vec<Option<u32>>,
+    /// Compute plus communication streams.
+    pub num_streams: u32,
+    /// The longest chain of predicted times (no contention), µs.
+    pub critical_path_us: f64,
+}
+
+impl TaskDag {
+    /// Builds the DAG of `graph`, costing every non-view task with `costs`.
+    pub fn build(
+        graph: &Graph,
+        costs: &dyn TaskCosts,
+        comm_streams: u32,
+    ) -> Result<TaskDag, ScheduleError> {
+        let mut tasks: Vec<DagTask> = Vec::new();
+        let mut dag = DiGraph::<(), (), u32>::default();
+        let mut task_of_node = vec![None; graph.num_nodes()];
+        for (id, node) in graph.nodes() {
+            let occupancy = node.op.occupancy();
+            let class = match occupancy {
+                Occupancy::Source => continue,
+                Occupancy::View => TaskClass::View,
+                Occupancy::Compute => TaskClass::Compute,
+                Occupancy::Comm(_) => TaskClass::Comm,
+                Occupancy::Both(_) => TaskClass::Both,
+            };
+            let collective = match occupancy.collective() {
+                Some(c) => {
+                    let axis = graph
+                        .mesh
+                        .axes()
+                        .iter()
+                        .position(|a| a.name == c.axis)
+                        .ok_or_else(|| ScheduleError::UnknownAxis {
+                            node: node.name.clone(),
+                            axis: c.axis.to_owned(),
+                        })?;
+                    Some((c.kind, axis))
+                }
+                None => None,
+            };
+            let mut preds: Vec<u32> = node
+                .inputs
+                .iter()
+                .filter_map(|&v| task_of_node[graph.value(v).producer.index()])
+                .collect();
+            preds.sort_unstable();
+            preds.dedup();
+            let stream = match (class, collective) {
+                (TaskClass::Comm, Some((_, axis))) => 1 + (axis as u32 % comm_streams),
+                (TaskClass::View, _) => preds.first().map_or(0, |&p| tasks[p as usize].stream),
+                _ => 0,
+            };
+            let (cost, slowdown) = if class == TaskClass::View {
+                (view_cost(), 1.0)
+            } else {
+                let cost = costs.cost(graph, id)?;
+                check_cost(&node.name, &cost)?;
+                let slowdown = if class == TaskClass::Comm {
+                    let s = costs.contention_slowdown(&cost);
+                    if !(s.is_finite() && s >= 1.0) {
+                        return Err(ScheduleError::BadCost {
+                            node: node.name.clone(),
+                            reason: format!("contention slowdown {s} is not a finite factor ≥ 1"),
+                        });
+                    }
+                    s
+                } else {
+                    1.0
+                };
+                (cost, slowdown)
+            };
+            let index = dag.add_node(());
+            debug_assert_eq!(index.index(), tasks.len());
+            for &p in &preds {
+                dag.add_edge(NodeIndex::new(p as usize), index, ());
+            }
+            task_of_node[id.index()] = Some(tasks.len() as u32);
+            tasks.push(DagTask {
+                node: id,
+                class,
+                stream,
+                cost,
+                slowdown,
+                collective,
+                priority: 0.0,
+            });
+        }
+        let order = toposort(&dag, None).map_err(|cycle| {
+            ScheduleError::Cycle(graph.node(tasks[cycle.node_id().index()].node).name.clone())
+        })?;
+        let mut critical_path_us = 0.0f64;
+        for &n in order.iter().rev() {
+            let below = dag
+                .neighbors_directed(n, Direction::Outgoing)
+                .map(|s| tasks[s.index()].priority)
+                .fold(0.0, f64::max);
+            let t = &mut tasks[n.index()];
+            t.priority = t.cost.time_us + below;
+            critical_path_us = critical_path_us.max(t.priority);
+        }
+        Ok(TaskDag {
+            tasks,
+            graph: dag,
+            task_of_node,
+            num_streams: 1 + comm_streams,
+            critical_path_us,
+        })
+    }
+
+    /// Replaces the critical-path priorities by program (arena) order, earliest first:
+    /// the order `weft_ir::memory::peak_memory` assumes, which keeps fewer values alive
+    /// than running ahead along the critical path when memory is the constraint.
+    pub fn use_program_order(&mut self) {
+        let n = self.tasks.len();
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            t.priority = (n - i) as f64;
+        }
+    }
+
+    /// The tasks `t` depends on.
+    pub fn preds(&self, t: u32) -> impl Iterator<Item = u32> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(t as usize), Direction::Incoming)
+            .map(|n| n.index() as u32)
+    }
+
+    /// The tasks that depend on `t`.
+    pub fn succs(&self, t: u32) -> impl Iterator<Item = u32> + '_ {
+        self.graph
+            .neighbors_directed(NodeIndex::new(t as usize), Direction::Outgoing)
+            .map(|n| n.index() as u32)
+    }
+}
+
+/// A view's cost: nothing moves and nothing launches.
+fn view_cost() -> NodeCost {
+    NodeCost {
+        time_us: 0.0,
+        compute_us: 0.0,
+        comm_us: 0.0,
+        comm_sm_fraction: 0.0,
+        kernel: KernelConfig::View,
+    }
+}
+
+/// Refuses costs the simulation cannot use (negative, NaN, infinite).
+fn check_cost(node: &str, cost: &NodeCost) -> Result<(), ScheduleError> {
+    for (what, v) in [
+        ("time_us", cost.time_us),
+        ("compute_us", cost.compute_us),
+        ("comm_us", cost.comm_us),
+        ("comm_sm_fraction", cost.comm_sm_fraction),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ScheduleError::BadCost {
+                node: node.to_owned(),
+                reason: format!("{what} = {v} is not a finite non-negative number"),
+            });
+        }
+    }
+    Ok(())
+}

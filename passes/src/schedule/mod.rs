@@ -1,0 +1,300 @@
+//! # The scheduler and the memory plan (issue 11, items 4 and 5)
+//!
+//! Turns the chosen per-device (SPMD) program into the per-rank part of a
+//! [`weft_plan::Plan`]: for each rank, streams of tasks with predicted start and end, the
+//! minimal set of cross-stream events, each collective's place in its group's call
+//! sequence, a memory plan with buffer offsets, and the step's [`Prediction`].
+//!
+//! The stages, one file each:
+//! - [`dag`]: a petgraph view of the program, one task per non-source node, with
+//!   critical-path priorities (bottom levels over predicted times).
+//! - [`simulate`]: list scheduling over one compute stream and `comm_streams`
+//!   communication streams, simulated in time with compute slowed while communication
+//!   runs beside it.
+//! - [`events`]: the minimal cross-stream events, by a stream-aware reduction with
+//!   vector clocks (O(tasks × streams), no transitive closure).
+//! - [`memory`]: buffers per value (views share), liveness, offsets with reuse only
+//!   after a happens-before, peaks.
+//! - [`collectives`]: rank 0's schedule replicated to every rank with each rank's
+//!   collective groups and sequence numbers, and the cross-rank check that no group's
+//!   call order differs and no cross-axis wait cycle exists (NCCL would deadlock).
+//! - [`predict`]: predicted, baseline, bound, exposed communication, overlap efficiency.
+//!
+//! **Views** (`Occupancy::View`, reshapes) are tasks of zero time with
+//! [`KernelConfig::View`], so every program node that is not a source (input, weight,
+//! constant) is executed exactly once per rank, by exactly one task of one node. A view
+//! runs on the stream of the task that produced its input (compute when the input is a
+//! source), so it never waits for an unrelated kernel of another stream. Its result
+//! shares its input's buffer.
+//!
+//! The program is SPMD, so rank 0 is scheduled once and every rank runs the same
+//! streams in the same order; only coordinates and collective groups differ per rank.
+//!
+//! **`max_memory`.** When the critical-path schedule's memory plan does not fit, the
+//! scheduler tries program order (the order `weft_ir::memory::peak_memory` assumes)
+//! and says so in [`Scheduled::order`]; when neither fits, the error is
+//! [`ScheduleError::MemoryInfeasible`] of the critical-path attempt, naming the layer,
+//! the buffer whose placement crossed the limit (value name and bytes), the rank's total
+//! at that point and the limit.
+
+pub mod collectives;
+pub mod dag;
+pub mod events;
+pub mod fixed_rates;
+pub mod memory;
+pub mod predict;
+pub mod simulate;
+
+#[cfg(test)]
+mod tests;
+
+use weft_ir::{Graph, NodeId};
+use weft_plan::{KernelConfig, Prediction, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
+
+pub use collectives::{MeshGrid, verify_collective_order};
+pub use fixed_rates::FixedRates;
+
+/// What a task costs, as the cost model predicts it (mirrors `cost::OpCost`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCost {
+    /// The task's predicted duration alone (launch overhead included), µs.
+    pub time_us: f64,
+    /// The SM-bound part, µs (0 for pure communication).
+    pub compute_us: f64,
+    /// The link-bound part, µs (0 for pure compute).
+    pub comm_us: f64,
+    /// The fraction of SMs a communication kernel takes (0 for compute).
+    pub comm_sm_fraction: f64,
+    pub kernel: KernelConfig,
+}
+
+/// The costs the scheduler needs. The cost model implements it; tests use
+/// [`FixedRates`].
+pub trait TaskCosts {
+    /// The cost of the (non-source, non-view) node `node` of `graph`.
+    fn cost(&self, graph: &Graph, node: NodeId) -> Result<NodeCost, ScheduleError>;
+    /// Factor ≥ 1 by which compute slows while the communication task `comm` runs beside
+    /// it.
+    fn contention_slowdown(&self, comm: &NodeCost) -> f64;
+}
+
+/// How to schedule.
+#[derive(Clone, Debug)]
+pub struct ScheduleOptions {
+    /// Communication streams per rank (at least 1). With more than one, mesh axis `i`
+    /// goes to communication stream `i % comm_streams`, so collectives of different axes
+    /// can run at once.
+    pub comm_streams: u32,
+    /// The per-rank memory limit in bytes (weights and activations together).
+    pub max_memory: Option<u64>,
+    /// The layer of each node, indexed by `NodeId::index()` (from layer segmentation);
+    /// empty when no segmentation is known. Used for tasks' `layer` and in errors.
+    pub layer_of: Vec<Option<u32>>,
+}
+
+impl Default for ScheduleOptions {
+    fn default() -> Self {
+        ScheduleOptions {
+            comm_streams: 1,
+            max_memory: None,
+            layer_of: Vec::new(),
+        }
+    }
+}
+
+/// The per-rank part of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scheduled {
+    /// One per device of the graph's mesh, in device order.
+    pub ranks: Vec<RankPlan>,
+    pub prediction: Prediction,
+    /// Which priority order the list scheduler used; report it when it is not
+    /// [`ScheduleOrder::CriticalPath`].
+    pub order: ScheduleOrder,
+}
+
+/// The priority order of list scheduling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleOrder {
+    /// Longest remaining path first (the default, fastest predicted step).
+    CriticalPath,
+    /// Program order, earliest node first: used only when the critical-path order does
+    /// not fit `max_memory` and this one does.
+    ProgramOrder,
+}
+
+/// Why a program could not be scheduled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("cannot cost node `{node}`: {reason}")]
+    Cost { node: String, reason: String },
+    #[error("the cost of node `{node}` is unusable: {reason}")]
+    BadCost { node: String, reason: String },
+    #[error("value `{value}`: {reason}")]
+    Size { value: String, reason: String },
+    #[error("`comm_streams` must be at least 1")]
+    NoCommStream,
+    #[error("`layer_of` has {got} entries but the graph has {expected} nodes")]
+    LayerMap { expected: usize, got: usize },
+    #[error("the mesh has {0} devices, more than a plan can number (u32)")]
+    TooManyRanks(u64),
+    #[error("node `{node}` communicates over mesh axis `{axis}`, which the mesh does not have")]
+    UnknownAxis { node: String, axis: String },
+    #[error("the program has a cycle through node `{0}`")]
+    Cycle(String),
+    #[error(
+        "the memory plan does not fit in {limit} bytes per rank: {}buffer `{value}` ({bytes} bytes) \
+         brings the rank to {total} bytes ({weight_bytes} of them weights)",
+        layer.map_or(String::new(), |l| format!("in layer {l}, "))
+    )]
+    MemoryInfeasible {
+        layer: Option<u32>,
+        value: String,
+        bytes: u64,
+        total: u64,
+        weight_bytes: u64,
+        limit: u64,
+    },
+    #[error("collective order differs within group {group:?} on axis `{axis}`: {detail}")]
+    CollectiveMismatch {
+        axis: String,
+        group: Vec<u32>,
+        detail: String,
+    },
+    #[error("the ranks' collective orders can deadlock: {0}")]
+    CollectiveDeadlock(String),
+    #[error("the plan's events are inconsistent: {0}")]
+    Events(String),
+    #[error("the simulation stalled with {0} tasks left (a scheduler bug)")]
+    Stalled(usize),
+}
+
+/// Schedules `graph` (the per-device program, shapes concrete under `graph.dims`) on
+/// every rank of `graph.mesh`.
+pub fn schedule(
+    graph: &Graph,
+    costs: &dyn TaskCosts,
+    options: &ScheduleOptions,
+) -> Result<Scheduled, ScheduleError> {
+    if options.comm_streams == 0 {
+        return Err(ScheduleError::NoCommStream);
+    }
+    if !options.layer_of.is_empty() && options.layer_of.len() != graph.num_nodes() {
+        return Err(ScheduleError::LayerMap {
+            expected: graph.num_nodes(),
+            got: options.layer_of.len(),
+        });
+    }
+    let grid = MeshGrid::new(&graph.mesh)?;
+    let mut dag = dag::TaskDag::build(graph, costs, options.comm_streams)?;
+    let mut order = ScheduleOrder::CriticalPath;
+    let (timeline, hb, mem) = match plan_rank(graph, &dag, options) {
+        Err(first @ ScheduleError::MemoryInfeasible { .. }) => {
+            // Running ahead along the critical path can hold more values at once than
+            // program order does; try that before giving up, and keep the first error
+            // when it does not fit either.
+            dag.use_program_order();
+            order = ScheduleOrder::ProgramOrder;
+            match plan_rank(graph, &dag, options) {
+                Err(ScheduleError::MemoryInfeasible { .. }) => return Err(first),
+                other => other?,
+            }
+        }
+        other => other?,
+    };
+    let layer = |n: NodeId| options.layer_of.get(n.index()).copied().flatten();
+
+    let streams = stream_list(graph, options.comm_streams);
+    // Rank 0's tasks, in issue order; task ids are positions in that order.
+    let tasks: Vec<Task> = timeline
+        .issue
+        .iter()
+        .enumerate()
+        .map(|(pos, &t)| {
+            let task = &dag.tasks[t as usize];
+            let node = graph.node(task.node);
+            Task {
+                id: TaskId(pos as u32),
+                nodes: vec![node.name.clone()],
+                layer: layer(task.node),
+                stream: StreamId(task.stream),
+                waits: hb.waits[t as usize].clone(),
+                record: hb.record[t as usize],
+                reads: mem.reads[t as usize].clone(),
+                writes: mem.writes[t as usize].clone(),
+                collective: None,
+                kernel: task.cost.kernel.clone(),
+                start_us: timeline.start[t as usize],
+                end_us: timeline.end[t as usize],
+            }
+        })
+        .collect();
+    let template = RankPlan {
+        rank: 0,
+        coords: Vec::new(),
+        streams,
+        tasks,
+        buffers: mem.buffers,
+        memory: mem.summary,
+    };
+    let ranks = collectives::replicate(graph, &dag, &timeline, &grid, template)?;
+    verify_collective_order(&ranks)?;
+    let prediction = predict::predict(&dag, &timeline, &ranks);
+    Ok(Scheduled {
+        ranks,
+        prediction,
+        order,
+    })
+}
+
+/// One rank's timeline, happens-before and memory plan under the DAG's priorities.
+fn plan_rank(
+    graph: &Graph,
+    dag: &dag::TaskDag,
+    options: &ScheduleOptions,
+) -> Result<
+    (
+        simulate::Timeline,
+        events::HappensBefore,
+        memory::MemoryPlan,
+    ),
+    ScheduleError,
+> {
+    let timeline = simulate::simulate(dag)?;
+    let hb = events::happens_before(dag, &timeline)?;
+    let mem = memory::plan_memory(graph, dag, &timeline, &hb, options)?;
+    Ok((timeline, hb, mem))
+}
+
+/// The streams of every rank: compute first, then the communication streams, each named
+/// after the mesh axes it carries.
+fn stream_list(graph: &Graph, comm_streams: u32) -> Vec<Stream> {
+    let mut streams = vec![Stream {
+        id: StreamId(0),
+        kind: StreamKind::Compute,
+        name: "compute".into(),
+    }];
+    for c in 0..comm_streams {
+        let axes: Vec<&str> = graph
+            .mesh
+            .axes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 % comm_streams == c)
+            .map(|(_, a)| a.name.as_str())
+            .collect();
+        let name = if comm_streams == 1 {
+            "comm".to_owned()
+        } else if axes.is_empty() {
+            format!("comm.{c}")
+        } else {
+            format!("comm.{}", axes.join("+"))
+        };
+        streams.push(Stream {
+            id: StreamId(c + 1),
+            kind: StreamKind::Comm,
+            name,
+        });
+    }
+    streams
+}
