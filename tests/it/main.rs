@@ -7,6 +7,7 @@ mod conformance;
 mod errors;
 mod examples;
 mod hw;
+mod layers;
 mod limits;
 mod onnx;
 mod output_names;
