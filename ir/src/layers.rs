@@ -193,7 +193,13 @@ pub fn segment_layers(graph: &Graph) -> Layers {
             let starts = layer_starts(&markers, &segment);
             (spine, segment, starts)
         })
-        .reduce(|best, next| if next.2.len() > best.2.len() { next } else { best })
+        .reduce(|best, next| {
+            if next.2.len() > best.2.len() {
+                next
+            } else {
+                best
+            }
+        })
         .unwrap_or_default();
     let Some(&last) = starts.last() else {
         return none;

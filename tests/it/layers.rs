@@ -95,7 +95,10 @@ fn tiny_llama_at_every_stage() {
         let sat = saturate::saturate(&graph, &SaturateOptions::default()).unwrap();
         for (kind, program) in [
             ("cheapest", saturate::extract(&sat, &graph).unwrap()),
-            ("rewritten", saturate::extract_rewritten(&sat, &graph).unwrap()),
+            (
+                "rewritten",
+                saturate::extract_rewritten(&sat, &graph).unwrap(),
+            ),
         ] {
             let layers = segment_layers(&program);
             // Known limit: where the placeholder extraction re-sums the residual from
@@ -113,8 +116,7 @@ fn tiny_llama_at_every_stage() {
             // one (a token split's halves get fresh names): those follow their names.
             for (id, n) in computing(&program) {
                 let named = named_layer(&n.name);
-                if named.is_some() || ["embed", "final_norm", "logits"].contains(&n.name.as_str())
-                {
+                if named.is_some() || ["embed", "final_norm", "logits"].contains(&n.name.as_str()) {
                     assert_eq!(layers.of(id), named, "{at}, {kind}: `{}`", n.name);
                 }
             }

@@ -2,6 +2,7 @@
 //! the JSON round trip, error reporting, and the CLI end to end.
 
 mod cli;
+mod comm;
 pub mod compare;
 mod conformance;
 mod errors;

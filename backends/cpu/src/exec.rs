@@ -542,9 +542,7 @@ impl Rank<'_> {
             }
             // Whether the op talks to its peers is the IR's one answer, `occupancy`.
             op => match op.occupancy() {
-                Occupancy::Comm(c) | Occupancy::Both(c) => {
-                    self.collective(node, c.axis, ins, &out)
-                }
+                Occupancy::Comm(c) | Occupancy::Both(c) => self.collective(node, c.axis, ins, &out),
                 Occupancy::Source | Occupancy::View | Occupancy::Compute => {
                     let refs: Vec<&Tensor> = ins.iter().map(Arc::as_ref).collect();
                     kernels::eval(op, &refs, &out, self.threads)
@@ -796,9 +794,10 @@ impl Rank<'_> {
             | Op::MoeCombine
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
-            | Op::FusedElementwise { .. } => {
-                Err(format!("`{}` is not a whole-tensor collective", node.op.name()))
-            }
+            | Op::FusedElementwise { .. } => Err(format!(
+                "`{}` is not a whole-tensor collective",
+                node.op.name()
+            )),
         };
         result
             .map(|t| vec![t])
