@@ -100,6 +100,8 @@ pub struct CollectiveEntry {
     pub axis: String,
     pub bytes: u64,
     pub wire_bytes: u64,
+    /// The layer the op belongs to; `null` in the embedding or head.
+    pub layer: Option<u32>,
 }
 
 impl CommSummary {
@@ -119,6 +121,7 @@ impl CommSummary {
                     axis: c.axis,
                     bytes: c.bytes,
                     wire_bytes: c.wire_bytes,
+                    layer: c.layer,
                 })
                 .collect(),
         })

@@ -115,6 +115,15 @@ fn check_mesh_json_lists_what_the_sharded_graph_communicates() {
         let total: u64 = want.iter().map(|c| c.2).sum();
         assert_eq!(report["comm_bytes_total"], total, "{model} at {spec}");
         assert_eq!(report["layers"], layers, "{model} at {spec}");
+        // Each collective says its layer: the names say which (`layers.K.…`).
+        for c in report["collectives"].as_array().unwrap() {
+            let name = c["node"].as_str().unwrap();
+            let named = name
+                .strip_prefix("layers.")
+                .and_then(|r| r.split('.').next())
+                .and_then(|k| k.parse::<u64>().ok());
+            assert_eq!(c["layer"].as_u64(), named, "{model} at {spec}: {name}");
+        }
         assert_eq!(
             report["comm_bytes_per_layer"],
             total / layers,
