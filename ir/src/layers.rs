@@ -26,9 +26,12 @@
 //!    a spine node merging two values computed from the stream). Segments before the
 //!    first layer (the embedding) and after the last (the head) belong to no layer.
 //!
-//! Limit: layers are separated by single nodes of the residual stream. A program whose
-//! residual adds read values from two layers back (the placeholder extraction's
-//! re-summed residuals) has no such node between those layers, and they count as one.
+//! 5. Where single nodes do not separate the layers (a program whose residual adds read
+//!    values from two layers back, as the placeholder extraction's re-summed residuals
+//!    do, merges layers on the spine), the count is the most attentions on one path, and
+//!    a node's layer follows from the attentions before it: a node that runs into an
+//!    attention before any residual join is that attention's layer; any other node after
+//!    `k + 1` attentions is layer `k`, the head (past the last residual join) none.
 //!
 //! Attention is an `attention` op or, in graphs that spell it out (ONNX GPT-2, BERT), a
 //! softmax between two products of computed values (`Q·Kᵀ` in, `·V` out), which a MoE
@@ -42,7 +45,7 @@ use petgraph::visit::Reversed;
 
 use crate::graph::{Graph, NodeId};
 use crate::occupancy::Occupancy;
-use crate::op::Op;
+use crate::op::{Op, OpClass};
 
 /// The layer of every node of a graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +184,7 @@ pub fn segment_layers(graph: &Graph) -> Layers {
         n,
         entry,
         exit,
+        ops: &nodes,
         producers: &producers,
         rooted: &rooted,
         computes: &computes,
@@ -201,6 +205,13 @@ pub fn segment_layers(graph: &Graph) -> Layers {
             }
         })
         .unwrap_or_default();
+    // Layers no single node separates (residuals that read values from two layers back)
+    // merge on the spine; counting attentions along paths still separates them.
+    let depth = attention_depth(&cx, &is_marker);
+    let deepest = depth.iter().copied().max().unwrap_or(0);
+    if deepest as usize > starts.len() {
+        return by_attention_depth(&cx, &is_marker, &depth, deepest, &ipdom);
+    }
     let Some(&last) = starts.last() else {
         return none;
     };
@@ -234,6 +245,7 @@ struct Cx<'a> {
     n: usize,
     entry: usize,
     exit: usize,
+    ops: &'a [&'a Op],
     producers: &'a [Vec<usize>],
     rooted: &'a [bool],
     computes: &'a dyn Fn(usize) -> bool,
@@ -267,6 +279,64 @@ impl Cx<'_> {
         }
         (spine, segment)
     }
+}
+
+/// Per node, the most attentions on one path from the entry to it, itself included: an
+/// attention's is its layer plus one (token-split halves of one layer share it).
+fn attention_depth(cx: &Cx<'_>, is_marker: &[bool]) -> Vec<u32> {
+    let mut depth = vec![0u32; cx.n];
+    for i in (0..cx.n).filter(|&i| (cx.computes)(i)) {
+        let before = cx.producers[i].iter().map(|&p| depth[p]).max().unwrap_or(0);
+        depth[i] = before + u32::from(is_marker[i]);
+    }
+    depth
+}
+
+/// Layers by attention depth, for graphs whose layers no single node separates: a node
+/// every path from which runs into an attention before any residual join (the norm and
+/// projections before it) is that attention's layer; any other node after `k + 1` attentions is layer `k`, except
+/// what follows the last layer's last residual join (the head); nodes before the first
+/// attention are in none.
+fn by_attention_depth(
+    cx: &Cx<'_>,
+    is_marker: &[bool],
+    depth: &[u32],
+    count: u32,
+    ipdom: &dyn Fn(usize) -> Option<usize>,
+) -> Layers {
+    // A join adds up values computed after an attention (a residual add, or an
+    // element-wise kernel fusing one); a concat of token-split halves is not one.
+    let join = |i: usize| {
+        cx.ops[i].class() == OpClass::Elementwise
+            && cx.producers[i].iter().filter(|&&p| depth[p] >= 1).count() >= 2
+    };
+    // The attention each node's post-dominator chain runs into before any join (the
+    // chain runs forward in arena order, so it fills in reverse); a join is a residual,
+    // the end of a layer, never the start of the next.
+    let mut nearest = vec![None::<usize>; cx.n + 2];
+    for i in (0..cx.n).rev().filter(|&i| (cx.computes)(i)) {
+        nearest[i] = if is_marker[i] {
+            Some(i)
+        } else if join(i) {
+            None
+        } else {
+            ipdom(i).and_then(|d| nearest[d])
+        };
+    }
+    let last_join = (0..cx.n).rev().find(|&i| depth[i] == count && join(i));
+    let mut after_join = vec![false; cx.n];
+    let mut of_node = vec![None; cx.n];
+    for i in (0..cx.n).filter(|&i| (cx.computes)(i)) {
+        after_join[i] = cx.producers[i]
+            .iter()
+            .any(|&p| Some(p) == last_join || after_join[p]);
+        of_node[i] = match nearest[i] {
+            Some(m) => Some(depth[m] - 1),
+            None if depth[i] == 0 || (depth[i] == count && after_join[i]) => None,
+            None => Some(depth[i] - 1),
+        };
+    }
+    Layers { of_node, count }
 }
 
 /// The distinct segments the attentions fall in, in order: where each layer starts.

@@ -101,16 +101,9 @@ fn tiny_llama_at_every_stage() {
             ),
         ] {
             let layers = segment_layers(&program);
-            // Known limit: where the placeholder extraction re-sums the residual from
-            // the earlier layers' partial sums (`ffn_residual = embed + o_proj + down`,
-            // so each residual reads values two layers back), no single node separates
-            // the layers and they merge. The DAG-aware extraction of issue 11 replaces
-            // that extraction; this records today's answer so a change shows.
-            let merged = (spec.is_some() && kind == "cheapest") || (spec == Some("tp=4"));
-            if merged {
-                assert_eq!(layers.count(), 1, "{at}, {kind}");
-                continue;
-            }
+            // The placeholder extraction re-sums residuals from the earlier layers'
+            // partial sums at a mesh (`ffn_residual = embed + o_proj + down`), so no
+            // single node separates the layers; attention depth does.
             assert_eq!(layers.count(), 2, "{at}, {kind}");
             // Rebuilt nodes keep the names of the values they compute where they have
             // one (a token split's halves get fresh names): those follow their names.
