@@ -182,7 +182,7 @@ fn check_agm(seed: u64, n: usize, a: &[usize], b: &[usize], dim: i64, tb: bool) 
 #[test]
 fn matmul_reduce_scatter_chunk_by_chunk_on_2d_products() {
     for n in [1, 2, 3, 4] {
-        for chunks in [1, 2, 3] {
+        for chunks in [1, 2, 3, 4] {
             let m = n * chunks * 2;
             // Rows of a.
             check_mrs(1, n, &[m, 5], &[5, 3], 0, chunks as u64, false);
@@ -196,7 +196,7 @@ fn matmul_reduce_scatter_chunk_by_chunk_on_2d_products() {
 #[test]
 fn matmul_reduce_scatter_on_3d_activations_and_batched_weights() {
     for n in [2, 3] {
-        for chunks in [1, 2] {
+        for chunks in [1, 2, 4] {
             let c = n * chunks;
             // [batch, seq, hidden] activations scattered along seq, along batch.
             check_mrs(4, n, &[2, c * 2, 4], &[4, 3], 1, chunks as u64, false);
