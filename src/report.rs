@@ -222,12 +222,17 @@ impl CheckReport {
             writeln!(out, "    {op:<w$}{n}")?;
         }
         if let Some(comm) = &self.comm {
+            let per_layer = match self.layers {
+                0 => String::new(),
+                n => format!(
+                    " ({} per layer over {n} layer(s))",
+                    si(comm.comm_bytes_per_layer as f64, "B")
+                ),
+            };
             writeln!(
                 out,
-                "  comm        {} per forward pass ({} per layer over {} layer(s)) in NCCL messages; {} sent per device (ring)",
+                "  comm        {} per forward pass{per_layer} in NCCL messages; {} sent per device (ring)",
                 si(comm.comm_bytes_total as f64, "B"),
-                si(comm.comm_bytes_per_layer as f64, "B"),
-                self.layers.max(1),
                 si(comm.comm_wire_bytes_total as f64, "B"),
             )?;
             let w = column(comm.collectives.iter().map(|c| c.kind));
