@@ -173,6 +173,21 @@ fn onnx_fixtures_have_their_two_layers_raised_or_spelled_out() {
         }
         let sharded = weft::shard(&raised(&path), &"tp=2".parse().unwrap()).unwrap();
         assert_eq!(segment_layers(&sharded).count(), 2, "{fixture} at tp=2");
+        // After saturation and extraction (fused collectives, token-split halves).
+        let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+        for program in [
+            saturate::extract(&sat, &sharded).unwrap(),
+            saturate::extract_rewritten(&sat, &sharded).unwrap(),
+        ] {
+            let layers = segment_layers(&program);
+            assert_eq!(layers.count(), 2, "{fixture} at tp=2, extracted");
+            let (marks, first, _) = attention_layers(&program);
+            assert_eq!(first, None, "{fixture} at tp=2, extracted");
+            assert!(
+                marks.contains(&Some(0)) && marks.contains(&Some(1)),
+                "{fixture} at tp=2, extracted: {marks:?}"
+            );
+        }
     }
 }
 
