@@ -24,6 +24,9 @@ pub struct CheckReport {
     pub evaluated_dims: BTreeMap<String, u64>,
     /// Number of nodes.
     pub nodes: u64,
+    /// Transformer layers, by segmentation of the residual stream (`ir/src/layers.rs`;
+    /// 0 without attention).
+    pub layers: u32,
     /// Number of nodes by op name.
     pub ops: BTreeMap<&'static str, u64>,
     /// Figures are exact integers; `null` where one does not fit even in 128 bits.
@@ -83,9 +86,9 @@ pub struct CommSummary {
     pub comm_bytes_total: u64,
     /// What each device sends with ring algorithms (see `comm.rs`).
     pub comm_wire_bytes_total: u64,
-    /// The total over the layer count (attention ops), embedding and head included.
+    /// The total over the layer count (`CheckReport::layers`, at least 1), embedding
+    /// and head included.
     pub comm_bytes_per_layer: u64,
-    pub layers: u64,
     pub collectives: Vec<CollectiveEntry>,
 }
 
@@ -97,6 +100,8 @@ pub struct CollectiveEntry {
     pub axis: String,
     pub bytes: u64,
     pub wire_bytes: u64,
+    /// The layer the op belongs to; `null` in the embedding or head.
+    pub layer: Option<u32>,
 }
 
 impl CommSummary {
@@ -107,7 +112,6 @@ impl CommSummary {
             comm_bytes_total: r.total_bytes,
             comm_wire_bytes_total: r.total_wire_bytes,
             comm_bytes_per_layer: r.bytes_per_layer,
-            layers: r.layers,
             collectives: r
                 .collectives
                 .into_iter()
@@ -117,6 +121,7 @@ impl CommSummary {
                     axis: c.axis,
                     bytes: c.bytes,
                     wire_bytes: c.wire_bytes,
+                    layer: c.layer,
                 })
                 .collect(),
         })
@@ -147,6 +152,7 @@ impl CheckReport {
                 .filter(|(k, _)| !used.contains(k))
                 .collect(),
             nodes: graph.num_nodes() as u64,
+            layers: weft_ir::segment_layers(graph).count(),
             ops: s.ops,
             params: s.params,
             param_bytes: s.param_bytes,
@@ -197,6 +203,7 @@ impl CheckReport {
         writeln!(out, "  inputs      {}", self.inputs.join(", "))?;
         writeln!(out, "  outputs     {}", self.outputs.join(", "))?;
         writeln!(out, "  nodes       {}", self.nodes)?;
+        writeln!(out, "  layers      {}", self.layers)?;
         writeln!(out, "  params      {}{each}", figure(self.params, ""))?;
         writeln!(out, "  param bytes {}{each}", figure(self.param_bytes, "B"))?;
         writeln!(
@@ -215,12 +222,17 @@ impl CheckReport {
             writeln!(out, "    {op:<w$}{n}")?;
         }
         if let Some(comm) = &self.comm {
+            let per_layer = match self.layers {
+                0 => String::new(),
+                n => format!(
+                    " ({} per layer over {n} layer(s))",
+                    si(comm.comm_bytes_per_layer as f64, "B")
+                ),
+            };
             writeln!(
                 out,
-                "  comm        {} per forward pass ({} per layer over {} layer(s)) in NCCL messages; {} sent per device (ring)",
+                "  comm        {} per forward pass{per_layer} in NCCL messages; {} sent per device (ring)",
                 si(comm.comm_bytes_total as f64, "B"),
-                si(comm.comm_bytes_per_layer as f64, "B"),
-                comm.layers,
                 si(comm.comm_wire_bytes_total as f64, "B"),
             )?;
             let w = column(comm.collectives.iter().map(|c| c.kind));

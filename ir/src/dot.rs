@@ -50,7 +50,7 @@ fn write_dot(graph: &Graph, out: &mut String) -> std::fmt::Result {
             OpClass::Collective => ", fillcolor=\"#fdba74\"",
             OpClass::MatMul | OpClass::Attention => ", fillcolor=\"#bbf7d0\"",
             OpClass::Moe => ", fillcolor=\"#e9d5ff\"",
-            _ => "",
+            OpClass::Elementwise | OpClass::Normalization | OpClass::Layout => "",
         };
         writeln!(out, "  n{} [label=\"{label}\"{style}];", id.index())?;
     }

@@ -476,16 +476,13 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
         Op::MatMulReduceScatter {
             axis,
             dim,
-            chunks,
             transpose_b,
         } => {
+            // The chunk count the kernel pipelines with is the plan's, not the op's: the
+            // value is the same for every count, so only the scatter must divide.
             let size = axis_size(axis, cx)?;
             let y = matmul(inputs[0], inputs[1], false, *transpose_b, cx)?;
             let a = norm_axis(*dim, y.shape.rank(), "dim")?;
-            if *chunks == 0 {
-                return Err(Rule::Attr("chunks must be at least 1".into()));
-            }
-            divide(&y.shape.dims()[a], size * chunks, axis, cx)?;
             one(with_dim(&y, a, divide(&y.shape.dims()[a], size, axis, cx)?))
         }
         Op::AllGatherMatMul {

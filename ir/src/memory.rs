@@ -82,7 +82,58 @@ pub fn peak_memory(
                     est.inputs += bytes(v)?;
                 }
             }
-            _ => {}
+            Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::RopeCache { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoeCombine
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Send { .. }
+            | Op::Recv { .. }
+            | Op::Broadcast { .. }
+            | Op::AllSlice { .. }
+            | Op::ShardedGather { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. }
+            | Op::FusedElementwise { .. } => {}
         }
         for &v in &node.outputs {
             live += bytes(v)?;

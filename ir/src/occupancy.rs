@@ -187,17 +187,22 @@ pub fn message_bytes(kind: CollectiveKind, input_bytes: u64, output_bytes: u64) 
 
 /// The message size of the collective inside a fused op, from the fused op's own output
 /// and first input: GEMM + reduce-scatter reduces a product `n` times its (scattered)
-/// output; all-gather + GEMM gathers `n` copies of its first input. `None` on overflow.
+/// output; all-gather + GEMM gathers `n` copies of its first input. `None` on overflow
+/// and for an op that is not a fused GEMM + collective.
 pub fn fused_collective_bytes(
     op: &Op,
     first_input_bytes: u64,
     output_bytes: u64,
     group_size: u64,
 ) -> Option<u64> {
-    match op {
-        Op::MatMulReduceScatter { .. } => output_bytes.checked_mul(group_size),
-        Op::AllGatherMatMul { .. } => first_input_bytes.checked_mul(group_size),
-        _ => None,
+    use CollectiveKind as K;
+    match op.occupancy() {
+        Occupancy::Both(c) => match c.kind {
+            K::ReduceScatter => output_bytes.checked_mul(group_size),
+            K::AllGather => first_input_bytes.checked_mul(group_size),
+            K::AllReduce | K::AllToAll | K::Send | K::Recv | K::Broadcast => None,
+        },
+        Occupancy::Source | Occupancy::View | Occupancy::Compute | Occupancy::Comm(_) => None,
     }
 }
 

@@ -480,14 +480,15 @@ pub enum Op {
         axis: String,
     },
     /// A GEMM fused with the reduce-scatter of its result (T3, Flux GEMM+RS):
-    /// `reduce_scatter(matmul(a, b), axis, dim)`, computed in `chunks` pieces along `dim`,
-    /// each reduced as soon as it is produced so communication overlaps the rest of the
-    /// GEMM. `dim` must divide into `size · chunks` pieces.
+    /// `reduce_scatter(matmul(a, b), axis, dim)`, computed in pieces along `dim`, each
+    /// reduced as soon as it is produced so communication overlaps the rest of the GEMM.
+    /// How many pieces is a kernel configuration (the plan's
+    /// `KernelConfig::Pipelined { chunks }`), not part of the op: every chunk count
+    /// computes the same value, so one op stands for all of them.
     #[cfg_attr(feature = "serde", serde(rename = "matmul_reduce_scatter"))]
     MatMulReduceScatter {
         axis: String,
         dim: i64,
-        chunks: u64,
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
     },
@@ -699,7 +700,35 @@ impl Op {
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
             Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
-            _ => Exactly(1),
+            Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RopeCache { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Send { .. }
+            | Op::Broadcast { .. }
+            | Op::AllSlice { .. } => Exactly(1),
         }
     }
 
@@ -712,11 +741,62 @@ impl Op {
             | Op::MoeRoute { .. }
             | Op::MoeDispatch { .. } => 2,
             Op::Split { sizes, .. } => sizes.len(),
-            _ => 1,
+            Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::Constant { .. }
+            | Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::MoeCombine
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Recv { .. }
+            | Op::Broadcast { .. }
+            | Op::AllSlice { .. }
+            | Op::ShardedGather { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. }
+            | Op::FusedElementwise { .. } => 1,
         }
     }
 
-    /// The op's family.
+    /// The op's family. `Collective` means exactly the ops that communicate (those whose
+    /// [`Op::occupancy`] has a collective, the fused GEMM + collective ops among them);
+    /// `all_slice` and `sharded_gather` name a mesh axis but move nothing between
+    /// devices, so they are `Layout`.
     pub fn class(&self) -> OpClass {
         match self {
             Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } => OpClass::Source,
@@ -748,15 +828,33 @@ impl Op {
             | Op::Send { .. }
             | Op::Recv { .. }
             | Op::Broadcast { .. }
-            | Op::AllSlice { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. } => OpClass::Collective,
-            Op::ShardedGather { .. } => OpClass::Layout,
-            _ => OpClass::Elementwise,
+            Op::AllSlice { .. } | Op::ShardedGather { .. } => OpClass::Layout,
+            Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Where
+            | Op::IsNan
+            | Op::FusedElementwise { .. } => OpClass::Elementwise,
         }
     }
 
-    /// The mesh axis a collective runs over.
+    /// The mesh axis the op names: the axis a collective runs over, and the axis a
+    /// local op such as `all_slice` or `sharded_gather` needs its place on. Whether the
+    /// op communicates is [`Op::occupancy`]'s answer, not this one's.
     pub fn mesh_axis(&self) -> Option<&str> {
         match self {
             Op::AllReduce { axis, .. }
@@ -770,7 +868,50 @@ impl Op {
             | Op::ShardedGather { axis }
             | Op::MatMulReduceScatter { axis, .. }
             | Op::AllGatherMatMul { axis, .. } => Some(axis),
-            _ => None,
+            Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::Constant { .. }
+            | Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::RopeCache { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::MoeCombine
+            | Op::FusedElementwise { .. } => None,
         }
     }
 
@@ -923,12 +1064,10 @@ impl Op {
             Op::MatMulReduceScatter {
                 axis,
                 dim,
-                chunks,
                 transpose_b,
             } => {
                 push("axis", axis.clone());
                 push("dim", dim.to_string());
-                push("chunks", chunks.to_string());
                 if *transpose_b {
                     push("transpose_b", "true".into());
                 }
@@ -972,7 +1111,57 @@ impl Op {
             | Op::Weight { dtype, shape, .. }
             | Op::Constant { dtype, shape, .. }
             | Op::Recv { dtype, shape, .. } => Some((*dtype, shape)),
-            _ => None,
+            Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::RopeCache { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::MoeCombine
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Send { .. }
+            | Op::Broadcast { .. }
+            | Op::AllSlice { .. }
+            | Op::ShardedGather { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. }
+            | Op::FusedElementwise { .. } => None,
         }
     }
 }

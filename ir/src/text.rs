@@ -72,7 +72,59 @@ fn write_node(graph: &Graph, node: &Node, out: &mut String) -> std::fmt::Result 
         Op::Weight { init, .. } | Op::Constant { init, .. } => {
             write!(out, " {}", init.describe())?;
         }
-        _ => {
+        Op::Input { .. }
+        | Op::MatMul { .. }
+        | Op::Add
+        | Op::Sub
+        | Op::Mul
+        | Op::Div
+        | Op::Pow
+        | Op::Neg
+        | Op::Exp
+        | Op::Sqrt
+        | Op::Rsqrt
+        | Op::Reciprocal
+        | Op::Silu
+        | Op::Gelu { .. }
+        | Op::Relu
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Softmax { .. }
+        | Op::RmsNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::Attention { .. }
+        | Op::RopeCache { .. }
+        | Op::Rope { .. }
+        | Op::Gather { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice { .. }
+        | Op::Cast { .. }
+        | Op::Reduce { .. }
+        | Op::TopK { .. }
+        | Op::Expand { .. }
+        | Op::Where
+        | Op::IsNan
+        | Op::MoeRoute { .. }
+        | Op::MoeDispatch { .. }
+        | Op::ExpertMatMul { .. }
+        | Op::MoeCombine
+        | Op::MoePad { .. }
+        | Op::MoeUnpad { .. }
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. }
+        | Op::Broadcast { .. }
+        | Op::AllSlice { .. }
+        | Op::ShardedGather { .. }
+        | Op::MatMulReduceScatter { .. }
+        | Op::AllGatherMatMul { .. }
+        | Op::FusedElementwise { .. } => {
             if node.op.arity() != crate::op::Arity::Exactly(0) {
                 let args: Vec<String> = node
                     .inputs

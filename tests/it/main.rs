@@ -2,11 +2,13 @@
 //! the JSON round trip, error reporting, and the CLI end to end.
 
 mod cli;
+mod comm;
 pub mod compare;
 mod conformance;
 mod errors;
 mod examples;
 mod hw;
+mod layers;
 mod limits;
 mod onnx;
 mod output_names;

@@ -339,8 +339,7 @@ proptest! {
             r#"{"name": "rs", "op": "reduce_scatter", "inputs": ["mm"], "attrs": {"axis": "tp", "dim": 0}, "sharding": {"tp": "S(0)"}}"#,
             "rs",
         );
-        let mut options = one_rule("gemm-reduce-scatter-fusion");
-        options.guards.chunk_counts = vec![chunks];
+        let options = one_rule("gemm-reduce-scatter-fusion");
         let sat = saturate::saturate(&g, &options).unwrap();
         let rewritten = saturate::extract_rewritten(&sat, &g).unwrap();
         assert_changes(
@@ -350,8 +349,15 @@ proptest! {
             &[("matmul", By(-1)), ("reduce_scatter", By(-1)), ("matmul_reduce_scatter", By(1))],
         );
         let inputs: Tensors = weft::inputs::complete_inputs(&g, Vec::new(), m).unwrap();
+        // The fused node runs in `chunks` pieces, as a plan's kernel configuration says.
+        let fused = rewritten
+            .nodes()
+            .find(|(_, n)| matches!(n.op, weft::ir::Op::MatMulReduceScatter { .. }))
+            .map(|(_, n)| n.name.clone())
+            .unwrap();
         let o = RunOptions::default();
-        let err = worst(&run(&g, &inputs, &o).unwrap(), &run(&rewritten, &inputs, &o).unwrap());
+        let chunked = RunOptions { chunks: [(fused, chunks)].into(), ..RunOptions::default() };
+        let err = worst(&run(&g, &inputs, &o).unwrap(), &run(&rewritten, &inputs, &chunked).unwrap());
         prop_assert!(err <= 1e-5, "relative error {}", err);
     }
 }
@@ -873,7 +879,7 @@ fn the_fused_gemm_reduce_scatter_handles_batched_weights() {
         r#"{"weft": 1, "name": "mmrs", "mesh": "tp=2", "nodes": [
   {"name": "a", "op": "input", "attrs": {"dtype": "f32", "shape": [4, 8]}, "sharding": {"tp": "S(1)"}},
   {"name": "b", "op": "input", "attrs": {"dtype": "f32", "shape": [2, 8, 6]}, "sharding": {"tp": "S(1)"}},
-  {"name": "y", "op": "matmul_reduce_scatter", "inputs": ["a", "b"], "attrs": {"axis": "tp", "dim": 1, "chunks": 1}, "sharding": {"tp": "S(1)"}},
+  {"name": "y", "op": "matmul_reduce_scatter", "inputs": ["a", "b"], "attrs": {"axis": "tp", "dim": 1}, "sharding": {"tp": "S(1)"}},
   {"name": "z", "op": "matmul", "inputs": ["a", "b"], "sharding": {"tp": "P(sum)"}},
   {"name": "w", "op": "reduce_scatter", "inputs": ["z"], "attrs": {"axis": "tp", "dim": 1}, "sharding": {"tp": "S(1)"}}
 ], "outputs": ["y", "w"]}"#,

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use weft_ir::alloc::try_collect;
-use weft_ir::{DType, Graph, Node, NodeId, Op, ReduceOp, Tensor, TensorData, ValueId, rng};
+use weft_ir::{
+    DType, Graph, Node, NodeId, Occupancy, Op, ReduceOp, Tensor, TensorData, ValueId, rng,
+};
 
 use crate::collective_matmul;
 use crate::collectives::{CommError, World};
@@ -205,6 +207,38 @@ pub fn run_programs(
 
 type Prepared = HashMap<NodeId, Arc<Tensor>>;
 
+/// Every chunk count given names a fused GEMM + reduce-scatter of the programs and is at
+/// least 1: a count for a node that is not one would be silently ignored otherwise.
+/// Whether it divides the product is checked where the op runs, with the shapes.
+fn check_chunks(programs: &[&Graph], options: &RunOptions) -> Result<(), ExecError> {
+    for (name, &chunks) in &options.chunks {
+        let node = programs
+            .iter()
+            .flat_map(|g| g.nodes())
+            .find(|(_, n)| &n.name == name);
+        match node.map(|(_, n)| &n.op) {
+            Some(Op::MatMulReduceScatter { .. }) if chunks >= 1 => {}
+            Some(Op::MatMulReduceScatter { .. }) => {
+                return Err(ExecError::Config(format!(
+                    "node `{name}`: chunk count {chunks}; it must be at least 1"
+                )));
+            }
+            Some(op) => {
+                return Err(ExecError::Config(format!(
+                    "node `{name}` is a `{}`, not a `matmul_reduce_scatter`: it takes no chunk count",
+                    op.name()
+                )));
+            }
+            None => {
+                return Err(ExecError::Config(format!(
+                    "a chunk count is given for node `{name}`, which the program does not have"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_with(
     programs: &[&Graph],
     per_rank: Vec<Tensors>,
@@ -234,6 +268,7 @@ fn run_with(
             other.name, other.mesh
         )));
     }
+    check_chunks(programs, options)?;
     let world = World::new(grid.clone(), options.timeout);
     let last_uses: Vec<Vec<usize>> = programs.iter().map(|g| weft_ir::last_uses(g)).collect();
     // Split the machine's threads between the ranks' matrix products.
@@ -494,48 +529,58 @@ impl Rank<'_> {
                 })?;
                 Ok(vec![t])
             }
-            op if op.mesh_axis().is_some() => self.collective(node, ins, &out),
-            op => {
-                let refs: Vec<&Tensor> = ins.iter().map(Arc::as_ref).collect();
-                kernels::eval(op, &refs, &out, self.threads).map_err(|m| self.kernel_err(node, m))
+            // Local ops that only need this device's place along their axis.
+            Op::AllSlice { axis, dim } => {
+                let (size, me) = self.place(node, axis)?;
+                Ok(vec![kernels::layout_chunk(&ins[0], *dim, size, me)])
             }
+            Op::ShardedGather { axis } => {
+                let (size, me) = self.place(node, axis)?;
+                kernels::sharded_gather(&ins[0], &ins[1], me, size, &out[0])
+                    .map(|t| vec![t])
+                    .map_err(|m| self.kernel_err(node, m))
+            }
+            // Whether the op talks to its peers is the IR's one answer, `occupancy`.
+            op => match op.occupancy() {
+                Occupancy::Comm(c) | Occupancy::Both(c) => self.collective(node, c.axis, ins, &out),
+                Occupancy::Source | Occupancy::View | Occupancy::Compute => {
+                    let refs: Vec<&Tensor> = ins.iter().map(Arc::as_ref).collect();
+                    kernels::eval(op, &refs, &out, self.threads)
+                        .map_err(|m| self.kernel_err(node, m))
+                }
+            },
         }
     }
 
-    fn collective(
-        &mut self,
-        node: &Node,
-        ins: &[Arc<Tensor>],
-        out: &[OutType],
-    ) -> Result<Vec<Tensor>, ExecError> {
-        let axis = node.op.mesh_axis().unwrap_or_default().to_owned();
-        let (_, me) = self.world.grid().group(self.rank, &axis).ok_or_else(|| {
+    /// This device's group size and index along `axis`.
+    fn place(&self, node: &Node, axis: &str) -> Result<(usize, usize), ExecError> {
+        let (group, me) = self.world.grid().group(self.rank, axis).ok_or_else(|| {
             self.comm_err(
                 node,
-                &axis,
+                axis,
                 CommError::Collective("unknown mesh axis".into()),
             )
         })?;
+        Ok((group.len(), me))
+    }
+
+    /// The chunk count `node`'s pipelined kernel runs with: the plan's (through
+    /// [`RunOptions::chunks`]), or 1 — the whole GEMM, then its collective.
+    fn chunks_of(&self, node: &Node) -> u64 {
+        self.options.chunks.get(&node.name).copied().unwrap_or(1)
+    }
+
+    /// Runs a communicating op (one whose occupancy has a collective) over `axis`.
+    fn collective(
+        &mut self,
+        node: &Node,
+        axis: &str,
+        ins: &[Arc<Tensor>],
+        out: &[OutType],
+    ) -> Result<Vec<Tensor>, ExecError> {
+        let axis = axis.to_owned();
+        let (_, me) = self.place(node, &axis)?;
         match &node.op {
-            // Communication-free ops that only need this device's place along the axis.
-            Op::AllSlice { dim, .. } => {
-                let size = self
-                    .world
-                    .grid()
-                    .group(self.rank, &axis)
-                    .map_or(1, |g| g.0.len());
-                return Ok(vec![kernels::layout_chunk(&ins[0], *dim, size, me)]);
-            }
-            Op::ShardedGather { .. } => {
-                let size = self
-                    .world
-                    .grid()
-                    .group(self.rank, &axis)
-                    .map_or(1, |g| g.0.len());
-                return kernels::sharded_gather(&ins[0], &ins[1], me, size, &out[0])
-                    .map(|t| vec![t])
-                    .map_err(|m| self.kernel_err(node, m));
-            }
             Op::Send { shift, .. } => {
                 self.world
                     .send(self.rank, &axis, *shift, &node.name, Arc::clone(&ins[0]))
@@ -562,18 +607,16 @@ impl Rank<'_> {
             // The fused GEMM + collective ops run as the decomposition they stand for, one
             // exchange per chunk or ring step (collective_matmul.rs).
             Op::MatMulReduceScatter {
-                dim,
-                chunks,
-                transpose_b,
-                ..
+                dim, transpose_b, ..
             } => {
                 let (size, threads) = (self.group_size(&axis), self.threads);
+                let chunks = self.chunks_of(node);
                 // The exchanger borrows the rank until the op is done.
                 let result = collective_matmul::matmul_reduce_scatter(
                     &ins[0],
                     &ins[1],
                     *dim,
-                    *chunks,
+                    chunks,
                     *transpose_b,
                     (me, size),
                     threads,
@@ -602,7 +645,63 @@ impl Rank<'_> {
                     .map(|t| vec![t])
                     .map_err(|e| self.comm_err(node, &axis, e));
             }
-            _ => {}
+            Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. } => {}
+            Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::Constant { .. }
+            | Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::RopeCache { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::MoeCombine
+            | Op::AllSlice { .. }
+            | Op::ShardedGather { .. }
+            | Op::FusedElementwise { .. } => {
+                return Err(self.comm_err(
+                    node,
+                    &axis,
+                    CommError::Collective(format!("`{}` does not communicate", node.op.name())),
+                ));
+            }
         }
         let input = &ins[0];
         let seq = self.seq.entry(axis.clone()).or_insert(0);
@@ -645,7 +744,60 @@ impl Rank<'_> {
                 Ok(kernels::layout_concat(&refs, *concat_dim, &out[0]))
             }
             Op::Broadcast { root, .. } => Ok(all[*root as usize].clone()),
-            _ => Err(format!("`{}` is not a collective", node.op.name())),
+            // Handled (and returned) above.
+            Op::Send { .. }
+            | Op::Recv { .. }
+            | Op::MatMulReduceScatter { .. }
+            | Op::AllGatherMatMul { .. }
+            | Op::Input { .. }
+            | Op::Weight { .. }
+            | Op::Constant { .. }
+            | Op::MatMul { .. }
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::Pow
+            | Op::Neg
+            | Op::Exp
+            | Op::Sqrt
+            | Op::Rsqrt
+            | Op::Reciprocal
+            | Op::Silu
+            | Op::Gelu { .. }
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Softmax { .. }
+            | Op::RmsNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Attention { .. }
+            | Op::RopeCache { .. }
+            | Op::Rope { .. }
+            | Op::Gather { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice { .. }
+            | Op::Cast { .. }
+            | Op::Reduce { .. }
+            | Op::TopK { .. }
+            | Op::Expand { .. }
+            | Op::Where
+            | Op::IsNan
+            | Op::MoeRoute { .. }
+            | Op::MoeDispatch { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoePad { .. }
+            | Op::MoeUnpad { .. }
+            | Op::MoeCombine
+            | Op::AllSlice { .. }
+            | Op::ShardedGather { .. }
+            | Op::FusedElementwise { .. } => Err(format!(
+                "`{}` is not a whole-tensor collective",
+                node.op.name()
+            )),
         };
         result
             .map(|t| vec![t])

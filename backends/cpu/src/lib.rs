@@ -39,6 +39,11 @@ pub struct RunOptions {
     pub threads: usize,
     /// Where to report progress of long work; `None` reports nothing.
     pub progress: Option<Progress>,
+    /// Chunk count per fused GEMM + reduce-scatter node (by node name), as a plan's
+    /// `KernelConfig::Pipelined { chunks }` gives it: the op no longer carries one (every
+    /// count computes the same value). A node not listed runs in 1 chunk — the whole GEMM,
+    /// then its reduce-scatter.
+    pub chunks: BTreeMap<String, u64>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +53,7 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(30),
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: None,
+            chunks: BTreeMap::new(),
         }
     }
 }

@@ -32,6 +32,15 @@ fn opts() -> RunOptions {
     }
 }
 
+/// `opts()` with node `y` (the fused op) pipelined in `chunks` pieces, as a plan's
+/// kernel configuration says.
+fn opts_chunked(chunks: u64) -> RunOptions {
+    RunOptions {
+        chunks: [("y".to_owned(), chunks)].into(),
+        ..opts()
+    }
+}
+
 /// A graph on mesh `x=n` with f32 inputs `a` and `b` of these local shapes and `op` of them.
 fn graph(n: usize, a: &[usize], b: &[usize], op: Op) -> Result<Graph, String> {
     let mut g = Graph::new("fused");
@@ -62,6 +71,17 @@ fn values(rng: &mut Rng, n: usize, a: &[usize], b: &[usize]) -> Vec<(Vec<f32>, V
 
 /// Runs `g` with rank `r` fed `vals[r]`; returns each rank's output.
 fn run(g: &Graph, a: &[usize], b: &[usize], vals: &[(Vec<f32>, Vec<f32>)]) -> Vec<Tensor> {
+    run_with(g, a, b, vals, &opts()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run`] with these options; the error as text.
+fn run_with(
+    g: &Graph,
+    a: &[usize],
+    b: &[usize],
+    vals: &[(Vec<f32>, Vec<f32>)],
+    options: &RunOptions,
+) -> Result<Vec<Tensor>, String> {
     let feeds: Vec<Tensors> = vals
         .iter()
         .map(|(va, vb)| {
@@ -72,11 +92,9 @@ fn run(g: &Graph, a: &[usize], b: &[usize], vals: &[(Vec<f32>, Vec<f32>)]) -> Ve
             .into()
         })
         .collect();
-    run_ranks(g, feeds, &opts())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .into_iter()
-        .map(|mut outs| outs.remove(0))
-        .collect()
+    run_ranks(g, feeds, options)
+        .map_err(|e| e.to_string())
+        .map(|all| all.into_iter().map(|mut outs| outs.remove(0)).collect())
 }
 
 /// `b` as `[.., k, n]` (the reference matmul's transposition flag handles `[.., n, k]`).
@@ -104,13 +122,12 @@ fn check_mrs(seed: u64, n: usize, a: &[usize], b: &[usize], dim: i64, chunks: u6
     let op = Op::MatMulReduceScatter {
         axis: "x".into(),
         dim,
-        chunks,
         transpose_b: tb,
     };
     let g = graph(n, a, b, op).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = Rng::new(seed);
     let vals = values(&mut rng, n, a, b);
-    let got = run(&g, a, b, &vals);
+    let got = run_with(&g, a, b, &vals, &opts_chunked(chunks)).unwrap_or_else(|e| panic!("{e}"));
     let mut shape = Vec::new();
     let mut sum: Vec<f64> = Vec::new();
     for (va, vb) in &vals {
@@ -165,7 +182,7 @@ fn check_agm(seed: u64, n: usize, a: &[usize], b: &[usize], dim: i64, tb: bool) 
 #[test]
 fn matmul_reduce_scatter_chunk_by_chunk_on_2d_products() {
     for n in [1, 2, 3, 4] {
-        for chunks in [1, 2, 3] {
+        for chunks in [1, 2, 3, 4] {
             let m = n * chunks * 2;
             // Rows of a.
             check_mrs(1, n, &[m, 5], &[5, 3], 0, chunks as u64, false);
@@ -179,7 +196,7 @@ fn matmul_reduce_scatter_chunk_by_chunk_on_2d_products() {
 #[test]
 fn matmul_reduce_scatter_on_3d_activations_and_batched_weights() {
     for n in [2, 3] {
-        for chunks in [1, 2] {
+        for chunks in [1, 2, 4] {
             let c = n * chunks;
             // [batch, seq, hidden] activations scattered along seq, along batch.
             check_mrs(4, n, &[2, c * 2, 4], &[4, 3], 1, chunks as u64, false);
@@ -207,37 +224,34 @@ fn all_gather_matmul_round_the_ring() {
 }
 
 #[test]
-fn splits_that_do_not_divide_are_refused_when_the_graph_is_built() {
-    // 10 rows over 2 devices in 3 chunks: 6 pieces do not divide 10.
-    let e = graph(
-        2,
-        &[10, 4],
-        &[4, 3],
-        Op::MatMulReduceScatter {
-            axis: "x".into(),
-            dim: 0,
-            chunks: 3,
-            transpose_b: false,
-        },
-    )
-    .unwrap_err();
+fn splits_that_do_not_divide_are_refused_when_built_or_run() {
+    // 9 rows over 2 devices do not divide.
+    let mrs = Op::MatMulReduceScatter {
+        axis: "x".into(),
+        dim: 0,
+        transpose_b: false,
+    };
+    let e = graph(2, &[9, 4], &[4, 3], mrs.clone()).unwrap_err();
     assert!(
         e.contains("does not divide evenly over mesh axis `x`"),
         "{e}"
     );
-    let e = graph(
-        2,
-        &[4, 4],
-        &[4, 3],
-        Op::MatMulReduceScatter {
-            axis: "x".into(),
-            dim: 0,
-            chunks: 0,
-            transpose_b: false,
-        },
-    )
-    .unwrap_err();
-    assert!(e.contains("chunks must be at least 1"), "{e}");
+    // The chunk count is the run's (the plan's kernel configuration): 10 rows over 2
+    // devices build, but 3 chunks (6 pieces) do not divide them, and 0 chunks is no count.
+    let g = graph(2, &[10, 4], &[4, 3], mrs).unwrap();
+    let vals = values(&mut Rng::new(9), 2, &[10, 4], &[4, 3]);
+    let e = run_with(&g, &[10, 4], &[4, 3], &vals, &opts_chunked(3)).unwrap_err();
+    assert!(e.contains("does not divide into 2·3 pieces"), "{e}");
+    let e = run_with(&g, &[10, 4], &[4, 3], &vals, &opts_chunked(0)).unwrap_err();
+    assert!(e.contains("must be at least 1"), "{e}");
+    // A chunk count for a node that is not a fused GEMM + reduce-scatter is refused, not
+    // ignored.
+    let options = RunOptions {
+        chunks: [("a".to_owned(), 2)].into(),
+        ..opts()
+    };
+    let e = run_with(&g, &[10, 4], &[4, 3], &vals, &options).unwrap_err();
+    assert!(e.contains("takes no chunk count"), "{e}");
     // The contraction dim cannot be gathered; pieces are equal by construction (every
     // rank's `a` has the one local type).
     let e = graph(

@@ -367,6 +367,36 @@ fn verify_error(cx: &Ctx<'_>, node_text: &str, e: &VerifyError) -> JsonError {
     cx.at(ErrorKind::Verify, node_text, e.to_string())
 }
 
+/// Attributes that older files carry but that no longer belong to the op: refused with
+/// where they went, rather than as a bare unknown field (or, worse, ignored).
+fn refuse_moved_attrs(
+    cx: &Ctx<'_>,
+    node: &NodeDoc<'_>,
+    op_name: &str,
+    attrs_text: Option<&str>,
+) -> Result<(), JsonError> {
+    let Some(attrs) = attrs_text else {
+        return Ok(());
+    };
+    let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(attrs) else {
+        return Ok(()); // serde reports the malformed attributes itself
+    };
+    if op_name == "matmul_reduce_scatter" && map.contains_key("chunks") {
+        return Err(cx.at(
+            ErrorKind::UnknownAttr,
+            attrs,
+            format!(
+                "node `{}`: op `matmul_reduce_scatter` no longer takes `chunks`: the chunk \
+                 count is a kernel configuration, chosen by `weft compile` and recorded in \
+                 the plan (`kernel: {{\"kind\": \"pipelined\", \"chunks\": ..}}`); remove \
+                 the attribute",
+                node.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads `op` and `attrs` through serde, so unknown ops and attributes are reported
 /// with the full list of valid ones, at their position in the file.
 fn parse_op(cx: &Ctx<'_>, node: &NodeDoc<'_>) -> Result<Op, JsonError> {
@@ -393,6 +423,7 @@ fn parse_op(cx: &Ctx<'_>, node: &NodeDoc<'_>) -> Result<Op, JsonError> {
         }
         return Ok(op);
     }
+    refuse_moved_attrs(cx, node, &op_name, attrs_text)?;
     let attrs = attrs_text.unwrap_or("{}");
     let prefix = "{\"op\":";
     let middle = ",\"attrs\":";

@@ -22,7 +22,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use egg::{CostFunction, Extractor, Id, RecExpr, Runner, SimpleScheduler, StopReason};
-use weft_ir::{Graph, Op};
+use weft_ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
+use weft_ir::{Graph, Occupancy, Op};
 
 pub use analysis::{Meta, WEGraph, WeftAnalysis};
 /// The e-graph library, for custom cost functions.
@@ -368,25 +369,24 @@ impl PlaceholderCost<'_> {
                 .unwrap_or(0) as f64
         };
         let out_bytes = me.map_or(0.0, bytes);
-        let comm = match op.mesh_axis() {
-            Some(axis) => {
-                let n = eg.analysis.mesh.axis_size(axis).unwrap_or(1) as f64;
-                let share = (n - 1.0) / n;
-                let message = match op {
-                    Op::AllReduce { .. } => 2.0 * bytes(node.children[0]),
-                    Op::AllGather { .. } => out_bytes,
-                    Op::AllGatherMatMul { .. } => bytes(node.children[0]) * n,
-                    Op::MatMulReduceScatter { .. } => out_bytes * n,
-                    Op::AllSlice { .. } | Op::ShardedGather { .. } => 0.0,
-                    _ => bytes(node.children[0]),
+        // What the op sends: the IR's occupancy and its shared byte formulas.
+        let comm = match op.occupancy() {
+            occ @ (Occupancy::Comm(c) | Occupancy::Both(c)) => {
+                let n = eg.analysis.mesh.axis_size(c.axis).unwrap_or(1);
+                let input = node.children.first().map_or(0.0, |&ch| bytes(ch)) as u64;
+                let output = out_bytes as u64;
+                let message = match occ {
+                    Occupancy::Both(_) => fused_collective_bytes(op, input, output, n),
+                    _ => Some(message_bytes(c.kind, input, output)),
                 };
-                if message == 0.0 {
-                    0.0
-                } else {
-                    message * share / LINK_BYTES_PER_S + COLLECTIVE_LATENCY_S
+                let wire = message.and_then(|m| ring_wire_bytes(c.kind, m, n));
+                match wire {
+                    Some(0) => 0.0,
+                    Some(w) => w as f64 / LINK_BYTES_PER_S + COLLECTIVE_LATENCY_S,
+                    None => f64::INFINITY,
                 }
             }
-            None => 0.0,
+            Occupancy::Source | Occupancy::View | Occupancy::Compute => 0.0,
         };
         let fused = matches!(
             op,

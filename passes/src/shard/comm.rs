@@ -1,97 +1,84 @@
-//! Communication volume of a sharded graph, per collective.
+//! Communication volume of a sharded graph, per communicating op.
 //!
-//! `bytes` are NCCL's message sizes, per device: an all-reduce or reduce-scatter counts
-//! its input, an all-gather its (whole) output, an all-to-all its input; a fused GEMM +
-//! reduce-scatter or all-gather + GEMM counts the collective inside it. `wire_bytes`
-//! are what each device sends with ring algorithms over `n` devices: `2(n-1)/n` of the
-//! message for an all-reduce, `(n-1)/n` for the others — so an all-reduce and the
-//! reduce-scatter plus all-gather that replace it send the same. `all_slice` moves
-//! nothing and is not listed.
+//! Which ops communicate, and over which axis, is [`Op::occupancy`]'s answer; the byte
+//! figures are the IR's shared formulas (`ir/src/occupancy.rs`): `bytes` is NCCL's
+//! message size per device ([`message_bytes`]; for a fused GEMM + collective, the
+//! collective inside it, [`fused_collective_bytes`]), and `wire_bytes` what each device
+//! sends with ring algorithms over `n` devices ([`ring_wire_bytes`]: `2(n-1)/n` of the
+//! message for an all-reduce, `(n-1)/n` for all-gather, reduce-scatter and all-to-all,
+//! the whole message for a send or a broadcast, nothing for a receive) — so an all-reduce
+//! and the reduce-scatter plus all-gather that replace it send the same. Local ops that
+//! name an axis but move nothing (`all_slice`, `sharded_gather`) are not listed.
 
-use weft_ir::{DimError, Graph, Op};
+use weft_ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
+use weft_ir::{CollectiveKind, DimError, Graph, Occupancy, segment_layers};
 
-/// One collective of the graph.
+/// One communicating op of the graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CollectiveCost {
     pub node: String,
-    /// `all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`, or a fused
-    /// `matmul_reduce_scatter` / `all_gather_matmul`.
+    /// The op's name: `all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`,
+    /// `send`, `recv`, `broadcast`, or a fused `matmul_reduce_scatter` /
+    /// `all_gather_matmul`.
     pub kind: &'static str,
+    /// The collective it performs (the one inside, for a fused op).
+    pub collective: CollectiveKind,
     pub axis: String,
     pub bytes: u64,
     pub wire_bytes: u64,
+    /// The layer the op belongs to (`ir/src/layers.rs`); `None` in the embedding or head.
+    pub layer: Option<u32>,
 }
 
-/// All collectives of a graph and their totals.
+/// All communicating ops of a graph and their totals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommReport {
     pub collectives: Vec<CollectiveCost>,
     pub total_bytes: u64,
     pub total_wire_bytes: u64,
-    /// Attention ops in the graph (fused, or spelled out around a softmax), taken as its
-    /// layer count (at least 1).
+    /// The graph's layer count by segmentation of its residual stream
+    /// ([`weft_ir::segment_layers`]); 0 for a graph without attention.
     pub layers: u64,
-    /// `total_bytes / layers`: the embedding's and the head's collectives included.
+    /// `total_bytes` over the layer count (over 1 when there are no layers): the
+    /// embedding's and the head's collectives included.
     pub bytes_per_layer: u64,
 }
 
-/// The collectives of `graph` (a sharded graph) and the bytes each moves. Every figure
-/// is checked: one past `u64` is [`DimError::Overflow`], never wrapped or saturated.
+/// The communicating ops of `graph` (a sharded graph) and the bytes each moves. Every
+/// figure is checked: one past `u64` is [`DimError::Overflow`], never wrapped or
+/// saturated.
 pub fn comm_report(graph: &Graph) -> Result<CommReport, DimError> {
     let overflow = |what: &str| DimError::Overflow(format!("the bytes {what}"));
+    let layers = segment_layers(graph);
     let mut collectives = Vec::new();
-    let mut layers = 0u64;
-    for (_, node) in graph.nodes() {
-        if matches!(node.op, Op::Attention { .. } | Op::Softmax { .. }) {
-            layers += 1;
-        }
+    for (id, node) in graph.nodes() {
+        let occupancy = node.op.occupancy();
+        let collective = match occupancy {
+            Occupancy::Comm(c) | Occupancy::Both(c) => c,
+            Occupancy::Source | Occupancy::View | Occupancy::Compute => continue,
+        };
         let bytes_of = |v| graph.value(v).ty.size_bytes(&graph.dims);
-        let times = |bytes: Result<u64, DimError>, n: u64| {
-            bytes?
-                .checked_mul(n)
-                .ok_or_else(|| overflow(&format!("of `{}`", node.name)))
-        };
-        let (kind, axis, bytes) = match &node.op {
-            Op::AllReduce { axis, .. } => ("all_reduce", axis, bytes_of(node.inputs[0])),
-            Op::ReduceScatter { axis, .. } => ("reduce_scatter", axis, bytes_of(node.inputs[0])),
-            Op::AllGather { axis, .. } => ("all_gather", axis, bytes_of(node.outputs[0])),
-            Op::AllToAll { axis, .. } => ("all_to_all", axis, bytes_of(node.inputs[0])),
-            // Fused GEMM + collective (after saturation): the collective inside.
-            Op::MatMulReduceScatter { axis, .. } => {
-                let n = graph.mesh.axis_size(axis).unwrap_or(1);
-                (
-                    "matmul_reduce_scatter",
-                    axis,
-                    times(bytes_of(node.outputs[0]), n),
-                )
+        // A send produces nothing; a receive reads nothing.
+        let input = node.inputs.first().map_or(Ok(0), |&v| bytes_of(v))?;
+        let output = node.outputs.first().map_or(Ok(0), |&v| bytes_of(v))?;
+        let n = graph.mesh.axis_size(collective.axis).unwrap_or(1).max(1);
+        let bytes = match occupancy {
+            Occupancy::Both(_) => fused_collective_bytes(&node.op, input, output, n)
+                .ok_or_else(|| overflow(&format!("of `{}`", node.name)))?,
+            Occupancy::Source | Occupancy::View | Occupancy::Compute | Occupancy::Comm(_) => {
+                message_bytes(collective.kind, input, output)
             }
-            Op::AllGatherMatMul { axis, .. } => {
-                let n = graph.mesh.axis_size(axis).unwrap_or(1);
-                (
-                    "all_gather_matmul",
-                    axis,
-                    times(bytes_of(node.inputs[0]), n),
-                )
-            }
-            _ => continue,
         };
-        let bytes = bytes?;
-        let n = graph.mesh.axis_size(axis).unwrap_or(1).max(1);
-        // bytes·(n-1)/n, in 128 bits so the product cannot wrap; the share is at most `bytes`.
-        let share = (u128::from(bytes) * u128::from(n - 1) / u128::from(n)) as u64;
-        let wire_bytes = if kind == "all_reduce" {
-            share
-                .checked_mul(2)
-                .ok_or_else(|| overflow(&format!("`{}` sends", node.name)))?
-        } else {
-            share
-        };
+        let wire_bytes = ring_wire_bytes(collective.kind, bytes, n)
+            .ok_or_else(|| overflow(&format!("`{}` sends", node.name)))?;
         collectives.push(CollectiveCost {
             node: node.name.clone(),
-            kind,
-            axis: axis.clone(),
+            kind: node.op.name(),
+            collective: collective.kind,
+            axis: collective.axis.to_owned(),
             bytes,
             wire_bytes,
+            layer: layers.of(id),
         });
     }
     let sum = |f: fn(&CollectiveCost) -> u64, what: &str| {
@@ -102,12 +89,12 @@ pub fn comm_report(graph: &Graph) -> Result<CommReport, DimError> {
     };
     let total_bytes = sum(|c| c.bytes, "in all messages")?;
     let total_wire_bytes = sum(|c| c.wire_bytes, "sent in all")?;
-    let layers = layers.max(1);
+    let count = u64::from(layers.count());
     Ok(CommReport {
         collectives,
         total_bytes,
         total_wire_bytes,
-        layers,
-        bytes_per_layer: total_bytes / layers,
+        layers: count,
+        bytes_per_layer: total_bytes / count.max(1),
     })
 }

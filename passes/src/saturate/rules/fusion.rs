@@ -65,20 +65,16 @@ pub(super) fn build_gemm_rs(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id
     let rows = out[d as usize] * n;
     // The fused op's result is the reduce-scatter's: the same sharding.
     let s = sharding(eg, class);
-    let mut added = vec![];
-    for &c in &g.chunk_counts {
-        if c == 0 || rows % (n * c) != 0 || rows / (n * c) < g.min_rows {
-            continue;
-        }
-        let op = Op::MatMulReduceScatter {
-            axis: axis.clone(),
-            dim: d,
-            chunks: c,
-            transpose_b: tb,
-        };
-        added.extend(add_op(eg, op, vec![a, w], s.clone()));
+    // One fused node: how many chunks its kernel pipelines is the plan's choice.
+    if rows % n != 0 || rows / n < g.min_rows {
+        return vec![];
     }
-    added
+    let op = Op::MatMulReduceScatter {
+        axis: axis.clone(),
+        dim: d,
+        transpose_b: tb,
+    };
+    add_op(eg, op, vec![a, w], s).into_iter().collect()
 }
 
 pub(super) fn find_matmul_of_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {

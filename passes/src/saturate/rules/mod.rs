@@ -25,8 +25,6 @@ use super::lang::{Head, WNode};
 pub struct Guards {
     /// Fewest rows a piece may have (after a reduce-scatter, a chunk or a token split).
     pub min_rows: u64,
-    /// Chunk counts the fused GEMM + reduce-scatter is offered with.
-    pub chunk_counts: Vec<u64>,
     /// How many times a value may be split into halves along its tokens (or columns).
     pub split_depth: usize,
     /// Most steps one fused element-wise kernel may have.
@@ -37,7 +35,6 @@ impl Default for Guards {
     fn default() -> Guards {
         Guards {
             min_rows: 8,
-            chunk_counts: vec![1, 2, 4],
             split_depth: 1,
             max_fused_steps: 6,
         }
@@ -114,7 +111,7 @@ pub const RULES: &[RuleDef] = &[
         ruleset: "fusion",
         exact: true,
         paper: "T3 (ASPLOS 2024); Flux GEMM+RS (2024)",
-        doc: "reduce_scatter(matmul(a, b), d) = matmul_reduce_scatter(a, b, d, chunks) for each allowed chunk count",
+        doc: "reduce_scatter(matmul(a, b), d) = matmul_reduce_scatter(a, b, d) when d is a row dim (the chunk count is the plan's kernel configuration)",
         find: fusion::find_scatter_of_matmul,
         build: fusion::build_gemm_rs,
     },
