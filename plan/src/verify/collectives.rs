@@ -10,12 +10,23 @@ use weft_ir::Occupancy;
 use super::{Order, RankFacts, Verifier, task_label};
 use crate::{Plan, PlanRule, RankPlan};
 
-type Calls = Vec<((String, Vec<u32>), Vec<(usize, String, Vec<String>)>)>;
+/// A communicator: a mesh axis and the ranks of one group along it.
+pub(crate) type GroupKey = (String, Vec<u32>);
+
+/// One collective call on a rank: its task, kind and the task's nodes.
+#[derive(Debug)]
+pub(crate) struct Call {
+    pub task: usize,
+    pub kind: String,
+    pub nodes: Vec<String>,
+}
+
+/// A rank's calls per group, in issue order.
+pub(crate) type Calls = Vec<(GroupKey, Vec<Call>)>;
 
 pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan, order: &Order) -> Calls {
     let r = Some(rp.rank);
-    let mut groups: BTreeMap<(String, Vec<u32>), Vec<(usize, String, Vec<String>)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<Call>> = BTreeMap::new();
     for (t, task) in rp.tasks.iter().enumerate() {
         let comms: Vec<(&str, &str, &str)> = task
             .nodes
@@ -65,7 +76,7 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan, order: &
                             calls.len()
                         ))
                     } else {
-                        if let Some(&(prev, ..)) = calls.last()
+                        if let Some(prev) = calls.last().map(|c| c.task)
                             && !order.happens_before(prev, t)
                         {
                             let m = format!(
@@ -77,7 +88,11 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan, order: &
                             );
                             v.err(r, PlanRule::Collectives, m);
                         }
-                        calls.push((t, kind.to_string(), task.nodes.clone()));
+                        calls.push(Call {
+                            task: t,
+                            kind: kind.to_string(),
+                            nodes: task.nodes.clone(),
+                        });
                         None
                     }
                 }
@@ -100,8 +115,7 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan, order: &
 
 /// Every rank of a group issues the same calls (kind and nodes) in the same order.
 pub(super) fn across_ranks(v: &mut Verifier<'_>, plan: &Plan, facts: &[RankFacts]) {
-    let mut seen: BTreeMap<&(String, Vec<u32>), (u32, &Vec<(usize, String, Vec<String>)>)> =
-        BTreeMap::new();
+    let mut seen: BTreeMap<&GroupKey, (u32, &Vec<Call>)> = BTreeMap::new();
     for (rank, f) in facts.iter().enumerate().filter(|(_, f)| f.complete) {
         for (key, calls) in &f.calls {
             let Some(&(first, theirs)) = seen.get(key) else {
@@ -111,13 +125,13 @@ pub(super) fn across_ranks(v: &mut Verifier<'_>, plan: &Plan, facts: &[RankFacts
             let differ = calls
                 .iter()
                 .zip(theirs)
-                .position(|(a, b)| (&a.1, &a.2) != (&b.1, &b.2))
+                .position(|(a, b)| (&a.kind, &a.nodes) != (&b.kind, &b.nodes))
                 .or((calls.len() != theirs.len()).then(|| calls.len().min(theirs.len())));
             if let Some(i) = differ {
-                let show = |rp: &RankPlan, c: Option<&(usize, String, Vec<String>)>| {
+                let show = |rp: &RankPlan, c: Option<&Call>| {
                     c.map_or_else(
                         || "nothing (its calls end)".to_owned(),
-                        |(t, kind, _)| format!("{kind} in {}", task_label(rp, *t)),
+                        |c| format!("{} in {}", c.kind, task_label(rp, c.task)),
                     )
                 };
                 let m = format!(

@@ -54,7 +54,7 @@ pub(crate) struct RankFacts {
     pub complete: bool,
     /// The rank's collective calls per group, in issue order: (axis, group) →
     /// (task, kind, node names).
-    pub calls: Vec<((String, Vec<u32>), Vec<(usize, String, Vec<String>)>)>,
+    pub calls: collectives::Calls,
 }
 
 impl<'a> Verifier<'a> {
