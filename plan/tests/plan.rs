@@ -4,7 +4,7 @@
 
 mod fixtures;
 
-use fixtures::{example, serial, two_branches};
+use fixtures::{example, serial, two_axes, two_branches};
 use weft_ir::Graph;
 use weft_plan::{
     BufferKind, EventId, PLAN_VERSION, Plan, PlanError, PlanErrors, PlanRule, RankPlan, TaskId,
@@ -398,4 +398,24 @@ fn the_text_form_shows_header_streams_and_memory() {
     ] {
         assert!(text.contains(want), "missing `{want}` in\n{text}");
     }
+}
+
+#[test]
+fn groups_issued_in_crossing_orders_across_ranks_are_a_deadlock() {
+    // Ranks (p, q): 0 = (0,0), 1 = (0,1), 2 = (1,0), 3 = (1,1). Ranks 0 and 3 call `p`
+    // then `q`, ranks 1 and 2 `q` then `p`: every group sees one call, so each group's
+    // order agrees, yet 0 waits in p{0,2} for 2, which waits in q{2,3} for 3, which waits
+    // in p{1,3} for 1, which waits in q{0,1} for 0.
+    let g = two_axes(true);
+    let mut plan = serial(&g);
+    let other = serial(&two_axes(false));
+    for r in [1, 2] {
+        plan.ranks[r] = other.ranks[r].clone();
+    }
+    let e = broken(&plan, &g);
+    assert!(e.0.iter().all(|v| v.rule == PlanRule::Deadlock), "{e}");
+    assert!(e.to_string().contains("crossing orders"), "{e}");
+    // The same program with every rank in one order is fine.
+    verify_plan(&serial(&g), &g).unwrap();
+    verify_plan(&other, &two_axes(false)).unwrap();
 }

@@ -8,6 +8,7 @@
 
 mod buffers;
 mod collectives;
+mod deadlock;
 mod ids;
 mod order;
 mod program;
@@ -31,6 +32,9 @@ pub fn verify_plan(plan: &Plan, program: &Graph) -> Result<(), PlanErrors> {
         per_rank.push(v.rank(plan, rp));
     }
     collectives::across_ranks(&mut v, plan, &per_rank);
+    if v.out.is_empty() {
+        deadlock::across_ranks(&mut v, plan, &per_rank);
+    }
     times::prediction(&mut v, plan);
     if v.out.is_empty() {
         Ok(())
