@@ -98,6 +98,33 @@ fn serial_plans_reproduce_the_executor_bit_for_bit() {
     }
 }
 
+#[test]
+fn serial_plans_of_the_onnx_fixtures_at_tp2_reproduce_the_executor() {
+    for fixture in ["llama-gqa", "qwen2", "mixtral", "gpt2", "bert", "mlp"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/onnx-models")
+            .join(fixture)
+            .join("model.onnx");
+        let g = weft_frontend_onnx::load(&path, &weft_frontend_onnx::ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        let (g, _) = weft_passes::PassManager::new()
+            .with(weft_passes::RaisePatterns::default())
+            .with(weft_passes::DeadCodeElimination)
+            .run(g)
+            .unwrap();
+        let options = weft_passes::shard::ShardOptions {
+            mesh: "tp=2".parse().unwrap(),
+            sp_norms: false,
+        };
+        let g = weft_passes::shard::shard(&g, &options).unwrap();
+        let plan = serial(&g);
+        let x = inputs(&g, 17);
+        let want = run(&g, &x, &opts()).unwrap();
+        let got = run_plan(&g, &plan, &x, &opts()).unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        assert_bit_exact(&want, &got);
+    }
+}
+
 /// On mesh `x=2`: `y = matmul_reduce_scatter(a, b)` with `chunks` in the op, plus an
 /// all-gather + GEMM of the result.
 fn fused(chunks: u64) -> Graph {
