@@ -419,3 +419,38 @@ fn groups_issued_in_crossing_orders_across_ranks_are_a_deadlock() {
     verify_plan(&serial(&g), &g).unwrap();
     verify_plan(&other, &two_axes(false)).unwrap();
 }
+
+#[test]
+fn wrong_reads_kinds_kernels_and_headers_are_refused() {
+    let g = example("examples/tiny-llama.json", Some("tp=2"));
+    let plan = serial(&g);
+    let mut p = plan.clone();
+    let t = p.ranks[0]
+        .tasks
+        .iter()
+        .position(|t| !t.reads.is_empty())
+        .unwrap();
+    p.ranks[0].tasks[t].reads.pop();
+    p.ranks[0].buffers[0].kind = BufferKind::Output;
+    let view = p.ranks[0]
+        .tasks
+        .iter()
+        .position(|t| t.kernel == weft_plan::KernelConfig::View)
+        .unwrap();
+    p.ranks[0].tasks[view].kernel = weft_plan::KernelConfig::Unconfigured { chunks: None };
+    let e = broken(&p, &g);
+    for rule in [PlanRule::Buffers, PlanRule::Kernel] {
+        assert!(e.has(rule), "{rule:?} missing in {e}");
+    }
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("task {t} ")) && text.contains("reads buffers"),
+        "{text}"
+    );
+    assert!(text.contains("runs only views"), "{text}");
+    let mut p = plan;
+    p.mesh[0].size = 4;
+    let e = broken(&p, &g);
+    assert!(e.has(PlanRule::Header), "{e}");
+    assert!(e.to_string().contains("is not the program's"), "{e}");
+}

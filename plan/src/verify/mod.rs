@@ -155,6 +155,7 @@ impl<'a> Verifier<'a> {
         let Some(placed) = program::place_nodes(self, rp) else {
             return facts;
         };
+        program::kernels(self, rp);
         let order = match Order::new(rp) {
             Ok(o) => o,
             Err(cycle) => {

@@ -51,7 +51,6 @@ pub(super) fn place_nodes(v: &mut Verifier<'_>, rp: &RankPlan) -> Option<Placed>
                 placed[id.index()] = Some((t, i));
             }
         }
-        kernel(v, rp, t);
     }
     for (id, node) in v.program.nodes() {
         if placed[id.index()].is_none() && !matches!(node.op.occupancy(), Occupancy::Source) {
@@ -64,6 +63,12 @@ pub(super) fn place_nodes(v: &mut Verifier<'_>, rp: &RankPlan) -> Option<Placed>
 
 /// The kernel configuration fits the task: `view` exactly for tasks of views only; a
 /// chunk count exactly for a task with a fused GEMM + collective op.
+pub(super) fn kernels(v: &mut Verifier<'_>, rp: &RankPlan) {
+    for t in 0..rp.tasks.len() {
+        kernel(v, rp, t);
+    }
+}
+
 fn kernel(v: &mut Verifier<'_>, rp: &RankPlan, t: usize) {
     let task = &rp.tasks[t];
     let ops: Vec<&Op> = task
