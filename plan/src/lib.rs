@@ -17,6 +17,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod error;
+mod json;
+pub mod mesh;
+pub mod serial;
+mod text;
+mod trace;
+mod verify;
+
+pub use error::{PlanError, PlanErrors, PlanRule, Violation};
+pub use serial::{PlanHeader, serial_plan};
+pub use verify::verify_plan;
+
 /// The JSON `format` tag of a plan file.
 pub const PLAN_FORMAT: &str = "weft-plan";
 /// The plan format's version. Readers refuse other versions with a clear error.
@@ -232,6 +244,11 @@ pub enum KernelConfig {
         gemm_k: u64,
         collective: CollectiveConfig,
     },
+    /// No cost model configured this kernel: a serial, unscheduled plan
+    /// ([`serial_plan`]) made for checking, whose predicted times are all 0. `chunks` is
+    /// a fused GEMM + collective op's chunk count (the one kernel setting that changes
+    /// what executes, as the order of the partial sums) and `None` for any other task.
+    Unconfigured { chunks: Option<u64> },
 }
 
 /// NCCL's choice for one collective.
@@ -314,4 +331,19 @@ pub struct Prediction {
     pub overlap_efficiency: f64,
     /// Peak bytes per rank, in rank order.
     pub peak_memory_bytes: Vec<u64>,
+}
+
+impl KernelConfig {
+    /// The chunk count a fused GEMM + collective task is pipelined in, when the
+    /// configuration says one.
+    pub fn chunks(&self) -> Option<u64> {
+        match self {
+            KernelConfig::Pipelined { chunks, .. } => Some(*chunks),
+            KernelConfig::Unconfigured { chunks } => *chunks,
+            KernelConfig::View
+            | KernelConfig::Gemm { .. }
+            | KernelConfig::MemoryBound { .. }
+            | KernelConfig::Collective(_) => None,
+        }
+    }
 }

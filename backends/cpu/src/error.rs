@@ -33,6 +33,18 @@ pub enum ExecError {
     /// A weight or constant could not be materialised.
     #[error("node `{node}`: {message}")]
     Weight { node: String, message: String },
+    /// A plan was refused: `verify_plan` found broken rules, or it does not fit the program
+    /// or this executor.
+    #[error("the plan cannot run: {0}")]
+    Plan(String),
+    /// Running a plan showed it unsound: a task read a value its producer had not provably
+    /// written (a race), or waited on an event that never came (a hang).
+    #[error("rank {rank}: {task}: {message}")]
+    Schedule {
+        rank: usize,
+        task: String,
+        message: String,
+    },
     /// The run's configuration does not fit the graph.
     #[error("{0}")]
     Config(String),

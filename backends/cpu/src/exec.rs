@@ -111,78 +111,94 @@ impl<'g> Session<'g> {
     pub fn run(&self, inputs: &Tensors) -> Result<Vec<(String, Tensor)>, ExecError> {
         let graph = self.graph;
         let options = &self.options;
-        let grid = RankGrid::new(&graph.mesh);
-        let names: Vec<&str> = graph
-            .inputs()
-            .map(|v| graph.value(v).name.as_str())
-            .collect();
-        if let Some(extra) = inputs.keys().find(|k| !names.contains(&k.as_str())) {
-            return Err(ExecError::Input {
-                name: extra.clone(),
-                message: format!(
-                    "the graph has no such input (its inputs: {})",
-                    names.join(", ")
-                ),
-            });
-        }
-        let mut per_rank: Vec<Tensors> = vec![Tensors::new(); grid.ranks()];
-        for v in graph.inputs() {
-            let value = graph.value(v);
-            let ty = concrete(graph, v)?;
-            let given = inputs.get(&value.name).ok_or_else(|| ExecError::Input {
-                name: value.name.clone(),
-                message: "no value given".into(),
-            })?;
-            if value
-                .sharding
-                .entries()
-                .any(|(_, p)| matches!(p, weft_ir::Placement::Partial(_)))
-            {
-                return Err(ExecError::Input {
-                    name: value.name.clone(),
-                    message: "an input cannot be a partial sum".into(),
-                });
-            }
-            for (rank, map) in per_rank.iter_mut().enumerate() {
-                let (logical, offset) = placement_of(&grid, rank, &value.sharding, &ty.shape);
-                if given.dtype() != ty.dtype || given.shape() != logical.as_slice() {
-                    return Err(ExecError::Input {
-                        name: value.name.clone(),
-                        message: format!(
-                            "expected {}{:?}, got {}{:?}",
-                            ty.dtype,
-                            logical,
-                            given.dtype(),
-                            given.shape()
-                        ),
-                    });
-                }
-                let piece =
-                    slice_block(given, &logical, &offset, &ty.shape).map_err(|message| {
-                        ExecError::Input {
-                            name: value.name.clone(),
-                            message,
-                        }
-                    })?;
-                map.insert(value.name.clone(), piece);
-            }
-        }
+        let per_rank = split_inputs(graph, inputs)?;
         let programs = vec![graph; per_rank.len()];
         let per_rank_outputs = run_with(&programs, per_rank, options, Some(&self.weights))?;
-        graph
-            .outputs
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
-                let value = graph.value(v);
-                let whole = assemble(&grid, &value.sharding, &pieces).map_err(|message| {
-                    ExecError::Config(format!("output `{}`: {message}", value.name))
-                })?;
-                Ok((value.name.clone(), whole))
-            })
-            .collect()
+        assemble_outputs(graph, &per_rank_outputs)
     }
+}
+
+/// Each rank's piece of every logical input (per the input's sharding), checked against
+/// the graph's declarations.
+pub(crate) fn split_inputs(graph: &Graph, inputs: &Tensors) -> Result<Vec<Tensors>, ExecError> {
+    let grid = RankGrid::new(&graph.mesh);
+    let names: Vec<&str> = graph
+        .inputs()
+        .map(|v| graph.value(v).name.as_str())
+        .collect();
+    if let Some(extra) = inputs.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(ExecError::Input {
+            name: extra.clone(),
+            message: format!(
+                "the graph has no such input (its inputs: {})",
+                names.join(", ")
+            ),
+        });
+    }
+    let mut per_rank: Vec<Tensors> = vec![Tensors::new(); grid.ranks()];
+    for v in graph.inputs() {
+        let value = graph.value(v);
+        let ty = concrete(graph, v)?;
+        let given = inputs.get(&value.name).ok_or_else(|| ExecError::Input {
+            name: value.name.clone(),
+            message: "no value given".into(),
+        })?;
+        if value
+            .sharding
+            .entries()
+            .any(|(_, p)| matches!(p, weft_ir::Placement::Partial(_)))
+        {
+            return Err(ExecError::Input {
+                name: value.name.clone(),
+                message: "an input cannot be a partial sum".into(),
+            });
+        }
+        for (rank, map) in per_rank.iter_mut().enumerate() {
+            let (logical, offset) = placement_of(&grid, rank, &value.sharding, &ty.shape);
+            if given.dtype() != ty.dtype || given.shape() != logical.as_slice() {
+                return Err(ExecError::Input {
+                    name: value.name.clone(),
+                    message: format!(
+                        "expected {}{:?}, got {}{:?}",
+                        ty.dtype,
+                        logical,
+                        given.dtype(),
+                        given.shape()
+                    ),
+                });
+            }
+            let piece = slice_block(given, &logical, &offset, &ty.shape).map_err(|message| {
+                ExecError::Input {
+                    name: value.name.clone(),
+                    message,
+                }
+            })?;
+            map.insert(value.name.clone(), piece);
+        }
+    }
+    Ok(per_rank)
+}
+
+/// The logical outputs from every rank's pieces: split pieces concatenated, partial sums
+/// reduced, replicated values taken once.
+pub(crate) fn assemble_outputs(
+    graph: &Graph,
+    per_rank_outputs: &[Vec<Tensor>],
+) -> Result<Vec<(String, Tensor)>, ExecError> {
+    let grid = RankGrid::new(&graph.mesh);
+    graph
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let pieces: Vec<&Tensor> = per_rank_outputs.iter().map(|outs| &outs[i]).collect();
+            let value = graph.value(v);
+            let whole = assemble(&grid, &value.sharding, &pieces).map_err(|message| {
+                ExecError::Config(format!("output `{}`: {message}", value.name))
+            })?;
+            Ok((value.name.clone(), whole))
+        })
+        .collect()
 }
 
 /// Runs `graph` with each rank's own (local) inputs and returns each rank's outputs.
@@ -355,7 +371,8 @@ fn run_with(
     }
 }
 
-struct Rank<'a> {
+/// One rank's evaluation context; the plan executor makes one per task.
+pub(crate) struct Rank<'a> {
     graph: &'a Graph,
     rank: usize,
     world: &'a World,
@@ -425,6 +442,31 @@ fn run_rank(
         .collect())
 }
 
+impl<'a> Rank<'a> {
+    pub(crate) fn new(
+        graph: &'a Graph,
+        rank: usize,
+        world: &'a World,
+        options: &'a RunOptions,
+        threads: usize,
+    ) -> Rank<'a> {
+        Rank {
+            graph,
+            rank,
+            world,
+            options,
+            threads,
+            seq: HashMap::new(),
+        }
+    }
+
+    /// The last sequence number used over `axis`; the next exchange uses the one after.
+    /// The plan executor sets it from the plan's collective call before each task.
+    pub(crate) fn seq_mut(&mut self, axis: &str) -> &mut u64 {
+        self.seq.entry(axis.to_owned()).or_insert(0)
+    }
+}
+
 impl Rank<'_> {
     fn kernel_err(&self, node: &Node, message: String) -> ExecError {
         ExecError::Kernel {
@@ -477,7 +519,7 @@ impl Rank<'_> {
         }
     }
 
-    fn eval_node(
+    pub(crate) fn eval_node(
         &mut self,
         node: &Node,
         ins: &[Arc<Tensor>],

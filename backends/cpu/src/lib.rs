@@ -18,6 +18,8 @@ pub mod kernels;
 pub mod materialize;
 pub mod memory;
 pub mod mesh_coords;
+mod plan_exec;
+mod plan_sync;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 pub use error::ExecError;
 pub use exec::{Session, input_type, random_input, run, run_programs, run_ranks};
+pub use plan_exec::{run_plan, run_plan_unverified};
 pub use progress::{Phase, Progress};
 
 /// How to run a graph.
