@@ -147,7 +147,7 @@ impl GemmModel {
                     let t = f / p.throughput.0 - launch;
                     let grid = tile_grid(g, sms)
                         .ok_or_else(|| CostError::missing(profile, "device.gemm_table"))?;
-                    if !(t > 0.0) {
+                    if t.is_nan() || t <= 0.0 {
                         return Err(CostError::Profile {
                             profile: profile.name.clone(),
                             field: "device.gemm_table".into(),

@@ -28,7 +28,7 @@ impl LogLog {
     pub(crate) fn at(&self, x: f64) -> f64 {
         let p = &self.points;
         let (first, last) = (p[0], p[p.len() - 1]);
-        if !(x > first.0) {
+        if x.is_nan() || x <= first.0 {
             return first.1;
         }
         if x >= last.0 {

@@ -263,10 +263,10 @@ fn errors_not_panics_for_what_cannot_be_costed() {
         transpose_a: false,
         transpose_b: false,
     };
-    let e = cost(&m, &mm, &[x.clone(), x.clone()], &[x.clone()]).unwrap_err();
+    let e = cost(&m, &mm, &[x.clone(), x.clone()], std::slice::from_ref(&x)).unwrap_err();
     assert!(matches!(e, CostError::Unsupported { .. }), "{e}");
     // Missing operands.
-    let e = cost(&m, &mm, &[x.clone()], &[x.clone()]).unwrap_err();
+    let e = cost(&m, &mm, std::slice::from_ref(&x), std::slice::from_ref(&x)).unwrap_err();
     assert!(e.to_string().contains("input 1"), "{e}");
     // An axis the mesh lacks.
     let e = cost(
@@ -275,14 +275,20 @@ fn errors_not_panics_for_what_cannot_be_costed() {
             axis: "dp".into(),
             op: ReduceOp::Sum,
         },
-        &[x.clone()],
-        &[x.clone()],
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&x),
     )
     .unwrap_err();
     assert!(matches!(e, CostError::UnknownAxis { .. }), "{e}");
     // An unbound symbolic dim.
     let sym = TensorType::new(DType::Bf16, Shape::new([weft_ir::Dim::sym("batch")]));
-    let e = cost(&m, &Op::Silu, &[sym.clone()], &[sym]).unwrap_err();
+    let e = cost(
+        &m,
+        &Op::Silu,
+        std::slice::from_ref(&sym),
+        std::slice::from_ref(&sym),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("batch"), "{e}");
     // A mesh larger than the machine.
     let e = CostModel::new(
@@ -314,8 +320,8 @@ fn a_group_of_one_costs_nothing() {
             axis: "tp".into(),
             op: ReduceOp::Sum,
         },
-        &[x.clone()],
-        &[x],
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&x),
     )
     .unwrap();
     assert_eq!(c.time_us, 0.0);
@@ -448,16 +454,6 @@ fn held_aside_figures_are_within_tolerance() {
             )
         })
         .collect();
-    // Printed so `cargo test -- --nocapture` shows the state; asserted below.
-    for r in &rows {
-        println!(
-            "{:<70} {:>8.1} {:>8.1} {:>6.1}%",
-            r.what,
-            r.published,
-            r.predicted,
-            r.error() * 100.0
-        );
-    }
     assert!(
         misses.is_empty(),
         "held-aside misses:\n{}",
