@@ -297,15 +297,12 @@ fn errors_not_panics_for_what_cannot_be_costed() {
     )
     .unwrap_err();
     assert!(matches!(e, CostError::MeshTooLarge { .. }), "{e}");
-    // A profile without memory bandwidth cannot cost memory-bound ops.
-    let e = CostModel::new(
-        &Profile::builtin("l20-pcie-8").unwrap(),
-        &Mesh::new([("tp", 8)]).unwrap(),
-    )
-    .unwrap_err();
-    // (The L20 profile gives neither an SM count nor a memory bandwidth.)
+    // A profile without memory bandwidth cannot cost memory-bound ops: refused, naming it.
+    let mut p = Profile::builtin("h100-sxm-8").unwrap();
+    p.device.memory_achievable_bandwidth = None;
+    let e = CostModel::new(&p, &Mesh::new([("tp", 8)]).unwrap()).unwrap_err();
     assert!(
-        e.to_string().contains("l20-pcie-8") && e.to_string().contains("is not given"),
+        e.to_string().contains("device.memory_achievable_bandwidth"),
         "{e}"
     );
 }
@@ -524,5 +521,31 @@ fn docs_cost_model_md_tables_are_generated() {
 fn algorithm_choice_matches_nccl_tests_309() {
     for (what, published, got) in validation::algorithm_choices().unwrap() {
         assert_eq!(published, got, "{what}");
+    }
+}
+
+#[test]
+fn every_builtin_profile_costs_every_op_kind() {
+    for name in Profile::builtin_names() {
+        let p = Profile::builtin(name).unwrap();
+        let all = u64::from(p.total_devices().unwrap());
+        for n in [all.min(8), all] {
+            let m = CostModel::new(&p, &Mesh::new([("tp", n)]).unwrap()).unwrap();
+            for (op, ins, outs) in every_op(4096, 4096) {
+                let c = cost(&m, &op, &ins, &outs)
+                    .unwrap_or_else(|e| panic!("{name} {}: {e}", op.name()));
+                assert!(
+                    c.time_us.is_finite() && c.time_us >= 0.0,
+                    "{name} {}",
+                    op.name()
+                );
+                let s = m.contention_slowdown(&c);
+                assert!(
+                    (1.0..=MAX_MEASURED_SLOWDOWN).contains(&s),
+                    "{name} {}: {s}",
+                    op.name()
+                );
+            }
+        }
     }
 }
