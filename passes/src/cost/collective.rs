@@ -63,18 +63,19 @@ impl Group {
         let size = axes[pos].size;
         let stride: u128 = axes[pos + 1..].iter().map(|a| u128::from(a.size)).product();
         let dpn = u128::from(profile.devices_per_node);
-        let mut nodes = Vec::new();
+        // Devices of the group per node, in node order (the group's indices increase).
+        let mut counts: Vec<(u128, u64)> = Vec::new();
         for i in 0..size {
             let node = u128::from(i) * stride / dpn;
-            if nodes.last() != Some(&node) {
-                nodes.push(node);
+            match counts.last_mut() {
+                Some((n, c)) if *n == node => *c += 1,
+                _ => counts.push((node, 1)),
             }
         }
-        let n_nodes = nodes.len() as u64;
         Ok(Group {
             size,
-            nodes: n_nodes,
-            per_node: size.div_ceil(n_nodes.max(1)),
+            nodes: counts.len() as u64,
+            per_node: counts.iter().map(|&(_, c)| c).max().unwrap_or(1),
         })
     }
 }
@@ -510,6 +511,15 @@ mod tests {
                 size: 2,
                 nodes: 2,
                 per_node: 1
+            }
+        );
+        let uneven = Mesh::new([("tp", 12)]).unwrap();
+        assert_eq!(
+            Group::of_axis(&uneven, "tp", &p).unwrap(),
+            Group {
+                size: 12,
+                nodes: 2,
+                per_node: 8
             }
         );
         let flat = Mesh::new([("tp", 16)]).unwrap();

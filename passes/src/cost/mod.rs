@@ -304,9 +304,12 @@ impl CostModel {
             | Op::Send { .. }
             | Op::Recv { .. }
             | Op::Broadcast { .. } => self.comm_cost(&cx, op),
-            Op::MatMulReduceScatter { .. } | Op::AllGatherMatMul { .. } => {
-                self.fused_op_cost(&cx, op)
+            Op::MatMulReduceScatter {
+                dim, transpose_b, ..
             }
+            | Op::AllGatherMatMul {
+                dim, transpose_b, ..
+            } => self.fused_op_cost(&cx, op, *dim, *transpose_b),
         }
     }
 
@@ -428,7 +431,14 @@ impl CostModel {
         })
     }
 
-    fn fused_op_cost(&self, cx: &Operands<'_>, op: &Op) -> Result<OpCost, CostError> {
+    /// A fused GEMM + collective; `dim` and `transpose_b` are the op's.
+    fn fused_op_cost(
+        &self,
+        cx: &Operands<'_>,
+        op: &Op,
+        dim: i64,
+        transpose_b: bool,
+    ) -> Result<OpCost, CostError> {
         let occupancy = op.occupancy();
         let c = occupancy
             .collective()
@@ -437,15 +447,6 @@ impl CostModel {
         let a = cx.shape_in(0)?;
         let b = cx.shape_in(1)?;
         let out = cx.shape_out(0)?;
-        let (dim, transpose_b) = match op {
-            Op::MatMulReduceScatter {
-                dim, transpose_b, ..
-            }
-            | Op::AllGatherMatMul {
-                dim, transpose_b, ..
-            } => (*dim, *transpose_b),
-            _ => return Err(cx.bad("is not a fused GEMM + collective".into())),
-        };
         let (m_a, k) = cx.last_two(&a, false)?;
         let (_, n) = cx.last_two(&b, transpose_b)?;
         let rank = out.len();
