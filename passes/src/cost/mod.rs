@@ -20,7 +20,9 @@ pub mod validation;
 
 use weft_hardware::Profile;
 use weft_ir::occupancy::message_bytes;
-use weft_ir::{CollectiveKind, DType, DimBindings, DimError, FusedStep, Mesh, Op, TensorType};
+use weft_ir::{
+    CollectiveKind, DType, DimBindings, DimError, FusedStep, Graph, Mesh, NodeId, Op, TensorType,
+};
 use weft_plan::KernelConfig;
 
 use collective::{Algo, CollectiveModel, CollectiveTime, Group};
@@ -57,6 +59,9 @@ pub enum CostError {
     /// A size past what the plan's counters hold.
     #[error("op `{op}`: {what} does not fit in 64 bits")]
     TooLarge { op: String, what: String },
+    /// The cost of one node of a graph failed; names the node.
+    #[error("node `{node}`: {error}")]
+    AtNode { node: String, error: Box<CostError> },
     /// A dimension could not be evaluated.
     #[error("op `{op}`: {source}")]
     Dim { op: String, source: DimError },
@@ -172,6 +177,19 @@ impl CostModel {
                 .ok_or_else(|| CostError::missing(p, "inter_node.comm_sm_fraction")),
             Algo::Ring | Algo::Tree | Algo::P2p | Algo::Hierarchical => intra(p),
         }
+    }
+
+    /// The node `node` of `graph`, its types evaluated under the graph's dims; an error
+    /// names the node. (The scheduler's entry point.)
+    pub fn node_cost(&self, graph: &Graph, node: NodeId) -> Result<OpCost, CostError> {
+        let n = graph.node(node);
+        let inputs: Vec<&TensorType> = n.inputs.iter().map(|&v| &graph.value(v).ty).collect();
+        let outputs: Vec<&TensorType> = n.outputs.iter().map(|&v| &graph.value(v).ty).collect();
+        self.op_cost(&n.op, &inputs, &outputs, &graph.dims)
+            .map_err(|e| CostError::AtNode {
+                node: n.name.clone(),
+                error: Box::new(e),
+            })
     }
 
     /// One op with concrete types (dims already bound).

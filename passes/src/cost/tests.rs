@@ -549,3 +549,90 @@ fn every_builtin_profile_costs_every_op_kind() {
         }
     }
 }
+
+/// A tensor-parallel MLP block as a graph with symbolic dims: every node costs, the
+/// collective runs over the mesh axis, and a failure names the node.
+#[test]
+fn graph_nodes_cost_under_the_graphs_dims() {
+    use weft_ir::{Dim, Graph, Init};
+    let mut g = Graph::new("mlp");
+    g.mesh = Mesh::new([("tp", 8)]).unwrap();
+    g.dims.insert("tokens".into(), 4096);
+    let b = DType::Bf16;
+    let shape = |d: &[Dim]| Shape::new(d.iter().cloned());
+    let tokens = Dim::sym("tokens");
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: b,
+                shape: shape(&[tokens.clone(), 8192.into()]),
+            },
+            &[],
+        )
+        .unwrap();
+    let w1 = g
+        .add(
+            "w1",
+            Op::Weight {
+                dtype: b,
+                shape: Shape::new([8192u64, 3584]),
+                init: Init::Normal {
+                    seed: 1,
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            },
+            &[],
+        )
+        .unwrap();
+    let w2 = g
+        .add(
+            "w2",
+            Op::Weight {
+                dtype: b,
+                shape: Shape::new([3584u64, 8192]),
+                init: Init::Normal {
+                    seed: 1,
+                    mean: 0.0,
+                    std: 0.02,
+                },
+            },
+            &[],
+        )
+        .unwrap();
+    let mm = || Op::MatMul {
+        transpose_a: false,
+        transpose_b: false,
+    };
+    let h = g.add("up", mm(), &[x, w1]).unwrap();
+    let a = g.add("act", Op::Silu, &[h]).unwrap();
+    let y = g.add("down", mm(), &[a, w2]).unwrap();
+    let r = g
+        .add(
+            "ar",
+            Op::AllReduce {
+                axis: "tp".into(),
+                op: ReduceOp::Sum,
+            },
+            &[y],
+        )
+        .unwrap();
+    g.outputs = vec![r];
+    let m = cm("h100-sxm-8", 8);
+    let mut total = 0.0;
+    for (id, n) in g.nodes() {
+        let c = m.node_cost(&g, id).unwrap_or_else(|e| panic!("{e}"));
+        if n.name == "ar" {
+            assert!(matches!(c.kernel, KernelConfig::Collective(ref cc) if cc.group_size == 8));
+            assert!(c.comm_us > 0.0 && c.compute_us == 0.0);
+        }
+        total += c.time_us;
+    }
+    assert!(total > 0.0 && total.is_finite());
+    // Unbind the dim: the error names the node.
+    g.dims.clear();
+    let up = g.nodes().find(|(_, n)| n.name == "up").unwrap().0;
+    let e = m.node_cost(&g, up).unwrap_err().to_string();
+    assert!(e.contains("node `up`") && e.contains("tokens"), "{e}");
+}
