@@ -16,7 +16,10 @@ mod units;
 pub use constants::Constant;
 pub use load::ProfileError;
 pub use profile::{
-    Confidence, Device, InterNodeKind, InterNodeLink, IntraNodeKind, IntraNodeLink, Profile,
-    Sourced,
+    Confidence, Device, InterNodeKind, InterNodeLink, IntraNodeKind, IntraNodeLink, NcclTuning,
+    Profile, Sourced,
 };
-pub use units::{Bytes, BytesPerSec, Count, FlopsPerSec, Seconds};
+pub use units::{
+    Bytes, BytesPerSec, Count, FlopsPerSec, Fraction, GemmPoint, ProtocolSeconds, Seconds,
+    SizePoint,
+};

@@ -8,7 +8,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Bytes, BytesPerSec, Count, FlopsPerSec, Seconds};
+use crate::units::{
+    Bytes, BytesPerSec, Count, FlopsPerSec, Fraction, GemmPoint, ProtocolSeconds, Seconds,
+    SizePoint,
+};
 
 /// How far a constant can be trusted (the markers of `cost-model.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +104,15 @@ pub struct Device {
     /// The best dense FP8 matmul rate measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub achievable_dense_fp8: Option<Sourced<FlopsPerSec>>,
+    /// Peak dense FP32 rate without tensor cores (vector FMA), the rate an `f32` GEMM is
+    /// costed at; absent where no source gives it (then `f32` GEMMs are refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_dense_f32: Option<Sourced<FlopsPerSec>>,
+    /// Measured BF16 GEMM throughputs at several sizes, the points the cost model's
+    /// size-dependent efficiency curve interpolates (only the ones used for calibration;
+    /// held-aside figures live with the cost model's validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm_table: Option<Sourced<Vec<GemmPoint>>>,
     /// Device memory (HBM, or GDDR on the L20).
     pub memory_capacity: Sourced<Bytes>,
     /// Peak device-memory bandwidth (datasheet).
@@ -109,6 +121,36 @@ pub struct Device {
     /// Device-memory bandwidth a memory-bound kernel actually reaches on large transfers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_achievable_bandwidth: Option<Sourced<BytesPerSec>>,
+    /// Share of the nominal memory bandwidth reached by transfers of a given size; the
+    /// largest point's share corresponds to `memory_achievable_bandwidth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_efficiency: Option<Sourced<Vec<SizePoint>>>,
+}
+
+/// NCCL's own tuner constants for one node type (`src/graph/tuning.cc`), the α–β model
+/// NCCL uses to choose an algorithm and protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NcclTuning {
+    /// Fixed latency of a ring collective per protocol (`baseLatencies`).
+    pub ring_base_latency: Sourced<ProtocolSeconds>,
+    /// Latency per ring step on this link per protocol (`hwLatencies`).
+    pub ring_step_latency: Sourced<ProtocolSeconds>,
+    /// Fixed latency of a tree collective per protocol.
+    pub tree_base_latency: Sourced<ProtocolSeconds>,
+    /// Latency per tree step on this link per protocol.
+    pub tree_step_latency: Sourced<ProtocolSeconds>,
+    /// Latency of an NVLink SHARP all-reduce (Simple), where the node has NVLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvls_latency: Option<Sourced<Seconds>>,
+    /// Bus-bandwidth cap of the LL protocol (`llMaxBws`).
+    pub ll_max_bus_bandwidth: Sourced<BytesPerSec>,
+    /// LL128 bandwidth per channel (`perChMaxRingLL128Bws`).
+    pub ll128_channel_bandwidth: Sourced<BytesPerSec>,
+    /// Channels (rings) NCCL runs at most.
+    pub channels: Sourced<Count>,
+    /// Share of the Simple bandwidth LL128 reaches on a ring.
+    pub ll128_ring_factor: Sourced<Fraction>,
 }
 
 /// The link between the GPUs of one node, as NCCL sees it on all of them at once.
@@ -133,6 +175,16 @@ pub struct IntraNodeLink {
     /// Whether NCCL can use NVLink SHARP (NVLS, in-switch reduction); absent where unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nvlink_sharp: Option<Sourced<bool>>,
+    /// NCCL's tuner constants, where the reference gives them for this GPU generation;
+    /// without them collectives use the plain α–β figures above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nccl: Option<NcclTuning>,
+    /// Share of the SMs an SM-driven (ring) collective kernel occupies while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_sm_fraction: Option<Sourced<Fraction>>,
+    /// SMs an NVLink SHARP (multimem) collective kernel occupies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvls_sms: Option<Sourced<Count>>,
 }
 
 /// The link between nodes.
@@ -151,6 +203,9 @@ pub struct InterNodeLink {
     /// All-reduce bus bandwidth over all GPUs of all nodes (ring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allreduce_bus_bandwidth: Option<Sourced<BytesPerSec>>,
+    /// Share of the SMs a collective kernel driving the NICs occupies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_sm_fraction: Option<Sourced<Fraction>>,
 }
 
 /// A machine: `nodes` identical nodes of `devices_per_node` GPUs.

@@ -33,6 +33,50 @@ pub struct Seconds(pub f64);
 #[serde(transparent)]
 pub struct Count(pub u64);
 
+/// A dimensionless share in `(0, 1]` (an efficiency, a fraction of the SMs).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fraction(pub f64);
+
+/// One time per NCCL protocol (LL, LL128, Simple), as NCCL's tuner tabulates latencies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtocolSeconds {
+    /// The low-latency protocol (8-byte stores with a flag).
+    pub ll: Seconds,
+    /// The 128-byte-line low-latency protocol.
+    pub ll128: Seconds,
+    /// The bandwidth protocol.
+    pub simple: Seconds,
+}
+
+/// One measured GEMM: problem size and the throughput it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GemmPoint {
+    /// Batch count.
+    pub batch: u64,
+    /// Rows of the result.
+    pub m: u64,
+    /// Columns of the result.
+    pub n: u64,
+    /// Contraction length.
+    pub k: u64,
+    /// Measured rate, `2·batch·m·n·k / time`.
+    pub throughput: FlopsPerSec,
+}
+
+/// One point of a size-dependent efficiency curve: at transfers of `bytes`, this share of
+/// the nominal rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizePoint {
+    /// Transfer size.
+    pub bytes: Bytes,
+    /// Share of the nominal bandwidth reached.
+    pub efficiency: Fraction,
+}
+
 /// `x` with at most three decimals and no trailing zeros: `794.5`, `480`, `0.001`.
 fn short(x: f64) -> String {
     let s = format!("{x:.3}");
@@ -70,6 +114,39 @@ impl fmt::Display for Seconds {
 impl fmt::Display for Count {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for Fraction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&short(self.0))
+    }
+}
+
+impl fmt::Display for ProtocolSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LL {} / LL128 {} / Simple {}",
+            self.ll, self.ll128, self.simple
+        )
+    }
+}
+
+/// A GEMM table renders as `b·m·n·k → TFLOP/s` entries.
+impl fmt::Display for GemmPoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}·{}·{}·{} → {}",
+            self.batch, self.m, self.n, self.k, self.throughput
+        )
+    }
+}
+
+impl fmt::Display for SizePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} B → {}", self.bytes.0, self.efficiency)
     }
 }
 

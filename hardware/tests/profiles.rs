@@ -285,3 +285,83 @@ fn missing_required_field_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn a_share_above_one_is_refused() {
+    let (_, e) = load_edited(|v| {
+        v["intra_node"]["comm_sm_fraction"]["value"] = 1.5.into();
+    });
+    let msg = e.to_string();
+    assert!(msg.contains("field `intra_node.comm_sm_fraction`"), "{msg}");
+    assert!(msg.contains("(0, 1]"), "{msg}");
+}
+
+#[test]
+fn an_unordered_gemm_table_is_refused() {
+    let (_, e) = load_edited(|v| {
+        let t = v["device"]["gemm_table"]["value"].as_array_mut().unwrap();
+        t.swap(0, 1);
+    });
+    let msg = e.to_string();
+    assert!(msg.contains("field `device.gemm_table`"), "{msg}");
+    assert!(msg.contains("strictly increasing"), "{msg}");
+}
+
+#[test]
+fn a_negative_nccl_latency_is_refused() {
+    let (_, e) = load_edited(|v| {
+        v["intra_node"]["nccl"]["ring_step_latency"]["value"]["ll"] = (-1e-6).into();
+    });
+    let msg = e.to_string();
+    assert!(
+        msg.contains("field `intra_node.nccl.ring_step_latency`"),
+        "{msg}"
+    );
+}
+
+/// The cost model's inputs in the H100 profile are the reference's figures (cost-model.md
+/// §2.1, §2.2, §2.4, §2.7).
+#[test]
+fn h100_cost_model_inputs_match_the_reference() {
+    let p = Profile::builtin("h100-sxm-8").unwrap();
+    let table: Vec<(u64, u64, u64, u64, f64)> = p
+        .device
+        .gemm_table
+        .as_ref()
+        .unwrap()
+        .value
+        .iter()
+        .map(|g| (g.batch, g.m, g.n, g.k, g.throughput.0))
+        .collect();
+    assert_eq!(
+        table,
+        vec![
+            (1, 512, 256, 256, 11.5e12),
+            (1, 1024, 2048, 256, 139.5e12),
+            (1, 1024, 2048, 2048, 524.3e12),
+            (1, 4096, 4096, 4096, 783.3e12),
+        ]
+    );
+    let t = p.intra_node.nccl.as_ref().unwrap();
+    assert_eq!(t.ring_base_latency.value.ll.0, 6.6e-6);
+    assert_eq!(t.ring_step_latency.value.simple.0, 3.4e-6);
+    assert_eq!(t.tree_step_latency.value.ll128.0, 1.25e-6);
+    assert_eq!(t.nvls_latency.as_ref().unwrap().value.0, 25e-6);
+    assert_eq!(t.ll_max_bus_bandwidth.value.0, 141e9);
+    assert_eq!(t.ll128_channel_bandwidth.value.0, 36.7e9);
+    assert_eq!(
+        p.intra_node.comm_sm_fraction.as_ref().unwrap().value.0,
+        0.15
+    );
+    assert_eq!(p.intra_node.nvls_sms.as_ref().unwrap().value.0, 8);
+    let eff: Vec<f64> = p
+        .device
+        .memory_efficiency
+        .as_ref()
+        .unwrap()
+        .value
+        .iter()
+        .map(|s| s.efficiency.0)
+        .collect();
+    assert_eq!(eff, vec![0.3, 0.6, 0.75, 0.9]);
+}

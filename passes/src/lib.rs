@@ -4,6 +4,7 @@
 //! verifier after each one (cranelift's discipline), so a pass that breaks an invariant
 //! is named at once instead of surfacing as a wrong answer stages later.
 
+pub mod cost;
 mod dce;
 mod manager;
 mod raise;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use weft_ir::{Graph, Occupancy, Op};
+use weft_ir::{CollectiveKind, Graph, Occupancy, Op};
 
 use crate::{
     Buffer, BufferId, BufferKind, CollectiveCall, CompileOptions, EventId, HardwareRef,
@@ -33,14 +33,22 @@ pub struct PlanHeader {
 const COMPUTE: StreamId = StreamId(0);
 const COMM: StreamId = StreamId(1);
 
-/// The chunk count a fused op carries today. The op's own `chunks` field is moving into
-/// the plan's kernel configuration; this is the one place that reads it. An all-gather +
-/// GEMM runs as a ring of one step per group member, so its "chunks" are the group size.
+/// The chunk count of a fused op in the serial plan: a GEMM + reduce-scatter runs whole
+/// (one chunk: the GEMM, then its collective — the executor's default); an all-gather +
+/// GEMM runs as a ring of one step per group member, so its chunks are the group size.
 fn fused_chunks(op: &Op, group_size: u64) -> Option<u64> {
-    if let Op::MatMulReduceScatter { chunks, .. } = op {
-        return Some(*chunks);
+    match op.occupancy() {
+        Occupancy::Both(c) => match c.kind {
+            CollectiveKind::AllGather => Some(group_size),
+            CollectiveKind::ReduceScatter
+            | CollectiveKind::AllReduce
+            | CollectiveKind::AllToAll
+            | CollectiveKind::Send
+            | CollectiveKind::Recv
+            | CollectiveKind::Broadcast => Some(1),
+        },
+        Occupancy::Source | Occupancy::View | Occupancy::Compute | Occupancy::Comm(_) => None,
     }
-    matches!(op, Op::AllGatherMatMul { .. }).then_some(group_size)
 }
 
 /// Builds the serial plan of `program` (see the module docs).

@@ -15,7 +15,7 @@
 //! (a fused op makes one exchange per chunk or ring step), so the order on each rank is
 //! the plan's, not the order threads happen to reach them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,6 +57,7 @@ pub fn run_plan_unverified(
 ) -> Result<Vec<(String, Tensor)>, ExecError> {
     weft_ir::verify(program)
         .map_err(|e| ExecError::Config(format!("the program is invalid: {e}")))?;
+    let options = &with_plan_chunks(program, plan, options)?;
     let grid = RankGrid::new(&program.mesh);
     let node_by_name: HashMap<&str, NodeId> = program
         .nodes()
@@ -492,7 +493,7 @@ fn run_node(
         .and_then(|(axis, _)| shared.world.grid().group(rank, axis))
         .map_or(1, |g| g.0.len() as u64);
     let configured = configured(node, &task.kernel, size).map_err(plan_err)?;
-    let outs = r.eval_node(&configured, ins, &Tensors::new())?;
+    let outs = r.eval_node(configured, ins, &Tensors::new())?;
     if let Some((axis, base)) = call
         && *r.seq_mut(&axis) - base >= CALL_STRIDE
     {
@@ -503,33 +504,59 @@ fn run_node(
     Ok(outs)
 }
 
-/// The node as the plan configures it. Today only a fused GEMM + reduce-scatter has a
-/// setting that changes what runs, its chunk count, still stored in the op: this
-/// replaces it with the plan's. The CPU executor runs an all-gather + GEMM as a ring of
-/// one step per group member, so a plan must say exactly that many chunks for it.
-fn configured<'n>(
-    node: &'n Node,
-    kernel: &KernelConfig,
-    group_size: u64,
-) -> Result<std::borrow::Cow<'n, Node>, String> {
+/// Checks a task's kernel configuration against what the CPU executor runs: a fused
+/// GEMM + reduce-scatter needs the plan's chunk count (handed to the executor through
+/// [`RunOptions::chunks`] by [`with_plan_chunks`]); an all-gather + GEMM runs as a ring
+/// of one step per group member, so a plan must say exactly that many chunks for it.
+fn configured<'n>(node: &'n Node, kernel: &KernelConfig, group_size: u64) -> Result<&'n Node, String> {
     let chunks = kernel.chunks();
-    if let Op::MatMulReduceScatter { chunks: own, .. } = &node.op {
-        let want = chunks.ok_or(
-            "a fused GEMM + reduce-scatter needs a chunk count in its kernel configuration",
-        )?;
-        if *own == want {
-            return Ok(std::borrow::Cow::Borrowed(node));
-        }
-        let mut n = node.clone();
-        if let Op::MatMulReduceScatter { chunks, .. } = &mut n.op {
-            *chunks = want;
-        }
-        return Ok(std::borrow::Cow::Owned(n));
+    if matches!(node.op, Op::MatMulReduceScatter { .. }) && chunks.is_none() {
+        return Err(
+            "a fused GEMM + reduce-scatter needs a chunk count in its kernel configuration".into(),
+        );
     }
     if matches!(node.op, Op::AllGatherMatMul { .. }) && chunks != Some(group_size) {
         return Err(format!(
             "the CPU executor runs all-gather + GEMM as a ring of {group_size} steps, but the plan asks for {chunks:?} chunks"
         ));
     }
-    Ok(std::borrow::Cow::Borrowed(node))
+    Ok(node)
+}
+
+/// `options` with [`RunOptions::chunks`] filled from the plan's kernel configurations:
+/// the chunk count of every fused GEMM + reduce-scatter. Every rank runs the same
+/// program, so every rank must configure a node alike; a plan where they differ is
+/// refused rather than run with one rank's choice.
+fn with_plan_chunks(program: &Graph, plan: &Plan, options: &RunOptions) -> Result<RunOptions, ExecError> {
+    let mut out = options.clone();
+    let mut chosen: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    for (r, rp) in plan.ranks.iter().enumerate() {
+        for task in &rp.tasks {
+            let Some(chunks) = task.kernel.chunks() else {
+                continue;
+            };
+            for name in &task.nodes {
+                let fused = program
+                    .nodes()
+                    .find(|(_, n)| &n.name == name)
+                    .is_some_and(|(_, n)| matches!(n.op, Op::MatMulReduceScatter { .. }));
+                if !fused {
+                    continue;
+                }
+                match chosen.get(name) {
+                    Some(&(c, first)) if c != chunks => {
+                        return Err(ExecError::Plan(format!(
+                            "node `{name}`: rank {first} runs it in {c} chunks but rank {r} in {chunks}; the CPU executor needs one count per node"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        chosen.insert(name.clone(), (chunks, r));
+                    }
+                }
+            }
+        }
+    }
+    out.chunks = chosen.into_iter().map(|(n, (c, _))| (n, c)).collect();
+    Ok(out)
 }

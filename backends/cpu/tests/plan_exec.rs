@@ -125,9 +125,9 @@ fn serial_plans_of_the_onnx_fixtures_at_tp2_reproduce_the_executor() {
     }
 }
 
-/// On mesh `x=2`: `y = matmul_reduce_scatter(a, b)` with `chunks` in the op, plus an
-/// all-gather + GEMM of the result.
-fn fused(chunks: u64) -> Graph {
+/// On mesh `x=2`: `y = matmul_reduce_scatter(a, b)`, plus an all-gather + GEMM of the
+/// result.
+fn fused() -> Graph {
     let mut g = Graph::new("fused");
     g.mesh = "x=2".parse().unwrap();
     let input = |g: &mut Graph, name: &str, s: &[u64]| {
@@ -143,7 +143,6 @@ fn fused(chunks: u64) -> Graph {
     let rs = Op::MatMulReduceScatter {
         axis: "x".into(),
         dim: 0,
-        chunks,
         transpose_b: false,
     };
     let y = g.add("y", rs, &[a, b]).unwrap();
@@ -168,7 +167,7 @@ fn fused(chunks: u64) -> Graph {
 
 #[test]
 fn fused_ops_run_with_the_plans_chunk_count() {
-    let g = fused(2);
+    let g = fused();
     let x = inputs(&g, 5);
     let plan = serial(&g);
     assert_bit_exact(
@@ -184,10 +183,13 @@ fn fused_ops_run_with_the_plans_chunk_count() {
             }
         }
     }
-    let want = run(&fused(4), &x, &opts()).unwrap();
+    // The reference: the plain executor told to run `y` in 4 chunks.
+    let mut four_chunks = opts();
+    four_chunks.chunks.insert("y".into(), 4);
+    let want = run(&g, &x, &four_chunks).unwrap();
     assert_bit_exact(&want, &run_plan(&g, &four, &x, &opts()).unwrap());
     // 3 chunks do not divide y's 8 rows into 2·3 pieces: the plan's count is the one
-    // used (the op's own 2 would run).
+    // used (the default, 1, would run).
     let mut three = four.clone();
     for rp in &mut three.ranks {
         for t in &mut rp.tasks {

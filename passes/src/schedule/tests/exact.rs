@@ -214,7 +214,6 @@ fn a_fused_call_and_a_collective_of_one_axis_never_run_at_once() {
         Op::MatMulReduceScatter {
             axis: "tp".into(),
             dim: 0,
-            chunks: 1,
             transpose_b: false,
         },
         &[x, w],
