@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod memory;
 pub mod progress;
 mod report;
+pub mod roofline;
 pub mod saturation;
 pub mod tensor_io;
 pub mod zoo;
