@@ -6,6 +6,7 @@ pub mod compare;
 mod conformance;
 mod errors;
 mod examples;
+mod extract;
 mod hw;
 mod limits;
 mod onnx;
