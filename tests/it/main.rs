@@ -4,6 +4,7 @@
 mod cli;
 pub mod compare;
 mod conformance;
+mod decode_moe;
 mod errors;
 mod examples;
 mod extract;
