@@ -321,3 +321,43 @@ fn gpt3_xl_moe_shards_over_ep_and_runs_small() {
         assert!(err <= 1e-5, "{spec}: {err}");
     }
 }
+
+// ---- both, through saturation and extraction ---------------------------------------------
+
+/// Saturates and extracts under the `h100-sxm-8` roofline; the program must not be dearer
+/// than the original and must verify (extraction rebuilds and verifies it).
+fn extract(g: &Graph, spec: &str) -> Graph {
+    let sharded = weft::shard(g, &spec.parse().unwrap()).unwrap_or_else(|e| panic!("{spec}: {e}"));
+    let sat = weft::passes::saturate::saturate(&sharded, &Default::default()).unwrap();
+    assert!(sat.report.unsound.is_empty(), "{:?}", sat.report.unsound);
+    let profile = weft::hardware::Profile::builtin("h100-sxm-8").unwrap();
+    let cost = weft::roofline::Roofline::new(&profile, &sharded.mesh);
+    let x = weft::passes::saturate::extract(&sat, &sharded, &cost).unwrap();
+    assert!(
+        x.cost_us <= x.original_cost_us,
+        "{spec}: {} > {}",
+        x.cost_us,
+        x.original_cost_us
+    );
+    assert_eq!(x.uncosted_count, 0, "{:?}", x.uncosted);
+    x.graph
+}
+
+#[test]
+fn both_examples_saturate_extract_and_run_small() {
+    extract(&crate::load("examples/llama3-70b-decode.json"), "tp=8");
+    extract(&crate::load("examples/gpt3-xl-moe.json"), "ep=8");
+    let o = RunOptions::default();
+    let decode = with_dims(
+        &llama_decode(&LlamaConfig::tiny()).unwrap(),
+        &[("kv_len", 9)],
+    );
+    let moe = with_dims(&tiny_moe(), &[("batch", 2)]);
+    for (g, spec) in [(&decode, "tp=2"), (&moe, "ep=2"), (&moe, "tp=2,ep=2")] {
+        let inputs = weft::inputs::complete_inputs(g, Vec::new(), 12).unwrap();
+        let want = run(g, &inputs, &o).unwrap();
+        let got = run(&extract(g, spec), &inputs, &o).unwrap();
+        let err = worst(&want, &got);
+        assert!(err <= 1e-5, "{spec}: {err}");
+    }
+}
