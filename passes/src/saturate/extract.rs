@@ -90,8 +90,17 @@ pub struct Extraction {
 const REFINE_ROUNDS: usize = 4;
 /// Cycle-breaking repeats allowed per round before giving up on that round's choice.
 const MAX_BAN_REPEATS: usize = 64;
+/// Steps along the current choices within which a new pick is checked for closing a cycle.
+const SHORT_CYCLE: usize = 6;
 /// How many uncosted e-nodes are named in the report.
 const UNCOSTED_NAMED: usize = 5;
+
+/// One e-node of a class: its children (canonical, as dense indices) and own cost
+/// (`None`: the cost model could not price it, so it is never chosen).
+struct Alternative {
+    children: Vec<usize>,
+    own: Option<f64>,
+}
 
 /// Dense per-class tables over the canonical classes, in id order (deterministic).
 struct Tables<'a> {
@@ -99,9 +108,8 @@ struct Tables<'a> {
     /// Canonical class ids, sorted.
     classes: Vec<Id>,
     index: HashMap<Id, usize>,
-    /// Per class: its e-nodes (children canonical, as dense indices) and own costs
-    /// (`None`: unchoosable).
-    nodes: Vec<Vec<(usize, Vec<usize>, Option<f64>)>>,
+    /// Per class: its e-nodes, in the class's order.
+    nodes: Vec<Vec<Alternative>>,
     /// Per class: the dense indices of classes with an e-node that consumes it.
     parents: Vec<Vec<usize>>,
     root: usize,
@@ -122,7 +130,7 @@ impl<'a> Tables<'a> {
         let mut uncosted_count = 0;
         for (ci, &class) in classes.iter().enumerate() {
             let mut list = Vec::new();
-            for (k, node) in eg[class].nodes.iter().enumerate() {
+            for node in &eg[class].nodes {
                 let children: Vec<usize> =
                     node.children.iter().map(|&c| index[&eg.find(c)]).collect();
                 for &c in &children {
@@ -138,7 +146,7 @@ impl<'a> Tables<'a> {
                         None
                     }
                 };
-                list.push((k, children, own));
+                list.push(Alternative { children, own });
             }
             nodes.push(list);
         }
@@ -191,7 +199,7 @@ impl<'a> Tables<'a> {
                 // No choosable node: reported by the caller as an extraction failure.
                 continue;
             };
-            for &child in self.nodes[c][k].1.iter().rev() {
+            for &child in self.nodes[c][k].children.iter().rev() {
                 match mark[child] {
                     Mark::Open => closing.push((c, k)),
                     Mark::New => stack.push((child, false)),
@@ -212,7 +220,7 @@ impl<'a> Tables<'a> {
     fn dag_cost(&self, choice: &[Option<usize>], reachable: &[usize]) -> Option<f64> {
         reachable
             .iter()
-            .map(|&c| choice[c].and_then(|k| self.nodes[c][k].2))
+            .map(|&c| choice[c].and_then(|k| self.nodes[c][k].own))
             .sum()
     }
 
@@ -221,7 +229,7 @@ impl<'a> Tables<'a> {
         let mut n = vec![0usize; self.classes.len()];
         for &c in reachable {
             if let Some(k) = choice[c] {
-                let mut kids = self.nodes[c][k].1.clone();
+                let mut kids = self.nodes[c][k].children.clone();
                 kids.sort_unstable();
                 kids.dedup();
                 for child in kids {
@@ -248,17 +256,20 @@ impl<'a> Tables<'a> {
             queued[c] = false;
             let mut best = cost[c];
             let mut pick = choice[c];
-            for (k, (_, children, own)) in self.nodes[c].iter().enumerate() {
-                let Some(own) = own else { continue };
+            for (k, alt) in self.nodes[c].iter().enumerate() {
+                let Some(own) = alt.own else { continue };
                 if banned.contains(&(c, k)) {
                     continue;
                 }
-                let total = children.iter().fold(*own, |sum, &child| {
+                let total = alt.children.iter().fold(own, |sum, &child| {
                     sum + cost[child] / consumers[child].max(1) as f64
                 });
                 // Strictly cheaper by a relative margin, so costs that fall around a
                 // cycle converge instead of creeping forever, and ties keep the first.
-                if total < best * (1.0 - 1e-9) {
+                // A new pick must not close a short cycle through the current choices.
+                if total < best * (1.0 - 1e-9)
+                    && (choice[c] == Some(k) || !self.reaches(&choice, &alt.children, c))
+                {
                     best = total;
                     pick = Some(k);
                 }
@@ -275,6 +286,68 @@ impl<'a> Tables<'a> {
             }
         }
         choice
+    }
+
+    /// Whether `target` is reached from `from` within [`SHORT_CYCLE`] steps along the
+    /// current choices: picking an e-node with these children would close a cycle. The
+    /// cycles amortisation creates are short (a token split's `concat(slice(x), …)` in
+    /// `x`'s class is two steps), so checking them here saves a repeat of the fixpoint
+    /// per cycle; longer ones are found by the walk and banned.
+    fn reaches(&self, choice: &[Option<usize>], from: &[usize], target: usize) -> bool {
+        let mut frontier: Vec<usize> = from.to_vec();
+        for _ in 0..SHORT_CYCLE {
+            if frontier.contains(&target) {
+                return true;
+            }
+            let mut next = Vec::new();
+            for &c in &frontier {
+                if let Some(k) = choice[c] {
+                    next.extend_from_slice(&self.nodes[c][k].children);
+                }
+            }
+            next.sort_unstable();
+            next.dedup();
+            frontier = next;
+            if frontier.is_empty() {
+                return false;
+            }
+        }
+        frontier.contains(&target)
+    }
+
+    /// One round: the amortised choice under `consumers`, with the e-nodes that close a
+    /// cycle added to `banned` and the fixpoint repeated until the choice is acyclic
+    /// (`None` when that takes too many repeats or the root cannot be priced). Bans are
+    /// kept across rounds: an e-node that closed a cycle under one amortisation tends to
+    /// under the next, and banning restricts only the greedy's candidates (the original
+    /// program is priced on its own).
+    fn round(
+        &self,
+        consumers: &[usize],
+        banned: &mut HashSet<(usize, usize)>,
+        rounds: &mut usize,
+    ) -> Option<Candidate> {
+        for _ in 0..MAX_BAN_REPEATS {
+            *rounds += 1;
+            let choice = self.amortised_choice(consumers, banned);
+            match self.walk(&choice) {
+                Ok(reachable) => {
+                    return self.dag_cost(&choice, &reachable).map(|cost| Candidate {
+                        choice,
+                        reachable,
+                        cost,
+                    });
+                }
+                Err(closing) => {
+                    tracing::debug!(
+                        cycles = closing.len(),
+                        "extraction: banning e-nodes that close cycles"
+                    );
+                    banned.extend(closing);
+                }
+            }
+        }
+        None
     }
 
     /// The original program: per class its earliest original e-node. Children of an
@@ -372,35 +445,39 @@ pub fn extract(
     };
     let mut kept_original = true;
     let mut rounds = 0;
-    // First round: a class's consumers are the classes with an e-node that reads it
-    // (the sharing any choice could reach); later rounds count them in the last choice.
-    let mut consumers: Vec<usize> = tables.parents.iter().map(Vec::len).collect();
-    for _ in 0..=REFINE_ROUNDS {
-        let mut banned: HashSet<(usize, usize)> = HashSet::new();
-        let mut found = None;
-        for _ in 0..MAX_BAN_REPEATS {
-            rounds += 1;
-            let choice = tables.amortised_choice(&consumers, &banned);
-            match tables.walk(&choice) {
-                Ok(reachable) => {
-                    found = tables.dag_cost(&choice, &reachable).map(|cost| Candidate {
-                        choice,
-                        reachable,
-                        cost,
-                    });
-                    break;
-                }
-                Err(closing) => banned.extend(closing),
+    // Two starting points for the consumer counts: every class with an e-node reading a
+    // class (the sharing some choice could reach), and the original program's readers.
+    // From each, later rounds recount consumers in the last choice while that choice
+    // gets cheaper.
+    let starts = [
+        tables.parents.iter().map(Vec::len).collect::<Vec<usize>>(),
+        tables.consumers_in(&best.choice, &best.reachable),
+    ];
+    let mut banned: HashSet<(usize, usize)> = HashSet::new();
+    for mut consumers in starts {
+        let mut last = f64::INFINITY;
+        for _ in 0..=REFINE_ROUNDS {
+            let Some(candidate) = tables.round(&consumers, &mut banned, &mut rounds) else {
+                break;
+            };
+            tracing::debug!(cost_us = candidate.cost, "extraction: a round's program");
+            if candidate.cost >= last {
+                break;
+            }
+            last = candidate.cost;
+            consumers = tables.consumers_in(&candidate.choice, &candidate.reachable);
+            if candidate.cost < best.cost {
+                best = candidate;
+                kept_original = false;
             }
         }
-        let Some(candidate) = found else { break };
-        if candidate.cost >= best.cost {
-            break;
-        }
-        consumers = tables.consumers_in(&candidate.choice, &candidate.reachable);
-        best = candidate;
-        kept_original = false;
     }
+    tracing::debug!(
+        rounds,
+        cost_us = best.cost,
+        original_us = original_cost,
+        "extraction done"
+    );
     let graph = build(&tables, &best.choice, &best.reachable, template)?;
     Ok(Extraction {
         graph,
