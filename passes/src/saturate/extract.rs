@@ -688,4 +688,58 @@ mod tests {
         let err = extract(&sat, &g, &refuse_exp).unwrap_err();
         assert!(err.to_string().contains("exp: no exp here"), "{err}");
     }
+
+    /// `s = exp(x)` read by three outputs and by `t = tanh(s)`, and `sigmoid(t)` made
+    /// equal to `s`: amortised over its four readers, `s` through `sigmoid(tanh(s))`
+    /// would cost `2 + cost(s)/4`, a fixpoint of 2.7 against `exp`'s 10, and a cycle.
+    #[test]
+    fn a_choice_never_closes_a_cycle() {
+        let mut g = Graph::new("cycle");
+        let x = g
+            .add(
+                "x",
+                Op::Input {
+                    dtype: DType::F32,
+                    shape: Shape::new([4u64, 4]),
+                },
+                &[],
+            )
+            .unwrap();
+        let s = g.add("s", Op::Exp, &[x]).unwrap();
+        let t = g.add("t", Op::Tanh, &[s]).unwrap();
+        let s2 = g.add("s2", Op::Sigmoid, &[t]).unwrap();
+        let o1 = g.add("o1", Op::Relu, &[s]).unwrap();
+        let o2 = g.add("o2", Op::Neg, &[s]).unwrap();
+        g.outputs = vec![o1, o2, s, s2];
+        let (mut egraph, root, names) = convert::to_egraph(&g, false).unwrap();
+        let class = |n: &str| *names.iter().find(|(_, v)| v.as_str() == n).unwrap().0;
+        let initial = egraph
+            .classes()
+            .flat_map(|c| c.nodes.iter().cloned())
+            .collect();
+        egraph.union(class("s"), class("s2"));
+        egraph.rebuild();
+        let sat = Saturated {
+            root: egraph.find(root),
+            egraph,
+            names,
+            initial,
+            report: SaturationReport {
+                phases: Vec::new(),
+                nodes: 0,
+                classes: 0,
+                elapsed: Duration::ZERO,
+                unsound: Vec::new(),
+                not_fired: Vec::new(),
+            },
+        };
+        let got = extract(&sat, &g, &cost).unwrap();
+        // exp 10 + relu 1 + neg 1, as the original.
+        assert_eq!(got.original_cost_us, 12.0);
+        assert_eq!(got.cost_us, 12.0);
+        // Two rounds from each start, none repeated to ban a cycle: the fixpoint never
+        // picked `sigmoid(tanh(s))` for `s`.
+        assert_eq!(got.rounds, 4);
+        assert_eq!(ops(&got.graph), ["exp", "input", "neg", "relu", "reshape"]);
+    }
 }
