@@ -13,20 +13,24 @@
 //! 1. Each e-node's own cost is asked of a [`NodeCost`] once.
 //! 2. A fixpoint computes, per class, `min over its nodes of own + Σ cost(child) /
 //!    consumers(child)`: a shared child's cost is amortised over the classes that consume
-//!    it. The first round counts as consumers every class with an e-node reading it (the
-//!    sharing some choice could reach); later rounds count them in the previous round's
-//!    choice, while that finds a cheaper program. Each round is linear in the e-graph (a worklist that revisits only parents
-//!    of classes whose cost fell), so 80 layers stay cheap; cost sets per class (the exact
-//!    greedy-DAG variant) would be quadratic in depth.
+//!    it. Rounds start from two counts of consumers — every class with an e-node reading
+//!    the class (the sharing some choice could reach), and the original program's readers
+//!    — and recount them in the previous round's choice while that gets cheaper. Each
+//!    round is linear in the e-graph (a worklist revisits only parents of classes whose
+//!    cost fell), so 80 layers stay cheap; cost sets per class (the exact greedy-DAG
+//!    variant) would grow with depth.
 //! 3. Amortised costs can fall around a cycle of the e-graph (a token split's
-//!    `concat(slice(x), …)` lives in `x`'s own class), so the chosen program is walked
-//!    depth-first and every e-node that closes a cycle is banned, then the round is
-//!    repeated; bans only grow, so this ends.
+//!    `concat(slice(x), …)` lives in `x`'s own class): a new pick that would reach its
+//!    own class within a few steps of the current choices is refused inside the
+//!    fixpoint, and any longer cycle in the chosen program is found by a depth-first
+//!    walk, its closing e-node banned and the round repeated; bans only grow, so this
+//!    ends.
 //! 4. Every candidate program is priced by its true DAG cost, and the original program
 //!    (each class's earliest original e-node) is one of the candidates: extraction never
 //!    returns a program costlier than the one it was given.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use egg::Id;
 use weft_ir::{DimBindings, Occupancy, Op, TensorType};
@@ -113,13 +117,13 @@ struct Tables<'a> {
     /// Per class: the dense indices of classes with an e-node that consumes it.
     parents: Vec<Vec<usize>>,
     root: usize,
+    /// Per class: its position in a post-order of the whole e-graph from the root
+    /// (children first; back edges of cycles ignored; unreachable classes last).
+    rank: Vec<usize>,
 }
 
 impl<'a> Tables<'a> {
-    fn new(
-        sat: &'a Saturated,
-        cost: &dyn NodeCost,
-    ) -> Result<(Tables<'a>, Vec<String>, usize), SaturateError> {
+    fn new(sat: &'a Saturated, cost: &dyn NodeCost) -> (Tables<'a>, Vec<String>, usize) {
         let eg = &sat.egraph;
         let mut classes: Vec<Id> = eg.classes().map(|c| c.id).collect();
         classes.sort();
@@ -157,7 +161,8 @@ impl<'a> Tables<'a> {
             parents[c].push(p);
         }
         let root = index[&eg.find(sat.root)];
-        Ok((
+        let rank = post_order_ranks(&nodes, root);
+        (
             Tables {
                 sat,
                 classes,
@@ -165,10 +170,11 @@ impl<'a> Tables<'a> {
                 nodes,
                 parents,
                 root,
+                rank,
             },
             uncosted,
             uncosted_count,
-        ))
+        )
     }
 
     /// The chosen program's classes reachable from the root, depth first; `Err` with the
@@ -250,9 +256,13 @@ impl<'a> Tables<'a> {
         let n = self.classes.len();
         let mut cost = vec![f64::INFINITY; n];
         let mut choice: Vec<Option<usize>> = vec![None; n];
+        // Lowest rank first: children before parents wherever the e-graph is acyclic, so
+        // a class is mostly visited once its children have settled (first in, first out
+        // would send a wave up the whole residual stream for every late change).
         let mut queued = vec![true; n];
-        let mut work: VecDeque<usize> = (0..n).collect();
-        while let Some(c) = work.pop_front() {
+        let mut work: BinaryHeap<Reverse<(usize, usize)>> =
+            (0..n).map(|c| Reverse((self.rank[c], c))).collect();
+        while let Some(Reverse((_, c))) = work.pop() {
             queued[c] = false;
             let mut best = cost[c];
             let mut pick = choice[c];
@@ -280,7 +290,7 @@ impl<'a> Tables<'a> {
                 for &p in &self.parents[c] {
                     if !queued[p] {
                         queued[p] = true;
-                        work.push_back(p);
+                        work.push(Reverse((self.rank[p], p)));
                     }
                 }
             }
@@ -376,6 +386,41 @@ impl<'a> Tables<'a> {
     }
 }
 
+/// Each class's position in a depth-first post-order over every e-node's children from
+/// `root` (a child is ranked before its parent unless the edge closes a cycle); classes
+/// the root does not reach come after, in id order.
+fn post_order_ranks(nodes: &[Vec<Alternative>], root: usize) -> Vec<usize> {
+    let n = nodes.len();
+    let mut rank = vec![usize::MAX; n];
+    let mut seen = vec![false; n];
+    let mut next = 0;
+    let mut stack: Vec<(usize, bool)> = vec![(root, false)];
+    while let Some((c, expanded)) = stack.pop() {
+        if expanded {
+            rank[c] = next;
+            next += 1;
+            continue;
+        }
+        if seen[c] {
+            continue;
+        }
+        seen[c] = true;
+        stack.push((c, true));
+        for alt in nodes[c].iter().rev() {
+            for &child in alt.children.iter().rev() {
+                if !seen[child] {
+                    stack.push((child, false));
+                }
+            }
+        }
+    }
+    for r in rank.iter_mut().filter(|r| **r == usize::MAX) {
+        *r = next;
+        next += 1;
+    }
+    rank
+}
+
 /// The own cost of one e-node, µs: 0 for sources, projections and the root.
 fn own_cost(sat: &Saturated, class: Id, node: &WNode, cost: &dyn NodeCost) -> Result<f64, String> {
     let eg = &sat.egraph;
@@ -427,7 +472,7 @@ pub fn extract(
     cost: &dyn NodeCost,
 ) -> Result<Extraction, SaturateError> {
     super::refuse_unsound(sat)?;
-    let (tables, uncosted, uncosted_count) = Tables::new(sat, cost)?;
+    let (tables, uncosted, uncosted_count) = Tables::new(sat, cost);
     let original = tables.original_choice();
     let reachable = tables.walk(&original).map_err(|_| {
         SaturateError::Extraction("the original program is cyclic in the e-graph".into())
