@@ -262,7 +262,9 @@ impl<'a> Tables<'a> {
         let mut queued = vec![true; n];
         let mut work: BinaryHeap<Reverse<(usize, usize)>> =
             (0..n).map(|c| Reverse((self.rank[c], c))).collect();
+        let mut pops = 0usize;
         while let Some(Reverse((_, c))) = work.pop() {
+            pops += 1;
             queued[c] = false;
             let mut best = cost[c];
             let mut pick = choice[c];
@@ -295,6 +297,7 @@ impl<'a> Tables<'a> {
                 }
             }
         }
+        tracing::debug!(pops, classes = n, "extraction: fixpoint");
         choice
     }
 
@@ -472,6 +475,7 @@ pub fn extract(
     cost: &dyn NodeCost,
 ) -> Result<Extraction, SaturateError> {
     super::refuse_unsound(sat)?;
+    let t0 = std::time::Instant::now();
     let (tables, uncosted, uncosted_count) = Tables::new(sat, cost);
     let original = tables.original_choice();
     let reachable = tables.walk(&original).map_err(|_| {
@@ -519,6 +523,7 @@ pub fn extract(
     }
     tracing::debug!(
         rounds,
+        ms = t0.elapsed().as_secs_f64() * 1e3,
         cost_us = best.cost,
         original_us = original_cost,
         "extraction done"
