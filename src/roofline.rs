@@ -28,7 +28,9 @@ pub struct Roofline {
     profile: String,
     mesh: Mesh,
     flops_per_s: f64,
-    hbm_bytes_per_s: f64,
+    /// `None` where the profile gives no memory bandwidth (then compute ops cannot be
+    /// priced, and extraction reports them).
+    hbm_bytes_per_s: Option<f64>,
     kernel_launch_s: f64,
     collective_launch_s: f64,
     allreduce_bus_bytes_per_s: f64,
@@ -53,7 +55,7 @@ impl Roofline {
                 .memory_achievable_bandwidth
                 .as_ref()
                 .or(d.memory_peak_bandwidth.as_ref())
-                .map_or(f64::NAN, |s| s.value.0),
+                .map(|s| s.value.0),
             kernel_launch_s: profile.kernel_launch_overhead.value.0,
             collective_launch_s: profile.collective_launch_overhead.value.0,
             allreduce_bus_bytes_per_s: link.allreduce_bus_bandwidth.value.0,
@@ -83,13 +85,10 @@ impl Roofline {
         for t in inputs.iter().chain(outputs) {
             bytes += u128::from(t.size_bytes(dims).map_err(|e| e.to_string())?);
         }
-        if !self.hbm_bytes_per_s.is_finite() {
-            return Err(format!(
-                "profile {} gives no memory bandwidth",
-                self.profile
-            ));
-        }
-        Ok((flops as f64 / self.flops_per_s).max(bytes as f64 / self.hbm_bytes_per_s))
+        let hbm = self
+            .hbm_bytes_per_s
+            .ok_or_else(|| format!("profile {} gives no memory bandwidth", self.profile))?;
+        Ok((flops as f64 / self.flops_per_s).max(bytes as f64 / hbm))
     }
 
     fn comm_s(
@@ -155,5 +154,77 @@ impl NodeCost for Roofline {
             }
         };
         Ok(s * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_ir::{DType, Shape, TensorType};
+
+    use super::*;
+
+    fn bf16(dims: &[u64]) -> TensorType {
+        TensorType::new(DType::Bf16, Shape::new(dims.iter().copied()))
+    }
+
+    /// The formulas of the module documentation, with the profile's own constants.
+    #[test]
+    fn times_follow_the_profile() {
+        let p = Profile::builtin("h100-sxm-8").unwrap();
+        let mesh: Mesh = "tp=8".parse().unwrap();
+        let r = Roofline::new(&p, &mesh);
+        let dims = DimBindings::default();
+        let flops = p.device.achievable_dense_16bit.as_ref().unwrap().value.0;
+        let hbm = p
+            .device
+            .memory_achievable_bandwidth
+            .as_ref()
+            .unwrap()
+            .value
+            .0;
+        let launch = p.kernel_launch_overhead.value.0;
+        // A GEMM [2048, 8192] × [8192, 1024]: compute-bound.
+        let (a, w, y) = (
+            bf16(&[2048, 8192]),
+            bf16(&[8192, 1024]),
+            bf16(&[2048, 1024]),
+        );
+        let mm = Op::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let got = r.node_cost(&mm, &[&a, &w], &[&y], &dims).unwrap();
+        let compute = 2.0 * 2048.0 * 8192.0 * 1024.0 / flops;
+        let memory = 2.0 * (2048.0 * 8192.0 + 8192.0 * 1024.0 + 2048.0 * 1024.0) / hbm;
+        assert!(compute > memory);
+        assert_eq!(got, (compute + launch) * 1e6);
+        // An element-wise add: memory-bound.
+        let add = r.node_cost(&Op::Add, &[&y, &y], &[&y], &dims).unwrap();
+        assert_eq!(add, (3.0 * 2.0 * 2048.0 * 1024.0 / hbm + launch) * 1e6);
+        // An all-reduce of 32 MiB over 8: 2·7/8 of it on the wire at the bus bandwidth.
+        let x = bf16(&[2048, 8192]);
+        let ar = Op::AllReduce {
+            axis: "tp".into(),
+            op: weft_ir::ReduceOp::Sum,
+        };
+        let got = r.node_cost(&ar, &[&x], &[&x], &dims).unwrap();
+        let link = &p.intra_node;
+        let want = 2.0 * 7.0 / 8.0 * (2048.0 * 8192.0 * 2.0) / link.allreduce_bus_bandwidth.value.0
+            + link.allreduce_latency.value.0
+            + p.collective_launch_overhead.value.0;
+        assert!(
+            (got - want * 1e6).abs() < 1e-9 * got,
+            "{got} vs {}",
+            want * 1e6
+        );
+        // A view is free.
+        let view = Op::Reshape {
+            shape: Shape::new([2048u64 * 8192]),
+        };
+        assert_eq!(
+            r.node_cost(&view, &[&x], &[&bf16(&[2048 * 8192])], &dims)
+                .unwrap(),
+            0.0
+        );
     }
 }
