@@ -79,7 +79,8 @@ pub struct Extraction {
     pub cost_us: f64,
     /// The original program's DAG cost under the same model, µs.
     pub original_cost_us: f64,
-    /// Whether no candidate beat the original program, so it was returned as given.
+    /// Whether no candidate beat the original program, so its choice (each class's
+    /// earliest original e-node) was returned.
     pub kept_original: bool,
     /// Amortisation rounds run (each a fixpoint; cycle-breaking repeats included).
     pub rounds: usize,
@@ -89,8 +90,8 @@ pub struct Extraction {
     pub uncosted_count: usize,
 }
 
-/// How many amortisation rounds after the first (each recounts consumers in the previous
-/// choice); the loop also stops as soon as a round finds nothing cheaper.
+/// Rounds after the first from each starting count of consumers (each recounts them in
+/// the previous choice); a start's rounds also stop when one finds nothing cheaper.
 const REFINE_ROUNDS: usize = 4;
 /// Cycle-breaking repeats allowed per round before giving up on that round's choice.
 const MAX_BAN_REPEATS: usize = 64;
