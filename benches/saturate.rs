@@ -23,6 +23,8 @@ fn peak_rss_mb() -> Option<f64> {
 
 fn main() {
     let mesh = "tp=8".parse().expect("a valid mesh");
+    let profile = weft::hardware::Profile::builtin("h100-sxm-8").expect("a built-in profile");
+    let cost = weft::roofline::Roofline::new(&profile, &mesh);
     println!(
         "{:>6} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>10} {:>8}  stop reasons",
         "layers",
@@ -48,7 +50,9 @@ fn main() {
         let sat = saturate::saturate(&sharded, &SaturateOptions::default()).expect("saturates");
         let sat_ms = start.elapsed().as_secs_f64() * 1e3;
         let start = Instant::now();
-        let extracted = saturate::extract(&sat, &sharded).expect("extracts");
+        let extracted = saturate::extract(&sat, &sharded, &cost)
+            .expect("extracts")
+            .graph;
         let extract_ms = start.elapsed().as_secs_f64() * 1e3;
         let stops: Vec<String> = sat
             .report

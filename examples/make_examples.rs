@@ -4,12 +4,10 @@
 
 use std::path::Path;
 
-use weft::zoo::llama;
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    for (file, cfg) in weft::zoo::bundled_examples() {
-        let graph = llama(&cfg)?;
+    for (file, example) in weft::zoo::all_examples() {
+        let graph = example.build()?;
         std::fs::write(dir.join(file), weft::json::to_json(&graph))?;
     }
     Ok(())

@@ -21,6 +21,7 @@ pub mod memory;
 pub mod plan_io;
 pub mod progress;
 mod report;
+pub mod roofline;
 pub mod saturation;
 pub mod tensor_io;
 pub mod zoo;

@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, Report, WrapErr};
 use weft::{CheckReport, LoadOptions, load_model};
 
+/// The hardware profile whose roofline prices ops for `dump --stage extracted` (until the
+/// cost model and a `--hw` flag are wired by `weft compile`).
+const EXTRACT_PROFILE: &str = "h100-sxm-8";
+
 /// Weft: a compiler for distributed ML model graphs.
 ///
 /// Logs go to stderr; set RUST_LOG (for example RUST_LOG=debug or RUST_LOG=weft=trace)
@@ -105,7 +109,7 @@ enum Command {
         /// each value's sharding; the default when `--mesh` is given), `saturated` (the
         /// e-graph report: nodes, classes, iterations, stop reasons, per-rule match and
         /// apply counts) or `extracted` (the program extraction picks, runnable by `weft
-        /// run`; its cost model is a labelled placeholder until the planner exists).
+        /// run`; chosen by DAG-aware greedy extraction under the roofline of `h100-sxm-8`).
         #[arg(long, value_enum)]
         stage: Option<StageArg>,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
@@ -475,14 +479,33 @@ fn run(cli: Cli) -> miette::Result<()> {
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());
-                    let mut extracted = weft::passes::saturate::extract(&sat, &graph)
+                    // Until the cost model is wired here, extraction prices ops by the
+                    // roofline of one H100 node (every label says so).
+                    let profile =
+                        weft::hardware::Profile::builtin(EXTRACT_PROFILE).into_diagnostic()?;
+                    let cost = weft::roofline::Roofline::new(&profile, &graph.mesh);
+                    let chosen = weft::passes::saturate::extract(&sat, &graph, &cost)
                         .into_diagnostic()
                         .wrap_err("extraction failed")?;
-                    tracing::warn!("{}", weft::passes::saturate::PLACEHOLDER_COST);
+                    if chosen.uncosted_count > 0 {
+                        tracing::warn!(
+                            "{} e-node(s) could not be priced and were never chosen: {}",
+                            chosen.uncosted_count,
+                            chosen.uncosted.join("; ")
+                        );
+                    }
+                    tracing::info!(
+                        "extracted under the {}: {:.1} µs (DAG cost; the original program {:.1} µs{})",
+                        cost.label(),
+                        chosen.cost_us,
+                        chosen.original_cost_us,
+                        if chosen.kept_original { ", kept" } else { "" }
+                    );
+                    let mut extracted = chosen.graph;
                     // Extracting a file that was extracted already does not label it twice.
-                    const LABEL: &str = " [extracted: placeholder cost model]";
-                    if !extracted.name.ends_with(LABEL) {
-                        extracted.name.push_str(LABEL);
+                    let label = format!(" [extracted: DAG-greedy, {}]", cost.label());
+                    if !extracted.name.ends_with(&label) {
+                        extracted.name.push_str(&label);
                     }
                     extracted
                 }

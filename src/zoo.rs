@@ -4,6 +4,12 @@
 
 use weft_ir::{DType, Dim, Graph, Init, Mesh, Op, Shape, ValueId, VerifyError};
 
+mod decode;
+mod gpt_moe;
+
+pub use decode::{DEFAULT_KV_LEN, llama_decode};
+pub use gpt_moe::{GptMoeConfig, gpt_moe};
+
 /// Mixture-of-experts feed-forward settings (Mixtral style: top-k routing,
 /// renormalised weights, SiLU-gated experts).
 #[derive(Clone, Debug)]
@@ -234,30 +240,7 @@ pub fn llama(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
             Op::RmsNorm { eps: cfg.norm_eps },
             &[x, w],
         )?;
-        let mut heads = Vec::new();
-        for (proj, n) in [("q", cfg.heads), ("k", cfg.kv_heads), ("v", cfg.kv_heads)] {
-            let w = b.weight(
-                &format!("{p}.attn.{proj}_proj.weight"),
-                &[cfg.hidden, n * hd],
-                None,
-            )?;
-            let y = b.matmul(&format!("{p}.attn.{proj}_proj"), h, w)?;
-            let split = b.op(
-                &format!("{p}.attn.{proj}_heads"),
-                Op::Reshape {
-                    shape: shape(&[batch.clone(), seq.clone(), Dim::Fixed(n), Dim::Fixed(hd)]),
-                },
-                &[y],
-            )?;
-            let t = b.op(
-                &format!("{p}.attn.{proj}_t"),
-                Op::Transpose {
-                    perm: vec![0, 2, 1, 3],
-                },
-                &[split],
-            )?;
-            heads.push(t);
-        }
+        let heads = project_heads(&mut b, cfg, &p, h, &seq)?;
         let q = b.op(
             &format!("{p}.attn.q_rope"),
             Op::Rope { interleaved: false },
@@ -306,28 +289,7 @@ pub fn llama(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
             &[x, w],
         )?;
         let f = match &cfg.moe {
-            None => {
-                let wg = b.weight(
-                    &format!("{p}.mlp.gate_proj.weight"),
-                    &[cfg.hidden, cfg.ffn],
-                    None,
-                )?;
-                let wu = b.weight(
-                    &format!("{p}.mlp.up_proj.weight"),
-                    &[cfg.hidden, cfg.ffn],
-                    None,
-                )?;
-                let wd = b.weight(
-                    &format!("{p}.mlp.down_proj.weight"),
-                    &[cfg.ffn, cfg.hidden],
-                    None,
-                )?;
-                let g = b.matmul(&format!("{p}.mlp.gate_proj"), h, wg)?;
-                let u = b.matmul(&format!("{p}.mlp.up_proj"), h, wu)?;
-                let g = b.op(&format!("{p}.mlp.act"), Op::Silu, &[g])?;
-                let m = b.op(&format!("{p}.mlp.gated"), Op::Mul, &[g, u])?;
-                b.matmul(&format!("{p}.mlp.down_proj"), m, wd)?
-            }
+            None => dense_mlp(&mut b, cfg, &p, h)?,
             Some(moe) => moe_block(&mut b, cfg, moe, &p, h)?,
         };
         x = b.op(&format!("{p}.ffn_residual"), Op::Add, &[x, f])?;
@@ -343,6 +305,73 @@ pub fn llama(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
     };
     b.g.outputs.push(out);
     Ok(b.g)
+}
+
+/// The q, k and v projections of `h` (`[batch, seq, hidden]`), split into heads and
+/// transposed to `[batch, heads, seq, head_dim]`.
+fn project_heads(
+    b: &mut Builder,
+    cfg: &LlamaConfig,
+    p: &str,
+    h: ValueId,
+    seq: &Dim,
+) -> Result<Vec<ValueId>, VerifyError> {
+    let hd = cfg.head_dim();
+    let batch = Dim::sym("batch");
+    let mut heads = Vec::new();
+    for (proj, n) in [("q", cfg.heads), ("k", cfg.kv_heads), ("v", cfg.kv_heads)] {
+        let w = b.weight(
+            &format!("{p}.attn.{proj}_proj.weight"),
+            &[cfg.hidden, n * hd],
+            None,
+        )?;
+        let y = b.matmul(&format!("{p}.attn.{proj}_proj"), h, w)?;
+        let split = b.op(
+            &format!("{p}.attn.{proj}_heads"),
+            Op::Reshape {
+                shape: shape(&[batch.clone(), seq.clone(), Dim::Fixed(n), Dim::Fixed(hd)]),
+            },
+            &[y],
+        )?;
+        let t = b.op(
+            &format!("{p}.attn.{proj}_t"),
+            Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[split],
+        )?;
+        heads.push(t);
+    }
+    Ok(heads)
+}
+
+/// The SiLU-gated feed-forward block of a dense Llama layer.
+fn dense_mlp(
+    b: &mut Builder,
+    cfg: &LlamaConfig,
+    p: &str,
+    h: ValueId,
+) -> Result<ValueId, VerifyError> {
+    let wg = b.weight(
+        &format!("{p}.mlp.gate_proj.weight"),
+        &[cfg.hidden, cfg.ffn],
+        None,
+    )?;
+    let wu = b.weight(
+        &format!("{p}.mlp.up_proj.weight"),
+        &[cfg.hidden, cfg.ffn],
+        None,
+    )?;
+    let wd = b.weight(
+        &format!("{p}.mlp.down_proj.weight"),
+        &[cfg.ffn, cfg.hidden],
+        None,
+    )?;
+    let g = b.matmul(&format!("{p}.mlp.gate_proj"), h, wg)?;
+    let u = b.matmul(&format!("{p}.mlp.up_proj"), h, wu)?;
+    let g = b.op(&format!("{p}.mlp.act"), Op::Silu, &[g])?;
+    let m = b.op(&format!("{p}.mlp.gated"), Op::Mul, &[g, u])?;
+    b.matmul(&format!("{p}.mlp.down_proj"), m, wd)
 }
 
 fn moe_block(
@@ -425,7 +454,49 @@ fn moe_block(
     )
 }
 
-/// The example models shipped in `examples/`, by file name.
+/// How a bundled example is built.
+#[derive(Clone, Debug)]
+pub enum Example {
+    /// A Llama-family model over a whole sequence ([`llama`]).
+    Llama(LlamaConfig),
+    /// One decode step of a dense Llama-family model with a KV cache ([`llama_decode`]).
+    LlamaDecode(LlamaConfig),
+    /// A GPT-style fine-grained mixture-of-experts model ([`gpt_moe`]).
+    GptMoe(GptMoeConfig),
+}
+
+impl Example {
+    pub fn build(&self) -> Result<Graph, VerifyError> {
+        match self {
+            Example::Llama(cfg) => llama(cfg),
+            Example::LlamaDecode(cfg) => llama_decode(cfg),
+            Example::GptMoe(cfg) => gpt_moe(cfg),
+        }
+    }
+}
+
+/// Every example model shipped in `examples/`, by file name: [`bundled_examples`] and
+/// the decode step and the fine-grained MoE model.
+pub fn all_examples() -> Vec<(&'static str, Example)> {
+    let mut all: Vec<(&'static str, Example)> = bundled_examples()
+        .into_iter()
+        .map(|(file, cfg)| (file, Example::Llama(cfg)))
+        .collect();
+    let decode = LlamaConfig {
+        name: "llama3-70b-decode".into(),
+        ..LlamaConfig::llama3_70b()
+    };
+    all.push(("llama3-70b-decode.json", Example::LlamaDecode(decode)));
+    all.push((
+        "gpt3-xl-moe.json",
+        Example::GptMoe(GptMoeConfig::gpt3_xl_moe()),
+    ));
+    all.sort_by_key(|(file, _)| *file);
+    all
+}
+
+/// The example models shipped in `examples/` that [`llama`] builds over a whole
+/// sequence, by file name (the ones tests scale down through [`LlamaConfig`]).
 pub fn bundled_examples() -> Vec<(&'static str, LlamaConfig)> {
     let layer = LlamaConfig {
         name: "llama3-70b-layer".into(),

@@ -102,8 +102,8 @@ fn tiny_llama_is_tiny() {
 
 #[test]
 fn examples_match_their_generator() {
-    for (file, cfg) in weft::zoo::bundled_examples() {
-        let graph = weft::zoo::llama(&cfg).unwrap();
+    for (file, example) in weft::zoo::all_examples() {
+        let graph = example.build().unwrap();
         let committed = std::fs::read_to_string(repo(&format!("examples/{file}"))).unwrap();
         assert!(
             committed == weft::json::to_json(&graph),

@@ -94,7 +94,7 @@ fn tiny_llama_at_every_stage() {
         // the layers; every attention still marks one layer.
         let sat = saturate::saturate(&graph, &SaturateOptions::default()).unwrap();
         for (kind, program) in [
-            ("cheapest", saturate::extract(&sat, &graph).unwrap()),
+            ("cheapest", crate::saturate::extract_h100(&sat, &graph).unwrap()),
             (
                 "rewritten",
                 saturate::extract_rewritten(&sat, &graph).unwrap(),
@@ -176,7 +176,7 @@ fn onnx_fixtures_have_their_two_layers_raised_or_spelled_out() {
         // After saturation and extraction (fused collectives, token-split halves).
         let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
         for program in [
-            saturate::extract(&sat, &sharded).unwrap(),
+            crate::saturate::extract_h100(&sat, &sharded).unwrap(),
             saturate::extract_rewritten(&sat, &sharded).unwrap(),
         ] {
             let layers = segment_layers(&program);

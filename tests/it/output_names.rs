@@ -88,7 +88,7 @@ fn fixtures_keep_their_onnx_output_names_through_every_pass() {
                 weft::shard(&raised, &mesh).unwrap_or_else(|e| panic!("{name} {spec}: {e}"));
             assert_eq!(output_names(&sharded), want, "{name} sharded {spec}");
             let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
-            let extracted = saturate::extract(&sat, &sharded).unwrap();
+            let extracted = crate::saturate::extract_h100(&sat, &sharded).unwrap();
             assert_eq!(output_names(&extracted), want, "{name} extracted {spec}");
         }
     }
@@ -161,7 +161,7 @@ fn aliased_outputs_keep_their_names_and_values() {
     let g = weft::load_model(&path, &weft::LoadOptions::default()).unwrap();
     let (raised, _) = weft::to_stage(g, weft::Stage::Raised).unwrap();
     let sat = saturate::saturate(&raised, &SaturateOptions::default()).unwrap();
-    let extracted = saturate::extract(&sat, &raised).unwrap();
+    let extracted = crate::saturate::extract_h100(&sat, &raised).unwrap();
     let want = ["b", "a", "c", "w_out"];
     for g in [&raised, &extracted] {
         assert_eq!(output_names(g), want);

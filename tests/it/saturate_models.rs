@@ -33,7 +33,8 @@ fn extracted(graph: &Graph, mesh: Option<&str>, what: &str) -> [Graph; 2] {
         sat.report.unsound
     );
     [
-        saturate::extract(&sat, &graph).unwrap_or_else(|e| panic!("{what} ({at}): {e}")),
+        crate::saturate::extract_h100(&sat, &graph)
+            .unwrap_or_else(|e| panic!("{what} ({at}): {e}")),
         saturate::extract_rewritten(&sat, &graph)
             .unwrap_or_else(|e| panic!("{what} ({at}), rewritten: {e}")),
     ]

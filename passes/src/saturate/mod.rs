@@ -4,16 +4,14 @@
 //! every equivalent way to compute it — collectives decomposed, element-wise ops and
 //! norms moved onto shards, GEMMs fused with their collectives, tokens split — in phases
 //! (`collective`, then `fusion`, then `split`), each with explicit node, iteration and
-//! time limits and a reported stop reason. [`extract`] then picks one program and turns
-//! it back into an IR graph that `weft run` executes.
-//!
-//! The cost model used for extraction is a **placeholder** ([`PLACEHOLDER_COST`]): it
-//! adds per-op times (FLOPs at an H100's dense bf16 peak, collective bytes at NVLink
-//! bandwidth) and credits overlap only inside fused ops. The planning issue replaces it
-//! with an overlap-aware schedule; until then every output says which model chose it.
+//! time limits and a reported stop reason. [`extract`] then picks one program under a
+//! per-op cost model the caller gives ([`NodeCost`]), counting each shared value once
+//! (a DAG cost, see [`mod@extract`]), and turns it back into an IR graph that `weft run`
+//! executes.
 
 mod analysis;
 mod convert;
+pub mod extract;
 mod lang;
 pub mod rules;
 
@@ -22,12 +20,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use egg::{CostFunction, Extractor, Id, RecExpr, Runner, SimpleScheduler, StopReason};
-use weft_ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
-use weft_ir::{Graph, Occupancy, Op};
+use weft_ir::Graph;
 
 pub use analysis::{Meta, WEGraph, WeftAnalysis};
 /// The e-graph library, for custom cost functions.
 pub use egg;
+pub use extract::{Extraction, NodeCost, extract};
 pub use lang::{Head, WNode};
 pub use rules::{Guards, RULES, RuleDef};
 
@@ -322,105 +320,6 @@ fn saturate_impl(
     })
 }
 
-/// What the extraction's cost model is, as printed with every extracted program.
-pub const PLACEHOLDER_COST: &str = "placeholder cost model (additive: FLOPs at 989 TFLOP/s + ring bytes at 450 GB/s + 5 µs per collective; overlap credited only inside fused ops) — to be replaced by the planner's schedule";
-
-/// The placeholder cost of one e-node, in seconds.
-#[derive(Debug)]
-pub struct PlaceholderCost<'a> {
-    egraph: &'a WEGraph,
-}
-
-const PEAK_FLOPS: f64 = 989e12;
-const LINK_BYTES_PER_S: f64 = 450e9;
-const COLLECTIVE_LATENCY_S: f64 = 5e-6;
-/// Every op costs at least this, so extraction never prefers a longer chain for free.
-const OP_FLOOR_S: f64 = 1e-9;
-
-impl PlaceholderCost<'_> {
-    fn self_cost(&self, node: &WNode) -> f64 {
-        let Head::Op(i) = node.head else {
-            return 0.0;
-        };
-        let eg = self.egraph;
-        let op = eg.analysis.ops.get(i);
-        if matches!(
-            op,
-            Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. }
-        ) {
-            return 0.0;
-        }
-        let dims = &eg.analysis.dims;
-        let in_shapes: Vec<_> = node
-            .children
-            .iter()
-            .filter_map(|&c| eg[c].data.ty().map(|t| t.shape.clone()))
-            .collect();
-        let refs: Vec<_> = in_shapes.iter().collect();
-        let me = eg.lookup(node.clone());
-        let out_shape = me.and_then(|c| eg[c].data.ty().map(|t| t.shape.clone()));
-        let flops = weft_ir::stats::node_flops(op, &refs, out_shape.as_ref(), dims).unwrap_or(0);
-        let compute = flops as f64 / PEAK_FLOPS;
-        let bytes = |c: Id| {
-            eg[c]
-                .data
-                .ty()
-                .and_then(|t| t.size_bytes(dims).ok())
-                .unwrap_or(0) as f64
-        };
-        let out_bytes = me.map_or(0.0, bytes);
-        // What the op sends: the IR's occupancy and its shared byte formulas.
-        let comm = match op.occupancy() {
-            occ @ (Occupancy::Comm(c) | Occupancy::Both(c)) => {
-                let n = eg.analysis.mesh.axis_size(c.axis).unwrap_or(1);
-                let input = node.children.first().map_or(0.0, |&ch| bytes(ch)) as u64;
-                let output = out_bytes as u64;
-                let message = match occ {
-                    Occupancy::Both(_) => fused_collective_bytes(op, input, output, n),
-                    _ => Some(message_bytes(c.kind, input, output)),
-                };
-                let wire = message.and_then(|m| ring_wire_bytes(c.kind, m, n));
-                match wire {
-                    Some(0) => 0.0,
-                    Some(w) => w as f64 / LINK_BYTES_PER_S + COLLECTIVE_LATENCY_S,
-                    None => f64::INFINITY,
-                }
-            }
-            Occupancy::Source | Occupancy::View | Occupancy::Compute => 0.0,
-        };
-        let fused = matches!(
-            op,
-            Op::MatMulReduceScatter { .. } | Op::AllGatherMatMul { .. }
-        );
-        let t = if fused {
-            compute.max(comm)
-        } else {
-            compute + comm
-        };
-        t.max(OP_FLOOR_S)
-    }
-}
-
-impl CostFunction<WNode> for PlaceholderCost<'_> {
-    type Cost = f64;
-
-    fn cost<C>(&mut self, enode: &WNode, mut costs: C) -> f64
-    where
-        C: FnMut(Id) -> f64,
-    {
-        let own = self.self_cost(enode);
-        enode.children.iter().fold(own, |sum, &c| sum + costs(c))
-    }
-}
-
-/// Extracts the cheapest program under the placeholder cost model.
-pub fn extract(sat: &Saturated, template: &Graph) -> Result<Graph, SaturateError> {
-    let cost = PlaceholderCost {
-        egraph: &sat.egraph,
-    };
-    extract_with(sat, template, cost)
-}
-
 /// Extracts the program that uses rewritten forms wherever there are any: what the rules
 /// built, for inspecting them and for proving each rule by execution.
 pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, SaturateError> {
@@ -463,17 +362,23 @@ impl CostFunction<WNode> for PreferRewritten {
     }
 }
 
+/// No program from an e-graph in which a rule merged classes that differ can be trusted.
+fn refuse_unsound(sat: &Saturated) -> Result<(), SaturateError> {
+    match sat.report.unsound.first() {
+        Some(first) => Err(SaturateError::Extraction(format!(
+            "a rule merged classes that differ, so no program from this e-graph can be trusted: {first}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Extracts with any (monotone) cost function: an acyclic term by construction, rebuilt
 /// as an IR graph and verified.
 pub fn extract_with<C>(sat: &Saturated, template: &Graph, cost: C) -> Result<Graph, SaturateError>
 where
     C: CostFunction<WNode>,
 {
-    if let Some(first) = sat.report.unsound.first() {
-        return Err(SaturateError::Extraction(format!(
-            "a rule merged classes that differ, so no program from this e-graph can be trusted: {first}"
-        )));
-    }
+    refuse_unsound(sat)?;
     let extractor = Extractor::new(&sat.egraph, cost);
     let mut expr: RecExpr<WNode> = RecExpr::default();
     let mut classes: Vec<Id> = Vec::new();
