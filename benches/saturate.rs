@@ -24,7 +24,7 @@ fn peak_rss_mb() -> Option<f64> {
 fn main() {
     let mesh = "tp=8".parse().expect("a valid mesh");
     let profile = weft::hardware::Profile::builtin("h100-sxm-8").expect("a built-in profile");
-    let cost = weft::roofline::Roofline::new(&profile, &mesh);
+    let cost = weft::passes::cost::CostModel::new(&profile, &mesh).expect("tp=8 fits one node");
     println!(
         "{:>6} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>10} {:>8}  stop reasons",
         "layers",

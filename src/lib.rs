@@ -15,13 +15,13 @@ pub use weft_ir as ir;
 pub use weft_passes as passes;
 pub use weft_plan as plan;
 
+pub mod compile;
 pub mod inputs;
 pub mod inspect;
 pub mod memory;
 pub mod plan_io;
 pub mod progress;
 mod report;
-pub mod roofline;
 pub mod saturation;
 pub mod tensor_io;
 pub mod zoo;

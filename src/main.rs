@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, Report, WrapErr};
 use weft::{CheckReport, LoadOptions, load_model};
 
-/// The hardware profile whose roofline prices ops for `dump --stage extracted` (until the
-/// cost model and a `--hw` flag are wired by `weft compile`).
+/// The hardware profile whose cost model prices ops for `dump --stage extracted` (`weft
+/// compile --hw` chooses its own).
 const EXTRACT_PROFILE: &str = "h100-sxm-8";
 
 /// Weft: a compiler for distributed ML model graphs.
@@ -63,7 +63,26 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
     },
-    /// Execute a model on the CPU reference executor (one thread per simulated rank).
+    /// Compile a model to an execution plan: shard it over a mesh, choose a program under
+    /// the hardware's cost model, schedule it per rank on compute and communication
+    /// streams, plan its memory (docs/plan-format.md).
+    Compile(CompileArgs),
+    /// Summarise a plan: predicted step time, the no-overlap baseline, a lower bound,
+    /// exposed communication, overlap efficiency, peak memory per rank, rules applied.
+    Inspect {
+        /// A plan written by `weft compile -o`.
+        plan: PathBuf,
+        /// One JSON object (keys predicted_us, baseline_us, bound_us, exposed_comm_us,
+        /// overlap_efficiency, peak_memory_bytes, rules_applied, model_changing_rewrites, …).
+        #[arg(long)]
+        json: bool,
+        /// Print the whole plan as text instead: every task of every rank and stream with
+        /// its times, events and kernel configuration.
+        #[arg(long, conflicts_with = "json")]
+        tasks: bool,
+    },
+    /// Execute a model, or a plan, on the CPU reference executor (one thread per simulated
+    /// rank; for a plan, one thread per stream of each rank, honouring its events).
     Run(RunArgs),
     /// Hardware profiles: list the built-in ones, or show one's constants with their sources
     /// (docs/hardware.md).
@@ -109,7 +128,7 @@ enum Command {
         /// each value's sharding; the default when `--mesh` is given), `saturated` (the
         /// e-graph report: nodes, classes, iterations, stop reasons, per-rule match and
         /// apply counts) or `extracted` (the program extraction picks, runnable by `weft
-        /// run`; chosen by DAG-aware greedy extraction under the roofline of `h100-sxm-8`).
+        /// run`; chosen by DAG-aware greedy extraction under the cost model of `h100-sxm-8`).
         #[arg(long, value_enum)]
         stage: Option<StageArg>,
         /// Shard the model over this device mesh first, e.g. `--mesh tp=4` or
@@ -127,10 +146,48 @@ enum Command {
     },
 }
 
+/// Arguments of `weft compile`.
+#[derive(Debug, clap::Args)]
+struct CompileArgs {
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
+    model: PathBuf,
+    /// The hardware: a built-in profile (`weft hw list`) or a profile JSON file.
+    #[arg(long, value_name = "NAME|FILE")]
+    hw: String,
+    /// Shard the model over this device mesh first, e.g. `--mesh tp=8` or
+    /// `--mesh tp=2,ep=4` (axes: `tp`, `dp`, `ep`, `sp`; docs/sharding.md). Without it
+    /// the plan is for one device.
+    #[arg(long, value_name = "SPEC", value_parser = parse_mesh)]
+    mesh: Option<weft::ir::Mesh>,
+    /// With `--mesh`: Megatron sequence parallelism for norms.
+    #[arg(long, requires = "mesh")]
+    sp_norms: bool,
+    /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
+    #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
+    dims: Vec<(String, u64)>,
+    /// Write the plan (JSON, docs/plan-format.md) to this file. Without it, only the
+    /// summary is printed.
+    #[arg(short, long, value_name = "PLAN")]
+    output: Option<PathBuf>,
+    /// Also write the plan's timeline as Chrome trace-event JSON, for ui.perfetto.dev
+    /// (one process per rank, one track per stream, arrows for events).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// Per-rank memory limit, e.g. `80GB` or `70GiB`: the plan honours it or compilation
+    /// fails naming the layer and buffer that break it.
+    #[arg(long, value_name = "SIZE", value_parser = weft::memory::parse_size)]
+    max_memory: Option<u64>,
+    /// Print the summary as JSON (the keys of `weft inspect --json`).
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
+    /// The model file (Weft JSON or ONNX), or a plan written by `weft compile -o`: all
+    /// told apart by content. A plan runs its own program as scheduled, so `--mesh`,
+    /// `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not apply to it.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
     /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
@@ -373,6 +430,18 @@ fn run(cli: Cli) -> miette::Result<()> {
             write_out(None, &text)
         }
         Command::Run(args) => run_model(args),
+        Command::Compile(args) => run_compile(args),
+        Command::Inspect { plan, json, tasks } => {
+            let (plan, _) = weft::compile::read_plan(&plan)?;
+            let text = if tasks {
+                plan.to_text()
+            } else if json {
+                inspect_json(&plan)?
+            } else {
+                weft::inspect::InspectReport::new(&plan).to_text()
+            };
+            write_out(None, &text)
+        }
         Command::Hw { command } => run_hw(command),
         Command::Rules { json } => {
             let text = if json {
@@ -479,11 +548,12 @@ fn run(cli: Cli) -> miette::Result<()> {
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());
-                    // Until the cost model is wired here, extraction prices ops by the
-                    // roofline of one H100 node (every label says so).
+                    // `dump` has no `--hw`: extraction prices ops with the cost model of
+                    // one H100 node (every label says so); `weft compile --hw` chooses.
                     let profile =
                         weft::hardware::Profile::builtin(EXTRACT_PROFILE).into_diagnostic()?;
-                    let cost = weft::roofline::Roofline::new(&profile, &graph.mesh);
+                    let cost = weft::passes::cost::CostModel::new(&profile, &graph.mesh)
+                        .into_diagnostic()?;
                     let chosen = weft::passes::saturate::extract(&sat, &graph, &cost)
                         .into_diagnostic()
                         .wrap_err("extraction failed")?;
@@ -552,6 +622,168 @@ fn check_dump_flags(
     Ok(())
 }
 
+/// `weft compile`.
+fn run_compile(args: CompileArgs) -> miette::Result<()> {
+    if let Some(path) = &args.output {
+        check_writable(path, "-o")?;
+    }
+    if let Some(path) = &args.trace {
+        check_writable(path, "--trace")?;
+    }
+    let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
+    let request = weft::compile::CompileRequest {
+        model: args.model.clone(),
+        dims: options(args.dims)?.dims,
+        mesh: args.mesh,
+        sp_norms: args.sp_norms,
+        profile,
+        max_memory: args.max_memory,
+        plan_path: args.output.clone(),
+    };
+    let compiled = weft::compile::compile(&request)?;
+    for note in &compiled.notes {
+        tracing::warn!("{note}");
+    }
+    if let Some(path) = &args.output {
+        std::fs::write(path, compiled.plan.to_json_string())
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write the plan to `{}`", path.display()))?;
+    }
+    if let Some(path) = &args.trace {
+        let mut text = serde_json::to_string(&compiled.plan.to_trace_json()).into_diagnostic()?;
+        text.push('\n');
+        std::fs::write(path, text)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot write the trace to `{}`", path.display()))?;
+    }
+    let text = if args.json {
+        inspect_json(&compiled.plan)?
+    } else {
+        let mut text = weft::inspect::InspectReport::new(&compiled.plan).to_text();
+        if let Some(path) = &args.output {
+            text.push_str(&format!("wrote the plan to {}\n", path.display()));
+        }
+        if let Some(path) = &args.trace {
+            text.push_str(&format!(
+                "wrote the trace to {} (open it in ui.perfetto.dev)\n",
+                path.display()
+            ));
+        }
+        text
+    };
+    write_out(None, &text)
+}
+
+fn inspect_json(plan: &weft::plan::Plan) -> miette::Result<String> {
+    let report = weft::inspect::InspectReport::new(plan);
+    let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Refuses an output path whose folder does not exist (or that is a folder) before any
+/// work is done.
+fn check_writable(path: &std::path::Path, flag: &str) -> miette::Result<()> {
+    if path.is_dir() {
+        miette::bail!(
+            "{flag} {}: is a directory; give a file name",
+            path.display()
+        );
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        miette::bail!(
+            "{flag} {}: the folder `{}` does not exist (or is not a folder); create it first",
+            path.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// `weft run PLAN`: the plan's program, run by the plan executor (one thread per stream
+/// of each rank, honouring the plan's events; the plan is verified first).
+fn run_plan(args: RunArgs) -> miette::Result<()> {
+    let not_for_plans = [
+        ("--mesh", args.mesh.is_some()),
+        ("--sp-norms", args.sp_norms),
+        ("--dim", !args.dims.is_empty()),
+        ("--ranks", args.ranks.is_some()),
+        ("--max-memory", args.max_memory.is_some()),
+    ];
+    for (flag, given) in not_for_plans {
+        if given {
+            miette::bail!(
+                "{flag} does not apply to a plan: `{}` fixes its program, mesh, dims and \
+                 memory plan when it is compiled; recompile with `weft compile` to change them",
+                args.model.display()
+            );
+        }
+    }
+    if let Some(path) = &args.output {
+        check_output_path(path)?;
+    }
+    let (plan, program) = weft::compile::read_plan(&args.model)?;
+    if let Some(path) = &args.output {
+        let names = program
+            .outputs
+            .iter()
+            .map(|&v| program.value(v).name.as_str());
+        weft::tensor_io::check_npz_names(path, names).into_diagnostic()?;
+    }
+    let timeout = parse_timeout(args.timeout)?;
+    let given = weft::inputs::gather_inputs(&program, &args.inputs, args.input_dir.as_deref())?;
+    let inputs = weft::inputs::complete_inputs(&program, given, args.seed)?;
+    let run_options = weft::cpu::RunOptions {
+        base_dir: args.model.parent().map(PathBuf::from).unwrap_or_default(),
+        timeout,
+        ..weft::cpu::RunOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let outputs = weft::cpu::run_plan(&program, &plan, &inputs, &run_options).into_diagnostic()?;
+    tracing::info!(elapsed = ?start.elapsed(), ranks = plan.ranks.len(), "plan run finished");
+    write_outputs(args.output.as_ref(), &outputs)
+}
+
+/// `--timeout`: `Duration::from_secs_f64` panics past u64::MAX seconds (`--timeout 1e20`).
+fn parse_timeout(secs: f64) -> miette::Result<std::time::Duration> {
+    match std::time::Duration::try_from_secs_f64(secs) {
+        Ok(t) if !t.is_zero() => Ok(t),
+        _ => miette::bail!(
+            "--timeout must be a number of seconds from 1e-9 to {}",
+            u64::MAX
+        ),
+    }
+}
+
+/// Writes outputs to an .npz (`-o`) or prints a summary of each.
+fn write_outputs(
+    output: Option<&PathBuf>,
+    outputs: &[(String, weft::ir::Tensor)],
+) -> miette::Result<()> {
+    match output {
+        Some(path) => {
+            weft::tensor_io::write_npz(path, outputs)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot write `{}`", path.display()))?;
+            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
+            write_out(
+                None,
+                &format!(
+                    "wrote {} output(s) to {}: {}\n",
+                    outputs.len(),
+                    path.display(),
+                    names.join(", ")
+                ),
+            )
+        }
+        None => write_out(None, &weft::inputs::summarize(outputs)),
+    }
+}
+
 fn run_model(args: RunArgs) -> miette::Result<()> {
     // `-o` writes an .npz archive whatever the name says, so another name is refused
     // before any work is done.
@@ -565,6 +797,9 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
              give a file name ending in .npz",
             path.display()
         );
+    }
+    if weft::plan_io::is_plan_file(&args.model) {
+        return run_plan(args);
     }
     if let Some(path) = &args.output {
         check_output_path(path)?;
@@ -591,14 +826,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         };
         miette::bail!("--ranks {n} does not fit the graph: it {mesh}");
     }
-    // `Duration::from_secs_f64` panics past u64::MAX seconds (`--timeout 1e20`).
-    let timeout = match std::time::Duration::try_from_secs_f64(args.timeout) {
-        Ok(t) if !t.is_zero() => t,
-        _ => miette::bail!(
-            "--timeout must be a number of seconds from 1e-9 to {}",
-            u64::MAX
-        ),
-    };
+    let timeout = parse_timeout(args.timeout)?;
     // Before anything is allocated: refuse a run that cannot fit.
     let limit = weft::memory::limit(args.max_memory);
     weft::memory::check(&args.model, &graph, limit.as_ref())?;
@@ -613,24 +841,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
     let start = std::time::Instant::now();
     let outputs = weft::cpu::run(&graph, &inputs, &run_options).into_diagnostic()?;
     tracing::info!(elapsed = ?start.elapsed(), ranks = devices, "run finished");
-    match &args.output {
-        Some(path) => {
-            weft::tensor_io::write_npz(path, &outputs)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("cannot write `{}`", path.display()))?;
-            let names: Vec<&str> = outputs.iter().map(|(n, _)| n.as_str()).collect();
-            write_out(
-                None,
-                &format!(
-                    "wrote {} output(s) to {}: {}\n",
-                    outputs.len(),
-                    path.display(),
-                    names.join(", ")
-                ),
-            )
-        }
-        None => write_out(None, &weft::inputs::summarize(&outputs)),
-    }
+    write_outputs(args.output.as_ref(), &outputs)
 }
 
 /// Refuses an `-o` path that cannot be written (a folder that does not exist, or a folder

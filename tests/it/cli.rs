@@ -1054,7 +1054,7 @@ fn mesh_on_a_sharded_file_says_it_is_sharded() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).lines().next(),
-        Some("graph \"tiny-llama [extracted: DAG-greedy, roofline of h100-sxm-8]\" {")
+        Some("graph \"tiny-llama [extracted: DAG-greedy, cost model of h100-sxm-8]\" {")
     );
 }
 

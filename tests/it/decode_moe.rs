@@ -331,7 +331,7 @@ fn extract(g: &Graph, spec: &str) -> Graph {
     let sat = weft::passes::saturate::saturate(&sharded, &Default::default()).unwrap();
     assert!(sat.report.unsound.is_empty(), "{:?}", sat.report.unsound);
     let profile = weft::hardware::Profile::builtin("h100-sxm-8").unwrap();
-    let cost = weft::roofline::Roofline::new(&profile, &sharded.mesh);
+    let cost = weft::passes::cost::CostModel::new(&profile, &sharded.mesh).unwrap();
     let x = weft::passes::saturate::extract(&sat, &sharded, &cost).unwrap();
     assert!(
         x.cost_us <= x.original_cost_us,

@@ -94,7 +94,10 @@ fn tiny_llama_at_every_stage() {
         // the layers; every attention still marks one layer.
         let sat = saturate::saturate(&graph, &SaturateOptions::default()).unwrap();
         for (kind, program) in [
-            ("cheapest", crate::saturate::extract_h100(&sat, &graph).unwrap()),
+            (
+                "cheapest",
+                crate::saturate::extract_h100(&sat, &graph).unwrap(),
+            ),
             (
                 "rewritten",
                 saturate::extract_rewritten(&sat, &graph).unwrap(),

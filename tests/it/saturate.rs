@@ -24,7 +24,8 @@ pub fn extract_h100(
     template: &Graph,
 ) -> Result<Graph, saturate::SaturateError> {
     let profile = weft::hardware::Profile::builtin("h100-sxm-8").expect("a built-in profile");
-    let cost = weft::roofline::Roofline::new(&profile, &template.mesh);
+    let cost = weft::passes::cost::CostModel::new(&profile, &template.mesh)
+        .expect("the mesh fits one H100 node");
     saturate::extract(sat, template, &cost).map(|x| x.graph)
 }
 
@@ -646,7 +647,7 @@ fn cli_saturates_extracts_explains_and_lists_rules() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("[extracted: DAG-greedy, roofline of h100-sxm-8]"));
+    assert!(text.contains("[extracted: DAG-greedy, cost model of h100-sxm-8]"));
     let out = dir.path().join("out.npz");
     let o = weft(&[
         "run",

@@ -508,7 +508,11 @@ fn run_node(
 /// GEMM + reduce-scatter needs the plan's chunk count (handed to the executor through
 /// [`RunOptions::chunks`] by [`with_plan_chunks`]); an all-gather + GEMM runs as a ring
 /// of one step per group member, so a plan must say exactly that many chunks for it.
-fn configured<'n>(node: &'n Node, kernel: &KernelConfig, group_size: u64) -> Result<&'n Node, String> {
+fn configured<'n>(
+    node: &'n Node,
+    kernel: &KernelConfig,
+    group_size: u64,
+) -> Result<&'n Node, String> {
     let chunks = kernel.chunks();
     if matches!(node.op, Op::MatMulReduceScatter { .. }) && chunks.is_none() {
         return Err(
@@ -527,7 +531,11 @@ fn configured<'n>(node: &'n Node, kernel: &KernelConfig, group_size: u64) -> Res
 /// the chunk count of every fused GEMM + reduce-scatter. Every rank runs the same
 /// program, so every rank must configure a node alike; a plan where they differ is
 /// refused rather than run with one rank's choice.
-fn with_plan_chunks(program: &Graph, plan: &Plan, options: &RunOptions) -> Result<RunOptions, ExecError> {
+fn with_plan_chunks(
+    program: &Graph,
+    plan: &Plan,
+    options: &RunOptions,
+) -> Result<RunOptions, ExecError> {
     let mut out = options.clone();
     let mut chosen: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     for (r, rp) in plan.ranks.iter().enumerate() {

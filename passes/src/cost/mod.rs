@@ -10,6 +10,7 @@
 //! dispatches an op to them: exhaustively over [`Op`], so a new op cannot be costed by a
 //! default.
 
+mod adapters;
 mod collective;
 pub mod contention;
 mod gemm;
@@ -137,6 +138,11 @@ impl CostModel {
     /// The profile the model was built from.
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    /// What priced a program, for labels and logs: `cost model of h100-sxm-8`.
+    pub fn label(&self) -> String {
+        format!("cost model of {}", self.profile.name)
     }
 
     /// Factor ≥ 1 by which compute slows while this communication task runs beside it

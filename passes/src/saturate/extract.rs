@@ -88,6 +88,10 @@ pub struct Extraction {
     pub uncosted: Vec<String>,
     /// How many e-nodes could not be priced in all.
     pub uncosted_count: usize,
+    /// The rule applications whose result the chosen program uses, counted per rule (by
+    /// name, sorted): an application counts when an e-node no rule-free program has is
+    /// chosen in the class it created. Empty when the original program was kept.
+    pub rules_used: Vec<(String, u64)>,
 }
 
 /// Rounds after the first from each starting count of consumers (each recounts them in
@@ -530,8 +534,10 @@ pub fn extract(
         "extraction done"
     );
     let graph = build(&tables, &best.choice, &best.reachable, template)?;
+    let rules_used = rules_used(&tables, &best.choice, &best.reachable);
     Ok(Extraction {
         graph,
+        rules_used,
         cost_us: best.cost,
         original_cost_us: original_cost,
         kept_original,
@@ -539,6 +545,47 @@ pub fn extract(
         uncosted,
         uncosted_count,
     })
+}
+
+/// Which rule applications the choice uses: see [`Extraction::rules_used`].
+fn rules_used(
+    tables: &Tables<'_>,
+    choice: &[Option<usize>],
+    reachable: &[usize],
+) -> Vec<(String, u64)> {
+    let eg = &tables.sat.egraph;
+    let original: HashSet<WNode> = tables
+        .sat
+        .initial
+        .iter()
+        .map(|n| WNode {
+            head: n.head,
+            children: n.children.iter().map(|&c| eg.find(c)).collect(),
+        })
+        .collect();
+    // Classes where the chosen e-node is one a rule built.
+    let mut rewritten: HashSet<Id> = HashSet::new();
+    for &c in reachable {
+        let class = tables.classes[c];
+        let Some(k) = choice[c] else { continue };
+        let node = &eg[class].nodes[k];
+        let canonical = WNode {
+            head: node.head,
+            children: node.children.iter().map(|&ch| eg.find(ch)).collect(),
+        };
+        if !original.contains(&canonical) {
+            rewritten.insert(eg.find(class));
+        }
+    }
+    let mut seen: HashSet<(&'static str, Id)> = HashSet::new();
+    let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for &(rule, _, new) in &eg.analysis.applications {
+        let new = eg.find(new);
+        if rewritten.contains(&new) && seen.insert((rule, new)) {
+            *counts.entry(rule.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts.into_iter().collect()
 }
 
 /// The IR graph of an acyclic choice (`reachable` in post-order: children first).

@@ -114,7 +114,7 @@ pub struct Saturated {
     pub root: Id,
     names: HashMap<Id, String>,
     /// The e-nodes the graph itself gave, before any rule ran.
-    initial: Vec<WNode>,
+    pub(crate) initial: Vec<WNode>,
     pub report: SaturationReport,
 }
 

@@ -11,7 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use weft_ir::{CollectiveKind, Graph, NodeId, Occupancy};
 use weft_plan::KernelConfig;
 
-use super::{NodeCost, ScheduleError, TaskCosts};
+use super::{OpCost, ScheduleError, TaskCosts};
 
 /// What a task occupies (from [`Occupancy`], less sources, which are not tasks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct DagTask {
     pub class: TaskClass,
     /// The stream index: 0 is compute, `1..` the communication streams.
     pub stream: u32,
-    pub cost: NodeCost,
+    pub cost: OpCost,
     /// For a communication task, the factor by which it slows compute beside it (≥ 1);
     /// 1 for every other task.
     pub slowdown: f64,
@@ -196,8 +196,8 @@ impl TaskDag {
 }
 
 /// A view's cost: nothing moves and nothing launches.
-fn view_cost() -> NodeCost {
-    NodeCost {
+fn view_cost() -> OpCost {
+    OpCost {
         time_us: 0.0,
         compute_us: 0.0,
         comm_us: 0.0,
@@ -207,7 +207,7 @@ fn view_cost() -> NodeCost {
 }
 
 /// Refuses costs the simulation cannot use (negative, NaN, infinite).
-fn check_cost(node: &str, cost: &NodeCost) -> Result<(), ScheduleError> {
+fn check_cost(node: &str, cost: &OpCost) -> Result<(), ScheduleError> {
     for (what, v) in [
         ("time_us", cost.time_us),
         ("compute_us", cost.compute_us),

@@ -16,7 +16,7 @@ use weft_ir::stats::node_flops;
 use weft_ir::{Graph, NodeId, Occupancy};
 use weft_plan::{CollectiveConfig, KernelConfig};
 
-use super::{NodeCost, ScheduleError, TaskCosts};
+use super::{OpCost, ScheduleError, TaskCosts};
 
 /// Fixed rates; see the module documentation.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +31,7 @@ pub struct FixedRates {
 }
 
 impl TaskCosts for FixedRates {
-    fn cost(&self, graph: &Graph, node: NodeId) -> Result<NodeCost, ScheduleError> {
+    fn cost(&self, graph: &Graph, node: NodeId) -> Result<OpCost, ScheduleError> {
         let n = graph.node(node);
         let err = |reason: String| ScheduleError::Cost {
             node: n.name.clone(),
@@ -94,7 +94,7 @@ impl TaskCosts for FixedRates {
             )),
             Occupancy::Compute => {
                 let compute_us = compute_part()?;
-                Ok(NodeCost {
+                Ok(OpCost {
                     time_us: compute_us + self.compute_launch_us,
                     compute_us,
                     comm_us: 0.0,
@@ -105,7 +105,7 @@ impl TaskCosts for FixedRates {
             Occupancy::Comm(c) => {
                 let message = message_bytes(c.kind, first_in, first_out);
                 let (comm_us, config) = comm_part(c.kind, c.axis, message)?;
-                Ok(NodeCost {
+                Ok(OpCost {
                     time_us: comm_us + self.comm_launch_us,
                     compute_us: 0.0,
                     comm_us,
@@ -119,7 +119,7 @@ impl TaskCosts for FixedRates {
                     .ok_or_else(|| err("the fused message overflows 64 bits".into()))?;
                 let (comm_us, _) = comm_part(c.kind, c.axis, message)?;
                 let compute_us = compute_part()?;
-                Ok(NodeCost {
+                Ok(OpCost {
                     time_us: compute_us + comm_us + self.compute_launch_us,
                     compute_us,
                     comm_us,
@@ -130,7 +130,7 @@ impl TaskCosts for FixedRates {
         }
     }
 
-    fn contention_slowdown(&self, comm: &NodeCost) -> f64 {
+    fn contention_slowdown(&self, comm: &OpCost) -> f64 {
         if comm.comm_us > 0.0 {
             self.comm_slowdown
         } else {

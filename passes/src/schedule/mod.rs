@@ -49,33 +49,22 @@ pub mod simulate;
 mod tests;
 
 use weft_ir::{Graph, NodeId};
-use weft_plan::{KernelConfig, Prediction, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
+use weft_plan::{Prediction, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
 
 pub use collectives::{MeshGrid, verify_collective_order};
 pub use fixed_rates::FixedRates;
 
-/// What a task costs, as the cost model predicts it (mirrors `cost::OpCost`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct NodeCost {
-    /// The task's predicted duration alone (launch overhead included), µs.
-    pub time_us: f64,
-    /// The SM-bound part, µs (0 for pure communication).
-    pub compute_us: f64,
-    /// The link-bound part, µs (0 for pure compute).
-    pub comm_us: f64,
-    /// The fraction of SMs a communication kernel takes (0 for compute).
-    pub comm_sm_fraction: f64,
-    pub kernel: KernelConfig,
-}
+/// What a task costs: the cost model's answer for one op.
+pub use crate::cost::OpCost;
 
 /// The costs the scheduler needs. The cost model implements it; tests use
 /// [`FixedRates`].
 pub trait TaskCosts {
     /// The cost of the (non-source, non-view) node `node` of `graph`.
-    fn cost(&self, graph: &Graph, node: NodeId) -> Result<NodeCost, ScheduleError>;
+    fn cost(&self, graph: &Graph, node: NodeId) -> Result<OpCost, ScheduleError>;
     /// Factor ≥ 1 by which compute slows while the communication task `comm` runs beside
     /// it.
-    fn contention_slowdown(&self, comm: &NodeCost) -> f64;
+    fn contention_slowdown(&self, comm: &OpCost) -> f64;
 }
 
 /// How to schedule.

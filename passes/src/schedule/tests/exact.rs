@@ -8,9 +8,7 @@ use weft_ir::{Graph, NodeId, Op, Shape};
 use weft_plan::{KernelConfig, StreamKind};
 
 use super::{Builder, check_plan};
-use crate::schedule::{
-    NodeCost, ScheduleError, ScheduleOptions, ScheduleOrder, TaskCosts, schedule,
-};
+use crate::schedule::{OpCost, ScheduleError, ScheduleOptions, ScheduleOrder, TaskCosts, schedule};
 
 /// Times by node name; every communication task slows compute by `slowdown`.
 struct Table {
@@ -19,14 +17,14 @@ struct Table {
 }
 
 impl TaskCosts for Table {
-    fn cost(&self, graph: &Graph, node: NodeId) -> Result<NodeCost, ScheduleError> {
+    fn cost(&self, graph: &Graph, node: NodeId) -> Result<OpCost, ScheduleError> {
         let n = graph.node(node);
         let time_us = *self.times.get(&n.name).ok_or_else(|| ScheduleError::Cost {
             node: n.name.clone(),
             reason: "no time in the table".into(),
         })?;
         let comm = n.op.occupancy().communicates();
-        Ok(NodeCost {
+        Ok(OpCost {
             time_us,
             compute_us: if comm { 0.0 } else { time_us },
             comm_us: if comm { time_us } else { 0.0 },
@@ -34,7 +32,7 @@ impl TaskCosts for Table {
             kernel: KernelConfig::MemoryBound { bytes: 0 },
         })
     }
-    fn contention_slowdown(&self, _: &NodeCost) -> f64 {
+    fn contention_slowdown(&self, _: &OpCost) -> f64 {
         self.slowdown
     }
 }
