@@ -48,13 +48,16 @@ def main():
     row = {t: i for i, t in enumerate(tracks)}
 
     def colour(e):
-        cat = e.get("cat", "")
-        name = e.get("name", "")
-        if "comm" in cat or any(k in name for k in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")):
+        kernel = str(e.get("args", {}).get("kernel", ""))
+        if kernel.startswith("pipelined"):
+            return "#8e44ad"  # GEMM fused with a collective
+        if kernel.startswith("nccl") or e.get("args", {}).get("collective"):
             return "#e4572e"
-        if "matmul" in name or "gemm" in cat:
+        if kernel.startswith("gemm"):
             return "#2e86ab"
-        return "#7fb069"
+        if kernel.startswith("view"):
+            return "#bbbbbb"
+        return "#7fb069"  # memory-bound
 
     fig, ax = plt.subplots(figsize=(14, 0.55 * len(tracks) + 1.4), dpi=110)
     for e in boxes:
@@ -79,6 +82,12 @@ def main():
             continue
         ax.add_patch(FancyArrowPatch((s["ts"], row[(s["pid"], s["tid"])]), (e["ts"], row[(e["pid"], e["tid"])]),
                                      arrowstyle="-|>", mutation_scale=6, color="#333333", linewidth=0.5, alpha=0.6))
+    from matplotlib.patches import Patch
+
+    legend = [("GEMM", "#2e86ab"), ("memory-bound", "#7fb069"), ("collective", "#e4572e"),
+              ("GEMM + collective, pipelined", "#8e44ad")]
+    ax.legend(handles=[Patch(facecolor=c, label=l) for l, c in legend], loc="upper center",
+              bbox_to_anchor=(0.5, -0.22), ncol=4, fontsize=8, frameon=False)
     ax.set_xlim(t0, t1)
     ax.set_ylim(len(tracks) - 0.5, -0.5)
     ax.set_yticks(range(len(tracks)))

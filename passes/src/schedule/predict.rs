@@ -10,10 +10,12 @@
 //!   simulation's rates always sum to at least 1 (see [`super::simulate`]), so
 //!   `predicted ≤ baseline`.
 //! - `exposed_comm_us`: time during which some communication stream is busy and the
-//!   compute stream is not. The communication inside fused (GEMM + collective) tasks is
-//!   part of a compute-stream task and is not counted.
-//! - `overlap_efficiency`: `1 - exposed / busy`, where `busy` is the time some
-//!   communication stream is busy; 1 when there is no communication.
+//!   compute stream is not, plus, for each fused (GEMM + collective) task on the compute
+//!   stream, the part of its communication its own pipeline does not hide: its time
+//!   beyond its GEMM alone, `min(comm, max(0, time − compute))`.
+//! - `overlap_efficiency`: `1 - exposed / total`, where `total` is the time some
+//!   communication stream is busy plus the fused tasks' communication time; 1 when there
+//!   is no communication.
 
 use weft_plan::{Prediction, RankPlan};
 
@@ -47,9 +49,20 @@ pub fn predict(dag: &TaskDag, timeline: &Timeline, ranks: &[RankPlan]) -> Predic
     let busy: f64 = comm.iter().map(|(s, e)| e - s).sum();
     let hidden = intersection(&comm, &compute);
     // Never negative (rounding could make it -0.0 or below when all is hidden).
-    let exposed_comm_us = if busy > hidden { busy - hidden } else { 0.0 };
-    let overlap_efficiency = if busy > 0.0 {
-        1.0 - exposed_comm_us / busy
+    let mut exposed_comm_us = if busy > hidden { busy - hidden } else { 0.0 };
+    let mut total_comm = busy;
+    // Fused tasks carry their communication on the compute stream.
+    for t in dag
+        .tasks
+        .iter()
+        .filter(|t| t.stream == 0 && t.cost.comm_us > 0.0)
+    {
+        let c = &t.cost;
+        total_comm += c.comm_us;
+        exposed_comm_us += (c.time_us - c.compute_us).max(0.0).min(c.comm_us);
+    }
+    let overlap_efficiency = if total_comm > 0.0 {
+        (1.0 - exposed_comm_us / total_comm).clamp(0.0, 1.0)
     } else {
         1.0
     };
