@@ -185,8 +185,8 @@ struct CompileArgs {
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file (Weft JSON or ONNX), or a plan written by `weft compile -o`: all
-    /// told apart by content. A plan runs its own program as scheduled, so `--mesh`,
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX — or a plan written by
+    /// `weft compile -o` — told apart by content. A plan runs its own program as scheduled, so `--mesh`,
     /// `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not apply to it.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
@@ -848,24 +848,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
 /// in the place of the file) before the model runs, so a long run is not thrown away at the
 /// end for a typo in the path.
 fn check_output_path(path: &std::path::Path) -> miette::Result<()> {
-    if path.is_dir() {
-        miette::bail!(
-            "-o {}: is a directory; give a file name ending in .npz",
-            path.display()
-        );
-    }
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    if !folder.is_dir() {
-        miette::bail!(
-            "-o {}: the folder `{}` does not exist (or is not a folder); create it first",
-            path.display(),
-            folder.display()
-        );
-    }
-    Ok(())
+    check_writable(path, "-o")
 }
 
 /// `weft hw list` and `weft hw show`.

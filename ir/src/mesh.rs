@@ -94,6 +94,44 @@ impl Mesh {
     pub fn axis_names(&self) -> Vec<&str> {
         self.axes.iter().map(|a| a.name.as_str()).collect()
     }
+
+    /// `rank`'s coordinate on each axis, in axis order. Devices are numbered row-major
+    /// over the axes (the last axis varies fastest), as `torch.distributed.device_mesh`
+    /// numbers them; the executor, the scheduler, the plan and the cost model all use this
+    /// one numbering.
+    pub fn coords(&self, rank: u64) -> Vec<u64> {
+        let mut out = vec![0; self.axes.len()];
+        let mut rest = rank;
+        for (i, a) in self.axes.iter().enumerate().rev() {
+            out[i] = rest % a.size;
+            rest /= a.size;
+        }
+        out
+    }
+
+    /// The rank at `coords` (one per axis, each below its axis's size).
+    pub fn rank_of(&self, coords: &[u64]) -> u64 {
+        coords
+            .iter()
+            .zip(&self.axes)
+            .fold(0, |acc, (&c, a)| acc * a.size + c)
+    }
+
+    /// The ranks of `rank`'s group along `axis` (the devices that differ from it only in
+    /// that coordinate), in coordinate order, and `rank`'s position among them; `None`
+    /// when the mesh has no such axis.
+    pub fn group(&self, rank: u64, axis: &str) -> Option<(Vec<u64>, usize)> {
+        let a = self.axes.iter().position(|m| m.name == axis)?;
+        let mut coords = self.coords(rank);
+        let me = coords[a] as usize;
+        let members = (0..self.axes[a].size)
+            .map(|i| {
+                coords[a] = i;
+                self.rank_of(&coords)
+            })
+            .collect();
+        Some((members, me))
+    }
 }
 
 impl FromStr for Mesh {

@@ -10,33 +10,22 @@ pub fn device_count(mesh: &[MeshAxis]) -> Option<u32> {
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// `rank`'s coordinate on each axis, in axis order.
+/// The IR's mesh of the plan's axes (`None` when a name or size is invalid, which the
+/// header check reports).
+fn ir_mesh(mesh: &[MeshAxis]) -> Option<weft_ir::Mesh> {
+    weft_ir::Mesh::new(mesh.iter().map(|a| (a.name.clone(), a.size))).ok()
+}
+
+/// `rank`'s coordinate on each axis, in axis order ([`weft_ir::Mesh::coords`]).
 pub fn coords(mesh: &[MeshAxis], rank: u32) -> Vec<u64> {
-    let mut rest = u64::from(rank);
-    let mut out = vec![0; mesh.len()];
-    for (i, a) in mesh.iter().enumerate().rev() {
-        let size = a.size.max(1);
-        out[i] = rest % size;
-        rest /= size;
-    }
-    out
+    ir_mesh(mesh).map_or_else(|| vec![0; mesh.len()], |m| m.coords(u64::from(rank)))
 }
 
 /// The ranks of `rank`'s group along `axis`, in coordinate order (this rank among
 /// them); `None` when the mesh has no such axis.
 pub fn group(mesh: &[MeshAxis], rank: u32, axis: &str) -> Option<Vec<u32>> {
-    let a = mesh.iter().position(|m| m.name == axis)?;
-    let mut c = coords(mesh, rank);
-    (0..mesh[a].size)
-        .map(|i| {
-            c[a] = i;
-            let r = c
-                .iter()
-                .zip(mesh)
-                .fold(0u64, |acc, (&ci, m)| acc * m.size + ci);
-            u32::try_from(r).ok()
-        })
-        .collect()
+    let (members, _) = ir_mesh(mesh)?.group(u64::from(rank), axis)?;
+    members.into_iter().map(|r| u32::try_from(r).ok()).collect()
 }
 
 #[cfg(test)]

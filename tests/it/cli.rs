@@ -708,7 +708,7 @@ fn small_things_users_see() {
         assert!(!name.chars().last().unwrap().is_ascii_digit(), "`{line}`");
     }
     // Every MODEL help names ONNX as well as JSON.
-    for cmd in ["check", "run", "dump"] {
+    for cmd in ["check", "run", "dump", "compile"] {
         let help = stdout(&weft(&[cmd, "--help"]));
         assert!(
             help.contains("Weft JSON (docs/json-format.md) or ONNX"),

@@ -3,60 +3,36 @@
 
 use weft_ir::{Mesh, Placement, Sharding};
 
-/// The coordinates of every rank of a mesh.
+/// The coordinates of every rank of a mesh ([`Mesh::coords`]'s numbering), in `usize`
+/// for indexing the executor's per-rank tables.
 #[derive(Clone, Debug)]
 pub struct RankGrid {
-    sizes: Vec<usize>,
-    names: Vec<String>,
+    mesh: Mesh,
 }
 
 impl RankGrid {
     pub fn new(mesh: &Mesh) -> RankGrid {
-        RankGrid {
-            sizes: mesh.axes().iter().map(|a| a.size as usize).collect(),
-            names: mesh.axes().iter().map(|a| a.name.clone()).collect(),
-        }
+        RankGrid { mesh: mesh.clone() }
     }
 
     /// Number of ranks.
     pub fn ranks(&self) -> usize {
-        self.sizes.iter().product()
-    }
-
-    fn axis_index(&self, axis: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == axis)
+        self.mesh.num_devices() as usize
     }
 
     /// Coordinate of `rank` along each axis.
     pub fn coords(&self, rank: usize) -> Vec<usize> {
-        let mut coords = vec![0; self.sizes.len()];
-        let mut r = rank;
-        for i in (0..self.sizes.len()).rev() {
-            coords[i] = r % self.sizes[i];
-            r /= self.sizes[i];
-        }
-        coords
-    }
-
-    fn rank_of(&self, coords: &[usize]) -> usize {
-        coords
-            .iter()
-            .zip(&self.sizes)
-            .fold(0, |acc, (&c, &s)| acc * s + c)
+        self.mesh
+            .coords(rank as u64)
+            .into_iter()
+            .map(|c| c as usize)
+            .collect()
     }
 
     /// The ranks of `rank`'s group along `axis`, in axis order, and `rank`'s position in it.
     pub fn group(&self, rank: usize, axis: &str) -> Option<(Vec<usize>, usize)> {
-        let a = self.axis_index(axis)?;
-        let mut coords = self.coords(rank);
-        let me = coords[a];
-        let members = (0..self.sizes[a])
-            .map(|i| {
-                coords[a] = i;
-                self.rank_of(&coords)
-            })
-            .collect();
-        Some((members, me))
+        let (members, me) = self.mesh.group(rank as u64, axis)?;
+        Some((members.into_iter().map(|r| r as usize).collect(), me))
     }
 
     /// For each tensor dim, how many pieces the sharding cuts it into and which piece
@@ -69,12 +45,13 @@ impl RankGrid {
     ) -> Vec<(usize, usize)> {
         let coords = self.coords(rank);
         let mut pieces = vec![(1usize, 0usize); rank_dims];
-        for (i, name) in self.names.iter().enumerate() {
-            if let Placement::Split(d) = sharding.placement(name)
+        for (i, axis) in self.mesh.axes().iter().enumerate() {
+            if let Placement::Split(d) = sharding.placement(&axis.name)
                 && d < rank_dims
             {
+                let size = axis.size as usize;
                 let (count, index) = pieces[d];
-                pieces[d] = (count * self.sizes[i], index * self.sizes[i] + coords[i]);
+                pieces[d] = (count * size, index * size + coords[i]);
             }
         }
         pieces
@@ -84,10 +61,11 @@ impl RankGrid {
     /// value is replicated along.
     pub fn is_canonical(&self, rank: usize, sharding: &Sharding) -> bool {
         let coords = self.coords(rank);
-        self.names
+        self.mesh
+            .axes()
             .iter()
             .zip(coords)
-            .all(|(name, c)| c == 0 || sharding.placement(name) != Placement::Replicate)
+            .all(|(axis, c)| c == 0 || sharding.placement(&axis.name) != Placement::Replicate)
     }
 }
 

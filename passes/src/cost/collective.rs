@@ -50,23 +50,18 @@ pub(crate) struct Group {
 impl Group {
     /// The group along `axis` that device 0 belongs to (every group of an axis has the same
     /// shape when the node size divides evenly). Device index is row-major over the mesh's
-    /// axes; node = index / devices_per_node.
+    /// axes ([`Mesh::group`]); node = index / devices_per_node.
     pub(crate) fn of_axis(mesh: &Mesh, axis: &str, profile: &Profile) -> Result<Group, CostError> {
-        let axes = mesh.axes();
-        let pos =
-            axes.iter()
-                .position(|a| a.name == axis)
-                .ok_or_else(|| CostError::UnknownAxis {
-                    axis: axis.to_string(),
-                    mesh: mesh.axis_names().join(", "),
-                })?;
-        let size = axes[pos].size;
-        let stride: u128 = axes[pos + 1..].iter().map(|a| u128::from(a.size)).product();
-        let dpn = u128::from(profile.devices_per_node);
-        // Devices of the group per node, in node order (the group's indices increase).
-        let mut counts: Vec<(u128, u64)> = Vec::new();
-        for i in 0..size {
-            let node = u128::from(i) * stride / dpn;
+        let (members, _) = mesh.group(0, axis).ok_or_else(|| CostError::UnknownAxis {
+            axis: axis.to_string(),
+            mesh: mesh.axis_names().join(", "),
+        })?;
+        let size = members.len() as u64;
+        let dpn = u64::from(profile.devices_per_node).max(1);
+        // Devices of the group per node, in node order (the group's ranks increase).
+        let mut counts: Vec<(u64, u64)> = Vec::new();
+        for r in members {
+            let node = r / dpn;
             match counts.last_mut() {
                 Some((n, c)) if *n == node => *c += 1,
                 _ => counts.push((node, 1)),

@@ -17,56 +17,44 @@ use super::ScheduleError;
 use super::dag::TaskDag;
 use super::simulate::Timeline;
 
-/// Ranks on a mesh, numbered row-major over the axes (the last axis varies fastest), as
-/// `torch.distributed.device_mesh` does and as the CPU executor does
-/// (`backends/cpu/src/mesh_coords.rs`, which `passes` cannot depend on).
+/// Ranks on a mesh ([`Mesh::coords`]'s row-major numbering), in the plan's `u32`.
 #[derive(Clone, Debug)]
 pub struct MeshGrid {
-    sizes: Vec<u64>,
+    mesh: Mesh,
 }
 
 impl MeshGrid {
     /// The grid of `mesh`; fails when its devices cannot be numbered in `u32`.
     pub fn new(mesh: &Mesh) -> Result<MeshGrid, ScheduleError> {
-        let sizes: Vec<u64> = mesh.axes().iter().map(|a| a.size).collect();
-        let total = sizes
+        let total = mesh
+            .axes()
             .iter()
-            .try_fold(1u64, |acc, &s| acc.checked_mul(s))
+            .try_fold(1u64, |acc, a| acc.checked_mul(a.size))
             .unwrap_or(u64::MAX);
         if total > u64::from(u32::MAX) {
             return Err(ScheduleError::TooManyRanks(total));
         }
-        Ok(MeshGrid { sizes })
+        Ok(MeshGrid { mesh: mesh.clone() })
     }
 
     /// The number of ranks.
     pub fn ranks(&self) -> u32 {
-        self.sizes.iter().product::<u64>() as u32
+        self.mesh.num_devices() as u32
     }
 
     /// `rank`'s coordinate on each axis.
     pub fn coords(&self, rank: u32) -> Vec<u64> {
-        let mut coords = vec![0; self.sizes.len()];
-        let mut r = u64::from(rank);
-        for i in (0..self.sizes.len()).rev() {
-            coords[i] = r % self.sizes[i];
-            r /= self.sizes[i];
-        }
-        coords
+        self.mesh.coords(u64::from(rank))
     }
 
     /// The ranks of `rank`'s group along axis `axis` (by index), in axis order.
     pub fn group(&self, rank: u32, axis: usize) -> Vec<u32> {
-        let mut coords = self.coords(rank);
-        (0..self.sizes[axis])
-            .map(|i| {
-                coords[axis] = i;
-                coords
-                    .iter()
-                    .zip(&self.sizes)
-                    .fold(0u64, |acc, (&c, &s)| acc * s + c) as u32
+        let name = &self.mesh.axes()[axis].name;
+        self.mesh
+            .group(u64::from(rank), name)
+            .map_or_else(Vec::new, |(members, _)| {
+                members.into_iter().map(|r| r as u32).collect()
             })
-            .collect()
     }
 }
 
