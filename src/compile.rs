@@ -184,6 +184,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             })
             .collect(),
         model_changing_rewrites: Vec::new(),
+        program_sha256: weft_plan::program_digest(&program_json),
         program: program_json,
         ranks: scheduled.ranks,
         prediction: scheduled.prediction,

@@ -432,7 +432,10 @@ fn run(cli: Cli) -> miette::Result<()> {
         Command::Run(args) => run_model(args),
         Command::Compile(args) => run_compile(args),
         Command::Inspect { plan, json, tasks } => {
-            let (plan, _) = weft::compile::read_plan(&plan)?;
+            // A plan edited by hand is verified before its figures are shown.
+            let (plan, program) = weft::compile::read_plan(&plan)?;
+            weft::plan::verify_plan(&plan, &program)
+                .map_err(|e| miette::miette!("the plan does not verify: {e}"))?;
             let text = if tasks {
                 plan.to_text()
             } else if json {

@@ -21,6 +21,11 @@ pub enum PlanError {
         "the plan has version {found}, but this Weft reads version {expected} only; compile the model again with this Weft"
     )]
     Version { found: String, expected: u32 },
+    /// The program is not the one the plan was compiled with.
+    #[error(
+        "the plan's program was edited after compilation (its SHA-256 is {found}, the plan records {recorded}); compile the model again rather than editing the program"
+    )]
+    ProgramEdited { found: String, recorded: String },
     /// A program value's size could not be computed (an unbound dim, or past 64 bits).
     #[error("value `{value}`: {message}")]
     Size { value: String, message: String },

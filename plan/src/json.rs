@@ -43,6 +43,14 @@ impl Plan {
             }
         }
         // Parse the text again (not the value), so errors keep their line and column.
-        serde_json::from_str(text).map_err(json_err)
+        let plan: Plan = serde_json::from_str(text).map_err(json_err)?;
+        let found = crate::program_digest(&plan.program);
+        if found != plan.program_sha256 {
+            return Err(PlanError::ProgramEdited {
+                found,
+                recorded: plan.program_sha256,
+            });
+        }
+        Ok(plan)
     }
 }

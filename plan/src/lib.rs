@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 mod error;
 mod json;
@@ -61,6 +62,9 @@ pub struct Plan {
     /// The chosen per-device (SPMD) program, as a Weft JSON model object
     /// (docs/json-format.md). Every task's nodes are nodes of this program.
     pub program: serde_json::Value,
+    /// SHA-256 of `program` as compact JSON ([`program_digest`]): a program edited after
+    /// compilation no longer matches the schedule made for it, so reading refuses it.
+    pub program_sha256: String,
     /// One entry per device of the mesh, in device order.
     pub ranks: Vec<RankPlan>,
     pub prediction: Prediction,
@@ -346,4 +350,14 @@ impl KernelConfig {
             | KernelConfig::Collective(_) => None,
         }
     }
+}
+
+/// SHA-256 (lower-case hex) of a program as compact JSON, the digest a plan records in
+/// `program_sha256`.
+pub fn program_digest(program: &serde_json::Value) -> String {
+    let text = program.to_string();
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -81,6 +81,7 @@ pub fn serial_plan(program: &Graph, header: PlanHeader) -> Result<Plan, PlanErro
         options: header.options,
         rules_applied: header.rules_applied,
         model_changing_rewrites: header.model_changing_rewrites,
+        program_sha256: crate::program_digest(&header.program),
         program: header.program,
         ranks,
         prediction: Prediction {

@@ -294,11 +294,27 @@ fn json_round_trips_exactly() {
     }
     plan.prediction.predicted_us = t;
     plan.prediction.overlap_efficiency = std::f64::consts::PI / 7.0;
-    plan.program = serde_json::json!({"weft": 1, "name": "x", "nodes": []});
+    plan.program = serde_json::json!({"weft": 1, "name": "x", "nodes": [], "w": 0.1 + 0.2});
+    plan.program_sha256 = weft_plan::program_digest(&plan.program);
     let text = plan.to_json_string();
     let back = Plan::from_json_str(&text).unwrap();
     assert_eq!(back, plan);
     assert_eq!(back.to_json_string(), text);
+}
+
+/// A plan whose program was edited after compilation no longer matches its schedule:
+/// reading it is refused, naming both digests.
+#[test]
+fn a_plan_whose_program_was_edited_is_refused() {
+    let g = example("examples/tiny-llama.json", Some("tp=2"));
+    let mut plan = serial(&g);
+    plan.program = serde_json::json!({"weft": 1, "name": "tiny", "nodes": []});
+    plan.program_sha256 = weft_plan::program_digest(&plan.program);
+    let text = plan.to_json_string();
+    assert!(Plan::from_json_str(&text).is_ok());
+    let edited = text.replacen("\"tiny\"", "\"tinier\"", 1);
+    let e = Plan::from_json_str(&edited).unwrap_err().to_string();
+    assert!(e.contains("edited after compilation"), "{e}");
 }
 
 #[test]
