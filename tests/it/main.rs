@@ -16,6 +16,7 @@ mod onnx;
 mod output_names;
 mod raise;
 mod raise_attention;
+mod review_r;
 mod roundtrip;
 mod run;
 mod saturate;
