@@ -17,6 +17,7 @@ mod output_names;
 mod raise;
 mod raise_attention;
 mod readme;
+mod review_r;
 mod roundtrip;
 mod run;
 mod saturate;
