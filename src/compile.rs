@@ -207,8 +207,10 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     })
 }
 
-/// Communication streams per rank: one per mesh axis (so collectives of different axes,
-/// say tensor- and expert-parallel, can run at once), at least one.
+/// Communication streams per rank at most: one per mesh axis (so collectives of
+/// different axes, say tensor- and expert-parallel, can run at once), at least one. The
+/// scheduler creates a stream only for an axis that has collectives, so an axis without
+/// any (a `dp` axis of an inference step) gets no empty stream.
 fn comm_streams(_profile: &Profile, mesh: &Mesh) -> u32 {
     u32::try_from(mesh.axes().len()).unwrap_or(u32::MAX).max(1)
 }

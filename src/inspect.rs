@@ -135,8 +135,9 @@ impl InspectReport {
         );
         let _ = writeln!(
             s,
-            "  mesh {mesh} on {}, {} ranks",
-            self.hardware, self.ranks
+            "  mesh {mesh} on {}, {}",
+            self.hardware,
+            weft_plan::rank_count(self.ranks)
         );
         if !self.dims.is_empty() {
             let dims: Vec<String> = self.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -28,6 +28,7 @@ mod verify;
 
 pub use error::{PlanError, PlanErrors, PlanRule, Violation};
 pub use serial::{PlanHeader, serial_plan};
+pub use text::rank_count;
 pub use verify::verify_plan;
 
 /// The JSON `format` tag of a plan file.
@@ -295,7 +296,8 @@ pub struct Buffer {
     pub kind: BufferKind,
     pub bytes: u64,
     /// Offset in the rank's pool for its kind (weights and activations are separate
-    /// pools); two buffers of one pool overlap in memory only if their lifetimes do not.
+    /// pools), a multiple of [`BUFFER_ALIGNMENT`]; two buffers of one pool overlap in
+    /// memory only if their lifetimes do not.
     pub offset: u64,
     /// The task that writes it (`None` for weights and inputs, present at the start).
     pub producer: Option<TaskId>,
@@ -308,9 +310,11 @@ pub struct Buffer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySummary {
-    /// Weights and constants, resident all step.
+    /// The weight pool's size (weights and constants, resident all step): the highest
+    /// `offset + aligned_size(bytes)` of any weight buffer.
     pub weight_bytes: u64,
-    /// The activation pool's size: the highest `offset + bytes` of any non-weight buffer.
+    /// The activation pool's size: the highest `offset + aligned_size(bytes)` of any
+    /// non-weight buffer.
     pub activation_peak_bytes: u64,
     /// `weight_bytes + activation_peak_bytes`.
     pub peak_bytes: u64,
@@ -350,6 +354,23 @@ impl KernelConfig {
             | KernelConfig::Collective(_) => None,
         }
     }
+}
+
+/// Every buffer's `offset` is a multiple of this many bytes, and each buffer takes its
+/// size rounded up to it in its pool. 256 is the alignment `cudaMalloc` guarantees: "any
+/// address of a variable residing in global memory or returned by one of the memory
+/// allocation routines from the driver or runtime API is always aligned to at least 256
+/// bytes" (CUDA C++ Programming Guide, "Device Memory Accesses",
+/// <https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#device-memory-accesses>).
+/// A pool carved from one allocation keeps each buffer as aligned as its own
+/// `cudaMalloc` would, which vectorised loads (16 bytes) and libraries such as cuBLAS
+/// expect.
+pub const BUFFER_ALIGNMENT: u64 = 256;
+
+/// The bytes a buffer of `bytes` takes in its pool: `bytes` rounded up to
+/// [`BUFFER_ALIGNMENT`]; `None` past 64 bits.
+pub fn aligned_size(bytes: u64) -> Option<u64> {
+    bytes.checked_next_multiple_of(BUFFER_ALIGNMENT)
 }
 
 /// SHA-256 (lower-case hex) of a program as compact JSON, the digest a plan records in

@@ -1,6 +1,8 @@
 //! The serial plan: a valid, unscheduled plan of a program, one task per node in program
-//! order on each rank's compute or communication stream, an event for each dependency
-//! between the two streams, no memory reuse and all times 0.
+//! order on each rank's compute or communication stream (the latter only when something
+//! communicates), an event for each dependency between the two streams and for each
+//! collective call ordered after its axis's previous call on the other stream, no memory
+//! reuse (offsets aligned) and all times 0.
 //!
 //! It is the baseline the real scheduler's plans are checked against (the executor runs
 //! both and must give the same outputs) and the fixture the verifier's tests break on
@@ -119,6 +121,8 @@ fn serial_rank(
     let mut buffers: Vec<Buffer> = Vec::new();
     let mut tasks: Vec<Task> = Vec::new();
     let mut seq: BTreeMap<String, u64> = BTreeMap::new();
+    // Per mesh axis, the task of its latest collective call.
+    let mut last_call: BTreeMap<String, usize> = BTreeMap::new();
     let mut events = 0u32;
     for (id, node) in program.nodes() {
         let occupancy = node.op.occupancy();
@@ -168,6 +172,19 @@ fn serial_rank(
                 waits.push(e);
             }
         }
+        // A communicator runs its calls one at a time, in order: a call on the other
+        // stream than the axis's previous call (a fused op computes on `compute`, a plain
+        // collective runs on `comm`) waits for that call.
+        if let Some(c) = occupancy.collective()
+            && let Some(&pt) = last_call.get(c.axis)
+            && tasks[pt].stream != stream
+        {
+            let e = *tasks[pt].record.get_or_insert_with(|| {
+                events += 1;
+                EventId(events - 1)
+            });
+            waits.push(e);
+        }
         reads.sort();
         reads.dedup();
         waits.sort();
@@ -192,6 +209,7 @@ fn serial_rank(
                         node.name, c.axis
                     ))
                 })?;
+                last_call.insert(c.axis.to_owned(), t);
                 let n = seq.entry(c.axis.to_owned()).or_insert(0);
                 *n += 1;
                 Some(CollectiveCall {
@@ -253,9 +271,12 @@ fn serial_rank(
             BufferKind::Input | BufferKind::Activation => &mut pool_end,
         };
         b.offset = *end;
-        *end = end.checked_add(b.bytes).ok_or_else(|| {
-            PlanError::Program(format!("rank {rank}'s buffers take more than 2^64 bytes"))
-        })?;
+        // Offsets stay multiples of the alignment: each buffer takes its padded size.
+        *end = crate::aligned_size(b.bytes)
+            .and_then(|padded| end.checked_add(padded))
+            .ok_or_else(|| {
+                PlanError::Program(format!("rank {rank}'s buffers take more than 2^64 bytes"))
+            })?;
     }
     let memory = MemorySummary {
         weight_bytes: weight_end,
@@ -265,21 +286,23 @@ fn serial_rank(
         })?,
         peak_at: fullest_task(&buffers, tasks.len()),
     };
+    // The communication stream exists only when something communicates on it.
+    let mut streams = vec![Stream {
+        id: COMPUTE,
+        kind: StreamKind::Compute,
+        name: "compute".into(),
+    }];
+    if tasks.iter().any(|t| t.stream == COMM) {
+        streams.push(Stream {
+            id: COMM,
+            kind: StreamKind::Comm,
+            name: "comm".into(),
+        });
+    }
     Ok(RankPlan {
         rank,
         coords: crate::mesh::coords(mesh, rank),
-        streams: vec![
-            Stream {
-                id: COMPUTE,
-                kind: StreamKind::Compute,
-                name: "compute".into(),
-            },
-            Stream {
-                id: COMM,
-                kind: StreamKind::Comm,
-                name: "comm".into(),
-            },
-        ],
+        streams,
         tasks,
         buffers,
         memory,

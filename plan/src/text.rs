@@ -43,13 +43,13 @@ impl Plan {
             .collect();
         writeln!(
             s,
-            "mesh      {} ({} rank(s))",
+            "mesh      {} ({})",
             if mesh.is_empty() {
                 "(single device)".into()
             } else {
                 mesh.join(",")
             },
-            self.ranks.len()
+            rank_count(self.ranks.len())
         )?;
         writeln!(
             s,
@@ -182,5 +182,14 @@ pub(crate) fn kernel_text(k: &KernelConfig) -> String {
         ),
         KernelConfig::Unconfigured { chunks: Some(c) } => format!("unconfigured, {c} chunks"),
         KernelConfig::Unconfigured { chunks: None } => "unconfigured".into(),
+    }
+}
+
+/// `1 rank`, `8 ranks`: a rank count for people to read.
+pub fn rank_count(n: usize) -> String {
+    if n == 1 {
+        "1 rank".to_owned()
+    } else {
+        format!("{n} ranks")
     }
 }

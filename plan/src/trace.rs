@@ -3,8 +3,10 @@
 //! predicted time, and a flow arrow from each event's recorder to each task waiting on it.
 //!
 //! Format: <https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU>
-//! ("Trace Event Format": `ph` X = complete event, M = metadata, s/f = flow start/end,
-//! `bp: "e"` binds a flow end to the enclosing slice).
+//! ("Trace Event Format": `ph` X = complete event, M = metadata, s/f = flow start/end;
+//! a flow start binds to the slice enclosing its `ts`, and `bp: "e"` makes a flow end do
+//! the same). An arrow starts at its recorder's end (when the event is recorded) and
+//! ends at the waiter's start.
 
 use serde_json::{Value, json};
 
@@ -64,14 +66,23 @@ impl Plan {
                         continue;
                     };
                     flow += 1;
-                    // The arrow leaves the recorder's slice and arrives at the waiter's start.
+                    // The arrow leaves the recorder where it records (at its end) and
+                    // arrives at the waiter's start. A flow event binds to the slice of
+                    // its thread enclosing its `ts`, and the next task of a stream may
+                    // start exactly when the previous one ends, so each end sits just
+                    // inside its own slice: the recorder's end minus a nudge, the
+                    // waiter's start plus one.
+                    let (from_start, from_end) = (from.start_us, from.end_us.max(from.start_us));
+                    let (to_start, to_end) = (t.start_us, t.end_us.max(t.start_us));
                     events.push(
                         json!({"ph": "s", "name": format!("e{}", e.0), "cat": "event",
-                        "id": flow, "pid": pid, "tid": from.stream.0, "ts": from.start_us}),
+                        "id": flow, "pid": pid, "tid": from.stream.0,
+                        "ts": from_end - nudge(from_start, from_end)}),
                     );
                     events.push(
                         json!({"ph": "f", "bp": "e", "name": format!("e{}", e.0), "cat": "event",
-                        "id": flow, "pid": pid, "tid": t.stream.0, "ts": t.start_us}),
+                        "id": flow, "pid": pid, "tid": t.stream.0,
+                        "ts": to_start + nudge(to_start, to_end)}),
                     );
                 }
             }
@@ -88,3 +99,14 @@ impl Plan {
         doc.to_string()
     }
 }
+
+/// How far inside a slice `[start, end]` (µs) a flow event sits from the slice's edge:
+/// [`FLOW_NUDGE_US`], or half the slice when it is shorter (0 for an empty slice, whose
+/// only instant is its start).
+fn nudge(start: f64, end: f64) -> f64 {
+    FLOW_NUDGE_US.min((end - start) / 2.0).max(0.0)
+}
+
+/// 1 ns: far below any task's predicted duration, and above the rounding of a `ts`
+/// printed as a float of µs.
+const FLOW_NUDGE_US: f64 = 1e-3;

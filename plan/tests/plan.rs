@@ -404,7 +404,7 @@ fn the_text_form_shows_header_streams_and_memory() {
     for want in [
         "source ",
         "dims ",
-        "mesh      tp=2 (2 rank(s))",
+        "mesh      tp=2 (2 ranks)",
         "hardware ",
         "predicted ",
         "rank 1",

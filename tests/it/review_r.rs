@@ -184,7 +184,6 @@ fn sharded_plan_with_npy_weights_runs_from_another_folder() {
 /// `verify_plan` accepts it; only the CPU executor refuses, as its own limitation ("the
 /// CPU executor needs one count per node").
 #[test]
-#[ignore = "finding: verify_plan does not check that chunk counts agree across ranks"]
 fn verify_plan_rejects_chunk_counts_that_differ_across_ranks() {
     let dir = tempfile::tempdir().unwrap();
     let plan_path = dir.path().join("plan.json");
@@ -265,7 +264,6 @@ fn gemm_time_never_drops_as_the_gemm_grows() {
 /// keeps every stream's order, and `verify_plan` accepts it; the CPU executor's condition
 /// variables then wait as if the record had come first, so the run cannot show the race.
 #[test]
-#[ignore = "finding: verify_plan accepts a wait issued before its event's record"]
 fn a_wait_issued_before_its_record_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut plan = tiny_plan(dir.path(), &[]);

@@ -63,6 +63,9 @@ pub struct TaskDag {
     pub task_of_node: Vec<Option<u32>>,
     /// Compute plus communication streams.
     pub num_streams: u32,
+    /// For each communication stream (stream `1 + i`), the mesh axes (indices) whose
+    /// collectives it carries; only axes with a communication task get a stream.
+    pub comm_axes: Vec<Vec<usize>>,
     /// The longest chain of predicted times (no contention), µs.
     pub critical_path_us: f64,
 }
@@ -148,6 +151,7 @@ impl TaskDag {
                 priority: 0.0,
             });
         }
+        let comm_axes = compact_comm_streams(&mut tasks, graph.mesh.axes().len(), comm_streams);
         let order = toposort(&dag, None).map_err(|cycle| {
             ScheduleError::Cycle(graph.node(tasks[cycle.node_id().index()].node).name.clone())
         })?;
@@ -165,7 +169,8 @@ impl TaskDag {
             tasks,
             graph: dag,
             task_of_node,
-            num_streams: 1 + comm_streams,
+            num_streams: 1 + comm_axes.len() as u32,
+            comm_axes,
             critical_path_us,
         })
     }
@@ -222,4 +227,36 @@ fn check_cost(node: &str, cost: &OpCost) -> Result<(), ScheduleError> {
         }
     }
     Ok(())
+}
+
+/// Drops the communication streams no task uses and renumbers the rest densely after
+/// compute (stream 0): a mesh axis without collectives gets no stream. Tasks were built
+/// with axis `i` on stream `1 + i % comm_streams`; returns, per kept stream, the axes
+/// whose communication tasks it carries.
+fn compact_comm_streams(tasks: &mut [DagTask], axes: usize, comm_streams: u32) -> Vec<Vec<usize>> {
+    // Per original lane, the axes with a communication task on it.
+    let mut lanes: Vec<Vec<usize>> = vec![Vec::new(); comm_streams as usize];
+    for t in tasks.iter().filter(|t| t.class == TaskClass::Comm) {
+        if let Some((_, axis)) = t.collective
+            && axis < axes
+        {
+            let lane = &mut lanes[axis % comm_streams as usize];
+            if !lane.contains(&axis) {
+                lane.push(axis);
+            }
+        }
+    }
+    let mut new_id = vec![0u32; comm_streams as usize + 1];
+    let mut kept = Vec::new();
+    for (lane, mut axes) in lanes.into_iter().enumerate() {
+        if !axes.is_empty() {
+            axes.sort_unstable();
+            kept.push(axes);
+            new_id[lane + 1] = kept.len() as u32;
+        }
+    }
+    for t in tasks.iter_mut() {
+        t.stream = new_id[t.stream as usize];
+    }
+    kept
 }

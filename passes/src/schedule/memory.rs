@@ -1,6 +1,9 @@
 //! The memory plan: a buffer per value (views share their input's), liveness over the
 //! schedule, offsets with reuse, and peaks.
 //!
+//! - Every buffer takes its size rounded up to [`weft_plan::BUFFER_ALIGNMENT`] (256
+//!   bytes, `cudaMalloc`'s alignment) in its pool, so every offset is a multiple of it;
+//!   a buffer's `bytes` stays its tensor's size and the pools' sizes include the padding.
 //! - Weights and constants live in their own pool, resident all step, packed in program
 //!   order.
 //! - Graph inputs, activations and outputs share the activation pool. Inputs are placed
@@ -27,7 +30,7 @@
 //! lower bound of the schedule, which the pool never undercuts).
 
 use weft_ir::{Graph, Occupancy};
-use weft_plan::{Buffer, BufferId, BufferKind, MemorySummary, TaskId};
+use weft_plan::{Buffer, BufferId, BufferKind, MemorySummary, TaskId, aligned_size};
 
 use super::dag::TaskDag;
 use super::events::HappensBefore;
@@ -191,8 +194,8 @@ pub fn plan_memory(
     for (b, buf) in buffers.iter().enumerate() {
         if buf.kind == BufferKind::Weight {
             weight_offsets.push((b, weight_bytes));
-            weight_bytes = weight_bytes
-                .checked_add(buf.bytes)
+            weight_bytes = aligned_size(buf.bytes)
+                .and_then(|padded| weight_bytes.checked_add(padded))
                 .ok_or_else(|| overflow(&buffers, b))?;
             if options.max_memory.is_some_and(|limit| weight_bytes > limit) {
                 return Err(too_big(&buffers, b, weight_bytes, weight_bytes));
@@ -216,7 +219,9 @@ pub fn plan_memory(
                      pending: &mut Vec<u32>,
                      buffers: &mut Vec<Buffer>|
      -> Result<(), ScheduleError> {
-        let bytes = buffers[b].bytes;
+        // Placed at its padded size, so every region's offset (and so every buffer's)
+        // stays a multiple of the alignment.
+        let bytes = aligned_size(buffers[b].bytes).ok_or_else(|| overflow(buffers, b))?;
         if bytes == 0 {
             return Ok(());
         }

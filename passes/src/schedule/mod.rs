@@ -70,9 +70,11 @@ pub trait TaskCosts {
 /// How to schedule.
 #[derive(Clone, Debug)]
 pub struct ScheduleOptions {
-    /// Communication streams per rank (at least 1). With more than one, mesh axis `i`
-    /// goes to communication stream `i % comm_streams`, so collectives of different axes
-    /// can run at once.
+    /// Communication streams per rank at most (at least 1). With more than one, mesh
+    /// axis `i` goes to communication lane `i % comm_streams`, so collectives of
+    /// different axes can run at once. Only lanes that carry a collective become streams
+    /// (numbered after compute, in lane order): a mesh axis without collectives, or a
+    /// program that does not communicate, gets no communication stream.
     pub comm_streams: u32,
     /// The per-rank memory limit in bytes (weights and activations together).
     pub max_memory: Option<u64>,
@@ -193,7 +195,7 @@ pub fn schedule(
     };
     let layer = |n: NodeId| options.layer_of.get(n.index()).copied().flatten();
 
-    let streams = stream_list(graph, options.comm_streams);
+    let streams = stream_list(graph, options.comm_streams, &dag.comm_axes);
     // Rank 0's tasks, in issue order; task ids are positions in that order.
     let tasks: Vec<Task> = timeline
         .issue
@@ -255,32 +257,27 @@ fn plan_rank(
     Ok((timeline, hb, mem))
 }
 
-/// The streams of every rank: compute first, then the communication streams, each named
-/// after the mesh axes it carries.
-fn stream_list(graph: &Graph, comm_streams: u32) -> Vec<Stream> {
+/// The streams of every rank: compute first, then the communication streams that carry
+/// collectives (an axis without any gets none), each named after the mesh axes it
+/// carries (`comm` alone when there is one communication stream for every axis).
+fn stream_list(graph: &Graph, comm_streams: u32, comm_axes: &[Vec<usize>]) -> Vec<Stream> {
     let mut streams = vec![Stream {
         id: StreamId(0),
         kind: StreamKind::Compute,
         name: "compute".into(),
     }];
-    for c in 0..comm_streams {
-        let axes: Vec<&str> = graph
-            .mesh
-            .axes()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i as u32 % comm_streams == c)
-            .map(|(_, a)| a.name.as_str())
-            .collect();
+    for (c, axes) in comm_axes.iter().enumerate() {
         let name = if comm_streams == 1 {
             "comm".to_owned()
-        } else if axes.is_empty() {
-            format!("comm.{c}")
         } else {
-            format!("comm.{}", axes.join("+"))
+            let names: Vec<&str> = axes
+                .iter()
+                .map(|&a| graph.mesh.axes()[a].name.as_str())
+                .collect();
+            format!("comm.{}", names.join("+"))
         };
         streams.push(Stream {
-            id: StreamId(c + 1),
+            id: StreamId(c as u32 + 1),
             kind: StreamKind::Comm,
             name,
         });

@@ -162,6 +162,14 @@ fn describe(
         )),
         Err(e) => problems.push(format!("`{}`'s size: {e}", value.name)),
     }
+    if buf.offset % crate::BUFFER_ALIGNMENT != 0 {
+        problems.push(format!(
+            "its offset {} is not a multiple of {} bytes (the alignment `cudaMalloc` \
+             guarantees, which kernels rely on)",
+            buf.offset,
+            crate::BUFFER_ALIGNMENT
+        ));
+    }
     if buf.offset.checked_add(buf.bytes).is_none() {
         problems.push("its offset + bytes overflow 64 bits".to_owned());
     }

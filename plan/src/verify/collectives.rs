@@ -1,14 +1,15 @@
 //! Collective calls: a task that communicates says which call it is (kind, axis, group,
 //! sequence number); on each rank a group's calls are numbered 0, 1, 2, … in issue order
 //! and ordered by happens-before (one communicator runs one call at a time); and every
-//! rank of a group issues the same calls in the same order, or NCCL deadlocks.
+//! rank of a group issues the same calls in the same order, each with the same kernel
+//! configuration, or NCCL deadlocks.
 
 use std::collections::BTreeMap;
 
 use weft_ir::Occupancy;
 
 use super::{Order, RankFacts, Verifier, task_label};
-use crate::{Plan, PlanRule, RankPlan};
+use crate::{KernelConfig, Plan, PlanRule, RankPlan};
 
 /// A communicator: a mesh axis and the ranks of one group along it.
 pub(crate) type GroupKey = (String, Vec<u32>);
@@ -19,6 +20,9 @@ pub(crate) struct Call {
     pub task: usize,
     pub kind: String,
     pub nodes: Vec<String>,
+    /// The task's kernel: the ranks of one call must run it alike (algorithm, protocol,
+    /// message, chunk count), or NCCL hangs.
+    pub kernel: KernelConfig,
 }
 
 /// A rank's calls per group, in issue order.
@@ -92,6 +96,7 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan, order: &
                             task: t,
                             kind: kind.to_string(),
                             nodes: task.nodes.clone(),
+                            kernel: task.kernel.clone(),
                         });
                         None
                     }
@@ -141,6 +146,23 @@ pub(super) fn across_ranks(v: &mut Verifier<'_>, plan: &Plan, facts: &[RankFacts
                     key.1,
                     show(&plan.ranks[first as usize], theirs.get(i)),
                     show(&plan.ranks[rank], calls.get(i))
+                );
+                v.err(Some(rank as u32), PlanRule::Collectives, m);
+            } else if let Some(i) = calls
+                .iter()
+                .zip(theirs)
+                .position(|(a, b)| a.kernel != b.kernel)
+            {
+                let m = format!(
+                    "group `{}` {:?} configures call #{i} differently: rank {first} runs {} as {:?}, \
+                     rank {rank} runs {} as {:?} (the ranks of one call must run one kernel \
+                     configuration, or they deadlock)",
+                    key.0,
+                    key.1,
+                    task_label(&plan.ranks[first as usize], theirs[i].task),
+                    theirs[i].kernel,
+                    task_label(&plan.ranks[rank], calls[i].task),
+                    calls[i].kernel
                 );
                 v.err(Some(rank as u32), PlanRule::Collectives, m);
             }

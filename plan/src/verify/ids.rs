@@ -1,5 +1,6 @@
 //! Ids equal their positions and every reference is in range; events are dense
-//! (`0..n`), each recorded by exactly one task and waited on only by other streams.
+//! (`0..n`), each recorded by exactly one task and waited on only by other streams, by
+//! tasks issued after the recorder (`tasks` is the issue order).
 
 use super::{Verifier, task_label};
 use crate::{PlanRule, RankPlan};
@@ -108,4 +109,34 @@ pub(super) fn check(v: &mut Verifier<'_>, rp: &RankPlan) -> bool {
         }
     }
     v.out.len() == before
+}
+
+/// Every waited event's recorder comes earlier in `tasks` than the waiter: `tasks` is the
+/// issue order, and on a GPU a `cudaStreamWaitEvent` issued before the matching
+/// `cudaEventRecord` waits for nothing. Runs on a rank whose ids are sound; a violation
+/// does not stop the other checks (a cycle of waits, always also a violation here, is
+/// still reported as the deadlock it is).
+pub(super) fn issue_order(v: &mut Verifier<'_>, rp: &RankPlan) {
+    let mut recorder = vec![usize::MAX; rp.tasks.len()];
+    for (i, task) in rp.tasks.iter().enumerate() {
+        if let Some(e) = task.record {
+            recorder[e.0 as usize] = i;
+        }
+    }
+    for (i, task) in rp.tasks.iter().enumerate() {
+        for e in &task.waits {
+            let by = recorder[e.0 as usize];
+            if by > i {
+                let m = format!(
+                    "{} waits on event {}, which {} records later in issue order (`tasks` is \
+                     the order work is issued, and a wait issued before its event's record \
+                     waits for nothing, as `cudaStreamWaitEvent` does)",
+                    task_label(rp, i),
+                    e.0,
+                    task_label(rp, by)
+                );
+                v.err(Some(rp.rank), PlanRule::Events, m);
+            }
+        }
+    }
 }

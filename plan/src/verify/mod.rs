@@ -10,6 +10,7 @@ mod buffers;
 mod collectives;
 mod deadlock;
 mod ids;
+mod kernel_facts;
 mod order;
 mod program;
 mod times;
@@ -32,6 +33,7 @@ pub fn verify_plan(plan: &Plan, program: &Graph) -> Result<(), PlanErrors> {
         per_rank.push(v.rank(plan, rp));
     }
     collectives::across_ranks(&mut v, plan, &per_rank);
+    kernel_facts::chunks_across_ranks(&mut v, plan, &per_rank);
     if v.out.is_empty() {
         deadlock::across_ranks(&mut v, plan, &per_rank);
     }
@@ -152,10 +154,12 @@ impl<'a> Verifier<'a> {
         if !ids::check(self, rp) {
             return facts;
         }
+        ids::issue_order(self, rp);
         let Some(placed) = program::place_nodes(self, rp) else {
             return facts;
         };
         program::kernels(self, rp);
+        kernel_facts::on_rank(self, plan, rp);
         let order = match Order::new(rp) {
             Ok(o) => o,
             Err(cycle) => {

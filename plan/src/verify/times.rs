@@ -38,9 +38,11 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, rp: &RankPlan, order: &Order) {
     let mut weights = 0u128;
     let mut pool = 0u128;
     for b in &rp.buffers {
-        let end = u128::from(b.offset) + u128::from(b.bytes);
+        // Each buffer takes its size rounded up to the alignment in its pool.
+        let align = u128::from(crate::BUFFER_ALIGNMENT);
+        let end = u128::from(b.offset) + u128::from(b.bytes).div_ceil(align) * align;
         match b.kind {
-            BufferKind::Weight => weights += u128::from(b.bytes),
+            BufferKind::Weight => weights = weights.max(end),
             BufferKind::Input | BufferKind::Activation | BufferKind::Output => pool = pool.max(end),
         }
     }
