@@ -134,3 +134,34 @@ fn a_cross_axis_wait_cycle_is_refused() {
     let err = verify_collective_order(&ranks).unwrap_err();
     assert!(matches!(err, ScheduleError::CollectiveDeadlock(_)), "{err}");
 }
+
+#[test]
+fn only_axes_that_communicate_get_a_stream() {
+    // On `tp=2,dp=2` with collectives on `tp` only: no `comm.dp` stream, and the tp
+    // stream is stream 1.
+    let mut b = Builder::new("tp=2,dp=2");
+    let x = b.input(&[128, 128]);
+    let a = b.all_reduce(x, "tp");
+    let r = b.op("relu", Op::Relu, &[a]);
+    b.g.outputs.push(r);
+    let options = ScheduleOptions {
+        comm_streams: 2,
+        ..ScheduleOptions::default()
+    };
+    let s = schedule(&b.g, &h100_rates(), &options).unwrap();
+    check_plan(&b.g, &s, true);
+    for rp in &s.ranks {
+        let names: Vec<&str> = rp.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["compute", "comm.tp"]);
+        let ar = rp.tasks.iter().find(|t| t.collective.is_some()).unwrap();
+        assert_eq!(ar.stream.0, 1);
+    }
+    // A program that does not communicate has only its compute stream.
+    let mut b = Builder::new("tp=2,dp=2");
+    let x = b.input(&[128, 128]);
+    let r = b.op("relu", Op::Relu, &[x]);
+    b.g.outputs.push(r);
+    let s = schedule(&b.g, &h100_rates(), &options).unwrap();
+    check_plan(&b.g, &s, true);
+    assert_eq!(s.ranks[0].streams.len(), 1);
+}

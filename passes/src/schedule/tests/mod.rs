@@ -245,9 +245,33 @@ pub(super) fn check_plan(graph: &Graph, scheduled: &Scheduled, exhaustive: bool)
             );
         }
     }
-    // Buffers: ids are positions; views share.
+    // Buffers: ids are positions; views share; offsets aligned.
     for (i, b) in plan.buffers.iter().enumerate() {
         assert_eq!(b.id.0 as usize, i);
+        assert_eq!(b.offset % weft_plan::BUFFER_ALIGNMENT, 0, "buffer {i}");
+    }
+    // Issue order: every event is recorded by a task issued before each of its waiters.
+    for (i, t) in plan.tasks.iter().enumerate() {
+        for e in &t.waits {
+            let by = plan
+                .tasks
+                .iter()
+                .position(|r| r.record == Some(*e))
+                .unwrap();
+            assert!(
+                by < i,
+                "task {i} waits on event {} recorded later by {by}",
+                e.0
+            );
+        }
+    }
+    // No empty stream: every communication stream carries a task.
+    for s in &plan.streams {
+        assert!(
+            s.id.0 == 0 || plan.tasks.iter().any(|t| t.stream == s.id),
+            "stream `{}` is empty",
+            s.name
+        );
     }
     if !exhaustive {
         return;
