@@ -252,3 +252,42 @@ fn one_rank_reads_as_one_rank() {
     assert!(!text.contains("1 ranks"), "{text}");
     assert_eq!(weft_plan::rank_count(2), "2 ranks");
 }
+
+#[test]
+fn a_pipelined_kernel_configures_one_chunks_call() {
+    let g = fused_program();
+    // All-gather + GEMM over tp=2: the message is the gathered first input, 2× the
+    // local one; the serial plan runs it as a ring of 2 chunks.
+    let agmm = g.nodes().find(|(_, n)| n.name == "agmm").unwrap().1;
+    let local = g.value(agmm.inputs[0]).ty.size_bytes(&g.dims).unwrap();
+    let whole = local * 2;
+    let mut plan = serial(&g);
+    let t = task_of(&plan.ranks[0], "agmm");
+    assert_eq!(plan.ranks[0].tasks[t].kernel.chunks(), Some(2));
+    let chunks = 2;
+    let pipelined = |message_bytes: u64| KernelConfig::Pipelined {
+        chunks,
+        gemm_m: 1,
+        gemm_n: 1,
+        gemm_k: 1,
+        collective: CollectiveConfig {
+            algorithm: "ring".into(),
+            protocol: "simple".into(),
+            message_bytes,
+            group_size: 2,
+            inter_node: false,
+        },
+    };
+    for rp in &mut plan.ranks {
+        let t = task_of(rp, "agmm");
+        rp.tasks[t].kernel = pipelined(whole / chunks);
+    }
+    verify_plan(&plan, &g).unwrap();
+    // The whole message on each chunk's call is wrong.
+    for rp in &mut plan.ranks {
+        let t = task_of(rp, "agmm");
+        rp.tasks[t].kernel = pipelined(whole);
+    }
+    let text = broken(&plan, &g).to_string();
+    assert!(text.contains("per chunk"), "{text}");
+}

@@ -6,7 +6,9 @@
 //! node with the same chunk count. A collective's configuration must also describe the
 //! call it configures: its `group_size` is the task's group along the node's axis and
 //! its `message_bytes` is the IR's message size for the node
-//! ([`weft_ir::occupancy::message_bytes`], [`weft_ir::occupancy::fused_collective_bytes`]).
+//! ([`weft_ir::occupancy::message_bytes`], [`weft_ir::occupancy::fused_collective_bytes`]),
+//! divided by the chunk count for a pipelined kernel (whose configuration is that of each
+//! chunk's call).
 
 use std::collections::BTreeMap;
 
@@ -20,8 +22,11 @@ use crate::{CollectiveConfig, KernelConfig, Plan, PlanRule, RankPlan};
 /// names already checked).
 pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan) {
     for (t, task) in rp.tasks.iter().enumerate() {
-        let config = match &task.kernel {
-            KernelConfig::Collective(c) | KernelConfig::Pipelined { collective: c, .. } => c,
+        let (config, chunks) = match &task.kernel {
+            KernelConfig::Collective(c) => (c, 1),
+            KernelConfig::Pipelined {
+                collective, chunks, ..
+            } => (collective, *chunks),
             KernelConfig::View
             | KernelConfig::Gemm { .. }
             | KernelConfig::MemoryBound { .. }
@@ -36,7 +41,7 @@ pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan) {
         // A collective kernel on a task without exactly one communicating node is the
         // collectives rule's finding already.
         let [node] = comm.as_slice() else { continue };
-        if let Some(p) = check_config(v, plan, rp, node, config) {
+        if let Some(p) = check_config(v, plan, rp, node, config, chunks) {
             let m = format!("{}'s collective kernel {p}", task_label(rp, t));
             v.err(Some(rp.rank), PlanRule::Kernel, m);
         }
@@ -50,6 +55,7 @@ fn check_config(
     rp: &RankPlan,
     node: &Node,
     config: &CollectiveConfig,
+    chunks: u64,
 ) -> Option<String> {
     let occupancy = node.op.occupancy();
     let c = occupancy.collective()?;
@@ -88,10 +94,18 @@ fn check_config(
         Occupancy::Comm(_) => Some(message_bytes(c.kind, input, output)),
         Occupancy::Source | Occupancy::View | Occupancy::Compute => None,
     };
+    // A pipelined kernel makes one call per chunk: its configuration is one chunk's.
     match expected {
-        Some(bytes) if bytes == config.message_bytes => None,
-        Some(bytes) => Some(format!(
+        Some(bytes) if config.message_bytes.checked_mul(chunks) == Some(bytes) => None,
+        Some(bytes) if chunks == 1 => Some(format!(
             "has message_bytes {}, but `{}`'s {} moves a {bytes}-byte message",
+            config.message_bytes,
+            node.name,
+            c.kind.name()
+        )),
+        Some(bytes) => Some(format!(
+            "has message_bytes {} per chunk, but `{}`'s {} moves a {bytes}-byte message in \
+             {chunks} chunks",
             config.message_bytes,
             node.name,
             c.kind.name()
