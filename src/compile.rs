@@ -126,16 +126,30 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     let layers = weft_ir::layers::segment_layers(&program);
     let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
     let streams = comm_streams(&request.profile, &program.mesh);
+    // Without --max-memory the limit is the device's own memory: a plan that cannot fit
+    // on the hardware it was made for is not a plan.
+    let capacity = request.profile.device.memory_capacity.value.0;
+    let limit = request.max_memory.unwrap_or(capacity);
     let scheduled = schedule(
         &program,
         &cost,
         &ScheduleOptions {
             comm_streams: streams,
-            max_memory: request.max_memory,
+            max_memory: Some(limit),
             layer_of,
         },
     )
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(|e| {
+        let e = e.to_string();
+        match request.max_memory {
+            Some(_) => fail(e),
+            None => fail(format!(
+                "{e}: {} has {capacity} bytes of memory per device ({}); shard over more \
+                 devices, or give --max-memory to plan for another limit",
+                request.profile.name, request.profile.device.gpu
+            )),
+        }
+    })?;
     if scheduled.order == ScheduleOrder::ProgramOrder {
         notes.push(
             "the critical-path order does not fit --max-memory; tasks are issued in program \
@@ -173,7 +187,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         },
         options: CompileOptions {
             sp_norms: request.sp_norms,
-            max_memory_bytes: request.max_memory,
+            max_memory_bytes: Some(limit),
         },
         rules_applied: chosen
             .rules_used

@@ -633,6 +633,27 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     if let Some(path) = &args.trace {
         check_writable(path, "--trace")?;
     }
+    // Nothing is written over the model, and the plan and its trace go to two files.
+    let outputs = [("-o", &args.output), ("--trace", &args.trace)];
+    for (flag, path) in outputs {
+        if let Some(path) = path
+            && same_file(path, &args.model)
+        {
+            miette::bail!(
+                "{flag} {}: is the model being compiled; write the {} to another file",
+                path.display(),
+                if flag == "-o" { "plan" } else { "trace" }
+            );
+        }
+    }
+    if let (Some(plan), Some(trace)) = (&args.output, &args.trace)
+        && same_file(plan, trace)
+    {
+        miette::bail!(
+            "-o and --trace name the same file `{}`; the plan and its trace need one file each",
+            plan.display()
+        );
+    }
     let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
     let request = weft::compile::CompileRequest {
         model: args.model.clone(),
@@ -682,6 +703,17 @@ fn inspect_json(plan: &weft::plan::Plan) -> miette::Result<String> {
     let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
     s.push('\n');
     Ok(s)
+}
+
+/// Whether two paths name one file: by their canonical forms when they exist, else by
+/// their absolute forms.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    canon(a) == canon(b)
 }
 
 /// Refuses an output path whose folder does not exist (or that is a folder) before any
