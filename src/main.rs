@@ -650,7 +650,8 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
             .wrap_err_with(|| format!("cannot write the plan to `{}`", path.display()))?;
     }
     if let Some(path) = &args.trace {
-        let mut text = serde_json::to_string(&compiled.plan.to_trace_json()).into_diagnostic()?;
+        // `to_trace_json` already renders the JSON text; it is written as is.
+        let mut text = compiled.plan.to_trace_json();
         text.push('\n');
         std::fs::write(path, text)
             .into_diagnostic()
