@@ -208,6 +208,41 @@ fn describe(
     }
 }
 
+/// Why buffer `a`'s lifetime does not end before buffer `b` is written; rendered only when
+/// both orders fail (the check runs for every pair of buffers sharing bytes, so formatting
+/// eagerly would dominate the verifier's time on large plans).
+enum NotBefore {
+    /// `a` is a weight or an output.
+    LivesToEnd(usize, BufferKind),
+    /// `b` is a weight or an input.
+    FromStart(usize, BufferKind),
+    /// Task `user` uses `a` and nothing orders it before task `writer`, which writes `b`.
+    Unordered {
+        user: usize,
+        a: usize,
+        writer: usize,
+        b: usize,
+    },
+}
+
+impl NotBefore {
+    fn describe(&self, rp: &RankPlan) -> String {
+        match *self {
+            NotBefore::LivesToEnd(a, kind) => {
+                format!("buffer {a} ({kind:?}) lives to the end of the step")
+            }
+            NotBefore::FromStart(b, kind) => {
+                format!("buffer {b} ({kind:?}) exists from the start of the step")
+            }
+            NotBefore::Unordered { user, a, writer, b } => format!(
+                "{} uses buffer {a}, but nothing orders it before {}, which writes buffer {b}",
+                task_label(rp, user),
+                task_label(rp, writer)
+            ),
+        }
+    }
+}
+
 /// Whether `a`'s whole lifetime (its producer and every reader) happens before `b` is
 /// written. Weights and outputs live to the end; inputs and weights exist from the start.
 fn ends_before(
@@ -216,19 +251,13 @@ fn ends_before(
     b: usize,
     readers: &[Vec<usize>],
     order: &Order,
-) -> Result<(), String> {
+) -> Result<(), NotBefore> {
     let (ba, bb) = (&rp.buffers[a], &rp.buffers[b]);
     if matches!(ba.kind, BufferKind::Weight | BufferKind::Output) {
-        return Err(format!(
-            "buffer {a} ({:?}) lives to the end of the step",
-            ba.kind
-        ));
+        return Err(NotBefore::LivesToEnd(a, ba.kind));
     }
     let Some(pb) = bb.producer.map(|t| t.0 as usize) else {
-        return Err(format!(
-            "buffer {b} ({:?}) exists from the start of the step",
-            bb.kind
-        ));
+        return Err(NotBefore::FromStart(b, bb.kind));
     };
     let uses = ba
         .producer
@@ -237,11 +266,12 @@ fn ends_before(
         .chain(readers[a].iter().copied());
     for u in uses {
         if !order.happens_before(u, pb) {
-            return Err(format!(
-                "{} uses buffer {a}, but nothing orders it before {}, which writes buffer {b}",
-                task_label(rp, u),
-                task_label(rp, pb)
-            ));
+            return Err(NotBefore::Unordered {
+                user: u,
+                a,
+                writer: pb,
+                b,
+            });
         }
     }
     Ok(())
@@ -268,9 +298,12 @@ fn overlaps(v: &mut Verifier<'_>, rp: &RankPlan, readers: &[Vec<usize>], order: 
                     continue;
                 };
                 let m = format!(
-                    "buffers {a} (`{}`) and {b} (`{}`) share bytes but may be alive at once: {ab}; \
-                     and the other way round, {ba}",
-                    rp.buffers[a].values[0], rp.buffers[b].values[0]
+                    "buffers {a} (`{}`) and {b} (`{}`) share bytes but may be alive at once: {}; \
+                     and the other way round, {}",
+                    rp.buffers[a].values[0],
+                    rp.buffers[b].values[0],
+                    ab.describe(rp),
+                    ba.describe(rp)
                 );
                 v.err(Some(rp.rank), PlanRule::Overlap, m);
             }
