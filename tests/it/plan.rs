@@ -179,12 +179,21 @@ fn onnx_fixture_plans_at_tp2_match_onnxruntime() {
     }
 }
 
+/// A model, whether it has f32 GEMMs, the dims for its dp meshes, and the meshes that
+/// shard it.
+type Case = (
+    &'static str,
+    bool,
+    &'static [(&'static str, u64)],
+    Vec<&'static str>,
+);
+
 #[test]
 fn bound_predicted_baseline_order_on_every_profile() {
     // (model, f32 GEMMs, dims for the dp meshes, meshes that shard it). MoE models add
     // expert meshes.
     let dense = ["tp=2", "dp=2,tp=2"];
-    let cases: Vec<(&str, bool, &[(&str, u64)], Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "examples/tiny-llama.json",
             true,
