@@ -185,9 +185,10 @@ struct CompileArgs {
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file (Weft JSON or ONNX), or a plan written by `weft compile -o`: all
-    /// told apart by content. A plan runs its own program as scheduled, so `--mesh`,
-    /// `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not apply to it.
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX, or a plan written by
+    /// `weft compile -o`: all told apart by content. A plan runs its own program as
+    /// scheduled, so `--mesh`, `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not
+    /// apply to it.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
     /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
