@@ -361,6 +361,49 @@ fn a_plan_with_a_dependency_removed_is_rejected_by_run() {
 }
 
 #[test]
+fn a_plan_reusing_bytes_still_alive_is_rejected_by_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = tiny_plan(dir.path());
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let buffers = json["ranks"][0]["buffers"].as_array_mut().unwrap();
+    let field = |b: &serde_json::Value, k: &str| b[k].as_u64();
+    // An activation written (task ids are issue order, a topological order) after another
+    // one is written and before that one's last read: put it on the other's bytes.
+    let activations: Vec<usize> = (0..buffers.len())
+        .filter(|&i| buffers[i]["kind"] == "activation" && field(&buffers[i], "bytes") > Some(0))
+        .collect();
+    let (a, b) = activations
+        .iter()
+        .find_map(|&a| {
+            let (pa, last) = (
+                field(&buffers[a], "producer")?,
+                field(&buffers[a], "last_reader")?,
+            );
+            let b = activations
+                .iter()
+                .copied()
+                .find(|&b| field(&buffers[b], "producer").is_some_and(|pb| pb > pa && pb < last))?;
+            Some((a, b))
+        })
+        .expect("a tp=2 plan has two activations alive at once");
+    buffers[b]["offset"] = buffers[a]["offset"].clone();
+    let broken = dir.path().join("overlap.json");
+    std::fs::write(&broken, serde_json::to_string(&json).unwrap()).unwrap();
+    let o = weft(&["run", broken.to_str().unwrap()]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("buffers {a} ")) && err.contains(&format!("and {b} ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("share bytes but may be alive at once"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_plan_refuses_other_versions_and_flags_that_do_not_apply() {
     let dir = tempfile::tempdir().unwrap();
     let plan = tiny_plan(dir.path());
