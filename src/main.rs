@@ -185,9 +185,10 @@ struct CompileArgs {
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file: Weft JSON (docs/json-format.md) or ONNX — or a plan written by
-    /// `weft compile -o` — told apart by content. A plan runs its own program as scheduled, so `--mesh`,
-    /// `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not apply to it.
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX, or a plan written by
+    /// `weft compile -o`: all told apart by content. A plan runs its own program as
+    /// scheduled, so `--mesh`, `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not
+    /// apply to it.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
     /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
@@ -674,6 +675,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
             .wrap_err_with(|| format!("cannot write the plan to `{}`", path.display()))?;
     }
     if let Some(path) = &args.trace {
+        // `to_trace_json` already renders the JSON text; it is written as is.
         let mut text = compiled.plan.to_trace_json();
         text.push('\n');
         std::fs::write(path, text)
