@@ -764,6 +764,9 @@ fn run_plan(args: RunArgs) -> miette::Result<()> {
         check_output_path(path)?;
     }
     let (plan, program) = weft::compile::read_plan(&args.model)?;
+    // Refused before any input is made up (the executor verifies again; it is cheap).
+    weft::plan::verify_plan(&plan, &program)
+        .map_err(|e| miette::miette!("the plan does not verify: {e}"))?;
     if let Some(path) = &args.output {
         let names = program
             .outputs
