@@ -664,4 +664,6 @@ impl Operands<'_> {
 }
 
 #[cfg(test)]
+mod monotone_tests;
+#[cfg(test)]
 mod tests;
