@@ -32,10 +32,10 @@
 //! **Deviation from NCCL:** `tuning.cc` ("Various model refinements") multiplies the ring LL
 //! bus bandwidth by 1/4 (all-reduce, or more than one node) or 1/3 (otherwise) before
 //! capping it at `llMaxBw`; this model uses `min(llMaxBw, Simple)`. With the refinement
-//! (370/4 = 92.5 GB/s on H100) an 8-GPU 1 MiB all-reduce is costed faster on NVLS (≈ 28.8 µs
-//! + launch) than on ring/LL (≈ 34.8 µs + launch), contradicting the measured choice
-//! (nccl-tests #309: ring/LL up to 1 MiB, NVLS/Simple from 2 MiB); without it ring/LL wins
-//! at 1 MiB (≈ 28.0 µs) and NVLS at 2 MiB, as measured. The tiny-message latencies are the
+//! (370/4 = 92.5 GB/s on H100) an 8-GPU 1 MiB all-reduce is costed faster on NVLS
+//! (≈ 28.8 µs plus launch) than on ring/LL (≈ 34.8 µs plus launch), contradicting the
+//! measured choice (nccl-tests #309: ring/LL up to 1 MiB, NVLS/Simple from 2 MiB); without
+//! it ring/LL wins at 1 MiB (≈ 28.0 µs) and NVLS at 2 MiB, as measured. The tiny-message latencies are the
 //! same either way. Tried and measured against that held-aside table, so its 1 MiB row is
 //! not independent evidence for this choice.
 
