@@ -356,6 +356,22 @@ mod tests {
     }
 
     #[test]
+    fn a_table_where_more_work_takes_less_time_is_refused() {
+        // 1·1024·2048·2048 at 1430 TFLOP/s would take 5 µs of compute, less than the
+        // 6.7 µs of the smaller 1·1024·2048·256: the time could then drop as k grows.
+        let mut p = Profile::builtin("h100-sxm-8").unwrap();
+        let table = &mut p.device.gemm_table.as_mut().unwrap().value;
+        let pt = table
+            .iter_mut()
+            .find(|q| (q.m, q.n, q.k) == (1024, 2048, 2048))
+            .unwrap();
+        pt.throughput.0 = 2.0 * 1024.0 * 2048.0 * 2048.0 / 6e-6;
+        let e = GemmModel::new(&p).unwrap_err().to_string();
+        assert!(e.contains("device.gemm_table"), "{e}");
+        assert!(e.contains("more work would take less time"), "{e}");
+    }
+
+    #[test]
     fn edge_tiles_are_padded() {
         // 129 rows take two row tiles, each doing a full tile's work.
         let g = tile_grid(shape(1, 129, 128, 512), 132).unwrap();
