@@ -227,7 +227,6 @@ fn verify_plan_rejects_chunk_counts_that_differ_across_ranks() {
 /// (132 tiles, 32% more work, 9.8 µs); 128×17024×512 (133 tiles, 18.3 µs) slower than
 /// 128×25600×512 (200 tiles, 14.5 µs).
 #[test]
-#[ignore = "finding: predicted GEMM time decreases as N grows within a wave"]
 fn gemm_time_never_drops_as_the_gemm_grows() {
     let model = CostModel::new(
         &Profile::builtin("h100-sxm-8").unwrap(),
