@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, Report, WrapErr};
 use weft::{CheckReport, LoadOptions, load_model};
 
-/// The hardware profile whose cost model prices ops for `dump --stage extracted` (`weft
-/// compile --hw` chooses its own).
+/// The hardware profile whose cost model prices ops for `dump --stage extracted` when no
+/// `--hw` is given.
 const EXTRACT_PROFILE: &str = "h100-sxm-8";
 
 /// Weft: a compiler for distributed ML model graphs.
@@ -113,6 +113,10 @@ enum Command {
         /// this rule (the rewrite chain proving the matched term equal to the new one).
         #[arg(long, value_name = "RULE")]
         explain: Option<String>,
+        /// With `--stage extracted`: the hardware whose cost model chooses the program, a
+        /// built-in profile (`weft hw list`) or a profile file (default `h100-sxm-8`).
+        #[arg(long, value_name = "NAME|FILE")]
+        hw: Option<String>,
         /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
         model: PathBuf,
         /// Output format: `text` (one op per line), `json` (Weft's exchange format), `dot`
@@ -470,6 +474,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             node_limit,
             iter_limit,
             explain,
+            hw,
         } => {
             let stage = stage.unwrap_or(if mesh.is_some() {
                 StageArg::Sharded
@@ -486,6 +491,12 @@ fn run(cli: Cli) -> miette::Result<()> {
                 ],
                 explain.is_some(),
             )?;
+            if hw.is_some() && !matches!(stage, StageArg::Extracted) {
+                miette::bail!(
+                    "--hw chooses the cost model extraction uses (--stage extracted), not --stage {}",
+                    stage.name()
+                );
+            }
             let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
             let graph = match stage {
                 StageArg::Saturated | StageArg::Extracted => {
@@ -552,15 +563,15 @@ fn run(cli: Cli) -> miette::Result<()> {
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());
-                    // `dump` has no `--hw`: extraction prices ops with the cost model of
-                    // one H100 node (every label says so); `weft compile --hw` chooses.
+                    // Every extracted program's label names the hardware that priced it.
                     let profile =
-                        weft::hardware::Profile::builtin(EXTRACT_PROFILE).into_diagnostic()?;
+                        weft::hardware::Profile::resolve(hw.as_deref().unwrap_or(EXTRACT_PROFILE))
+                            .into_diagnostic()?;
                     let cost = weft::passes::cost::CostModel::new(&profile, &graph.mesh)
                         .into_diagnostic()?;
-                    let chosen = weft::passes::saturate::extract(&sat, &graph, &cost)
-                        .into_diagnostic()
-                        .wrap_err("extraction failed")?;
+                    // The error says "extraction failed: …" itself.
+                    let chosen =
+                        weft::passes::saturate::extract(&sat, &graph, &cost).into_diagnostic()?;
                     if chosen.uncosted_count > 0 {
                         tracing::warn!(
                             "{} e-node(s) could not be priced and were never chosen: {}",
