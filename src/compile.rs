@@ -51,6 +51,41 @@ pub struct Compiled {
     /// Things the user should know: ops computed whole on a mesh axis, a memory limit
     /// met only by giving up the critical-path order, extraction keeping the original.
     pub notes: Vec<String>,
+    /// Wall time of each stage, in pipeline order (`benches/compile.rs` reports them).
+    pub stages: Vec<StageTime>,
+}
+
+/// How long one stage of [`compile`] took.
+#[derive(Clone, Debug)]
+pub struct StageTime {
+    /// `load+raise`, `shard`, `saturate`, `extract`, `schedule` or `plan+verify`.
+    pub stage: &'static str,
+    pub elapsed: std::time::Duration,
+}
+
+/// Records stage boundaries.
+struct Stopwatch {
+    last: std::time::Instant,
+    stages: Vec<StageTime>,
+}
+
+impl Stopwatch {
+    fn new() -> Stopwatch {
+        Stopwatch {
+            last: std::time::Instant::now(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// Ends `stage` now.
+    fn lap(&mut self, stage: &'static str) {
+        let now = std::time::Instant::now();
+        self.stages.push(StageTime {
+            stage,
+            elapsed: now - self.last,
+        });
+        self.last = now;
+    }
 }
 
 /// Why a model could not be compiled.
@@ -76,6 +111,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         reason,
     };
     let started = std::time::Instant::now();
+    let mut watch = Stopwatch::new();
     let source_hash = sha256_file(model).map_err(|source| CompileError::Hash {
         model: model.clone(),
         source,
@@ -95,6 +131,19 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             graph.mesh
         )));
     }
+    // Refused before sharding (which can take a while on a large model), naming the mesh
+    // and the machine; the cost model checks the same again for the sharded mesh.
+    if let Some(mesh) = &request.mesh {
+        let machine = request.profile.total_devices().map_or(0, u64::from);
+        if mesh.num_devices() > machine {
+            return Err(fail(format!(
+                "the mesh `{mesh}` needs {} devices but the hardware profile `{}` has {machine}",
+                mesh.num_devices(),
+                request.profile.name
+            )));
+        }
+    }
+    watch.lap("load+raise");
     let mut notes = Vec::new();
     let sharded = match &request.mesh {
         Some(mesh) => {
@@ -109,12 +158,14 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         }
         None => graph,
     };
+    watch.lap("shard");
     // The cost model refuses a mesh larger than the machine before any search.
     let cost = CostModel::new(&request.profile, &sharded.mesh).map_err(|e| fail(e.to_string()))?;
     let sat = saturate(&sharded, &SaturateOptions::default())
         .map_err(|e| fail(format!("equality saturation failed: {e}")))?;
-    let chosen =
-        extract(&sat, &sharded, &cost).map_err(|e| fail(format!("extraction failed: {e}")))?;
+    watch.lap("saturate");
+    let chosen = extract(&sat, &sharded, &cost).map_err(|e| fail(e.to_string()))?;
+    watch.lap("extract");
     if chosen.uncosted_count > 0 {
         notes.push(format!(
             "{} e-node(s) the cost model cannot price were never chosen: {}",
@@ -126,16 +177,31 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     let layers = weft_ir::layers::segment_layers(&program);
     let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
     let streams = comm_streams(&request.profile, &program.mesh);
+    // Without --max-memory the limit is the device's own memory: a plan that cannot fit
+    // on the hardware it was made for is not a plan.
+    let capacity = request.profile.device.memory_capacity.value.0;
+    let limit = request.max_memory.unwrap_or(capacity);
     let scheduled = schedule(
         &program,
         &cost,
         &ScheduleOptions {
             comm_streams: streams,
-            max_memory: request.max_memory,
+            max_memory: Some(limit),
             layer_of,
         },
     )
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(|e| {
+        let e = e.to_string();
+        match request.max_memory {
+            Some(_) => fail(e),
+            None => fail(format!(
+                "{e}: {} has {capacity} bytes of memory per device ({}); shard over more \
+                 devices, or give --max-memory to plan for another limit",
+                request.profile.name, request.profile.device.gpu
+            )),
+        }
+    })?;
+    watch.lap("schedule");
     if scheduled.order == ScheduleOrder::ProgramOrder {
         notes.push(
             "the critical-path order does not fit --max-memory; tasks are issued in program \
@@ -173,7 +239,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         },
         options: CompileOptions {
             sp_norms: request.sp_norms,
-            max_memory_bytes: request.max_memory,
+            max_memory_bytes: Some(limit),
         },
         rules_applied: chosen
             .rules_used
@@ -194,6 +260,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             "the scheduler produced a plan that does not verify: {e}"
         ))
     })?;
+    watch.lap("plan+verify");
     tracing::info!(
         elapsed = ?started.elapsed(),
         tasks = plan.ranks.first().map_or(0, |r| r.tasks.len()),
@@ -204,6 +271,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         plan,
         program,
         notes,
+        stages: watch.stages,
     })
 }
 

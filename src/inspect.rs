@@ -28,8 +28,11 @@ pub struct InspectReport {
     pub bound_us: f64,
     /// Communication not hidden behind compute.
     pub exposed_comm_us: f64,
-    /// Fraction of communication hidden behind compute.
+    /// Fraction of communication hidden behind compute (1 when there is none).
     pub overlap_efficiency: f64,
+    /// Whether any task communicates (a plan for one device, or with only local ops,
+    /// has nothing to hide).
+    pub communicates: bool,
     /// `baseline_us / predicted_us`.
     pub speedup_over_baseline: f64,
     /// Peak bytes per rank (weights plus the activation pool), in rank order.
@@ -103,6 +106,10 @@ impl InspectReport {
             bound_us: p.bound_us,
             exposed_comm_us: p.exposed_comm_us,
             overlap_efficiency: p.overlap_efficiency,
+            communicates: plan
+                .ranks
+                .iter()
+                .any(|r| r.tasks.iter().any(|t| t.collective.is_some())),
             speedup_over_baseline: if p.predicted_us > 0.0 {
                 p.baseline_us / p.predicted_us
             } else {
@@ -152,11 +159,15 @@ impl InspectReport {
         );
         let _ = writeln!(s, "lower bound      {}", us(self.bound_us));
         let _ = writeln!(s, "exposed comm     {}", us(self.exposed_comm_us));
-        let _ = writeln!(
-            s,
-            "overlap          {:.1}% of communication hidden",
-            100.0 * self.overlap_efficiency
-        );
+        if self.communicates {
+            let _ = writeln!(
+                s,
+                "overlap          {:.1}% of communication hidden",
+                100.0 * self.overlap_efficiency
+            );
+        } else {
+            let _ = writeln!(s, "overlap          no communication");
+        }
         for (kind, t) in &self.busy_us {
             let _ = writeln!(s, "busy on rank 0   {kind}: {}", us(*t));
         }

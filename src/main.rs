@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, Report, WrapErr};
 use weft::{CheckReport, LoadOptions, load_model};
 
-/// The hardware profile whose cost model prices ops for `dump --stage extracted` (`weft
-/// compile --hw` chooses its own).
+/// The hardware profile whose cost model prices ops for `dump --stage extracted` when no
+/// `--hw` is given.
 const EXTRACT_PROFILE: &str = "h100-sxm-8";
 
 /// Weft: a compiler for distributed ML model graphs.
@@ -113,6 +113,10 @@ enum Command {
         /// this rule (the rewrite chain proving the matched term equal to the new one).
         #[arg(long, value_name = "RULE")]
         explain: Option<String>,
+        /// With `--stage extracted`: the hardware whose cost model chooses the program, a
+        /// built-in profile (`weft hw list`) or a profile file (default `h100-sxm-8`).
+        #[arg(long, value_name = "NAME|FILE")]
+        hw: Option<String>,
         /// The model file: Weft JSON (docs/json-format.md) or ONNX, told apart by content.
         model: PathBuf,
         /// Output format: `text` (one op per line), `json` (Weft's exchange format), `dot`
@@ -185,9 +189,10 @@ struct CompileArgs {
 /// Arguments of `weft run`.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// The model file: Weft JSON (docs/json-format.md) or ONNX — or a plan written by
-    /// `weft compile -o` — told apart by content. A plan runs its own program as scheduled, so `--mesh`,
-    /// `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not apply to it.
+    /// The model file: Weft JSON (docs/json-format.md) or ONNX, or a plan written by
+    /// `weft compile -o`: all told apart by content. A plan runs its own program as
+    /// scheduled, so `--mesh`, `--dim`, `--sp-norms`, `--ranks` and `--max-memory` do not
+    /// apply to it.
     model: PathBuf,
     /// A graph input from a file: `NAME=FILE` with FILE a `.npy`, an ONNX `.pb` tensor or a
     /// `.npz` (its array NAME, or its only array); or just `FILE.npz` for every array in it,
@@ -469,6 +474,7 @@ fn run(cli: Cli) -> miette::Result<()> {
             node_limit,
             iter_limit,
             explain,
+            hw,
         } => {
             let stage = stage.unwrap_or(if mesh.is_some() {
                 StageArg::Sharded
@@ -485,6 +491,12 @@ fn run(cli: Cli) -> miette::Result<()> {
                 ],
                 explain.is_some(),
             )?;
+            if hw.is_some() && !matches!(stage, StageArg::Extracted) {
+                miette::bail!(
+                    "--hw chooses the cost model extraction uses (--stage extracted), not --stage {}",
+                    stage.name()
+                );
+            }
             let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
             let graph = match stage {
                 StageArg::Saturated | StageArg::Extracted => {
@@ -551,15 +563,15 @@ fn run(cli: Cli) -> miette::Result<()> {
                         return write_out(output.as_ref(), &text);
                     }
                     tracing::info!("{}", summary.to_text());
-                    // `dump` has no `--hw`: extraction prices ops with the cost model of
-                    // one H100 node (every label says so); `weft compile --hw` chooses.
+                    // Every extracted program's label names the hardware that priced it.
                     let profile =
-                        weft::hardware::Profile::builtin(EXTRACT_PROFILE).into_diagnostic()?;
+                        weft::hardware::Profile::resolve(hw.as_deref().unwrap_or(EXTRACT_PROFILE))
+                            .into_diagnostic()?;
                     let cost = weft::passes::cost::CostModel::new(&profile, &graph.mesh)
                         .into_diagnostic()?;
-                    let chosen = weft::passes::saturate::extract(&sat, &graph, &cost)
-                        .into_diagnostic()
-                        .wrap_err("extraction failed")?;
+                    // The error says "extraction failed: …" itself.
+                    let chosen =
+                        weft::passes::saturate::extract(&sat, &graph, &cost).into_diagnostic()?;
                     if chosen.uncosted_count > 0 {
                         tracing::warn!(
                             "{} e-node(s) could not be priced and were never chosen: {}",
@@ -633,6 +645,27 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     if let Some(path) = &args.trace {
         check_writable(path, "--trace")?;
     }
+    // Nothing is written over the model, and the plan and its trace go to two files.
+    let outputs = [("-o", &args.output), ("--trace", &args.trace)];
+    for (flag, path) in outputs {
+        if let Some(path) = path
+            && same_file(path, &args.model)
+        {
+            miette::bail!(
+                "{flag} {}: is the model being compiled; write the {} to another file",
+                path.display(),
+                if flag == "-o" { "plan" } else { "trace" }
+            );
+        }
+    }
+    if let (Some(plan), Some(trace)) = (&args.output, &args.trace)
+        && same_file(plan, trace)
+    {
+        miette::bail!(
+            "-o and --trace name the same file `{}`; the plan and its trace need one file each",
+            plan.display()
+        );
+    }
     let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
     let request = weft::compile::CompileRequest {
         model: args.model.clone(),
@@ -653,6 +686,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
             .wrap_err_with(|| format!("cannot write the plan to `{}`", path.display()))?;
     }
     if let Some(path) = &args.trace {
+        // `to_trace_json` already renders the JSON text; it is written as is.
         let mut text = compiled.plan.to_trace_json();
         text.push('\n');
         std::fs::write(path, text)
@@ -682,6 +716,17 @@ fn inspect_json(plan: &weft::plan::Plan) -> miette::Result<String> {
     let mut s = serde_json::to_string_pretty(&report).into_diagnostic()?;
     s.push('\n');
     Ok(s)
+}
+
+/// Whether two paths name one file: by their canonical forms when they exist, else by
+/// their absolute forms.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    canon(a) == canon(b)
 }
 
 /// Refuses an output path whose folder does not exist (or that is a folder) before any
@@ -730,6 +775,9 @@ fn run_plan(args: RunArgs) -> miette::Result<()> {
         check_output_path(path)?;
     }
     let (plan, program) = weft::compile::read_plan(&args.model)?;
+    // Refused before any input is made up (the executor verifies again; it is cheap).
+    weft::plan::verify_plan(&plan, &program)
+        .map_err(|e| miette::miette!("the plan does not verify: {e}"))?;
     if let Some(path) = &args.output {
         let names = program
             .outputs

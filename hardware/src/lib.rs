@@ -14,7 +14,7 @@ mod render;
 mod units;
 
 pub use constants::Constant;
-pub use load::ProfileError;
+pub use load::{MAX_COMM_SM_FRACTION, ProfileError};
 pub use profile::{
     Confidence, Device, InterNodeKind, InterNodeLink, IntraNodeKind, IntraNodeLink, NcclTuning,
     Profile, Sourced,

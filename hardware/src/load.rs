@@ -198,9 +198,76 @@ impl Profile {
                 return Err(bad(&c.field, reason));
             }
         }
+        self.validate_comm_sms().map_err(|(f, r)| bad(f, r))
+    }
+
+    /// The SMs a communication kernel takes: NVLS SMs no more than the GPU has, and every
+    /// share at most [`MAX_COMM_SM_FRACTION`]. The cost model slows compute beside a
+    /// collective by `1 / (1 − share)`, so a share of 1 would mean compute never runs.
+    fn validate_comm_sms(&self) -> Result<(), (&'static str, String)> {
+        let cap = MAX_COMM_SM_FRACTION;
+        let shares = [
+            (
+                "intra_node.comm_sm_fraction",
+                self.intra_node.comm_sm_fraction.as_ref(),
+            ),
+            (
+                "inter_node.comm_sm_fraction",
+                self.inter_node
+                    .as_ref()
+                    .and_then(|i| i.comm_sm_fraction.as_ref()),
+            ),
+        ];
+        for (field, share) in shares {
+            if let Some(s) = share
+                && s.value.0 > cap
+            {
+                return Err((
+                    field,
+                    format!(
+                        "is {}, more than {cap}: a communication kernel does not take over half the SMs (published budgets are at most 24 of 132, NeMo userbuffers presets)",
+                        s.value.0
+                    ),
+                ));
+            }
+        }
+        if let Some(nvls) = &self.intra_node.nvls_sms {
+            let Some(sms) = &self.device.sm_count else {
+                return Err((
+                    "intra_node.nvls_sms",
+                    "is given but device.sm_count is not, so its share cannot be checked".into(),
+                ));
+            };
+            let (n, total) = (nvls.value.0, sms.value.0);
+            if n > total {
+                return Err((
+                    "intra_node.nvls_sms",
+                    format!("is {n}, more than device.sm_count ({total})"),
+                ));
+            }
+            // Counts of SMs are far below 2^53: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            let share = n as f64 / total as f64;
+            if share > cap {
+                return Err((
+                    "intra_node.nvls_sms",
+                    format!(
+                        "is {n} of {total} SMs, a share over {cap}: a communication kernel does not take over half the SMs"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+/// The largest share of a GPU's SMs a profile may give a communication kernel. Published
+/// budgets are far below it — Calculon's 0.15 for NVLink, NeMo's userbuffers presets at most
+/// 24 of 132 SMs (0.18), TokenWeave's 2–8 SMs (cost-model.md §1, §2.7, §4.2) — and at 0.5 the cost
+/// model already slows overlapped compute 2×, beyond the +40% largest measured slowdown
+/// (arXiv 2507.03114, cost-model.md §2.7). A share near 1 would make compute beside a
+/// collective stall almost completely.
+pub const MAX_COMM_SM_FRACTION: f64 = 0.5;
 
 fn unknown(name: &str) -> ProfileError {
     ProfileError::Unknown {

@@ -365,3 +365,69 @@ fn h100_cost_model_inputs_match_the_reference() {
         .collect();
     assert_eq!(eff, vec![0.3, 0.6, 0.75, 0.9]);
 }
+
+#[test]
+fn more_nvls_sms_than_the_gpu_has_is_refused() {
+    let (path, e) = load_edited(|v| {
+        v["intra_node"]["nvls_sms"]["value"] = 200.into();
+    });
+    let msg = e.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("field `intra_node.nvls_sms`"), "{msg}");
+    assert!(msg.contains("more than device.sm_count (132)"), "{msg}");
+}
+
+#[test]
+fn nvls_sms_over_half_the_gpu_is_refused() {
+    let (_, e) = load_edited(|v| {
+        v["intra_node"]["nvls_sms"]["value"] = 67.into();
+    });
+    let msg = e.to_string();
+    assert!(msg.contains("field `intra_node.nvls_sms`"), "{msg}");
+    assert!(msg.contains("67 of 132 SMs"), "{msg}");
+}
+
+#[test]
+fn a_comm_kernel_taking_every_sm_is_refused() {
+    // 1.0 passes the (0, 1] share check, and the cost model would slow compute beside
+    // the collective by 1 / (1 − share): refused, naming the file and field.
+    for share in [1.0, 0.51] {
+        let (path, e) = load_edited(|v| {
+            v["intra_node"]["comm_sm_fraction"]["value"] = share.into();
+        });
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("field `intra_node.comm_sm_fraction`"), "{msg}");
+        assert!(msg.contains("more than 0.5"), "{msg}");
+    }
+    // Half is the largest accepted share.
+    let mut p = Profile::builtin("h100-sxm-8").unwrap();
+    p.intra_node.comm_sm_fraction.as_mut().unwrap().value.0 = weft_hardware::MAX_COMM_SM_FRACTION;
+    p.validate("edited").unwrap();
+}
+
+#[test]
+fn an_inter_node_comm_share_of_one_is_refused() {
+    let mut p = Profile::builtin("h100-sxm-8x2-ndr").unwrap();
+    p.inter_node
+        .as_mut()
+        .unwrap()
+        .comm_sm_fraction
+        .as_mut()
+        .unwrap()
+        .value
+        .0 = 1.0;
+    let msg = p.validate("edited.json").unwrap_err().to_string();
+    assert!(msg.contains("edited.json"), "{msg}");
+    assert!(msg.contains("field `inter_node.comm_sm_fraction`"), "{msg}");
+}
+
+#[test]
+fn a_zero_comm_share_is_refused() {
+    let (_, e) = load_edited(|v| {
+        v["intra_node"]["comm_sm_fraction"]["value"] = 0.0.into();
+    });
+    let msg = e.to_string();
+    assert!(msg.contains("field `intra_node.comm_sm_fraction`"), "{msg}");
+    assert!(msg.contains("(0, 1]"), "{msg}");
+}

@@ -6,8 +6,9 @@ use std::fmt;
 /// Why a plan could not be read or built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    /// The text is not JSON of the plan's shape (serde's message, with line and column).
-    #[error("the plan is not valid plan JSON: {message} (line {line}, column {column})")]
+    /// The text is not JSON of the plan's shape (serde's message, which names the line and
+    /// column; they are also kept as fields).
+    #[error("the plan is not valid plan JSON: {message}")]
     Json {
         message: String,
         line: usize,

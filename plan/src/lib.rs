@@ -107,7 +107,8 @@ pub struct HardwareRef {
 pub struct CompileOptions {
     /// Megatron sequence parallelism for norms.
     pub sp_norms: bool,
-    /// The per-rank memory limit the memory plan was checked against.
+    /// The per-rank memory limit the memory plan was checked against (`--max-memory`,
+    /// else the device's memory); `None` for plans made without one (serial plans).
     pub max_memory_bytes: Option<u64>,
 }
 

@@ -59,6 +59,29 @@ fn garbage_is_a_syntax_error_at_its_position() {
     assert_eq!(e.line_col(), Some((3, 11)), "{e}");
 }
 
+/// Review of issue 11: `[]` got serde's "expected struct GraphDoc with 6 elements".
+#[test]
+fn a_top_level_that_is_not_an_object_says_what_it_is() {
+    for (src, what) in [
+        ("[]", "an array"),
+        (" \"x\"", "a string"),
+        ("12", "a number"),
+        ("true", "a boolean"),
+        ("null", "null"),
+    ] {
+        let e = parse_err(src).to_string();
+        assert!(
+            e.contains(&format!(
+                "the file's top level is {what}; a Weft JSON model is an object"
+            )),
+            "{src}: {e}"
+        );
+        assert!(!e.contains("GraphDoc"), "{e}");
+    }
+    // Not JSON at all: serde's syntax error, with its position.
+    assert_eq!(parse_err("hello").kind, ErrorKind::Syntax);
+}
+
 #[test]
 fn unknown_op_lists_the_valid_ones() {
     let e = parse_err(&with_node(

@@ -14,6 +14,7 @@ mod layers;
 mod limits;
 mod onnx;
 mod output_names;
+mod plan;
 mod raise;
 mod raise_attention;
 mod readme;

@@ -111,7 +111,6 @@ fn a_plan_whose_program_was_edited_is_refused() {
 /// holds only a piece of cannot be read back: "`w2.npy` holds f32[32, 16] but the node
 /// declares f32[32, 8]".
 #[test]
-#[ignore = "finding: sharded plans of models with .npy weights cannot be run"]
 fn sharded_plan_with_npy_weights_runs_from_another_folder() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
@@ -227,7 +226,6 @@ fn verify_plan_rejects_chunk_counts_that_differ_across_ranks() {
 /// (132 tiles, 32% more work, 9.8 µs); 128×17024×512 (133 tiles, 18.3 µs) slower than
 /// 128×25600×512 (200 tiles, 14.5 µs).
 #[test]
-#[ignore = "finding: predicted GEMM time decreases as N grows within a wave"]
 fn gemm_time_never_drops_as_the_gemm_grows() {
     let model = CostModel::new(
         &Profile::builtin("h100-sxm-8").unwrap(),
@@ -297,7 +295,6 @@ fn a_wait_issued_before_its_record_is_refused() {
 /// `weft compile MODEL -o MODEL` replaces the model with its plan without a word (and
 /// `-o P --trace P` replaces the plan with the trace).
 #[test]
-#[ignore = "finding: compile -o (or --trace) may overwrite the source model or the plan"]
 fn compile_refuses_to_overwrite_its_model_or_its_own_plan() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.json");

@@ -929,3 +929,46 @@ fn outputs_merged_by_the_e_graph_keep_their_names() {
         &run(&program, &inputs, &o).unwrap(),
     );
 }
+
+/// `dump --stage extracted --hw` prices the choice with that hardware's cost model, says so
+/// in the label, and `--hw` elsewhere is refused rather than ignored.
+#[test]
+fn dump_extracted_takes_the_hardware_to_price_with() {
+    use crate::cli::{assert_clean_failure, stderr, stdout, weft};
+    let o = weft(&[
+        "dump",
+        "examples/llama3-70b-layer.json",
+        "--mesh",
+        "tp=2",
+        "--stage",
+        "extracted",
+        "--hw",
+        "a100-sxm-8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("[extracted: DAG-greedy, cost model of a100-sxm-8]"),
+        "{}",
+        stdout(&o)
+    );
+    let o = weft(&["dump", "examples/tiny-llama.json", "--hw", "a100-sxm-8"]);
+    assert_clean_failure(&o);
+    assert!(
+        stderr(&o).contains("--hw chooses the cost model"),
+        "{}",
+        stderr(&o)
+    );
+    // An f32 model on a profile without an f32 rate: one clear reason, said once.
+    let o = weft(&[
+        "dump",
+        "examples/tiny-llama.json",
+        "--stage",
+        "extracted",
+        "--hw",
+        "a100-sxm-8",
+    ]);
+    assert_clean_failure(&o);
+    let err = stderr(&o);
+    assert_eq!(err.matches("extraction failed").count(), 1, "{err}");
+    assert!(err.contains("peak_dense_f32"), "{err}");
+}

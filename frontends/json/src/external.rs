@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
-use weft_ir::{DType, Graph, Init, Op};
+use weft_ir::{DType, Graph, Init, Mesh, Op, Placement, Sharding};
 
 use crate::error::{ErrorKind, JsonError, base_dir};
 
@@ -39,7 +39,15 @@ pub fn check_external(graph: &Graph, model_path: &Path) -> Result<(), JsonError>
             )
         };
         let path = resolve(model_path, rel).map_err(fail)?;
-        let dims = shape.eval(&graph.dims).map_err(|e| fail(e.to_string()))?;
+        let local = shape.eval(&graph.dims).map_err(|e| fail(e.to_string()))?;
+        // The file holds the whole tensor; a sharded graph declares each device's piece.
+        let dims = node
+            .outputs
+            .first()
+            .map_or(Ok(local.clone()), |&v| {
+                whole_shape(&local, &graph.value(v).sharding, &graph.mesh)
+            })
+            .map_err(fail)?;
         let (found_dtype, found_shape) = match init {
             Init::Npy { .. } => npy_header(&path),
             Init::Safetensors { tensor, .. } => safetensors_header(&path, tensor),
@@ -55,8 +63,13 @@ pub fn check_external(graph: &Graph, model_path: &Path) -> Result<(), JsonError>
         }
         .map_err(fail)?;
         if found_dtype != *dtype || found_shape != dims {
+            let declared = if dims == local {
+                format!("{dtype}{shape} = {dtype}{dims:?}")
+            } else {
+                format!("{dtype}{shape} per device, {dtype}{dims:?} whole")
+            };
             return Err(fail(format!(
-                "`{}` holds {}{:?} but the node declares {dtype}{shape} = {dtype}{dims:?}",
+                "`{}` holds {}{:?} but the node declares {declared}",
                 path.display(),
                 found_dtype,
                 found_shape
@@ -64,6 +77,23 @@ pub fn check_external(graph: &Graph, model_path: &Path) -> Result<(), JsonError>
         }
     }
     Ok(())
+}
+
+/// The whole tensor's shape of a value whose per-device piece has shape `local`: each dim
+/// times the sizes of the mesh axes it is split over (the layout the executor
+/// materialises a device's piece from).
+fn whole_shape(local: &[u64], sharding: &Sharding, mesh: &Mesh) -> Result<Vec<u64>, String> {
+    let mut dims = local.to_vec();
+    for axis in mesh.axes() {
+        if let Placement::Split(d) = sharding.placement(&axis.name)
+            && let Some(dim) = dims.get_mut(d)
+        {
+            *dim = dim
+                .checked_mul(axis.size)
+                .ok_or_else(|| format!("the whole tensor's dim {d} overflows 64 bits"))?;
+        }
+    }
+    Ok(dims)
 }
 
 /// Checks that a raw data file holds at least `need` bytes (the end of the tensor's data).

@@ -122,6 +122,28 @@ pub fn parse_str_with(src: &str, path: &Path, options: &LoadOptions) -> Result<G
             "the file is empty; a Weft JSON model is an object with `weft`, `name`, `nodes` and `outputs`",
         ));
     }
+    // Another JSON value at the top level would get serde's "expected struct GraphDoc"
+    // wording; text that is not JSON at all gets serde's syntax error with its position.
+    let first = src.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    let found = match first.chars().next() {
+        Some('[') => Some("an array"),
+        Some('"') => Some("a string"),
+        Some(c) if c.is_ascii_digit() || c == '-' => Some("a number"),
+        Some('t' | 'f') => Some("a boolean"),
+        Some('n') => Some("null"),
+        _ => None,
+    };
+    if let Some(found) = found
+        && serde_json::from_str::<serde::de::IgnoredAny>(src).is_ok()
+    {
+        return Err(JsonError::file(
+            ErrorKind::Format,
+            path,
+            format!(
+                "the file's top level is {found}; a Weft JSON model is an object with `weft`, `name`, `nodes` and `outputs`"
+            ),
+        ));
+    }
     let cx = Ctx { path, src };
     let doc: GraphDoc = serde_json::from_str(src).map_err(|e| cx.serde(&e, src, &|o| o))?;
     if doc.weft != FORMAT_VERSION {

@@ -1,28 +1,37 @@
-//! GEMM time: a size-dependent efficiency curve, wave quantization over the SMs, a
-//! roofline against HBM, and the launch overhead.
+//! GEMM time: the work the SMs do (output tiles, padded to full waves once there is more
+//! than one), priced on a size-dependent rate curve, a roofline against HBM, and the
+//! launch overhead.
 //!
 //! ```text
-//! tiles  = batch · ⌈m/128⌉ · ⌈n/128⌉                    (128×128 output tiles, one CTA each)
-//! split  = largest power of two with tiles·split ≤ SMs and k/split ≥ 256   (split-K, 1 if none)
-//! waves  = ⌈tiles·split / SMs⌉,   util = tiles·split / (waves · SMs)
-//! rate   = min(r(F) · util, cap)                        F = 2·batch·m·n·k FLOPs
-//! bytes  = A + B + C  (+ 2 · split · m·n·batch · 4 for the f32 split-K partials when split > 1)
-//! time   = launch + max(F / rate, bytes / HBM(bytes))
+//! tiles  = batch · ⌈m/128⌉ · ⌈n/128⌉              (128×128 output tiles, one CTA each)
+//! w      = 2 · 128 · 128 · k                      (FLOPs one CTA does, edge tiles padded)
+//! waves  = ⌈tiles / SMs⌉
+//! X      = tiles · w            if waves = 1      (one wave: idle SMs cost nothing extra)
+//!          waves · SMs · w      otherwise         (the last wave takes as long as a full one)
+//! compute = max(X / r(X), F / cap)                F = 2·batch·m·n·k
+//! bytes  = A + B + C
+//! time   = launch + max(compute, bytes / HBM(bytes))
 //! ```
 //!
-//! `r(F)` is the rate per fully occupied wave, interpolated log–log in F between the
-//! calibration points of the profile's `gemm_table` (the XLA `sm_90` measured table,
-//! cost-model.md §2.1). Each point is turned into `r` by removing what the model adds on
-//! top: `r_i = F_i / ((t_i − launch) · util_i)`, so the model reproduces every calibration
-//! point exactly (they are all compute-bound, checked by a test). `cap` is the measured
-//! maximum (MAMF, `achievable_dense_16bit`). Profiles without a table use Calculon's model
-//! curve (cost-model.md §2.1: 0.95 from 128 GFLOP, 0.90 from 16, 0.60 from 1, 0.10 for tiny
-//! work, anchored at 1 FLOP) normalised to its top and multiplied by `cap`.
+//! `r(X)` is the rate at which the GPU does `X` FLOPs of (padded) work, interpolated
+//! log–log between the calibration points of the profile's `gemm_table` (the XLA `sm_90`
+//! measured table, cost-model.md §2.1): each point `i` gives `r_i = X_i / (t_i − launch)`
+//! at `X_i`, so the model reproduces it exactly (they are all compute-bound and under the
+//! cap, checked by tests). `cap` is the measured maximum (MAMF, `achievable_dense_16bit`).
+//! Profiles without a table use Calculon's model curve (cost-model.md §2.1: 0.95 from 128
+//! GFLOP, 0.90 from 16, 0.60 from 1, 0.10 for tiny work, anchored at 1 FLOP) normalised to
+//! its top and multiplied by `cap`, read at `X` (Calculon reads it at the op's FLOPs).
 //!
-//! The tile shape (128×128) and the split-K rule (keep ≥ 256 of K per split, never
-//! exceed one wave) are the model's assumptions, not measurements: cuBLAS picks among many
-//! tilings. Split-K is what lets a GEMM with few output tiles (M=256, N=2048) use the
-//! whole GPU; its partial sums cost HBM traffic, which the roofline charges.
+//! Why `X` and not `F`: the model used to look the rate up at the GEMM's own FLOPs and
+//! divide by the share of SM slots its waves fill, so adding tiles to a wave raised the
+//! rate while the wave took as long, and a larger GEMM came out faster. `X` never drops
+//! when batch, m, n or k grows (more tiles or a longer k only add work), and `X / r(X)`
+//! never drops as `X` grows because every segment of the curve rises less steeply than
+//! `X` (checked when the model is built), so neither does the time.
+//!
+//! The tile shape (128×128) is the model's assumption, not a measurement: cuBLAS picks
+//! among many tilings and split-K schemes, which the model does not (a GEMM with few output
+//! tiles and a long k is priced as its one partial wave).
 //!
 //! Data types: BF16/FP16 use the curve as is; FP8 scales it by
 //! `achievable_dense_fp8 / achievable_dense_16bit` (the same shape, an estimate); F32 runs
@@ -38,8 +47,6 @@ use super::memory_bound::{MemoryModel, to_f64};
 
 /// Output tile edge the model assumes (rows and columns of C per CTA).
 pub(crate) const TILE: u64 = 128;
-/// The least contraction length one split-K slice keeps.
-pub(crate) const MIN_SPLIT_K: u64 = 256;
 
 /// Calculon's H100 matrix-efficiency model curve (`systems/h100_80g_nvl8.json`,
 /// cost-model.md §2.1), as (FLOPs, efficiency); the tiny-work point is anchored at 1 FLOP.
@@ -65,14 +72,12 @@ impl GemmShape {
 /// How the model lays a GEMM onto the SMs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct TileGrid {
-    /// Output tiles.
+    /// Output tiles (one CTA each).
     pub tiles: u64,
-    /// Split-K factor (1: none).
-    pub split: u64,
     /// Waves of CTAs.
     pub waves: u64,
-    /// Share of the SM slots the waves fill.
-    pub util: f64,
+    /// FLOPs the SMs are busy for: `X` in the module docs.
+    pub work: f64,
 }
 
 /// The cost of one GEMM.
@@ -88,34 +93,29 @@ pub(crate) struct GemmTime {
 pub(crate) struct GemmModel {
     sms: u64,
     launch: f64,
-    /// Rate per full wave by FLOPs, FLOP/s (absolute for a table, relative × cap otherwise).
+    /// Rate by padded work, FLOP/s (absolute for a table, relative × cap otherwise).
     curve: LogLog,
     cap16: f64,
     cap8: Option<f64>,
     f32: Option<f64>,
 }
 
-fn div_ceil(a: u64, b: u64) -> u64 {
-    a.div_ceil(b)
-}
-
-/// Tiles, split-K and waves of `g` on `sms` SMs; `None` if the tile count overflows.
+/// Tiles, waves and padded work of `g` on `sms` SMs; `None` if the tile count overflows
+/// 64 bits.
 pub(crate) fn tile_grid(g: GemmShape, sms: u64) -> Option<TileGrid> {
     let tiles =
-        u128::from(g.batch) * u128::from(div_ceil(g.m, TILE)) * u128::from(div_ceil(g.n, TILE));
+        u128::from(g.batch) * u128::from(g.m.div_ceil(TILE)) * u128::from(g.n.div_ceil(TILE));
     let tiles = u64::try_from(tiles).ok()?.max(1);
-    let mut split = 1u64;
-    while tiles.checked_mul(split * 2)? <= sms && g.k / (split * 2) >= MIN_SPLIT_K {
-        split *= 2;
-    }
-    let ctas = tiles.checked_mul(split)?;
-    let waves = div_ceil(ctas, sms);
-    let util = to_f64(ctas) / (to_f64(waves) * to_f64(sms));
+    let waves = tiles.div_ceil(sms);
+    let slots = if waves == 1 {
+        to_f64(tiles)
+    } else {
+        to_f64(waves) * to_f64(sms)
+    };
     Some(TileGrid {
         tiles,
-        split,
         waves,
-        util,
+        work: slots * 2.0 * to_f64(TILE) * to_f64(TILE) * to_f64(g.k),
     })
 }
 
@@ -133,31 +133,37 @@ impl GemmModel {
             .map(|s| s.value.0)
             .ok_or_else(|| CostError::missing(profile, "device.achievable_dense_16bit"))?;
         let launch = profile.kernel_launch_overhead.value.0;
+        let bad = |reason: String| CostError::Profile {
+            profile: profile.name.clone(),
+            field: "device.gemm_table".into(),
+            reason,
+        };
         let curve = match &d.gemm_table {
             Some(table) => {
-                let mut pts = Vec::with_capacity(table.value.len());
+                let mut pts: Vec<(f64, f64)> = Vec::with_capacity(table.value.len());
                 for p in &table.value {
+                    let name = format!("{}·{}·{}·{}", p.batch, p.m, p.n, p.k);
                     let g = GemmShape {
                         batch: p.batch,
                         m: p.m,
                         n: p.n,
                         k: p.k,
                     };
-                    let f = g.flops();
-                    let t = f / p.throughput.0 - launch;
-                    let grid = tile_grid(g, sms)
-                        .ok_or_else(|| CostError::missing(profile, "device.gemm_table"))?;
+                    let t = g.flops() / p.throughput.0 - launch;
                     if t.is_nan() || t <= 0.0 {
-                        return Err(CostError::Profile {
-                            profile: profile.name.clone(),
-                            field: "device.gemm_table".into(),
-                            reason: format!(
-                                "GEMM {}·{}·{}·{} takes less than the launch overhead",
-                                p.batch, p.m, p.n, p.k
-                            ),
-                        });
+                        return Err(bad(format!(
+                            "GEMM {name} takes less than the launch overhead"
+                        )));
                     }
-                    pts.push((f, f / (t * grid.util)));
+                    let grid = tile_grid(g, sms)
+                        .ok_or_else(|| bad(format!("GEMM {name} has too many tiles")))?;
+                    let x = grid.work;
+                    if pts.last().is_some_and(|&(px, _)| px >= x) {
+                        return Err(bad(format!(
+                            "GEMM {name}: points must grow in their padded work (tiles × waves)"
+                        )));
+                    }
+                    pts.push((x, x / t));
                 }
                 LogLog::new(pts)
             }
@@ -172,6 +178,14 @@ impl GemmModel {
             }
         }
         .ok_or_else(|| CostError::missing(profile, "device.gemm_table"))?;
+        // f(x) = x / r(x) is a power of x on each segment; it rises iff the seconds at the
+        // points rise, which is what makes the GEMM time monotone in its dimensions.
+        let secs: Vec<f64> = curve.points().iter().map(|&(x, r)| x / r).collect();
+        if secs.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(bad(
+                "more work would take less time: the rate rises faster than the work between two points".into(),
+            ));
+        }
         Ok(GemmModel {
             sms,
             launch,
@@ -185,11 +199,6 @@ impl GemmModel {
     /// The SM count the grid is laid over.
     pub(crate) fn sms(&self) -> u64 {
         self.sms
-    }
-
-    /// The 16-bit rate the model predicts for `g` alone (FLOP/s), without launch or memory.
-    fn rate16(&self, g: GemmShape, grid: TileGrid) -> f64 {
-        (self.curve.at(g.flops()) * grid.util).min(self.cap16)
     }
 
     /// Seconds of tensor-core (or CUDA-core, for f32) work for `g` with elements of
@@ -206,9 +215,9 @@ impl GemmModel {
             op: what.to_string(),
             what: format!("the tile count of GEMM {}·{}·{}·{}", g.batch, g.m, g.n, g.k),
         })?;
-        let r16 = self.rate16(g, grid);
-        let rate = match dtype {
-            DType::Bf16 | DType::F16 => r16,
+        let s16 = (grid.work / self.curve.at(grid.work)).max(g.flops() / self.cap16);
+        let seconds = match dtype {
+            DType::Bf16 | DType::F16 => s16,
             DType::F8e4m3 => {
                 let cap8 = self.cap8.ok_or_else(|| CostError::Unsupported {
                     op: what.to_string(),
@@ -217,7 +226,7 @@ impl GemmModel {
                         profile.name
                     ),
                 })?;
-                r16 * cap8 / self.cap16
+                s16 * self.cap16 / cap8
             }
             DType::F32 => {
                 let f32 = self.f32.ok_or_else(|| CostError::Unsupported {
@@ -227,7 +236,7 @@ impl GemmModel {
                         profile.name
                     ),
                 })?;
-                r16 / self.cap16 * f32
+                s16 * self.cap16 / f32
             }
             DType::I64 | DType::I32 | DType::Bool => {
                 return Err(CostError::Unsupported {
@@ -236,7 +245,7 @@ impl GemmModel {
                 });
             }
         };
-        Ok((g.flops() / rate, grid))
+        Ok((seconds, grid))
     }
 
     /// The time of `g` with elements of `dtype`: launch + max(compute, memory);
@@ -253,10 +262,7 @@ impl GemmModel {
         let (compute, grid) = self.compute_seconds(g, dtype, profile, what)?;
         let e = to_f64(dtype.size_bytes());
         let (b, m, n, k) = (to_f64(g.batch), to_f64(g.m), to_f64(g.n), to_f64(g.k));
-        let mut bytes = b * (m * k + k * n + m * n) * e + extra_bytes;
-        if grid.split > 1 {
-            bytes += 2.0 * to_f64(grid.split) * b * m * n * 4.0;
-        }
+        let bytes = b * (m * k + k * n + m * n) * e + extra_bytes;
         let memory = mem.seconds(bytes);
         Ok(GemmTime {
             seconds: self.launch + compute.max(memory),
@@ -312,7 +318,7 @@ mod tests {
 
     #[test]
     fn calibration_points_are_compute_bound() {
-        // The inversion r_i = F/((t-launch)·util) assumes the compute term wins.
+        // Solving each point's rate from its time assumes the compute term wins.
         let (gm, mm, _) = model("h100-sxm-8");
         for p in Profile::builtin("h100-sxm-8")
             .unwrap()
@@ -338,22 +344,39 @@ mod tests {
 
     #[test]
     fn wave_quantization_penalises_one_tile_past_a_full_wave() {
-        // 132 tiles fill the H100's 132 SMs; 133 need a second, nearly empty wave.
+        // 132 tiles fill the H100's 132 SMs; 133 need a second wave of one CTA.
         let full = tile_grid(shape(1, 128 * 12, 128 * 11, 4096), 132).unwrap();
-        assert_eq!((full.tiles, full.waves, full.split), (132, 1, 1));
-        assert!((full.util - 1.0).abs() < 1e-12);
+        assert_eq!((full.tiles, full.waves), (132, 1));
         let past = tile_grid(shape(1, 128 * 133, 128, 4096), 132).unwrap();
         assert_eq!((past.tiles, past.waves), (133, 2));
-        assert!(past.util < 0.51);
+        assert_eq!(past.work, 2.0 * full.work);
+        let (gm, mm, p) = model("h100-sxm-8");
+        let t = |g| gm.time(g, DType::Bf16, 0.0, &mm, &p, "x").unwrap().seconds;
+        assert!(t(shape(1, 128 * 133, 128, 4096)) > t(shape(1, 128 * 132, 128, 4096)));
     }
 
     #[test]
-    fn split_k_fills_the_gpu_when_output_tiles_are_few() {
-        let g = tile_grid(shape(1, 256, 2048, 4096), 132).unwrap();
-        assert_eq!((g.tiles, g.split, g.waves), (32, 4, 1));
-        // Too short a K to split.
-        let g = tile_grid(shape(1, 256, 2048, 256), 132).unwrap();
-        assert_eq!(g.split, 1);
+    fn a_table_where_more_work_takes_less_time_is_refused() {
+        // 1·1024·2048·2048 at 1430 TFLOP/s would take 5 µs of compute, less than the
+        // 6.7 µs of the smaller 1·1024·2048·256: the time could then drop as k grows.
+        let mut p = Profile::builtin("h100-sxm-8").unwrap();
+        let table = &mut p.device.gemm_table.as_mut().unwrap().value;
+        let pt = table
+            .iter_mut()
+            .find(|q| (q.m, q.n, q.k) == (1024, 2048, 2048))
+            .unwrap();
+        pt.throughput.0 = 2.0 * 1024.0 * 2048.0 * 2048.0 / 6e-6;
+        let e = GemmModel::new(&p).unwrap_err().to_string();
+        assert!(e.contains("device.gemm_table"), "{e}");
+        assert!(e.contains("more work would take less time"), "{e}");
+    }
+
+    #[test]
+    fn edge_tiles_are_padded() {
+        // 129 rows take two row tiles, each doing a full tile's work.
+        let g = tile_grid(shape(1, 129, 128, 512), 132).unwrap();
+        assert_eq!((g.tiles, g.waves), (2, 1));
+        assert_eq!(g.work, 2.0 * 2.0 * 128.0 * 128.0 * 512.0);
     }
 
     #[test]

@@ -373,6 +373,12 @@ impl CostModel {
     /// bytes at HBM, whichever is longer (roofline). FLOPs are 2·b·hq·(d + dv) per visible
     /// (query, key) pair; causal masking (bottom-right aligned) keeps
     /// `s(t − s + 1) + s(s − 1)/2` pairs when `s ≤ t`, `t(t + 1)/2` otherwise.
+    ///
+    /// ESTIMATE: the rate is the GEMM model's for the `[b·hq, s, t, d + dv]` problem (the
+    /// QKᵀ and PV products on the tensor cores), scaled by the visible share. The reference
+    /// files hold no measured attention-kernel throughput, so nothing better is sourced; it
+    /// is optimistic, since the softmax and rescaling on the CUDA cores and the uneven
+    /// work of causal tiles are not charged.
     fn attention(&self, cx: &Operands<'_>, causal: bool) -> Result<OpCost, CostError> {
         let q = cx.shape_in(0)?;
         let k = cx.shape_in(1)?;
@@ -663,5 +669,7 @@ impl Operands<'_> {
     }
 }
 
+#[cfg(test)]
+mod monotone_tests;
 #[cfg(test)]
 mod tests;

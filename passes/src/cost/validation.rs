@@ -29,6 +29,10 @@ pub struct Check {
     /// For a held-aside figure the model misses by more than the tolerance: why. A test
     /// checks that every such row really misses, so the note goes when the miss does.
     pub known_miss: Option<&'static str>,
+    /// For a held-aside figure that was looked at while the model's structure was chosen:
+    /// how. Such a row is shown, marked, but is not independent evidence and is not
+    /// counted among the held-aside figures within tolerance.
+    pub seen: Option<&'static str>,
 }
 
 impl Check {
@@ -42,6 +46,10 @@ impl Check {
 pub const HELD_ASIDE_TOLERANCE: f64 = 0.15;
 
 const XLA_GEMM: &str = "cost-model.md §2.1: XLA sm_90 matmul_interpolator_data.h";
+/// The two GEMM shapes the model's structure was chosen after seeing.
+const GEMM_SEEN: &str = "the GEMM model's structure was revised after its predictions for 1·4096·1024·512 and 1·256·2048·4096 were known (a split-K rule was added for them, then removed with the wave-padding fix), so these two rows are not independent evidence and are not counted above";
+/// Why the few-tile, long-k GEMM misses.
+const NO_SPLIT_K: &str = "the model has no split-K: a GEMM with 32 output tiles and k = 4096 is priced as one partial wave of its FLOPs, faster than measured (which kernel cuBLAS ran is not known); the split-K rule that matched it was removed because it made the time drop when k grew past a split threshold";
 const XLA_COLL: &str = "cost-model.md §2.4: XLA sm_90 collective_interpolator_data.h";
 
 fn t(dtype: DType, dims: &[u64]) -> TensorType {
@@ -158,6 +166,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
             predicted: gemm_tflops("h100-sxm-8", b, m, n, k)?,
             bound_only: false,
             known_miss: None,
+            seen: None,
         });
     }
     v.push(Check {
@@ -168,6 +177,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: gemm_tflops("h100-sxm-8", 1, 2048, 2048, 13312)?,
         bound_only: true,
         known_miss: None,
+        seen: None,
     });
     v.push(Check {
         what: "h100 all-reduce busbw, 8 GPUs, 64 GiB (NVLS asymptote)".into(),
@@ -177,6 +187,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: busbw("h100-sxm-8", "all_reduce", 8, 64 * GIB)?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     v.push(Check {
         what: "h100 all-gather busbw, 8 GPUs, 64 GiB (ring asymptote)".into(),
@@ -186,6 +197,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: busbw("h100-sxm-8", "all_gather", 8, 64 * GIB)?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     let lat = |kind: &str| -> Result<f64, CostError> {
         Ok(collective_cost("h100-sxm-8", kind, 8, 4)?.time_us - 5.0)
@@ -198,6 +210,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: lat("all_reduce")?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     v.push(Check {
         what: "h100 all-gather latency, 8 GPUs (ring LL, NCCL launch excluded)".into(),
@@ -207,6 +220,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: lat("all_gather")?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     v.push(Check {
         what: "h100×2 send bandwidth to the other node, 64 GiB".into(),
@@ -216,6 +230,7 @@ pub fn calibrated() -> Result<Vec<Check>, CostError> {
         predicted: busbw("h100-sxm-8x2-ndr", "send", 16, 64 * GIB)?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     Ok(v)
 }
@@ -230,6 +245,9 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
         (1, 4096, 1024, 512, 343.7),
         (1, 256, 2048, 4096, 285.9),
     ] {
+        let seen = [(4096, 1024, 512), (256, 2048, 4096)]
+            .contains(&(m, n, k))
+            .then_some(GEMM_SEEN);
         v.push(Check {
             what: format!("h100 BF16 GEMM {b}·{m}·{n}·{k}"),
             source: XLA_GEMM,
@@ -237,7 +255,8 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
             published: tf,
             predicted: gemm_tflops("h100-sxm-8", b, m, n, k)?,
             bound_only: false,
-            known_miss: None,
+            known_miss: ((m, n, k) == (256, 2048, 4096)).then_some(NO_SPLIT_K),
+            seen,
         });
     }
     for (kind, size, label, bw) in [
@@ -261,6 +280,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
             predicted: busbw("h100-sxm-8", kind, 8, size)?,
             bound_only: false,
             known_miss: (kind == "all_reduce").then_some(NVLS_RAMP),
+            seen: None,
         });
     }
     for (n, bw) in [(5, 420.0), (6, 440.0), (7, 460.0)] {
@@ -272,6 +292,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
             predicted: busbw("h100-sxm-8", "all_reduce", n, 64 * GIB)?,
             bound_only: false,
             known_miss: None,
+            seen: None,
         });
     }
     for n in [2, 4] {
@@ -283,6 +304,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
             predicted: busbw("h100-sxm-8", "all_reduce", n, 64 * GIB)?,
             bound_only: false,
             known_miss: None,
+            seen: None,
         });
     }
     for (kind, bw) in [("reduce_scatter", 331.0), ("all_gather", 330.0)] {
@@ -294,6 +316,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
             predicted: busbw("h100-sxm-8", kind, 8, 512 * MIB)?,
             bound_only: false,
             known_miss: None,
+            seen: None,
         });
     }
     v.push(Check {
@@ -304,6 +327,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
         predicted: busbw("h100-sxm-8", "all_reduce", 8, 512 * MIB)?,
         bound_only: false,
         known_miss: Some(NVLS_RAMP),
+        seen: None,
     });
     v.push(Check {
         what: "h100×2 all-reduce busbw, 16 GPUs over 2 nodes, 64 GiB (NVLS + IB)".into(),
@@ -313,6 +337,7 @@ pub fn held_aside() -> Result<Vec<Check>, CostError> {
         predicted: busbw("h100-sxm-8x2-ndr", "all_reduce", 16, 64 * GIB)?,
         bound_only: false,
         known_miss: None,
+        seen: None,
     });
     Ok(v)
 }
@@ -348,9 +373,14 @@ fn table(out: &mut String, rows: &[Check]) {
         } else {
             ""
         };
+        let seen = if r.seen.is_some() {
+            " **(seen: not independent, see below)**"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {:.1} | {:.1}%{miss} | {} |",
+            "| {}{seen} | {} | {:.1} | {:.1} | {:.1}%{miss} | {} |",
             r.what,
             r.unit,
             r.published,
@@ -364,6 +394,11 @@ fn table(out: &mut String, rows: &[Check]) {
     for n in notes {
         let _ = writeln!(out, "\nMiss: {n}.");
     }
+    let mut seen: Vec<&str> = rows.iter().filter_map(|r| r.seen).collect();
+    seen.dedup();
+    for n in seen {
+        let _ = writeln!(out, "\nSeen: {n}.");
+    }
 }
 
 /// The generated part of docs/cost-model.md.
@@ -372,15 +407,18 @@ pub fn render() -> Result<String, CostError> {
     let _ = writeln!(s, "### Calibrated on\n");
     table(&mut s, &calibrated()?);
     let held = held_aside()?;
-    let within = held
+    let independent: Vec<&Check> = held.iter().filter(|r| r.seen.is_none()).collect();
+    let within = independent
         .iter()
         .filter(|r| r.error() <= HELD_ASIDE_TOLERANCE)
         .count();
     let _ = writeln!(
         s,
-        "\n### Held aside\n\n{within} of {} held-aside figures are within {:.0}%.\n",
-        held.len(),
-        HELD_ASIDE_TOLERANCE * 100.0
+        "\n### Held aside\n\n{within} of {} independent held-aside figures are within {:.0}% \
+         ({} more rows, marked, were seen while the model was built).\n",
+        independent.len(),
+        HELD_ASIDE_TOLERANCE * 100.0,
+        held.len() - independent.len()
     );
     table(&mut s, &held);
     let _ = writeln!(

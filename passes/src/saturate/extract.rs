@@ -84,7 +84,8 @@ pub struct Extraction {
     pub kept_original: bool,
     /// Amortisation rounds run (each a fixpoint; cycle-breaking repeats included).
     pub rounds: usize,
-    /// E-nodes the cost model could not price (so never chosen): `op: reason`, first few.
+    /// Why e-nodes could not be priced (so were never chosen): `op: reason`, each distinct
+    /// reason once, the first few.
     pub uncosted: Vec<String>,
     /// How many e-nodes could not be priced in all.
     pub uncosted_count: usize,
@@ -149,7 +150,9 @@ impl<'a> Tables<'a> {
                     Ok(c) => Some(c),
                     Err(reason) => {
                         uncosted_count += 1;
-                        if uncosted.len() < UNCOSTED_NAMED {
+                        // Each distinct reason once (one missing profile field would
+                        // otherwise be told once per op).
+                        if uncosted.len() < UNCOSTED_NAMED && !uncosted.contains(&reason) {
                             uncosted.push(reason);
                         }
                         None

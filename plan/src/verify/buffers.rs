@@ -216,6 +216,41 @@ fn describe(
     }
 }
 
+/// Why buffer `a`'s lifetime does not end before buffer `b` is written; rendered only when
+/// both orders fail (the check runs for every pair of buffers sharing bytes, so formatting
+/// eagerly would dominate the verifier's time on large plans).
+enum NotBefore {
+    /// `a` is a weight or an output.
+    LivesToEnd(usize, BufferKind),
+    /// `b` is a weight or an input.
+    FromStart(usize, BufferKind),
+    /// Task `user` uses `a` and nothing orders it before task `writer`, which writes `b`.
+    Unordered {
+        user: usize,
+        a: usize,
+        writer: usize,
+        b: usize,
+    },
+}
+
+impl NotBefore {
+    fn describe(&self, rp: &RankPlan) -> String {
+        match *self {
+            NotBefore::LivesToEnd(a, kind) => {
+                format!("buffer {a} ({kind:?}) lives to the end of the step")
+            }
+            NotBefore::FromStart(b, kind) => {
+                format!("buffer {b} ({kind:?}) exists from the start of the step")
+            }
+            NotBefore::Unordered { user, a, writer, b } => format!(
+                "{} uses buffer {a}, but nothing orders it before {}, which writes buffer {b}",
+                task_label(rp, user),
+                task_label(rp, writer)
+            ),
+        }
+    }
+}
+
 /// Whether `a`'s whole lifetime (its producer and every reader) happens before `b` is
 /// written. Weights and outputs live to the end; inputs and weights exist from the start.
 fn ends_before(
@@ -224,19 +259,13 @@ fn ends_before(
     b: usize,
     readers: &[Vec<usize>],
     order: &Order,
-) -> Result<(), String> {
+) -> Result<(), NotBefore> {
     let (ba, bb) = (&rp.buffers[a], &rp.buffers[b]);
     if matches!(ba.kind, BufferKind::Weight | BufferKind::Output) {
-        return Err(format!(
-            "buffer {a} ({:?}) lives to the end of the step",
-            ba.kind
-        ));
+        return Err(NotBefore::LivesToEnd(a, ba.kind));
     }
     let Some(pb) = bb.producer.map(|t| t.0 as usize) else {
-        return Err(format!(
-            "buffer {b} ({:?}) exists from the start of the step",
-            bb.kind
-        ));
+        return Err(NotBefore::FromStart(b, bb.kind));
     };
     let uses = ba
         .producer
@@ -245,40 +274,73 @@ fn ends_before(
         .chain(readers[a].iter().copied());
     for u in uses {
         if !order.happens_before(u, pb) {
-            return Err(format!(
-                "{} uses buffer {a}, but nothing orders it before {}, which writes buffer {b}",
-                task_label(rp, u),
-                task_label(rp, pb)
-            ));
+            return Err(NotBefore::Unordered {
+                user: u,
+                a,
+                writer: pb,
+                b,
+            });
         }
     }
     Ok(())
 }
 
 /// Buffers of one pool whose byte ranges overlap must not be alive at once.
+///
+/// Checked per byte segment (the pool cut at every buffer's start and end): the buffers
+/// covering a segment, in the order their producers run (a topological order of
+/// happens-before; weights and inputs, which have none, first), must each end before the
+/// next is written. That relation is transitive (the next buffer's producer is among its
+/// uses), so consecutive buffers cover every pair; and the work grows with the buffers
+/// times the segments each spans, not with the square of the buffers (a memory plan
+/// reuses the same offsets in every layer, so every pair of an 80-layer plan would be
+/// millions).
 fn overlaps(v: &mut Verifier<'_>, rp: &RankPlan, readers: &[Vec<usize>], order: &Order) {
+    let start = |b: usize| rp.buffers[b].offset;
+    let end = |b: usize| rp.buffers[b].offset.saturating_add(rp.buffers[b].bytes);
+    // Producers in run order; 0 for a buffer present from the start.
+    let when = |b: usize| {
+        rp.buffers[b]
+            .producer
+            .map_or(0, |t| u64::from(order.topo_pos(t.0 as usize)) + 1)
+    };
     for weights in [true, false] {
-        let mut pool: Vec<usize> = (0..rp.buffers.len())
+        let pool: Vec<usize> = (0..rp.buffers.len())
             .filter(|&b| (rp.buffers[b].kind == BufferKind::Weight) == weights)
             .filter(|&b| rp.buffers[b].bytes > 0)
             .collect();
-        pool.sort_by_key(|&b| rp.buffers[b].offset);
-        for (i, &a) in pool.iter().enumerate() {
-            let end = rp.buffers[a].offset + rp.buffers[a].bytes;
-            for &b in pool[i + 1..]
-                .iter()
-                .take_while(|&&b| rp.buffers[b].offset < end)
-            {
-                let (Err(ab), Err(ba)) = (
-                    ends_before(rp, a, b, readers, order),
-                    ends_before(rp, b, a, readers, order),
-                ) else {
+        let mut cuts: Vec<u64> = pool.iter().flat_map(|&b| [start(b), end(b)]).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut segments: Vec<Vec<usize>> = vec![Vec::new(); cuts.len().saturating_sub(1)];
+        for &b in &pool {
+            let lo = cuts.partition_point(|&c| c < start(b));
+            let hi = cuts.partition_point(|&c| c < end(b));
+            for segment in &mut segments[lo..hi] {
+                segment.push(b);
+            }
+        }
+        let mut reported: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for segment in &mut segments {
+            segment.sort_by_key(|&b| (when(b), b));
+            for pair in segment.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                let Err(ab) = ends_before(rp, a, b, readers, order) else {
                     continue;
                 };
+                let Err(ba) = ends_before(rp, b, a, readers, order) else {
+                    continue;
+                };
+                if !reported.insert((a, b)) {
+                    continue;
+                }
                 let m = format!(
-                    "buffers {a} (`{}`) and {b} (`{}`) share bytes but may be alive at once: {ab}; \
-                     and the other way round, {ba}",
-                    rp.buffers[a].values[0], rp.buffers[b].values[0]
+                    "buffers {a} (`{}`) and {b} (`{}`) share bytes but may be alive at once: {}; \
+                     and the other way round, {}",
+                    rp.buffers[a].values[0],
+                    rp.buffers[b].values[0],
+                    ab.describe(rp),
+                    ba.describe(rp)
                 );
                 v.err(Some(rp.rank), PlanRule::Overlap, m);
             }

@@ -19,6 +19,9 @@ pub(crate) struct Order {
     before: Vec<Vec<u32>>,
     /// Per task, its direct predecessors (stream predecessor, then event recorders).
     preds: Vec<Vec<usize>>,
+    /// Per task, its position in one topological order of the relation: `a` happens
+    /// before `b` only if `topo[a] < topo[b]`.
+    topo: Vec<u32>,
 }
 
 impl Order {
@@ -57,6 +60,7 @@ impl Order {
         }
         let stream: Vec<usize> = rp.tasks.iter().map(|t| t.stream.0 as usize).collect();
         let mut before = vec![Vec::new(); n];
+        let mut topo = vec![0u32; n];
         let mut ready: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
         let mut done = 0;
         while let Some(i) = ready.pop_front() {
@@ -70,6 +74,7 @@ impl Order {
                 clock[ps] = clock[ps].max(pos[p] + 1);
             }
             before[i] = clock;
+            topo[i] = u32::try_from(done).unwrap_or(u32::MAX);
             done += 1;
             for &s in &succs[i] {
                 indegree[s] -= 1;
@@ -86,12 +91,18 @@ impl Order {
             stream,
             before,
             preds,
+            topo,
         })
     }
 
     /// Whether `a` completes before `b` starts in every execution that honours the plan.
     pub fn happens_before(&self, a: usize, b: usize) -> bool {
         a != b && self.before[b][self.stream[a]] > self.pos[a]
+    }
+
+    /// `t`'s position in a topological order of happens-before.
+    pub fn topo_pos(&self, t: usize) -> u32 {
+        self.topo[t]
     }
 
     /// The tasks `t` directly waits for (its stream predecessor and event recorders).
