@@ -176,7 +176,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     let program = chosen.graph;
     let layers = weft_ir::layers::segment_layers(&program);
     let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
-    let streams = comm_streams(&request.profile, &program.mesh);
+    let streams = comm_streams(&program.mesh);
     // Without --max-memory the limit is the device's own memory: a plan that cannot fit
     // on the hardware it was made for is not a plan.
     let capacity = request.profile.device.memory_capacity.value.0;
@@ -279,7 +279,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
 /// different axes, say tensor- and expert-parallel, can run at once), at least one. The
 /// scheduler creates a stream only for an axis that has collectives, so an axis without
 /// any (a `dp` axis of an inference step) gets no empty stream.
-fn comm_streams(_profile: &Profile, mesh: &Mesh) -> u32 {
+fn comm_streams(mesh: &Mesh) -> u32 {
     u32::try_from(mesh.axes().len()).unwrap_or(u32::MAX).max(1)
 }
 

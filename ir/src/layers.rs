@@ -27,8 +27,8 @@
 //!    first layer (the embedding) and after the last (the head) belong to no layer.
 //!
 //! 5. Where single nodes do not separate the layers (a program whose residual adds read
-//!    values from two layers back, as the placeholder extraction's re-summed residuals
-//!    do, merges layers on the spine), the count is the most attentions on one path, and
+//!    values from two layers back, as the former tree extraction's re-summed residuals
+//!    did, merges layers on the spine), the count is the most attentions on one path, and
 //!    a node's layer follows from the attentions before it: a node that runs into an
 //!    attention before any residual join is that attention's layer; any other node after
 //!    `k + 1` attentions is layer `k`, the head (past the last residual join) none.

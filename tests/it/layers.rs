@@ -104,9 +104,10 @@ fn tiny_llama_at_every_stage() {
             ),
         ] {
             let layers = segment_layers(&program);
-            // The placeholder extraction re-sums residuals from the earlier layers'
-            // partial sums at a mesh (`ffn_residual = embed + o_proj + down`), so no
-            // single node separates the layers; attention depth does.
+            // An extraction may re-sum residuals from the earlier layers' partial sums
+            // at a mesh (`ffn_residual = embed + o_proj + down`, as the former tree
+            // extraction did), so no single node need separate the layers; attention
+            // depth does.
             assert_eq!(layers.count(), 2, "{at}, {kind}");
             // Rebuilt nodes keep the names of the values they compute where they have
             // one (a token split's halves get fresh names): those follow their names.

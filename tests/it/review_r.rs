@@ -1,6 +1,5 @@
-//! Reviewer R's findings on issue 11, each a failing test marked `#[ignore]` with the
-//! finding it demonstrates (run with `cargo test -p weft --test it review_r -- --ignored`).
-//! Each test passes once its finding is fixed; then drop the `#[ignore]`.
+//! An independent review of issue 11 (the execution plan) found these; each test failed
+//! before its finding was fixed and keeps it fixed.
 
 use std::path::Path;
 
