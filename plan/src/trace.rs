@@ -33,6 +33,11 @@ impl Plan {
                     json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": s.id.0,
                     "args": {"name": s.name}}),
                 );
+                // Tracks in stream order (compute first), not by name.
+                events.push(
+                    json!({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": s.id.0,
+                    "args": {"sort_index": s.id.0}}),
+                );
             }
             // Each event's recorder, to draw arrows from it.
             let mut recorder = vec![None; rp.tasks.len()];
