@@ -103,3 +103,21 @@ fn two_calls_of_one_group_that_may_run_at_once_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn a_plan_mesh_too_large_for_its_ranks_is_refused_not_a_panic() {
+    // An axis of 2^64 − 1 devices: the rank checks would size the `tp` group by it
+    // (a capacity-overflow panic before this was fixed); the header says what is wrong.
+    let g = example("examples/tiny-llama.json", Some("tp=2"));
+    for size in [u64::MAX, u64::from(u32::MAX)] {
+        let mut plan = serial(&g);
+        plan.mesh[0].size = size;
+        let e = broken(&plan, &g);
+        assert!(e.has(PlanRule::Header), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("is not the program's") && text.contains("but the plan has 2 rank(s)"),
+            "{text}"
+        );
+    }
+}
