@@ -121,3 +121,22 @@ fn a_plan_mesh_too_large_for_its_ranks_is_refused_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn the_plan_format_docs_example_is_what_to_text_prints() {
+    // docs/plan-format.md shows rank 0 of the serial two-branch plan as text, sizes
+    // included: keep it equal to what `Plan::to_text` prints today.
+    let doc = std::fs::read_to_string(fixtures::repo("docs/plan-format.md")).unwrap();
+    let example = &doc[doc.find("## Example").expect("the docs have an example")..];
+    let start = example.find("```\n").expect("the example is a code block") + 4;
+    let block = &example[start..start + example[start..].find("```").unwrap()];
+    let g = fixtures::two_branches(true);
+    let text = serial(&g).to_text();
+    let printed: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("rank 1"))
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let shown: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(shown, printed, "docs/plan-format.md's example is stale");
+}
