@@ -27,7 +27,13 @@ pub(crate) use order::Order;
 /// module docs. Returns every violation found.
 pub fn verify_plan(plan: &Plan, program: &Graph) -> Result<(), PlanErrors> {
     let mut v = Verifier::new(program);
-    v.header(plan);
+    if !v.header(plan) {
+        // Every rank check sizes groups and coordinates by the plan's mesh: one that is
+        // not the program's, or whose device count is not the rank count, could ask for
+        // billions of group members (a panic, not a finding), and every rank's findings
+        // would only repeat the header's.
+        return Err(PlanErrors(v.out));
+    }
     let mut per_rank = Vec::with_capacity(plan.ranks.len());
     for rp in &plan.ranks {
         per_rank.push(v.rank(plan, rp));
@@ -87,7 +93,9 @@ impl<'a> Verifier<'a> {
         });
     }
 
-    fn header(&mut self, plan: &Plan) {
+    /// Checks the header; returns whether the mesh and the rank count are sound (the
+    /// plan's mesh is the program's and has one device per rank entry).
+    fn header(&mut self, plan: &Plan) -> bool {
         if plan.format != PLAN_FORMAT {
             let m = format!("`format` is `{}`, not `{PLAN_FORMAT}`", plan.format);
             self.err(None, PlanRule::Header, m);
@@ -108,7 +116,8 @@ impl<'a> Verifier<'a> {
             .iter()
             .map(|a| (a.name.as_str(), a.size))
             .collect();
-        if program_mesh != plan_mesh {
+        let mut sound = program_mesh == plan_mesh;
+        if !sound {
             let m = format!("the plan's mesh {plan_mesh:?} is not the program's {program_mesh:?}");
             self.err(None, PlanRule::Header, m);
         }
@@ -122,6 +131,7 @@ impl<'a> Verifier<'a> {
         match crate::mesh::device_count(&plan.mesh) {
             Some(n) if n as usize == plan.ranks.len() => {}
             n => {
+                sound = false;
                 let m = format!(
                     "the mesh has {} device(s) but the plan has {} rank(s)",
                     n.map_or_else(|| "more than 2^32".to_owned(), |n| n.to_string()),
@@ -143,6 +153,7 @@ impl<'a> Verifier<'a> {
                 self.err(Some(rp.rank), PlanRule::Header, m);
             }
         }
+        sound
     }
 
     fn rank(&mut self, plan: &Plan, rp: &RankPlan) -> RankFacts {

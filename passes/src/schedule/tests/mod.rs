@@ -4,6 +4,7 @@
 mod collectives;
 mod exact;
 mod examples;
+mod fused_exposure;
 mod memory;
 mod properties;
 
