@@ -297,8 +297,15 @@ pub fn read_plan(path: &Path) -> miette::Result<(Plan, Graph)> {
         .wrap_err_with(|| format!("cannot read the plan `{}`", path.display()))?;
     let plan =
         Plan::from_json_str(&text).map_err(|e| miette::miette!("{}: {e}", path.display()))?;
+    // The program is parsed from its compact re-serialisation, so an error's line and
+    // column point into that text: the name says so. It keeps the plan's folder, which
+    // external weight paths are relative to.
     let program_text = serde_json::to_string(&plan.program).into_diagnostic()?;
-    let program = crate::json::parse_str(&program_text, path)
-        .map_err(|e| miette::miette!("{}: the plan's program: {e}", path.display()))?;
+    let file = path
+        .file_name()
+        .map_or_else(|| "plan".to_owned(), |f| f.to_string_lossy().into_owned());
+    let label = path.with_file_name(format!("{file} (its `program`, as compact JSON)"));
+    let program = crate::json::parse_str(&program_text, &label)
+        .map_err(|e| miette::miette!("the plan's program is not a valid Weft JSON model: {e}"))?;
     Ok((plan, program))
 }
