@@ -557,15 +557,7 @@ fn rules_used(
     reachable: &[usize],
 ) -> Vec<(String, u64)> {
     let eg = &tables.sat.egraph;
-    let original: HashSet<WNode> = tables
-        .sat
-        .initial
-        .iter()
-        .map(|n| WNode {
-            head: n.head,
-            children: n.children.iter().map(|&c| eg.find(c)).collect(),
-        })
-        .collect();
+    let original = tables.sat.original_enodes();
     // Classes where the chosen e-node is one a rule built.
     let mut rewritten: HashSet<Id> = HashSet::new();
     for &c in reachable {

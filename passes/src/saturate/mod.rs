@@ -114,7 +114,7 @@ pub struct Saturated {
     pub root: Id,
     names: HashMap<Id, String>,
     /// The e-nodes the graph itself gave, before any rule ran.
-    pub(crate) initial: Vec<WNode>,
+    initial: Vec<WNode>,
     pub report: SaturationReport,
 }
 
@@ -320,19 +320,27 @@ fn saturate_impl(
     })
 }
 
+impl Saturated {
+    /// The e-nodes the graph itself gave (before any rule ran), with their children
+    /// canonical: an e-node not in this set is one a rule built.
+    pub(crate) fn original_enodes(&self) -> std::collections::HashSet<WNode> {
+        let eg = &self.egraph;
+        self.initial
+            .iter()
+            .map(|n| WNode {
+                head: n.head,
+                children: n.children.iter().map(|&c| eg.find(c)).collect(),
+            })
+            .collect()
+    }
+}
+
 /// Extracts the program that uses rewritten forms wherever there are any: what the rules
 /// built, for inspecting them and for proving each rule by execution.
 pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, SaturateError> {
-    let eg = &sat.egraph;
-    let original: std::collections::HashSet<WNode> = sat
-        .initial
-        .iter()
-        .map(|n| WNode {
-            head: n.head,
-            children: n.children.iter().map(|&c| eg.find(c)).collect(),
-        })
-        .collect();
-    let cost = PreferRewritten { original };
+    let cost = PreferRewritten {
+        original: sat.original_enodes(),
+    };
     extract_with(sat, template, cost)
 }
 
