@@ -259,35 +259,10 @@ pub fn llama(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
             },
             &[q, k, heads[2]],
         )?;
-        let a = b.op(
-            &format!("{p}.attn.out_t"),
-            Op::Transpose {
-                perm: vec![0, 2, 1, 3],
-            },
-            &[a],
-        )?;
-        let a = b.op(
-            &format!("{p}.attn.merge_heads"),
-            Op::Reshape {
-                shape: shape(&[batch.clone(), seq.clone(), Dim::Fixed(cfg.heads * hd)]),
-            },
-            &[a],
-        )?;
-        let w = b.weight(
-            &format!("{p}.attn.o_proj.weight"),
-            &[cfg.heads * hd, cfg.hidden],
-            None,
-        )?;
-        let o = b.matmul(&format!("{p}.attn.o_proj"), a, w)?;
-        x = b.op(&format!("{p}.attn_residual"), Op::Add, &[x, o])?;
+        let (residual, h) = attention_out_and_ffn_norm(&mut b, cfg, &p, a, x, &seq)?;
+        x = residual;
 
         // Feed-forward block.
-        let w = b.norm_weight(&format!("{p}.ffn_norm.weight"), cfg.hidden)?;
-        let h = b.op(
-            &format!("{p}.ffn_norm"),
-            Op::RmsNorm { eps: cfg.norm_eps },
-            &[x, w],
-        )?;
         let f = match &cfg.moe {
             None => dense_mlp(&mut b, cfg, &p, h)?,
             Some(moe) => moe_block(&mut b, cfg, moe, &p, h)?,
@@ -305,6 +280,48 @@ pub fn llama(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
     };
     b.g.outputs.push(out);
     Ok(b.g)
+}
+
+/// The attention's output `attn` (`[batch, heads, rows, head_dim]`) merged back into
+/// `[batch, rows, heads·head_dim]`, projected by `o_proj` and added to the residual `x`;
+/// then the feed-forward block's RMSNorm. Returns the residual and the normed value.
+fn attention_out_and_ffn_norm(
+    b: &mut Builder,
+    cfg: &LlamaConfig,
+    p: &str,
+    attn: ValueId,
+    x: ValueId,
+    rows: &Dim,
+) -> Result<(ValueId, ValueId), VerifyError> {
+    let hd = cfg.head_dim();
+    let a = b.op(
+        &format!("{p}.attn.out_t"),
+        Op::Transpose {
+            perm: vec![0, 2, 1, 3],
+        },
+        &[attn],
+    )?;
+    let a = b.op(
+        &format!("{p}.attn.merge_heads"),
+        Op::Reshape {
+            shape: shape(&[Dim::sym("batch"), rows.clone(), Dim::Fixed(cfg.heads * hd)]),
+        },
+        &[a],
+    )?;
+    let w = b.weight(
+        &format!("{p}.attn.o_proj.weight"),
+        &[cfg.heads * hd, cfg.hidden],
+        None,
+    )?;
+    let o = b.matmul(&format!("{p}.attn.o_proj"), a, w)?;
+    let x = b.op(&format!("{p}.attn_residual"), Op::Add, &[x, o])?;
+    let w = b.norm_weight(&format!("{p}.ffn_norm.weight"), cfg.hidden)?;
+    let h = b.op(
+        &format!("{p}.ffn_norm"),
+        Op::RmsNorm { eps: cfg.norm_eps },
+        &[x, w],
+    )?;
+    Ok((x, h))
 }
 
 /// The q, k and v projections of `h` (`[batch, seq, hidden]`), split into heads and

@@ -17,7 +17,7 @@
 
 use weft_ir::{DType, Dim, Graph, Mesh, Op, Rule, VerifyError};
 
-use super::{Builder, LlamaConfig, dense_mlp, project_heads, shape};
+use super::{Builder, LlamaConfig, attention_out_and_ffn_norm, dense_mlp, project_heads, shape};
 
 /// The default cache length of the bundled decode example (the other Llama examples'
 /// sequence length); `--dim kv_len=N` changes it.
@@ -146,33 +146,8 @@ pub fn llama_decode(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
             },
             &[q, k, v],
         )?;
-        let a = b.op(
-            &format!("{p}.attn.out_t"),
-            Op::Transpose {
-                perm: vec![0, 2, 1, 3],
-            },
-            &[a],
-        )?;
-        let a = b.op(
-            &format!("{p}.attn.merge_heads"),
-            Op::Reshape {
-                shape: shape(&[batch.clone(), one.clone(), Dim::Fixed(cfg.heads * hd)]),
-            },
-            &[a],
-        )?;
-        let w = b.weight(
-            &format!("{p}.attn.o_proj.weight"),
-            &[cfg.heads * hd, cfg.hidden],
-            None,
-        )?;
-        let o = b.matmul(&format!("{p}.attn.o_proj"), a, w)?;
-        x = b.op(&format!("{p}.attn_residual"), Op::Add, &[x, o])?;
-        let w = b.norm_weight(&format!("{p}.ffn_norm.weight"), cfg.hidden)?;
-        let h = b.op(
-            &format!("{p}.ffn_norm"),
-            Op::RmsNorm { eps: cfg.norm_eps },
-            &[x, w],
-        )?;
+        let (residual, h) = attention_out_and_ffn_norm(&mut b, cfg, &p, a, x, &one)?;
+        x = residual;
         let f = dense_mlp(&mut b, cfg, &p, h)?;
         x = b.op(&format!("{p}.ffn_residual"), Op::Add, &[x, f])?;
         new_kv.push((k_new, v_new));

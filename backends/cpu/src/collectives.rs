@@ -198,6 +198,15 @@ impl World {
             deposits: (0..members.len()).map(|_| None).collect(),
             taken: 0,
         });
+        // Two calls of this rank with one sequence number (a plan or program that numbers
+        // its calls wrongly) would otherwise overwrite each other's deposit.
+        if let Some(first) = &slot.deposits[me] {
+            let msg = format!(
+                "collective #{seq} over `{axis}`: this rank issued two calls with one sequence number (`{}` and `{node}`)",
+                first.node
+            );
+            return Err(self.give_up(state, rank, msg));
+        }
         slot.deposits[me] = Some(Deposit {
             signature,
             node: node.to_owned(),
@@ -208,10 +217,14 @@ impl World {
             if let Some((failed, reason)) = &state.failed {
                 return Err(CommError::PeerFailed(*failed, reason.clone()));
             }
-            let slot = state
-                .slots
-                .get(&key)
-                .expect("slot lives until every member took it");
+            let Some(slot) = state.slots.get(&key) else {
+                // The peers completed this exchange and removed it before this rank saw it
+                // complete: only possible when two calls share a sequence number.
+                let msg = format!(
+                    "collective #{seq} over `{axis}` (`{node}`) was completed by its peers without this rank: two calls share one sequence number"
+                );
+                return Err(self.give_up(state, rank, msg));
+            };
             if slot.deposits.iter().all(Option::is_some) {
                 break;
             }

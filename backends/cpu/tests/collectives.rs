@@ -809,3 +809,37 @@ fn max_collectives_propagate_nan_from_any_rank() {
         );
     }
 }
+
+/// Two calls of one rank with one sequence number (two streams of a plan that numbered
+/// its calls wrongly) are a named error, not an overwritten deposit or an internal panic.
+#[test]
+fn two_calls_of_one_rank_with_one_sequence_number_are_named() {
+    use std::sync::Arc;
+    use weft_backend_cpu::collectives::World;
+    use weft_backend_cpu::mesh_coords::RankGrid;
+    let world = World::new(
+        RankGrid::new(&"tp=2".parse().unwrap()),
+        Duration::from_secs(5),
+    );
+    let t = Arc::new(Tensor::from_f32(DType::F32, vec![2], vec![1.0, 2.0]).unwrap());
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let calls: Vec<_> = ["first", "second"]
+            .into_iter()
+            .map(|node| {
+                let (world, t) = (&world, t.clone());
+                s.spawn(move || world.exchange(0, "tp", 1, node, "sum".into(), t))
+            })
+            .collect();
+        calls
+            .into_iter()
+            .filter_map(|h| h.join().expect("no panic").err())
+            .map(|e| format!("{e:?}"))
+            .collect()
+    });
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("this rank issued two calls with one sequence number")),
+        "{errors:?}"
+    );
+}
