@@ -537,6 +537,12 @@ fn with_plan_chunks(
     options: &RunOptions,
 ) -> Result<RunOptions, ExecError> {
     let mut out = options.clone();
+    // The fused GEMM + reduce-scatter nodes, by name, looked up once (not per task).
+    let fused: std::collections::HashSet<&str> = program
+        .nodes()
+        .filter(|(_, n)| matches!(n.op, Op::MatMulReduceScatter { .. }))
+        .map(|(_, n)| n.name.as_str())
+        .collect();
     let mut chosen: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     for (r, rp) in plan.ranks.iter().enumerate() {
         for task in &rp.tasks {
@@ -544,11 +550,7 @@ fn with_plan_chunks(
                 continue;
             };
             for name in &task.nodes {
-                let fused = program
-                    .nodes()
-                    .find(|(_, n)| &n.name == name)
-                    .is_some_and(|(_, n)| matches!(n.op, Op::MatMulReduceScatter { .. }));
-                if !fused {
+                if !fused.contains(name.as_str()) {
                     continue;
                 }
                 match chosen.get(name) {
