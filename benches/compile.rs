@@ -49,6 +49,7 @@ fn child(model: &Path) {
     let plan_path = model.with_extension("plan.json");
     let started = Instant::now();
     let compiled = compile(&CompileRequest {
+        strategy: weft::passes::strategy::Strategy::Best,
         model: model.to_path_buf(),
         dims: Default::default(),
         mesh: Some("tp=8".parse().expect("a valid mesh")),

@@ -19,6 +19,7 @@ use weft_ir::{Graph, Mesh};
 use weft_passes::cost::CostModel;
 use weft_passes::saturate::{SaturateOptions, extract, saturate};
 use weft_passes::schedule::{ScheduleOptions, ScheduleOrder, schedule};
+use weft_passes::strategy::Strategy;
 use weft_plan::{
     CompileOptions, HardwareRef, MeshAxis, PLAN_FORMAT, PLAN_VERSION, Plan, RuleCount, SourceModel,
 };
@@ -37,6 +38,8 @@ pub struct CompileRequest {
     pub profile: Profile,
     /// Per-rank memory limit, bytes.
     pub max_memory: Option<u64>,
+    /// How the program is decided: Weft's search (`best`) or a peer's fixed decomposition.
+    pub strategy: weft_passes::strategy::Strategy,
     /// Where the plan will be written: external weight paths in its program are made
     /// relative to this file's folder. `None`: next to the model.
     pub plan_path: Option<PathBuf>,
@@ -161,6 +164,12 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     watch.lap("shard");
     // The cost model refuses a mesh larger than the machine before any search.
     let cost = CostModel::new(&request.profile, &sharded.mesh).map_err(|e| fail(e.to_string()))?;
+    if request.strategy != Strategy::Best {
+        return Err(fail(format!(
+            "--strategy {} is not available yet (only `best`)",
+            request.strategy
+        )));
+    }
     let sat = saturate(&sharded, &SaturateOptions::default())
         .map_err(|e| fail(format!("equality saturation failed: {e}")))?;
     watch.lap("saturate");
@@ -240,6 +249,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         options: CompileOptions {
             sp_norms: request.sp_norms,
             max_memory_bytes: Some(limit),
+            strategy: request.strategy.name().to_owned(),
         },
         rules_applied: chosen
             .rules_used

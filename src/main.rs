@@ -668,6 +668,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     }
     let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
     let request = weft::compile::CompileRequest {
+        strategy: weft::passes::strategy::Strategy::Best,
         model: args.model.clone(),
         dims: options(args.dims)?.dims,
         mesh: args.mesh,

@@ -13,6 +13,7 @@ pub mod rebuild;
 pub mod saturate;
 pub mod schedule;
 pub mod shard;
+pub mod strategy;
 
 pub use dce::DeadCodeElimination;
 pub use manager::{Pass, PassError, PassManager, PassReport};

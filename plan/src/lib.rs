@@ -34,7 +34,7 @@ pub use verify::verify_plan;
 /// The JSON `format` tag of a plan file.
 pub const PLAN_FORMAT: &str = "weft-plan";
 /// The plan format's version. Readers refuse other versions with a clear error.
-pub const PLAN_VERSION: u32 = 1;
+pub const PLAN_VERSION: u32 = 2;
 
 /// A whole execution plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +110,10 @@ pub struct CompileOptions {
     /// The per-rank memory limit the memory plan was checked against (`--max-memory`,
     /// else the device's memory); `None` for plans made without one (serial plans).
     pub max_memory_bytes: Option<u64>,
+    /// How the program was decided (`--strategy`): `best` (Weft's search) or the name of
+    /// a fixed peer decomposition (`none`, `megatron-sp`, `async-tp`, `tokenweave`,
+    /// `flux`, `comet`).
+    pub strategy: String,
 }
 
 /// A rewrite rule and how many times the chosen program uses it.

@@ -58,7 +58,8 @@ impl Plan {
         )?;
         writeln!(
             s,
-            "options   sp_norms={} max_memory={}",
+            "options   strategy={} sp_norms={} max_memory={}",
+            self.options.strategy,
             self.options.sp_norms,
             self.options
                 .max_memory_bytes

@@ -33,6 +33,7 @@ fn try_compile(
     profile: &Profile,
 ) -> Result<Compiled, CompileError> {
     compile(&CompileRequest {
+        strategy: weft::passes::strategy::Strategy::Best,
         model: repo(model),
         dims: dims.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
         mesh: mesh.map(|m| m.parse().expect("a valid mesh spec")),
