@@ -3,9 +3,11 @@
 //! The pipeline, each stage verified by the pass that ran it:
 //! 1. load and raise the model (`load_model`, `to_stage(Raised)`);
 //! 2. shard it over the mesh (Megatron TP, DP, EP, Ulysses SP; `passes::shard`);
-//! 3. saturate the e-graph with the exact rewrite rules (`passes::saturate`);
-//! 4. extract one program by DAG-aware greedy extraction under the cost model of the
-//!    chosen hardware (`passes::cost::CostModel`; the search issue replaces this choice);
+//! 3. choose the program (`--strategy best`, `passes::search`): saturate the e-graph with
+//!    the exact rewrite rules, seed with the sharded program and the DAG-aware greedy
+//!    extraction under the hardware's cost model, and search with the scheduler's
+//!    predicted step time as the objective; never slower than the sharded program;
+//! 4. (a fixed `--strategy` builds that peer system's decomposition instead);
 //! 5. segment it into layers, schedule it per rank on a compute and a communication stream
 //!    with the minimal cross-stream events, and plan its memory (`passes::schedule`);
 //! 6. record where it came from (source hash, dims, mesh, profile, rules applied) in a
@@ -17,8 +19,8 @@ use std::path::{Path, PathBuf};
 use weft_hardware::Profile;
 use weft_ir::{Graph, Mesh};
 use weft_passes::cost::CostModel;
-use weft_passes::saturate::{SaturateOptions, extract, saturate};
 use weft_passes::schedule::{ScheduleOptions, ScheduleOrder, schedule};
+use weft_passes::search::{SearchOptions, search};
 use weft_passes::strategy::Strategy;
 use weft_plan::{
     CompileOptions, HardwareRef, MeshAxis, PLAN_FORMAT, PLAN_VERSION, Plan, RuleCount, SourceModel,
@@ -56,12 +58,83 @@ pub struct Compiled {
     pub notes: Vec<String>,
     /// Wall time of each stage, in pipeline order (`benches/compile.rs` reports them).
     pub stages: Vec<StageTime>,
+    /// How the program was chosen.
+    pub choice: Choice,
+}
+
+/// How the program was chosen: by which strategy, among which whole-model candidates,
+/// and (for `best`) what the search did.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub strategy: Strategy,
+    /// The candidate that won (`search`, `greedy extraction`, `as sharded`, or the fixed
+    /// strategy's name).
+    pub chosen_by: String,
+    /// Every whole-model candidate with its predicted step time (or why it cannot run).
+    pub candidates: Vec<weft_passes::search::Candidate>,
+    /// The search's trajectory and stop reason (`best` only).
+    pub search: Option<weft_passes::search::SearchReport>,
+}
+
+impl Choice {
+    /// `weft compile --explain-choice`: the candidates, and the search's trajectory (every
+    /// evaluation: what was tried, the predicted step, whether it was kept).
+    pub fn explain(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "strategy {}: chose {}", self.strategy, self.chosen_by);
+        let _ = writeln!(s, "whole-model candidates (each scheduled in full):");
+        for c in &self.candidates {
+            match &c.predicted_us {
+                Ok(t) => {
+                    let _ = writeln!(s, "  {:<20} {:>12.3} µs", c.name, t);
+                }
+                Err(e) => {
+                    let _ = writeln!(s, "  {:<20} cannot run: {e}", c.name);
+                }
+            }
+        }
+        if let Some(r) = &self.search {
+            let _ = writeln!(s, "search over {}", r.scope);
+            if let Some(rep) = r.replicated {
+                let _ = writeln!(
+                    s,
+                    "  its decisions set {} e-class(es) of the whole model's e-graph ({} layers)",
+                    rep.classes, rep.layers
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  stopped: {}; {} evaluations in {:.1} ms; ended at {:.3} µs over its scope",
+                r.stop,
+                r.evaluations,
+                r.elapsed.as_secs_f64() * 1e3,
+                r.scope_us
+            );
+            for step in &r.trajectory {
+                let outcome = match &step.outcome {
+                    Ok(t) => format!("{t:>12.3} µs"),
+                    Err(e) => format!("cannot run: {e}"),
+                };
+                let _ = writeln!(
+                    s,
+                    "  #{:<4} {} {}  {}",
+                    step.evaluation,
+                    if step.accepted { "kept  " } else { "      " },
+                    outcome,
+                    step.what
+                );
+            }
+        }
+        s
+    }
 }
 
 /// How long one stage of [`compile`] took.
 #[derive(Clone, Debug)]
 pub struct StageTime {
-    /// `load+raise`, `shard`, `saturate`, `extract`, `schedule` or `plan+verify`.
+    /// `load+raise`, `shard`, `search` (saturation, extraction and the schedule-in-the-loop
+    /// search), `schedule` or `plan+verify`.
     pub stage: &'static str,
     pub elapsed: std::time::Duration,
 }
@@ -170,26 +243,37 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             request.strategy
         )));
     }
-    let sat = saturate(&sharded, &SaturateOptions::default())
-        .map_err(|e| fail(format!("equality saturation failed: {e}")))?;
-    watch.lap("saturate");
-    let chosen = extract(&sat, &sharded, &cost).map_err(|e| fail(e.to_string()))?;
-    watch.lap("extract");
-    if chosen.uncosted_count > 0 {
-        notes.push(format!(
-            "{} e-node(s) the cost model cannot price were never chosen: {}",
-            chosen.uncosted_count,
-            chosen.uncosted.join("; ")
-        ));
-    }
-    let program = chosen.graph;
-    let layers = weft_ir::layers::segment_layers(&program);
-    let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
-    let streams = comm_streams(&program.mesh);
     // Without --max-memory the limit is the device's own memory: a plan that cannot fit
     // on the hardware it was made for is not a plan.
     let capacity = request.profile.device.memory_capacity.value.0;
     let limit = request.max_memory.unwrap_or(capacity);
+    let streams = comm_streams(&sharded.mesh);
+    let searched = search(
+        &sharded,
+        &cost,
+        &SearchOptions {
+            comm_streams: streams,
+            max_memory: Some(limit),
+            ..SearchOptions::default()
+        },
+    )
+    .map_err(|e| fail(format!("choosing the program failed: {e}")))?;
+    watch.lap("search");
+    if searched.uncosted_count > 0 {
+        notes.push(format!(
+            "{} e-node(s) the cost model cannot price were never chosen: {}",
+            searched.uncosted_count,
+            searched.uncosted.join("; ")
+        ));
+    }
+    let rules_used = searched.rules_used.clone();
+    let search_report = searched.report.clone();
+    let candidates = searched.candidates.clone();
+    let chosen_by = searched.chosen;
+    let provenance = searched.provenance.clone();
+    let program = searched.graph;
+    let layers = weft_ir::layers::segment_layers(&program);
+    let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
     let scheduled = schedule(
         &program,
         &cost,
@@ -251,8 +335,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             max_memory_bytes: Some(limit),
             strategy: request.strategy.name().to_owned(),
         },
-        rules_applied: chosen
-            .rules_used
+        rules_applied: rules_used
             .iter()
             .map(|(rule, count)| RuleCount {
                 rule: rule.clone(),
@@ -264,6 +347,15 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         program: program_json,
         ranks: scheduled.ranks,
         prediction: scheduled.prediction,
+        choice: choice_summary(
+            chosen_by,
+            &candidates,
+            &search_report,
+            &program,
+            &layers,
+            &provenance,
+            as_sharded_spans(&sharded, &cost, streams),
+        ),
     };
     weft_plan::verify_plan(&plan, &program).map_err(|e| {
         fail(format!(
@@ -282,7 +374,105 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         program,
         notes,
         stages: watch.stages,
+        choice: Choice {
+            strategy: request.strategy,
+            chosen_by: chosen_by.to_owned(),
+            candidates,
+            search: Some(search_report),
+        },
     })
+}
+
+/// The plan's record of the choice: the winner, the as-sharded step, the rewrites per
+/// layer (from the search's provenance of each node), the as-sharded program's layer
+/// spans, and the search's ablation of each rule.
+fn choice_summary(
+    chosen_by: &str,
+    candidates: &[weft_passes::search::Candidate],
+    search: &weft_passes::search::SearchReport,
+    program: &Graph,
+    layers: &weft_ir::Layers,
+    provenance: &BTreeMap<String, String>,
+    as_sharded_spans: Vec<weft_plan::LayerSpanUs>,
+) -> weft_plan::ChoiceSummary {
+    let mut per_layer: BTreeMap<Option<u32>, BTreeMap<String, u64>> = BTreeMap::new();
+    for (id, node) in program.nodes() {
+        if let Some(rule) = provenance.get(&node.name) {
+            *per_layer
+                .entry(layers.of(id))
+                .or_default()
+                .entry(rule.clone())
+                .or_insert(0) += 1;
+        }
+    }
+    weft_plan::ChoiceSummary {
+        chosen_by: chosen_by.to_owned(),
+        as_sharded_us: candidates
+            .iter()
+            .find(|c| c.name == "as sharded")
+            .and_then(|c| c.predicted_us.as_ref().ok().copied()),
+        layer_rewrites: per_layer
+            .into_iter()
+            .map(|(layer, rules)| weft_plan::LayerRewrites {
+                layer,
+                rewrites: rules
+                    .into_iter()
+                    .map(|(rule, count)| RuleCount { rule, count })
+                    .collect(),
+            })
+            .collect(),
+        as_sharded_layer_spans_us: as_sharded_spans,
+        rule_savings: search
+            .rule_savings
+            .iter()
+            .map(|(rule, outcome)| weft_plan::RuleSaving {
+                rule: rule.clone(),
+                saved_us: outcome.as_ref().ok().copied(),
+                scope: search.scope.clone(),
+                note: outcome.as_ref().err().cloned(),
+            })
+            .collect(),
+    }
+}
+
+/// Rank 0's span of each layer in a schedule of the program as sharded (empty when it
+/// cannot be scheduled: the choice summary then has no baseline spans, and says so by
+/// their absence).
+fn as_sharded_spans(
+    sharded: &Graph,
+    cost: &CostModel,
+    streams: u32,
+) -> Vec<weft_plan::LayerSpanUs> {
+    let layers = weft_ir::layers::segment_layers(sharded);
+    let layer_of = sharded.nodes().map(|(id, _)| layers.of(id)).collect();
+    let Ok(s) = schedule(
+        sharded,
+        cost,
+        &ScheduleOptions {
+            comm_streams: streams,
+            max_memory: None,
+            layer_of,
+        },
+    ) else {
+        return Vec::new();
+    };
+    let mut spans: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
+    if let Some(rank) = s.ranks.first() {
+        for t in &rank.tasks {
+            if let Some(l) = t.layer {
+                let e = spans.entry(l).or_insert((f64::INFINITY, f64::NEG_INFINITY));
+                e.0 = e.0.min(t.start_us);
+                e.1 = e.1.max(t.end_us);
+            }
+        }
+    }
+    spans
+        .into_iter()
+        .map(|(layer, (a, b))| weft_plan::LayerSpanUs {
+            layer,
+            span_us: b - a,
+        })
+        .collect()
 }
 
 /// Communication streams per rank at most: one per mesh axis (so collectives of

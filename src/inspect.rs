@@ -48,6 +48,31 @@ pub struct InspectReport {
     pub layers: Vec<LayerSpan>,
     pub rules_applied: Vec<RuleCount>,
     pub model_changing_rewrites: Vec<String>,
+    /// How the program was decided (`--strategy`).
+    pub strategy: String,
+    /// The candidate that won: `search`, `greedy extraction`, `as sharded`, or a fixed
+    /// strategy.
+    pub chosen_by: String,
+    /// The predicted step of the program as sharded, with no rewrite (µs).
+    pub as_sharded_us: Option<f64>,
+    /// Per layer: the rules its rewritten nodes come from, its span on rank 0 here and
+    /// in the as-sharded plan, and the difference (what the choice saved in it).
+    pub per_layer: Vec<LayerChoiceRow>,
+    /// The rules of nodes outside every layer.
+    pub outside_layers_rewrites: Vec<RuleCount>,
+    /// Per rule: how much slower the search's scope is predicted without it.
+    pub rule_savings: Vec<weft_plan::RuleSaving>,
+}
+
+/// One layer of the per-layer view.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LayerChoiceRow {
+    pub layer: u32,
+    pub rewrites: Vec<RuleCount>,
+    pub span_us: f64,
+    pub as_sharded_span_us: Option<f64>,
+    /// `as_sharded_span_us - span_us`.
+    pub saved_us: Option<f64>,
 }
 
 /// One layer's predicted span on rank 0.
@@ -119,9 +144,21 @@ impl InspectReport {
             weight_bytes: plan.ranks.iter().map(|r| r.memory.weight_bytes).collect(),
             tasks: plan.ranks.iter().map(|r| r.tasks.len()).collect(),
             busy_us: busy,
+            per_layer: per_layer(plan, &layers),
+            outside_layers_rewrites: plan
+                .choice
+                .layer_rewrites
+                .iter()
+                .find(|l| l.layer.is_none())
+                .map(|l| l.rewrites.clone())
+                .unwrap_or_default(),
             layers: layers.into_values().collect(),
             rules_applied: plan.rules_applied.clone(),
             model_changing_rewrites: plan.model_changing_rewrites.clone(),
+            strategy: plan.options.strategy.clone(),
+            chosen_by: plan.choice.chosen_by.clone(),
+            as_sharded_us: plan.choice.as_sharded_us,
+            rule_savings: plan.choice.rule_savings.clone(),
         }
     }
 
@@ -205,6 +242,7 @@ impl InspectReport {
                 .collect();
             let _ = writeln!(s, "rules applied    {}", rules.join(", "));
         }
+        self.choice_text(&mut s);
         if self.model_changing_rewrites.is_empty() {
             let _ = writeln!(
                 s,
@@ -219,6 +257,132 @@ impl InspectReport {
         }
         s
     }
+}
+
+impl InspectReport {
+    /// The strategy line, the per-layer view (consecutive layers with the same rewrites
+    /// and spans within 0.1 µs shown as one row) and the rule savings.
+    fn choice_text(&self, s: &mut String) {
+        use std::fmt::Write;
+        let versus = match self.as_sharded_us {
+            Some(t) if self.predicted_us > 0.0 => format!(
+                "; the program as sharded: {} ({:.3}x this plan)",
+                us(t),
+                t / self.predicted_us
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "strategy         {} (chosen: {}{versus})",
+            self.strategy, self.chosen_by
+        );
+        if self.per_layer.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "per layer        {:<12} {:>12} {:>12} {:>10}  rewrites (nodes made)",
+            "layers", "span", "as sharded", "saved"
+        );
+        let mut i = 0;
+        while i < self.per_layer.len() {
+            let row = &self.per_layer[i];
+            let mut j = i + 1;
+            while j < self.per_layer.len() && same_row(&self.per_layer[j], row) {
+                j += 1;
+            }
+            let last = self.per_layer[j - 1].layer;
+            let label = if last == row.layer {
+                row.layer.to_string()
+            } else {
+                format!("{}–{last}", row.layer)
+            };
+            let rewrites = if row.rewrites.is_empty() {
+                "none".to_owned()
+            } else {
+                row.rewrites
+                    .iter()
+                    .map(|r| format!("{} x{}", r.rule, r.count))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                s,
+                "                 {label:<12} {:>12} {:>12} {:>10}  {rewrites}",
+                us(row.span_us),
+                row.as_sharded_span_us.map_or("n/a".to_owned(), us),
+                row.saved_us
+                    .map_or("n/a".to_owned(), |v| format!("{v:.1} µs")),
+            );
+            i = j;
+        }
+        if !self.outside_layers_rewrites.is_empty() {
+            let r: Vec<String> = self
+                .outside_layers_rewrites
+                .iter()
+                .map(|r| format!("{} x{}", r.rule, r.count))
+                .collect();
+            let _ = writeln!(s, "                 outside layers: {}", r.join(", "));
+        }
+        if let Some(first) = self.rule_savings.first() {
+            let parts: Vec<String> = self
+                .rule_savings
+                .iter()
+                .map(|r| match r.saved_us {
+                    Some(v) => format!("{} {v:.1} µs", r.rule),
+                    None => format!("{} (cannot run without it)", r.rule),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "rule savings     without each rule, {} is predicted slower by: {}",
+                first.scope,
+                parts.join(", ")
+            );
+        }
+    }
+}
+
+/// Rows the per-layer view shows as one.
+fn same_row(a: &LayerChoiceRow, b: &LayerChoiceRow) -> bool {
+    let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() < 0.1,
+        (None, None) => true,
+        _ => false,
+    };
+    a.rewrites == b.rewrites
+        && (a.span_us - b.span_us).abs() < 0.1
+        && close(a.as_sharded_span_us, b.as_sharded_span_us)
+}
+
+/// The per-layer rows of `plan`, from its layer spans and its choice summary.
+fn per_layer(plan: &Plan, spans: &BTreeMap<u32, LayerSpan>) -> Vec<LayerChoiceRow> {
+    spans
+        .values()
+        .map(|l| {
+            let span_us = l.end_us - l.start_us;
+            let as_sharded = plan
+                .choice
+                .as_sharded_layer_spans_us
+                .iter()
+                .find(|b| b.layer == l.layer)
+                .map(|b| b.span_us);
+            LayerChoiceRow {
+                layer: l.layer,
+                rewrites: plan
+                    .choice
+                    .layer_rewrites
+                    .iter()
+                    .find(|r| r.layer == Some(l.layer))
+                    .map(|r| r.rewrites.clone())
+                    .unwrap_or_default(),
+                span_us,
+                as_sharded_span_us: as_sharded,
+                saved_us: as_sharded.map(|b| b - span_us),
+            }
+        })
+        .collect()
 }
 
 fn short(hash: &str) -> &str {

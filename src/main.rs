@@ -184,6 +184,10 @@ struct CompileArgs {
     /// Print the summary as JSON (the keys of `weft inspect --json`).
     #[arg(long)]
     json: bool,
+    /// Also print how the program was chosen: the whole-model candidates and the search's
+    /// trajectory (every move tried, its predicted step time, whether it was kept).
+    #[arg(long)]
+    explain_choice: bool,
 }
 
 /// Arguments of `weft run`.
@@ -680,6 +684,13 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     let compiled = weft::compile::compile(&request)?;
     for note in &compiled.notes {
         tracing::warn!("{note}");
+    }
+    if args.explain_choice {
+        // On stderr, so `--json` output stays one JSON document.
+        use std::io::Write as _;
+        std::io::stderr()
+            .write_all(compiled.choice.explain().as_bytes())
+            .into_diagnostic()?;
     }
     if let Some(path) = &args.output {
         std::fs::write(path, compiled.plan.to_json_string())

@@ -12,6 +12,7 @@ pub mod raise_moe;
 pub mod rebuild;
 pub mod saturate;
 pub mod schedule;
+pub mod search;
 pub mod shard;
 pub mod strategy;
 

@@ -69,6 +69,61 @@ pub struct Plan {
     /// One entry per device of the mesh, in device order.
     pub ranks: Vec<RankPlan>,
     pub prediction: Prediction,
+    /// How the program was chosen, for `weft inspect`'s per-layer view.
+    pub choice: ChoiceSummary,
+}
+
+/// How the program was chosen: the candidate that won, the rewrites each layer's nodes
+/// come from, the same layers' spans in the plan of the program as sharded (no rewrite),
+/// and what each rule saves in the search's scope.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceSummary {
+    /// The candidate that won: `search`, `greedy extraction`, `as sharded`, or a fixed
+    /// strategy's name (`serial` for a serial plan).
+    pub chosen_by: String,
+    /// The predicted step of the program as sharded, every collective whole
+    /// (`--strategy none`), µs; `None` when it was not scheduled.
+    pub as_sharded_us: Option<f64>,
+    /// Per layer (`None`: nodes outside every layer), the rules its rewritten nodes come
+    /// from, with how many nodes each made; layers with no rewritten node are left out.
+    pub layer_rewrites: Vec<LayerRewrites>,
+    /// Per layer, its span on rank 0 in the plan of the program as sharded (µs), to set
+    /// beside this plan's spans.
+    pub as_sharded_layer_spans_us: Vec<LayerSpanUs>,
+    /// Per rule the search's program uses: how much slower the search's scope is
+    /// predicted with that rule's uses put back to the original ops (an ablation).
+    pub rule_savings: Vec<RuleSaving>,
+}
+
+/// The rules one layer's rewritten nodes come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRewrites {
+    pub layer: Option<u32>,
+    /// Rule and how many of the layer's nodes it made.
+    pub rewrites: Vec<RuleCount>,
+}
+
+/// One layer's span on rank 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpanUs {
+    pub layer: u32,
+    pub span_us: f64,
+}
+
+/// What one rule saves, by ablation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSaving {
+    pub rule: String,
+    /// Predicted µs the scope gets slower without the rule; `None` when the program
+    /// without it could not be scheduled (`note` says why).
+    pub saved_us: Option<f64>,
+    /// What was predicted: `layers 39..=41 of 80` or `the whole program`.
+    pub scope: String,
+    pub note: Option<String>,
 }
 
 /// The model a plan was compiled from.

@@ -94,6 +94,10 @@ pub fn serial_plan(program: &Graph, header: PlanHeader) -> Result<Plan, PlanErro
             overlap_efficiency: 1.0,
             peak_memory_bytes: peaks,
         },
+        choice: crate::ChoiceSummary {
+            chosen_by: "serial".to_owned(),
+            ..crate::ChoiceSummary::default()
+        },
     })
 }
 

@@ -92,6 +92,19 @@ pub fn to_graph(
     names: &HashMap<Id, String>,
     template: &Graph,
 ) -> Result<Graph, SaturateError> {
+    to_graph_with_classes(expr, eg, classes, names, template).map(|(g, _)| g)
+}
+
+/// [`to_graph`], with the e-class of every computed node, by node name (names are unique
+/// and survive the reordering of inputs; sources are left out).
+pub fn to_graph_with_classes(
+    expr: &RecExpr<WNode>,
+    eg: &WEGraph,
+    classes: &[Id],
+    names: &HashMap<Id, String>,
+    template: &Graph,
+) -> Result<(Graph, HashMap<String, Id>), SaturateError> {
+    let mut node_classes: HashMap<String, Id> = HashMap::new();
     let mut g = Graph::new(template.name.clone());
     g.mesh = template.mesh.clone();
     g.dims = template.dims.clone();
@@ -141,7 +154,9 @@ pub fn to_graph(
                             .get(&class)
                             .map(|n| (*n).clone())
                             .unwrap_or_else(|| op.name().to_owned());
-                        fresh(&base, &mut used)
+                        let name = fresh(&base, &mut used);
+                        node_classes.insert(name.clone(), class);
+                        name
                     }
                 };
                 let id = g
@@ -220,5 +235,5 @@ pub fn to_graph(
     // program's interface (`--input-dir` feeds inputs by position).
     let g = g.with_input_order(&template.input_names());
     weft_ir::verify(&g).map_err(|e| SaturateError::Extraction(e.to_string()))?;
-    Ok(g)
+    Ok((g, node_classes))
 }

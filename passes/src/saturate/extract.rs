@@ -107,29 +107,29 @@ const UNCOSTED_NAMED: usize = 5;
 
 /// One e-node of a class: its children (canonical, as dense indices) and own cost
 /// (`None`: the cost model could not price it, so it is never chosen).
-struct Alternative {
-    children: Vec<usize>,
-    own: Option<f64>,
+pub(crate) struct Alternative {
+    pub(crate) children: Vec<usize>,
+    pub(crate) own: Option<f64>,
 }
 
 /// Dense per-class tables over the canonical classes, in id order (deterministic).
-struct Tables<'a> {
-    sat: &'a Saturated,
+pub(crate) struct Tables<'a> {
+    pub(crate) sat: &'a Saturated,
     /// Canonical class ids, sorted.
-    classes: Vec<Id>,
-    index: HashMap<Id, usize>,
+    pub(crate) classes: Vec<Id>,
+    pub(crate) index: HashMap<Id, usize>,
     /// Per class: its e-nodes, in the class's order.
-    nodes: Vec<Vec<Alternative>>,
+    pub(crate) nodes: Vec<Vec<Alternative>>,
     /// Per class: the dense indices of classes with an e-node that consumes it.
     parents: Vec<Vec<usize>>,
-    root: usize,
+    pub(crate) root: usize,
     /// Per class: its position in a post-order of the whole e-graph from the root
     /// (children first; back edges of cycles ignored; unreachable classes last).
     rank: Vec<usize>,
 }
 
 impl<'a> Tables<'a> {
-    fn new(sat: &'a Saturated, cost: &dyn NodeCost) -> (Tables<'a>, Vec<String>, usize) {
+    pub(crate) fn new(sat: &'a Saturated, cost: &dyn NodeCost) -> (Tables<'a>, Vec<String>, usize) {
         let eg = &sat.egraph;
         let mut classes: Vec<Id> = eg.classes().map(|c| c.id).collect();
         classes.sort();
@@ -187,7 +187,7 @@ impl<'a> Tables<'a> {
 
     /// The chosen program's classes reachable from the root, depth first; `Err` with the
     /// (class, node) pairs that close a cycle.
-    fn walk(&self, choice: &[Option<usize>]) -> Result<Vec<usize>, Vec<(usize, usize)>> {
+    pub(crate) fn walk(&self, choice: &[Option<usize>]) -> Result<Vec<usize>, Vec<(usize, usize)>> {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,
@@ -231,7 +231,7 @@ impl<'a> Tables<'a> {
     }
 
     /// The true DAG cost of an acyclic choice: each reachable class's own cost once.
-    fn dag_cost(&self, choice: &[Option<usize>], reachable: &[usize]) -> Option<f64> {
+    pub(crate) fn dag_cost(&self, choice: &[Option<usize>], reachable: &[usize]) -> Option<f64> {
         reachable
             .iter()
             .map(|&c| choice[c].and_then(|k| self.nodes[c][k].own))
@@ -374,7 +374,7 @@ impl<'a> Tables<'a> {
     /// The original program: per class its earliest original e-node. Children of an
     /// original node were added before it, so their earliest nodes come earlier still:
     /// this choice is acyclic.
-    fn original_choice(&self) -> Vec<Option<usize>> {
+    pub(crate) fn original_choice(&self) -> Vec<Option<usize>> {
         let eg = &self.sat.egraph;
         let mut choice: Vec<Option<(usize, usize)>> = vec![None; self.classes.len()];
         for (order, n) in self.sat.initial.iter().enumerate() {
@@ -469,10 +469,10 @@ fn own_cost(sat: &Saturated, class: Id, node: &WNode, cost: &dyn NodeCost) -> Re
 }
 
 /// A candidate program: its acyclic choice, reachable classes and DAG cost.
-struct Candidate {
-    choice: Vec<Option<usize>>,
-    reachable: Vec<usize>,
-    cost: f64,
+pub(crate) struct Candidate {
+    pub(crate) choice: Vec<Option<usize>>,
+    pub(crate) reachable: Vec<usize>,
+    pub(crate) cost: f64,
 }
 
 /// Extracts the program with the least DAG cost found under `cost` (see the module
@@ -483,8 +483,39 @@ pub fn extract(
     cost: &dyn NodeCost,
 ) -> Result<Extraction, SaturateError> {
     super::refuse_unsound(sat)?;
-    let t0 = std::time::Instant::now();
     let (tables, uncosted, uncosted_count) = Tables::new(sat, cost);
+    let greedy = greedy(&tables, &uncosted)?;
+    let graph = build(
+        &tables,
+        &greedy.best.choice,
+        &greedy.best.reachable,
+        template,
+    )?;
+    let rules_used = rules_used(&tables, &greedy.best.choice, &greedy.best.reachable);
+    Ok(Extraction {
+        graph,
+        rules_used,
+        cost_us: greedy.best.cost,
+        original_cost_us: greedy.original_cost,
+        kept_original: greedy.kept_original,
+        rounds: greedy.rounds,
+        uncosted,
+        uncosted_count,
+    })
+}
+
+/// What the greedy DAG extraction found: the cheapest candidate and the original's cost.
+pub(crate) struct Greedy {
+    pub(crate) best: Candidate,
+    pub(crate) original_cost: f64,
+    pub(crate) kept_original: bool,
+    pub(crate) rounds: usize,
+}
+
+/// The greedy DAG extraction over `tables` (see the module documentation): never costlier
+/// than the original program.
+pub(crate) fn greedy(tables: &Tables<'_>, uncosted: &[String]) -> Result<Greedy, SaturateError> {
+    let t0 = std::time::Instant::now();
     let original = tables.original_choice();
     let reachable = tables.walk(&original).map_err(|_| {
         SaturateError::Extraction("the original program is cyclic in the e-graph".into())
@@ -536,22 +567,16 @@ pub fn extract(
         original_us = original_cost,
         "extraction done"
     );
-    let graph = build(&tables, &best.choice, &best.reachable, template)?;
-    let rules_used = rules_used(&tables, &best.choice, &best.reachable);
-    Ok(Extraction {
-        graph,
-        rules_used,
-        cost_us: best.cost,
-        original_cost_us: original_cost,
+    Ok(Greedy {
+        best,
+        original_cost,
         kept_original,
         rounds,
-        uncosted,
-        uncosted_count,
     })
 }
 
 /// Which rule applications the choice uses: see [`Extraction::rules_used`].
-fn rules_used(
+pub(crate) fn rules_used(
     tables: &Tables<'_>,
     choice: &[Option<usize>],
     reachable: &[usize],
@@ -584,12 +609,22 @@ fn rules_used(
 }
 
 /// The IR graph of an acyclic choice (`reachable` in post-order: children first).
-fn build(
+pub(crate) fn build(
     tables: &Tables<'_>,
     choice: &[Option<usize>],
     reachable: &[usize],
     template: &weft_ir::Graph,
 ) -> Result<weft_ir::Graph, SaturateError> {
+    build_with_classes(tables, choice, reachable, template).map(|(g, _)| g)
+}
+
+/// [`build`], with each computed node's e-class by node name.
+pub(crate) fn build_with_classes(
+    tables: &Tables<'_>,
+    choice: &[Option<usize>],
+    reachable: &[usize],
+    template: &weft_ir::Graph,
+) -> Result<(weft_ir::Graph, HashMap<String, Id>), SaturateError> {
     let eg = &tables.sat.egraph;
     let mut expr: egg::RecExpr<WNode> = egg::RecExpr::default();
     let mut at: HashMap<usize, Id> = HashMap::new();
@@ -612,7 +647,7 @@ fn build(
         at.insert(c, id);
         classes.push(class);
     }
-    super::convert::to_graph(&expr, eg, &classes, &tables.sat.names, template)
+    super::convert::to_graph_with_classes(&expr, eg, &classes, &tables.sat.names, template)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 mod analysis;
 mod convert;
 pub mod extract;
-mod lang;
+pub(crate) mod lang;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -321,6 +321,17 @@ fn saturate_impl(
 }
 
 impl Saturated {
+    /// The name of `class`'s earliest original value, if it holds one (as the rebuilt
+    /// graph names it).
+    pub(crate) fn name_of(&self, class: Id) -> Option<&str> {
+        let class = self.egraph.find(class);
+        self.names
+            .iter()
+            .filter(|(id, _)| self.egraph.find(**id) == class)
+            .min_by_key(|(id, _)| **id)
+            .map(|(_, n)| n.as_str())
+    }
+
     /// The e-nodes the graph itself gave (before any rule ran), with their children
     /// canonical: an e-node not in this set is one a rule built.
     pub(crate) fn original_enodes(&self) -> std::collections::HashSet<WNode> {
@@ -368,6 +379,11 @@ impl CostFunction<WNode> for PreferRewritten {
             .iter()
             .fold(0.0, |m: f64, &c| m.max(costs(c)))
     }
+}
+
+/// [`refuse_unsound`], for the search.
+pub(crate) fn refuse_unsound_pub(sat: &Saturated) -> Result<(), SaturateError> {
+    refuse_unsound(sat)
 }
 
 /// No program from an e-graph in which a rule merged classes that differ can be trusted.

@@ -1,0 +1,259 @@
+//! Local search with the scheduler's makespan as the objective.
+//!
+//! A choice (one e-node per e-class) is priced by building its program and scheduling
+//! it on every rank (`schedule`): the predicted step time sees what a per-op sum cannot,
+//! communication hidden under concurrent compute and the contention between them. From
+//! the best seed, each move ([`super::moves`]) is tried in a fixed order and kept when it
+//! makes the step strictly faster; passes repeat until one keeps nothing, or the budget
+//! of evaluations (or, as a safety net, of time) runs out. No randomness: the same input
+//! gives the same trajectory.
+
+use std::time::{Duration, Instant};
+
+use weft_ir::Graph;
+
+use crate::saturate::extract::{Tables, build};
+use crate::schedule::{ScheduleOptions, TaskCosts, schedule};
+
+use super::moves::Move;
+
+/// Why the search stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StopReason {
+    /// A whole pass over the moves kept none: a local optimum.
+    Converged { passes: usize },
+    /// The budget of evaluations was spent.
+    EvaluationLimit(usize),
+    /// The time budget was spent (the result then depends on the machine's speed).
+    TimeLimit(Duration),
+    /// There was nothing to search: no rule applied anywhere.
+    NoMoves,
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Converged { passes } => {
+                write!(
+                    f,
+                    "converged (a pass over every move kept none; {passes} passes)"
+                )
+            }
+            StopReason::EvaluationLimit(n) => write!(f, "evaluation limit ({n})"),
+            StopReason::TimeLimit(t) => write!(f, "time limit ({:.0} ms)", t.as_secs_f64() * 1e3),
+            StopReason::NoMoves => f.write_str("no rule applied, so there was nothing to choose"),
+        }
+    }
+}
+
+/// One evaluation of the search, for `--explain-choice`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// 1-based evaluation count.
+    pub evaluation: usize,
+    /// What was tried: a seed, or a move applied or reverted.
+    pub what: String,
+    /// The predicted step time, µs, or why the choice could not be scheduled.
+    pub outcome: Result<f64, String>,
+    /// Whether the search kept it.
+    pub accepted: bool,
+}
+
+/// Prices choices by scheduling their programs.
+pub(crate) struct Evaluator<'t, 'a> {
+    pub(crate) tables: &'t Tables<'a>,
+    pub(crate) template: &'t Graph,
+    pub(crate) costs: &'t dyn TaskCosts,
+    pub(crate) options: ScheduleOptions,
+    pub(crate) evaluations: usize,
+}
+
+impl Evaluator<'_, '_> {
+    /// The predicted step time of `choice`'s program, µs.
+    pub(crate) fn evaluate(&mut self, choice: &[Option<usize>]) -> Result<f64, String> {
+        self.evaluations += 1;
+        Ok(self.program(choice)?.1)
+    }
+
+    /// `choice`'s program and its predicted step time.
+    pub(crate) fn program(&self, choice: &[Option<usize>]) -> Result<(Graph, f64), String> {
+        let reachable = self.tables.walk(choice).map_err(|closing| {
+            format!(
+                "the choice is cyclic ({} e-node(s) close a cycle)",
+                closing.len()
+            )
+        })?;
+        let graph =
+            build(self.tables, choice, &reachable, self.template).map_err(|e| e.to_string())?;
+        let scheduled = schedule(&graph, self.costs, &self.options).map_err(|e| e.to_string())?;
+        Ok((graph, scheduled.prediction.predicted_us))
+    }
+}
+
+/// Budget of a search.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Budget {
+    pub(crate) evaluations: usize,
+    pub(crate) time: Duration,
+}
+
+/// Where a climb ended.
+pub(crate) struct Climb {
+    pub(crate) choice: Vec<Option<usize>>,
+    pub(crate) predicted_us: f64,
+    pub(crate) stop: StopReason,
+}
+
+/// Hill-climbs from `start` (already evaluated at `start_us`) over `moves`, recording
+/// every evaluation in `steps`.
+pub(crate) fn climb(
+    eval: &mut Evaluator<'_, '_>,
+    start: Vec<Option<usize>>,
+    start_us: f64,
+    moves: &[Move],
+    original: &[Option<usize>],
+    budget: Budget,
+    steps: &mut Vec<Step>,
+) -> Climb {
+    let started = Instant::now();
+    let mut current = start;
+    let mut current_us = start_us;
+    if moves.is_empty() {
+        return Climb {
+            choice: current,
+            predicted_us: current_us,
+            stop: StopReason::NoMoves,
+        };
+    }
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let mut kept = false;
+        for m in moves {
+            if eval.evaluations >= budget.evaluations {
+                return Climb {
+                    choice: current,
+                    predicted_us: current_us,
+                    stop: StopReason::EvaluationLimit(budget.evaluations),
+                };
+            }
+            if started.elapsed() >= budget.time {
+                return Climb {
+                    choice: current,
+                    predicted_us: current_us,
+                    stop: StopReason::TimeLimit(budget.time),
+                };
+            }
+            let Some((mut next, reverting)) = apply(&current, m, original) else {
+                continue;
+            };
+            repair_cycles(eval.tables, &mut next, &current, original);
+            if next == current {
+                continue;
+            }
+            let outcome = eval.evaluate(&next);
+            let accepted = matches!(outcome, Ok(t) if t < current_us * (1.0 - 1e-9));
+            steps.push(Step {
+                evaluation: eval.evaluations,
+                what: format!("{} {}", if reverting { "revert" } else { "apply" }, m.label),
+                outcome: outcome.clone(),
+                accepted,
+            });
+            if accepted {
+                current = next;
+                current_us = outcome.unwrap_or(current_us);
+                kept = true;
+            }
+        }
+        if !kept {
+            return Climb {
+                choice: current,
+                predicted_us: current_us,
+                stop: StopReason::Converged { passes },
+            };
+        }
+    }
+}
+
+/// A move's picks can close a cycle through classes it did not touch (a token split's
+/// `concat(slice(x))` sits in `x`'s own class): the classes whose e-nodes close one are
+/// put back to their e-node in `fallback`, then in `original`, a few times over.
+pub(crate) fn repair_cycles(
+    tables: &Tables<'_>,
+    choice: &mut [Option<usize>],
+    fallback: &[Option<usize>],
+    original: &[Option<usize>],
+) {
+    for _ in 0..8 {
+        let Err(closing) = tables.walk(choice) else {
+            return;
+        };
+        for (c, k) in closing {
+            choice[c] = if fallback[c].is_some() && fallback[c] != Some(k) {
+                fallback[c]
+            } else {
+                original[c]
+            };
+        }
+    }
+}
+
+/// `current` with `m` applied (its picks made), or reverted to the original e-nodes when
+/// every pick is already made; `None` when that changes nothing.
+fn apply(
+    current: &[Option<usize>],
+    m: &Move,
+    original: &[Option<usize>],
+) -> Option<(Vec<Option<usize>>, bool)> {
+    let reverting = m.picks.iter().all(|&(c, k)| current[c] == Some(k));
+    let mut next = current.to_vec();
+    for &(c, k) in &m.picks {
+        if reverting {
+            if original[c].is_some() {
+                next[c] = original[c];
+            }
+        } else {
+            next[c] = Some(k);
+        }
+    }
+    (next != current).then_some((next, reverting))
+}
+
+/// What each rule used by `choice` saves over its scope: the predicted step with every
+/// site of that rule put back to the original e-nodes, minus the step of `choice` (an
+/// ablation; the pieces of an overlap need each other, so savings need not add up).
+pub(crate) fn rule_savings(
+    eval: &Evaluator<'_, '_>,
+    choice: &[Option<usize>],
+    choice_us: f64,
+    moves: &[Move],
+    original: &[Option<usize>],
+) -> Vec<(String, Result<f64, String>)> {
+    let mut out = Vec::new();
+    for m in moves {
+        let Some(rule) = m.rule else { continue };
+        let used: Vec<usize> = m
+            .picks
+            .iter()
+            .filter(|&&(c, k)| choice[c] == Some(k))
+            .map(|&(c, _)| c)
+            .collect();
+        if used.is_empty() || eval.tables.walk(choice).is_err() {
+            continue;
+        }
+        let reachable = eval.tables.walk(choice).unwrap_or_default();
+        if !used.iter().any(|c| reachable.contains(c)) {
+            continue;
+        }
+        let mut without = choice.to_vec();
+        for c in used {
+            if original[c].is_some() {
+                without[c] = original[c];
+            }
+        }
+        repair_cycles(eval.tables, &mut without, choice, original);
+        let outcome = eval.program(&without).map(|(_, t)| t - choice_us);
+        out.push((rule.to_owned(), outcome));
+    }
+    out
+}

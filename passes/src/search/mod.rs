@@ -1,0 +1,509 @@
+//! Choosing the program: schedule-in-the-loop search over the saturated e-graph.
+//!
+//! Under any per-op sum, decomposing a collective never pays (the pieces cost more than
+//! the whole); only a schedule sees that the pieces run beside compute. So the choice is
+//! made by the scheduler's predicted step time (`egraph-anchors.md` §2.9, §5.2: costs that
+//! are not additive need extraction in the loop):
+//!
+//! 1. **Seeds**: the program as sharded, and the DAG-aware greedy extraction under the
+//!    cost model's per-op times ([`crate::saturate::extract`]).
+//! 2. **Local search** from the faster seed ([`local`]): moves that change related
+//!    classes together ([`moves`]), each kept when the predicted step gets strictly
+//!    faster, until a pass keeps none or the budget runs out.
+//! 3. **A template of adjacent layers.** On a model with many layers, the search runs on
+//!    three adjacent middle layers cut out as a graph of their own ([`window`]), so one
+//!    layer's communication overlapping the next layer's compute is visible and an
+//!    evaluation costs a fraction of a millisecond. Its decisions are keyed by name-blind
+//!    signatures ([`signature`]) and replicated onto every structurally identical
+//!    position of the whole model's e-graph; positions that match nothing keep the
+//!    greedy choice. Three, not two: the edges of a window do not look like the model
+//!    (its first ops read an input where the model reads the previous layer's residual;
+//!    its last values have no consumers, where the model's next layer adds e-nodes to
+//!    their classes), so only a middle layer and its two boundaries — the pair of
+//!    adjacent layers the decisions are for — match the model everywhere.
+//! 4. **Never slower.** The whole model's candidates — the sharded program (no overlap
+//!    at all, `--strategy none`), the greedy extraction and the replicated search — are
+//!    each scheduled in full with the memory limit, and the fastest that fits is chosen.
+
+mod local;
+mod moves;
+mod provenance;
+mod seeds;
+mod signature;
+mod window;
+
+use std::time::{Duration, Instant};
+
+use weft_ir::Graph;
+
+use crate::cost::CostModel;
+use crate::saturate::extract::{Tables, greedy, rules_used};
+use crate::saturate::{SaturateError, SaturateOptions, SaturationReport, saturate};
+use crate::schedule::ScheduleOptions;
+
+pub use local::{Step, StopReason};
+pub use window::layer_window;
+
+use local::{Budget, Evaluator, climb, rule_savings};
+use signature::Signatures;
+
+/// Limits and settings of the search.
+#[derive(Clone, Debug)]
+pub struct SearchOptions {
+    pub saturate: SaturateOptions,
+    /// Evaluations (schedules) the local search may make; the deterministic limit.
+    pub max_evaluations: usize,
+    /// A safety net on the local search's wall time; when it ends the search, the result
+    /// depends on the machine's speed, and the stop reason says so.
+    pub time_limit: Duration,
+    /// Communication streams per rank (see [`ScheduleOptions::comm_streams`]).
+    pub comm_streams: u32,
+    /// The per-rank memory limit the chosen program must fit.
+    pub max_memory: Option<u64>,
+    /// Models with at least this many layers are searched on a window of three adjacent
+    /// layers and the decisions replicated; smaller ones are searched whole.
+    pub window_from_layers: u32,
+}
+
+impl Default for SearchOptions {
+    fn default() -> SearchOptions {
+        SearchOptions {
+            saturate: SaturateOptions::default(),
+            max_evaluations: 400,
+            time_limit: Duration::from_secs(5),
+            comm_streams: 1,
+            max_memory: None,
+            window_from_layers: 8,
+        }
+    }
+}
+
+/// Why the search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Saturate(#[from] SaturateError),
+    /// No candidate could be scheduled (each one's reason is given).
+    #[error("no program could be scheduled: {0}")]
+    NoCandidate(String),
+}
+
+/// What the search looked at and why it stopped.
+#[derive(Clone, Debug)]
+pub struct SearchReport {
+    /// What was searched: the whole program, or which window of how many layers.
+    pub scope: String,
+    /// Every evaluation, seeds first.
+    pub trajectory: Vec<Step>,
+    pub stop: StopReason,
+    pub evaluations: usize,
+    /// The predicted step time of what the search ended on, over its scope (the window's
+    /// two layers, or the whole program), µs.
+    pub scope_us: f64,
+    /// Wall time of the local search (seeds and moves), without saturation.
+    pub elapsed: Duration,
+    /// With a window: how many classes of the whole model took the window's decision.
+    pub replicated: Option<Replicated>,
+    /// Per rule the search's program uses: how much slower its scope is predicted with
+    /// every use of that rule put back to the original ops (µs), or why that program
+    /// cannot be scheduled.
+    pub rule_savings: Vec<(String, Result<f64, String>)>,
+}
+
+/// How a window's decisions reached the whole model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicated {
+    /// Classes of the whole model's e-graph set to the window's decision.
+    pub classes: usize,
+    /// Layers of the model (the window is two of them).
+    pub layers: u32,
+}
+
+/// A whole-model candidate and its predicted step time (or why it cannot run).
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub name: &'static str,
+    pub predicted_us: Result<f64, String>,
+}
+
+/// The chosen program and how it was chosen.
+#[derive(Debug)]
+pub struct Searched {
+    pub graph: Graph,
+    pub predicted_us: f64,
+    /// Which candidate won: `search`, `greedy extraction` or `as sharded`.
+    pub chosen: &'static str,
+    pub candidates: Vec<Candidate>,
+    pub report: SearchReport,
+    /// The whole model's saturation.
+    pub saturation: SaturationReport,
+    /// Rule applications the chosen program uses, by rule.
+    pub rules_used: Vec<(String, u64)>,
+    /// E-nodes the cost model could not price (never chosen), a few named.
+    pub uncosted: Vec<String>,
+    pub uncosted_count: usize,
+    /// By node name: the rule that made each rewritten node of the chosen program.
+    pub provenance: std::collections::BTreeMap<String, String>,
+}
+
+/// The fastest whole-model candidate so far: its name, program, predicted step, and its
+/// choice in the e-graph (`None` for the sharded program itself).
+type Winner<'c> = (&'static str, Graph, f64, Option<&'c [Option<usize>]>);
+
+/// Chooses the program for `sharded` (see the module documentation).
+pub fn search(
+    sharded: &Graph,
+    cost: &CostModel,
+    options: &SearchOptions,
+) -> Result<Searched, SearchError> {
+    let sat = saturate(sharded, &options.saturate)?;
+    crate::saturate::refuse_unsound_pub(&sat)?;
+    let (tables, uncosted, uncosted_count) = Tables::new(&sat, cost);
+    let greedy_full = greedy(&tables, &uncosted)?;
+    let original = tables.original_choice();
+    let layers = weft_ir::segment_layers(sharded);
+    let budget = Budget {
+        evaluations: options.max_evaluations,
+        time: options.time_limit,
+    };
+    let whole_options = ScheduleOptions {
+        comm_streams: options.comm_streams,
+        max_memory: options.max_memory,
+        layer_of: Vec::new(),
+    };
+    let started = Instant::now();
+    let mut trajectory = Vec::new();
+    let window = (layers.count() >= options.window_from_layers.max(3))
+        .then(|| {
+            let first = layers.count() / 2 - 1;
+            layer_window(sharded, &layers, first, first + 2).map(|w| (first, w))
+        })
+        .transpose();
+    // A model whose middle layers cannot be cut out is searched whole (and says so).
+    let (window, window_note) = match window {
+        Ok(w) => (w, None),
+        Err(reason) => (None, Some(reason)),
+    };
+    let (searched_choice, stop, evaluations, scope_us, scope, replicated, savings) = match window {
+        Some((first, window_graph)) => {
+            let wsat = saturate(&window_graph, &options.saturate)?;
+            crate::saturate::refuse_unsound_pub(&wsat)?;
+            let (wtables, wuncosted, _) = Tables::new(&wsat, cost);
+            let wgreedy = greedy(&wtables, &wuncosted)?;
+            let woriginal = wtables.original_choice();
+            let mut eval = Evaluator {
+                tables: &wtables,
+                template: &window_graph,
+                costs: cost,
+                // Memory is checked on the whole model: a window holds two layers' weights.
+                options: ScheduleOptions {
+                    comm_streams: options.comm_streams,
+                    max_memory: None,
+                    layer_of: Vec::new(),
+                },
+                evaluations: 0,
+            };
+            let mut list = vec![
+                ("the window as sharded".to_owned(), woriginal.clone()),
+                (
+                    "the window's greedy extraction".to_owned(),
+                    wgreedy.best.choice.clone(),
+                ),
+            ];
+            list.extend(rule_seeds(&wtables, &wgreedy.best.choice, &woriginal));
+            let (start, start_us) = seeds(&mut eval, list, &mut trajectory)?;
+            let wsigs = Signatures::new(&wtables);
+            let moves = moves::moves(&wtables, &wsigs);
+            let climbed = climb(
+                &mut eval,
+                start,
+                start_us,
+                &moves,
+                &woriginal,
+                budget,
+                &mut trajectory,
+            );
+            let savings = rule_savings(
+                &eval,
+                &climbed.choice,
+                climbed.predicted_us,
+                &moves,
+                &woriginal,
+            );
+            let sigs = Signatures::new(&tables);
+            let (choice, classes) = replicate(
+                &wtables,
+                &wsigs,
+                &climbed.choice,
+                &tables,
+                &sigs,
+                &greedy_full.best.choice,
+            );
+            (
+                choice,
+                climbed.stop,
+                eval.evaluations,
+                climbed.predicted_us,
+                format!(
+                    "layers {first}..={} of {} (a window of three adjacent layers; decisions replicated by signature)",
+                    first + 2,
+                    layers.count()
+                ),
+                Some(Replicated {
+                    classes,
+                    layers: layers.count(),
+                }),
+                savings,
+            )
+        }
+        None => {
+            let mut eval = Evaluator {
+                tables: &tables,
+                template: sharded,
+                costs: cost,
+                options: whole_options.clone(),
+                evaluations: 0,
+            };
+            let mut list = vec![
+                ("the program as sharded".to_owned(), original.clone()),
+                (
+                    "the greedy extraction".to_owned(),
+                    greedy_full.best.choice.clone(),
+                ),
+            ];
+            list.extend(rule_seeds(&tables, &greedy_full.best.choice, &original));
+            let (start, start_us) = seeds(&mut eval, list, &mut trajectory)?;
+            let sigs = Signatures::new(&tables);
+            let moves = moves::moves(&tables, &sigs);
+            let climbed = climb(
+                &mut eval,
+                start,
+                start_us,
+                &moves,
+                &original,
+                budget,
+                &mut trajectory,
+            );
+            let savings = rule_savings(
+                &eval,
+                &climbed.choice,
+                climbed.predicted_us,
+                &moves,
+                &original,
+            );
+            let scope = match window_note {
+                Some(reason) => format!("the whole program ({reason})"),
+                None => "the whole program".to_owned(),
+            };
+            (
+                climbed.choice,
+                climbed.stop,
+                eval.evaluations,
+                climbed.predicted_us,
+                scope,
+                None,
+                savings,
+            )
+        }
+    };
+    let elapsed = started.elapsed();
+    // The whole model's candidates, each scheduled in full with the memory limit.
+    let whole = Evaluator {
+        tables: &tables,
+        template: sharded,
+        costs: cost,
+        options: whole_options.clone(),
+        evaluations: 0,
+    };
+    let mut candidates = Vec::new();
+    let mut best: Option<Winner<'_>> = None;
+    let as_sharded = crate::schedule::schedule(sharded, cost, &whole_options)
+        .map(|s| s.prediction.predicted_us)
+        .map_err(|e| e.to_string());
+    candidates.push(Candidate {
+        name: "as sharded",
+        predicted_us: as_sharded.clone(),
+    });
+    if let Ok(t) = as_sharded {
+        best = Some(("as sharded", sharded.clone(), t, None));
+    }
+    for (name, choice) in [
+        ("greedy extraction", &greedy_full.best.choice),
+        ("search", &searched_choice),
+    ] {
+        let outcome = whole.program(choice);
+        candidates.push(Candidate {
+            name,
+            predicted_us: outcome.as_ref().map(|(_, t)| *t).map_err(Clone::clone),
+        });
+        if let Ok((graph, t)) = outcome
+            && best.as_ref().is_none_or(|b| t < b.2 * (1.0 - 1e-9))
+        {
+            best = Some((name, graph, t, Some(choice)));
+        }
+    }
+    let Some((chosen, graph, predicted_us, choice)) = best else {
+        let reasons: Vec<String> = candidates
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.name,
+                    c.predicted_us.as_ref().err().map_or("", |e| e)
+                )
+            })
+            .collect();
+        return Err(SearchError::NoCandidate(reasons.join("; ")));
+    };
+    let (graph, rules, provenance) = match choice {
+        Some(choice) => {
+            let reachable = tables
+                .walk(choice)
+                .map_err(|_| SaturateError::Extraction("the chosen program is cyclic".into()))?;
+            let (graph, provenance) =
+                provenance::program_with_provenance(&tables, choice, sharded)?;
+            (graph, rules_used(&tables, choice, &reachable), provenance)
+        }
+        None => (graph, Vec::new(), Default::default()),
+    };
+    Ok(Searched {
+        graph,
+        predicted_us,
+        chosen,
+        candidates,
+        report: SearchReport {
+            scope,
+            trajectory,
+            stop,
+            evaluations,
+            scope_us,
+            elapsed,
+            replicated,
+            rule_savings: savings,
+        },
+        saturation: sat.report.clone(),
+        rules_used: rules,
+        uncosted,
+        uncosted_count,
+        provenance,
+    })
+}
+
+/// The rule-set seeds ([`seeds`]), each with cycles repaired toward `greedy`.
+fn rule_seeds(
+    tables: &Tables<'_>,
+    greedy: &[Option<usize>],
+    original: &[Option<usize>],
+) -> Vec<(String, Vec<Option<usize>>)> {
+    seeds::ruleset_unions()
+        .into_iter()
+        .map(|(name, rules)| {
+            let mut choice = seeds::prefer_rules(tables, &rules);
+            local::repair_cycles(tables, &mut choice, greedy, original);
+            (format!("{name} wherever it applies"), choice)
+        })
+        .collect()
+}
+
+/// Evaluates the seeds and returns the fastest (the first on a tie).
+fn seeds(
+    eval: &mut Evaluator<'_, '_>,
+    seeds: Vec<(String, Vec<Option<usize>>)>,
+    steps: &mut Vec<Step>,
+) -> Result<(Vec<Option<usize>>, f64), SearchError> {
+    let mut best: Option<(Vec<Option<usize>>, f64)> = None;
+    let mut reasons = Vec::new();
+    for (name, choice) in seeds {
+        let outcome = eval.evaluate(&choice);
+        let accepted =
+            matches!(outcome, Ok(t) if best.as_ref().is_none_or(|b| t < b.1 * (1.0 - 1e-9)));
+        steps.push(Step {
+            evaluation: eval.evaluations,
+            what: format!("seed: {name}"),
+            outcome: outcome.clone(),
+            accepted,
+        });
+        match outcome {
+            Ok(t) if accepted => best = Some((choice, t)),
+            Ok(_) => {}
+            Err(e) => reasons.push(format!("{name}: {e}")),
+        }
+    }
+    best.ok_or_else(|| SearchError::NoCandidate(reasons.join("; ")))
+}
+
+/// The whole model's choice: the greedy one, with every class whose signature the
+/// window decided set to the window's decision where the class holds an e-node of that
+/// signature. Where the window's layers decided one signature differently, the decision
+/// most of them made wins (the later one on a tie). A replicated choice that closes a
+/// cycle has those classes put back to the greedy choice.
+fn replicate(
+    wtables: &Tables<'_>,
+    wsigs: &Signatures,
+    wchoice: &[Option<usize>],
+    tables: &Tables<'_>,
+    sigs: &Signatures,
+    greedy: &[Option<usize>],
+) -> (Vec<Option<usize>>, usize) {
+    // Per class signature: per node signature, (votes, last position).
+    let mut votes: std::collections::HashMap<u64, std::collections::HashMap<u64, (usize, usize)>> =
+        std::collections::HashMap::new();
+    if let Ok(reachable) = wtables.walk(wchoice) {
+        for (at, c) in reachable.into_iter().enumerate() {
+            if let Some(k) = wchoice[c] {
+                let v = votes
+                    .entry(wsigs.class[c])
+                    .or_default()
+                    .entry(wsigs.node[c][k])
+                    .or_insert((0, 0));
+                v.0 += 1;
+                v.1 = at;
+            }
+        }
+    }
+    let decisions: std::collections::HashMap<u64, u64> = votes
+        .into_iter()
+        .filter_map(|(class, nodes)| {
+            nodes
+                .into_iter()
+                .max_by_key(|&(_, (n, at))| (n, at))
+                .map(|(node, _)| (class, node))
+        })
+        .collect();
+    tracing::debug!(
+        decisions = decisions.len(),
+        found = decisions.keys().filter(|k| sigs.class.contains(k)).count(),
+        "search: replicating the window's decisions"
+    );
+    let mut choice = greedy.to_vec();
+    let mut set = vec![false; choice.len()];
+    for c in 0..choice.len() {
+        let Some(&want) = decisions.get(&sigs.class[c]) else {
+            continue;
+        };
+        if let Some(k) = sigs.node[c]
+            .iter()
+            .zip(&tables.nodes[c])
+            .position(|(&s, alt)| s == want && alt.own.is_some())
+        {
+            set[c] = choice[c] != Some(k);
+            choice[c] = Some(k);
+        }
+    }
+    for _ in 0..64 {
+        match tables.walk(&choice) {
+            Ok(_) => break,
+            Err(closing) => {
+                for (c, _) in closing {
+                    choice[c] = greedy[c];
+                    set[c] = false;
+                }
+            }
+        }
+    }
+    if tables.walk(&choice).is_err() {
+        return (greedy.to_vec(), 0);
+    }
+    let classes = set.iter().filter(|&&s| s).count();
+    (choice, classes)
+}
