@@ -257,7 +257,14 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             ..SearchOptions::default()
         },
     )
-    .map_err(|e| fail(format!("choosing the program failed: {e}")))?;
+    .map_err(|e| match (&e, request.max_memory) {
+        (weft_passes::search::SearchError::NoCandidate(_), None) => fail(format!(
+            "{e}: {} has {capacity} bytes of memory per device ({}); shard over more \
+             devices, or give --max-memory to plan for another limit",
+            request.profile.name, request.profile.device.gpu
+        )),
+        _ => fail(format!("choosing the program failed: {e}")),
+    })?;
     watch.lap("search");
     if searched.uncosted_count > 0 {
         notes.push(format!(

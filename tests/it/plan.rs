@@ -549,7 +549,30 @@ fn compile_failures_are_clean_and_say_why() {
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let peak = report["peak_memory_bytes"][0].as_u64().unwrap();
-    let limit = (peak - 1).to_string();
+    let weights = report["weight_bytes"][0].as_u64().unwrap();
+    // One byte below the chosen plan's peak: the search's candidates are all checked
+    // against the limit, so another program may fit; if one does, the plan keeps to it.
+    let below = (peak - 1).to_string();
+    let o = weft(&[
+        "compile",
+        "examples/tiny-llama.json",
+        "--mesh",
+        "tp=2",
+        "--hw",
+        "h100-sxm-8",
+        "--max-memory",
+        &below,
+        "--json",
+    ]);
+    if o.status.success() {
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let got = r["peak_memory_bytes"][0].as_u64().unwrap();
+        assert!(got <= peak - 1, "a plan over --max-memory: {got} > {below}");
+    } else {
+        assert_clean_failure(&o);
+    }
+    // 95% of the chosen plan's activations: no program fits; names the layer and the buffer.
+    let limit = (weights + (peak - weights) * 95 / 100).to_string();
     let o = weft(&[
         "compile",
         "examples/tiny-llama.json",

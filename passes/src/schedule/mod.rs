@@ -238,6 +238,24 @@ pub fn schedule(
     })
 }
 
+/// The predicted step time of `graph` (µs) as [`schedule`] would list-schedule it, without
+/// the events, memory plan and per-rank replication a plan needs: the search's inner loop,
+/// which compares many programs and keeps one. No memory limit is checked here; the
+/// chosen program is scheduled in full afterwards.
+pub fn makespan(
+    graph: &Graph,
+    costs: &dyn TaskCosts,
+    comm_streams: u32,
+) -> Result<f64, ScheduleError> {
+    if comm_streams == 0 {
+        return Err(ScheduleError::NoCommStream);
+    }
+    MeshGrid::new(&graph.mesh)?;
+    let dag = dag::TaskDag::build(graph, costs, comm_streams)?;
+    let timeline = simulate::simulate(&dag)?;
+    Ok(timeline.end.iter().copied().fold(0.0, f64::max))
+}
+
 /// One rank's timeline, happens-before and memory plan under the DAG's priorities.
 fn plan_rank(
     graph: &Graph,

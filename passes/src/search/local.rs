@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use weft_ir::Graph;
 
 use crate::saturate::extract::{Tables, build};
-use crate::schedule::{ScheduleOptions, TaskCosts, schedule};
+use crate::schedule::{ScheduleOptions, TaskCosts, makespan, schedule};
 
 use super::moves::Move;
 
@@ -85,8 +85,23 @@ impl Evaluator<'_, '_> {
         })?;
         let graph =
             build(self.tables, choice, &reachable, self.template).map_err(|e| e.to_string())?;
-        let scheduled = schedule(&graph, self.costs, &self.options).map_err(|e| e.to_string())?;
-        Ok((graph, scheduled.prediction.predicted_us))
+        // With a memory limit the program is scheduled in full (the plan's own check);
+        // without one, only its makespan is simulated.
+        let t = if self.options.max_memory.is_some() {
+            // Layers too, so a memory limit that breaks names the layer.
+            let layers = weft_ir::segment_layers(&graph);
+            let options = ScheduleOptions {
+                layer_of: graph.nodes().map(|(id, _)| layers.of(id)).collect(),
+                ..self.options.clone()
+            };
+            schedule(&graph, self.costs, &options)
+                .map_err(|e| e.to_string())?
+                .prediction
+                .predicted_us
+        } else {
+            makespan(&graph, self.costs, self.options.comm_streams).map_err(|e| e.to_string())?
+        };
+        Ok((graph, t))
     }
 }
 

@@ -83,8 +83,9 @@ impl Default for SearchOptions {
 pub enum SearchError {
     #[error(transparent)]
     Saturate(#[from] SaturateError),
-    /// No candidate could be scheduled (each one's reason is given).
-    #[error("no program could be scheduled: {0}")]
+    /// No candidate could be scheduled: the program as sharded's reason, and the
+    /// candidates tried.
+    #[error("{0}")]
     NoCandidate(String),
 }
 
@@ -317,7 +318,11 @@ pub fn search(
     };
     let mut candidates = Vec::new();
     let mut best: Option<Winner<'_>> = None;
-    let as_sharded = crate::schedule::schedule(sharded, cost, &whole_options)
+    let sharded_layers = ScheduleOptions {
+        layer_of: sharded.nodes().map(|(id, _)| layers.of(id)).collect(),
+        ..whole_options.clone()
+    };
+    let as_sharded = crate::schedule::schedule(sharded, cost, &sharded_layers)
         .map(|s| s.prediction.predicted_us)
         .map_err(|e| e.to_string());
     candidates.push(Candidate {
@@ -343,17 +348,18 @@ pub fn search(
         }
     }
     let Some((chosen, graph, predicted_us, choice)) = best else {
-        let reasons: Vec<String> = candidates
+        // The program as sharded's reason first: it is the one a user can act on (a
+        // memory limit names the layer and buffer that break it).
+        let first = candidates
             .iter()
-            .map(|c| {
-                format!(
-                    "{}: {}",
-                    c.name,
-                    c.predicted_us.as_ref().err().map_or("", |e| e)
-                )
-            })
-            .collect();
-        return Err(SearchError::NoCandidate(reasons.join("; ")));
+            .find_map(|c| c.predicted_us.as_ref().err())
+            .cloned()
+            .unwrap_or_default();
+        let names: Vec<&str> = candidates.iter().map(|c| c.name).collect();
+        return Err(SearchError::NoCandidate(format!(
+            "{first} (no candidate program could be scheduled: {})",
+            names.join(", ")
+        )));
     };
     let (graph, rules, provenance) = match choice {
         Some(choice) => {
@@ -426,10 +432,21 @@ fn seeds(
         match outcome {
             Ok(t) if accepted => best = Some((choice, t)),
             Ok(_) => {}
-            Err(e) => reasons.push(format!("{name}: {e}")),
+            Err(e) => reasons.push(if reasons.is_empty() {
+                e
+            } else {
+                format!("{name}: {e}")
+            }),
         }
     }
-    best.ok_or_else(|| SearchError::NoCandidate(reasons.join("; ")))
+    // The first seed's reason (the program as sharded: the one a user can act on).
+    best.ok_or_else(|| {
+        let first = reasons.first().cloned().unwrap_or_default();
+        SearchError::NoCandidate(format!(
+            "{first} (and none of the other {} seed programs could be scheduled)",
+            reasons.len().saturating_sub(1)
+        ))
+    })
 }
 
 /// The whole model's choice: the greedy one, with every class whose signature the
