@@ -18,8 +18,8 @@ use weft_hardware::Profile;
 use weft_ir::{Graph, Mesh};
 use weft_passes::cost::CostModel;
 use weft_passes::saturate::{SaturateOptions, extract, saturate};
-use weft_passes::schedule::{ScheduleOptions, ScheduleOrder, schedule};
-use weft_passes::strategy::Strategy;
+use weft_passes::schedule::{ScheduleOptions, ScheduleOrder, TaskCosts, schedule};
+use weft_passes::strategy::{FixedProgram, Strategy, StrategyError, fixed_program};
 use weft_plan::{
     CompileOptions, HardwareRef, MeshAxis, PLAN_FORMAT, PLAN_VERSION, Plan, RuleCount, SourceModel,
 };
@@ -61,7 +61,8 @@ pub struct Compiled {
 /// How long one stage of [`compile`] took.
 #[derive(Clone, Debug)]
 pub struct StageTime {
-    /// `load+raise`, `shard`, `saturate`, `extract`, `schedule` or `plan+verify`.
+    /// `load+raise`, `shard`, `saturate`, `extract` (or `strategy` for a fixed strategy:
+    /// both at once), `schedule` or `plan+verify`.
     pub stage: &'static str,
     pub elapsed: std::time::Duration,
 }
@@ -164,25 +165,34 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     watch.lap("shard");
     // The cost model refuses a mesh larger than the machine before any search.
     let cost = CostModel::new(&request.profile, &sharded.mesh).map_err(|e| fail(e.to_string()))?;
-    if request.strategy != Strategy::Best {
-        return Err(fail(format!(
-            "--strategy {} is not available yet (only `best`)",
-            request.strategy
-        )));
-    }
-    let sat = saturate(&sharded, &SaturateOptions::default())
-        .map_err(|e| fail(format!("equality saturation failed: {e}")))?;
-    watch.lap("saturate");
-    let chosen = extract(&sat, &sharded, &cost).map_err(|e| fail(e.to_string()))?;
-    watch.lap("extract");
-    if chosen.uncosted_count > 0 {
-        notes.push(format!(
-            "{} e-node(s) the cost model cannot price were never chosen: {}",
-            chosen.uncosted_count,
-            chosen.uncosted.join("; ")
-        ));
-    }
-    let program = chosen.graph;
+    let (program, rules_used, fixed_costs) = match request.strategy {
+        Strategy::Best => {
+            let sat = saturate(&sharded, &SaturateOptions::default())
+                .map_err(|e| fail(format!("equality saturation failed: {e}")))?;
+            watch.lap("saturate");
+            let chosen = extract(&sat, &sharded, &cost).map_err(|e| fail(e.to_string()))?;
+            watch.lap("extract");
+            if chosen.uncosted_count > 0 {
+                notes.push(format!(
+                    "{} e-node(s) the cost model cannot price were never chosen: {}",
+                    chosen.uncosted_count,
+                    chosen.uncosted.join("; ")
+                ));
+            }
+            (chosen.graph, chosen.rules_used, None)
+        }
+        fixed => {
+            let program = fixed_strategy_program(fixed, &sharded, &cost, &mut notes)
+                .map_err(|e| fail(e.to_string()))?;
+            watch.lap("strategy");
+            (program.graph, program.rules_used, Some(program.costs))
+        }
+    };
+    // A fixed strategy's program is priced with its own kernel configuration.
+    let task_costs: &dyn TaskCosts = match &fixed_costs {
+        Some(costs) => costs,
+        None => &cost,
+    };
     let layers = weft_ir::layers::segment_layers(&program);
     let layer_of = program.nodes().map(|(id, _)| layers.of(id)).collect();
     let streams = comm_streams(&program.mesh);
@@ -192,7 +202,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     let limit = request.max_memory.unwrap_or(capacity);
     let scheduled = schedule(
         &program,
-        &cost,
+        task_costs,
         &ScheduleOptions {
             comm_streams: streams,
             max_memory: Some(limit),
@@ -251,8 +261,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             max_memory_bytes: Some(limit),
             strategy: request.strategy.name().to_owned(),
         },
-        rules_applied: chosen
-            .rules_used
+        rules_applied: rules_used
             .iter()
             .map(|(rule, count)| RuleCount {
                 rule: rule.clone(),
@@ -283,6 +292,22 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         notes,
         stages: watch.stages,
     })
+}
+
+/// The program of the fixed strategy `strategy` (`none`, `megatron-sp`, … — every
+/// strategy but `best`): the peer system's decomposition of `sharded`, with the kernel
+/// configuration its spec imposes (`weft_passes::strategy`, docs/strategies.md). What the
+/// strategy asked for and did not get is added to `notes` (`weft compile` prints them as
+/// warnings).
+pub fn fixed_strategy_program(
+    strategy: Strategy,
+    sharded: &Graph,
+    cost: &CostModel,
+    notes: &mut Vec<String>,
+) -> Result<FixedProgram, StrategyError> {
+    let program = fixed_program(strategy, sharded, cost)?;
+    notes.extend(program.notes.iter().cloned());
+    Ok(program)
 }
 
 /// Communication streams per rank at most: one per mesh axis (so collectives of

@@ -184,6 +184,18 @@ struct CompileArgs {
     /// Print the summary as JSON (the keys of `weft inspect --json`).
     #[arg(long)]
     json: bool,
+    /// How the program is decided: `best` (Weft's choice under the cost model), or one
+    /// peer system's fixed decomposition priced by the same model — `none` (the sharded
+    /// program, no overlap), `megatron-sp`, `async-tp` (PyTorch), `tokenweave`, `flux`,
+    /// `comet` (docs/strategies.md).
+    #[arg(long, value_name = "NAME", default_value = "best", value_parser = parse_strategy)]
+    strategy: weft::passes::strategy::Strategy,
+}
+
+/// A `--strategy` value.
+fn parse_strategy(s: &str) -> Result<weft::passes::strategy::Strategy, String> {
+    s.parse()
+        .map_err(|e: weft::passes::strategy::UnknownStrategy| e.to_string())
 }
 
 /// Arguments of `weft run`.
@@ -668,7 +680,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     }
     let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
     let request = weft::compile::CompileRequest {
-        strategy: weft::passes::strategy::Strategy::Best,
+        strategy: args.strategy,
         model: args.model.clone(),
         dims: options(args.dims)?.dims,
         mesh: args.mesh,

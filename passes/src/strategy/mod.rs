@@ -14,7 +14,7 @@ mod program;
 pub mod spec;
 
 pub use program::{FixedProgram, StrategyCosts, StrategyError, fixed_program};
-pub use spec::{Chunking, CommSms, SPECS, StrategySpec};
+pub use spec::{Chunking, CommSms, FusedChunks, SPECS, StrategySpec};
 
 /// One way of deciding the program (`weft compile --strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -253,7 +253,7 @@ fn kernel_choices(
                     node: node.name.clone(),
                     reason: e.to_string(),
                 })?;
-            let chunks = match spec.chunks.value {
+            let chunks = match spec.chunks.value.of(collective.kind) {
                 Chunking::NoFusion => {
                     notes.push(format!(
                         "--strategy {strategy}: node `{}` is a fused GEMM + collective, which \

@@ -33,6 +33,36 @@ pub enum Chunking {
     Tiles { rows: u64 },
 }
 
+/// How a strategy chunks each kind of fused op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedChunks {
+    /// All-gather + GEMM.
+    pub all_gather: Chunking,
+    /// GEMM + reduce-scatter.
+    pub reduce_scatter: Chunking,
+}
+
+impl FusedChunks {
+    /// No fused ops.
+    pub const NONE: FusedChunks = FusedChunks {
+        all_gather: Chunking::NoFusion,
+        reduce_scatter: Chunking::NoFusion,
+    };
+
+    /// The chunking of a fused op whose collective is `kind`.
+    pub fn of(self, kind: CollectiveKind) -> Chunking {
+        match kind {
+            CollectiveKind::ReduceScatter => self.reduce_scatter,
+            CollectiveKind::AllGather
+            | CollectiveKind::AllReduce
+            | CollectiveKind::AllToAll
+            | CollectiveKind::Send
+            | CollectiveKind::Recv
+            | CollectiveKind::Broadcast => self.all_gather,
+        }
+    }
+}
+
 /// The SMs a communication kernel occupies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommSms {
@@ -68,7 +98,7 @@ pub struct StrategySpec {
     /// A rule the system needs that this build does not have yet, with what runs instead.
     pub pending: Option<&'static str>,
     /// How its fused GEMM + collective ops are chunked.
-    pub chunks: Sourced<Chunking>,
+    pub chunks: Sourced<FusedChunks>,
     /// The SMs the communication inside its fused ops takes, per collective kind (a kind
     /// not listed: [`CommSms::Nccl`]).
     pub fused_comm: Sourced<&'static [(CollectiveKind, CommSms)]>,
@@ -114,12 +144,11 @@ const FUSED_TP_RULES: &[&str] = &[
     "all-gather-gemm-fusion",
 ];
 
-/// Megatron-SP with the token split into two halves.
+/// The token split into two halves: each half's all-reduce runs beside the other half's
+/// GEMMs. (Megatron-SP's rules are not among them: in this rule set they act on the whole
+/// all-reduce, before the split, and would join the halves again; TokenWeave's
+/// reduce-scatter + norm + all-gather per half is H1's fused rule.)
 const TOKENWEAVE_RULES: &[&str] = &[
-    "all-reduce-to-reduce-scatter-all-gather",
-    "elementwise-onto-shard",
-    "slice-of-gather",
-    "norm-onto-shard",
     "token-split-all-reduce",
     "token-split-matmul",
     "slice-of-concat",
@@ -141,6 +170,13 @@ const COMET_RULES: &[&str] = &[
 
 const NCCL_ONLY: &[(CollectiveKind, CommSms)] = &[];
 
+/// Flux's fused kernels: all-gather + GEMM signals per rank's chunk, GEMM + reduce-scatter
+/// per output tile.
+const FLUX_CHUNKS: FusedChunks = FusedChunks {
+    all_gather: Chunking::PerRank,
+    reduce_scatter: Chunking::Tiles { rows: 128 },
+};
+
 /// Why NCCL's SM share stands for a system's collectives.
 const NCCL_SOURCE: &str = "not fixed by the system: NCCL's kernel for the algorithm the cost \
                            model picks (docs/cost-model.md)";
@@ -157,7 +193,7 @@ pub const SPECS: [StrategySpec; 6] = [
         },
         pending: None,
         chunks: Sourced {
-            value: Chunking::NoFusion,
+            value: FusedChunks::NONE,
             source: "no fusion",
         },
         fused_comm: Sourced {
@@ -180,7 +216,7 @@ pub const SPECS: [StrategySpec; 6] = [
         },
         pending: None,
         chunks: Sourced {
-            value: Chunking::NoFusion,
+            value: FusedChunks::NONE,
             source: "no fusion: collectives run whole",
         },
         fused_comm: Sourced {
@@ -203,7 +239,10 @@ pub const SPECS: [StrategySpec; 6] = [
         },
         pending: None,
         chunks: Sourced {
-            value: Chunking::PerRank,
+            value: FusedChunks {
+                all_gather: Chunking::PerRank,
+                reduce_scatter: Chunking::PerRank,
+            },
             source: "overlap-systems.md §3 Granularity (ring step: one shard per rank, \
                      group_size steps) and Chunk size (fixed at world size; no tuner)",
         },
@@ -226,17 +265,18 @@ pub const SPECS: [StrategySpec; 6] = [
         system: "TokenWeave (vLLM fork): two token halves, fused AllReduce-RMSNorm",
         rules: Sourced {
             value: TOKENWEAVE_RULES,
-            source: "overlap-systems.md §2 What it does (two token subsets; AllReduce + residual \
-                     add + RMSNorm fused) and Granularity (token split into 2, layer level); \
-                     techniques.md §5.2(a) (= reduce-scatter + add + RMSNorm on 1/T of the \
-                     tokens + all-gather)",
+            source: "overlap-systems.md §2 What it does (two token subsets: computation on one \
+                     overlaps the AllReduce of the other) and Granularity (token split into 2, \
+                     layer level)",
         },
         pending: Some(
-            "rule `tokenweave-fused-rs-norm-ag` (helper H1) is not in this build: the \
-             reduce-scatter, residual add, RMSNorm and all-gather run as separate kernels",
+            "rule `tokenweave-fused-rs-norm-ag` (helper H1; overlap-systems.md §2, \
+             techniques.md §5.2(a): reduce-scatter + residual add + RMSNorm on the token \
+             shard + all-gather in one kernel) is not in this build: each half's all-reduce \
+             runs whole, and the residual add and RMSNorm run on all tokens",
         ),
         chunks: Sourced {
-            value: Chunking::NoFusion,
+            value: FusedChunks::NONE,
             source: "overlap-systems.md §2 Granularity: the token split is the only \
                      decomposition; no GEMM is fused with a collective",
         },
@@ -265,11 +305,14 @@ pub const SPECS: [StrategySpec; 6] = [
         },
         pending: None,
         chunks: Sourced {
-            value: Chunking::Tiles { rows: 128 },
-            source: "overlap-systems.md §1 Decomposition granularity (tile level); 128 rows is \
-                     the cost model's GEMM tile (docs/cost-model.md). Priced as a pipeline of \
-                     that many chunks, each paying a launch and a collective latency that one \
-                     fused kernel pays once: an upper bound on Flux's time",
+            value: FLUX_CHUNKS,
+            source: "overlap-systems.md §1 Decomposition granularity (tile level) and \
+                     Signalling (AG: the copy engine moves each rank's chunk and raises its \
+                     flag, GEMM tiles wait on the chunk they read, so the pipeline steps per \
+                     rank; GEMM+RS: each tile is written to its destination from the epilogue). \
+                     128 rows is the cost model's GEMM tile (docs/cost-model.md); priced as a \
+                     pipeline of that many chunks, each paying a launch and a collective \
+                     latency that one fused kernel pays once: an upper bound on Flux's time",
         },
         fused_comm: Sourced {
             value: &[(CollectiveKind::AllGather, CommSms::CopyEngine)],
@@ -297,7 +340,7 @@ pub const SPECS: [StrategySpec; 6] = [
              all-to-alls run whole",
         ),
         chunks: Sourced {
-            value: Chunking::Tiles { rows: 128 },
+            value: FLUX_CHUNKS,
             source: "overlap-systems.md §1 Decomposition granularity (tile level), as Flux",
         },
         fused_comm: Sourced {
@@ -319,12 +362,20 @@ pub fn spec(strategy: Strategy) -> Option<&'static StrategySpec> {
 }
 
 /// A chunking as the table says it.
-fn chunking_text(c: Chunking) -> String {
-    match c {
-        Chunking::NoFusion => "no fused ops".to_owned(),
+fn chunking_text(c: FusedChunks) -> String {
+    let one = |c: Chunking| match c {
+        Chunking::NoFusion => "not fused".to_owned(),
         Chunking::PerRank => "one per rank of the group".to_owned(),
         Chunking::Tiles { rows } => format!("one per {rows}-row tile of each rank's piece"),
+    };
+    if c == FusedChunks::NONE {
+        return "no fused ops".to_owned();
     }
+    format!(
+        "AG+GEMM: {}; GEMM+RS: {}",
+        one(c.all_gather),
+        one(c.reduce_scatter)
+    )
 }
 
 fn sms_text(table: &[(CollectiveKind, CommSms)]) -> String {

@@ -55,16 +55,16 @@ fn every_fixed_strategy_has_one_spec_naming_known_rules_once() {
             assert!(!source.is_empty(), "{}", s.strategy);
         }
     }
-    // `none` uses no rule; every other strategy at least Megatron-SP's collective split.
+    // `none` uses no rule; every other strategy splits its all-reduces, by the token
+    // (TokenWeave) or into reduce-scatter + all-gather (the others).
     assert!(SPECS[0].rules.value.is_empty());
     for s in &SPECS[1..] {
-        assert!(
-            s.rules
-                .value
-                .contains(&"all-reduce-to-reduce-scatter-all-gather"),
-            "{}",
-            s.strategy
-        );
+        let split = if s.strategy == Strategy::TokenWeave {
+            "token-split-all-reduce"
+        } else {
+            "all-reduce-to-reduce-scatter-all-gather"
+        };
+        assert!(s.rules.value.contains(&split), "{}", s.strategy);
     }
 }
 
@@ -161,7 +161,9 @@ fn megatron_sp_splits_every_all_reduce_and_fuses_nothing() {
 fn async_tp_and_flux_chunk_as_their_specs_say() {
     let g = sharded("examples/llama3-70b-layer.json", "tp=8");
     let cost = model(&g);
-    for (strategy, want) in [(Strategy::AsyncTp, 8u64), (Strategy::Flux, 2)] {
+    // (all-gather + GEMM, GEMM + reduce-scatter): per rank of tp=8, or per 128-row tile of
+    // 2048 tokens over 8 ranks (256 rows per rank: two tiles).
+    for (strategy, (ag, rs)) in [(Strategy::AsyncTp, (8u64, 8u64)), (Strategy::Flux, (8, 2))] {
         let p = fixed_program(strategy, &g, &cost).unwrap();
         let fused: Vec<_> = p
             .graph
@@ -172,7 +174,11 @@ fn async_tp_and_flux_chunk_as_their_specs_say() {
         assert_eq!(count(&p.graph, "matmul_reduce_scatter"), 2, "{strategy}");
         assert!(count(&p.graph, "all_gather_matmul") >= 2, "{strategy}");
         for (id, n) in fused {
-            // 2048 tokens over 8 ranks: 256 rows per rank, two 128-row tiles.
+            let want = if n.op.name() == "all_gather_matmul" {
+                ag
+            } else {
+                rs
+            };
             let choice = p.costs.choice(&n.name);
             assert_eq!(choice.chunks, Some(want), "{strategy} {}", n.name);
             let c = p.costs.cost(&p.graph, id).unwrap();
@@ -204,10 +210,8 @@ fn async_tp_and_flux_chunk_as_their_specs_say() {
                 _ => None,
             })
             .collect();
-        assert!(
-            !chunks.is_empty() && chunks.iter().all(|&c| c == want),
-            "{chunks:?}"
-        );
+        assert!(chunks.contains(&ag) && chunks.contains(&rs), "{chunks:?}");
+        assert!(chunks.iter().all(|&c| c == ag || c == rs), "{chunks:?}");
     }
 }
 
@@ -229,6 +233,19 @@ fn tokenweave_splits_tokens_and_takes_eight_sms() {
         "{:?}",
         p.notes
     );
+    // Each all-reduce runs as two, one per half of the 2048 tokens.
+    assert_eq!(count(&g, "all_reduce"), 2);
+    assert_eq!(count(&p.graph, "all_reduce"), 4, "{:?}", ops(&p.graph));
+    for (_, n) in p.graph.nodes().filter(|(_, n)| n.op.name() == "all_reduce") {
+        let s = p
+            .graph
+            .value(n.outputs[0])
+            .ty
+            .shape
+            .eval(&p.graph.dims)
+            .unwrap();
+        assert_eq!(s[s.len() - 2], 1024, "{}", n.name);
+    }
     let mut collectives = 0;
     for (id, n) in p.graph.nodes() {
         if n.op.occupancy().collective().is_some() {
