@@ -320,3 +320,24 @@ fn comet_on_a_dense_model_says_its_moe_rules_did_not_fire() {
         p.notes
     );
 }
+
+#[test]
+fn comet_splits_expert_gemms_and_gives_its_all_to_alls_eighteen_sms() {
+    let g = sharded("examples/mixtral-8x7b-moe-layer.json", "ep=8");
+    let cost = model(&g);
+    let p = fixed_program(Strategy::Comet, &g, &cost).unwrap();
+    let used: Vec<&str> = p.rules_used.iter().map(|(r, _)| r.as_str()).collect();
+    assert!(
+        used.iter().any(|r| r.starts_with("expert-gemm-split")),
+        "{used:?} {:?}",
+        p.notes
+    );
+    let mut all_to_alls = 0;
+    for (id, n) in p.graph.nodes().filter(|(_, n)| n.op.name() == "all_to_all") {
+        all_to_alls += 1;
+        assert_eq!(p.costs.choice(&n.name).comm_sms, Some(18), "{}", n.name);
+        let c = p.costs.cost(&p.graph, id).unwrap();
+        assert!((c.comm_sm_fraction - 18.0 / cost.device_sms() as f64).abs() < 1e-12);
+    }
+    assert!(all_to_alls >= 2, "{:?}", ops(&p.graph));
+}
