@@ -188,6 +188,18 @@ struct CompileArgs {
     /// trajectory (every move tried, its predicted step time, whether it was kept).
     #[arg(long)]
     explain_choice: bool,
+    /// How the program is decided: `best` (Weft's choice under the cost model), or one
+    /// peer system's fixed decomposition priced by the same model — `none` (the sharded
+    /// program, no overlap), `megatron-sp`, `async-tp` (PyTorch), `tokenweave`, `flux`,
+    /// `comet` (docs/strategies.md).
+    #[arg(long, value_name = "NAME", default_value = "best", value_parser = parse_strategy)]
+    strategy: weft::passes::strategy::Strategy,
+}
+
+/// A `--strategy` value.
+fn parse_strategy(s: &str) -> Result<weft::passes::strategy::Strategy, String> {
+    s.parse()
+        .map_err(|e: weft::passes::strategy::UnknownStrategy| e.to_string())
 }
 
 /// Arguments of `weft run`.
@@ -529,6 +541,9 @@ fn run(cli: Cli) -> miette::Result<()> {
                     }
                     .into_diagnostic()
                     .wrap_err("equality saturation failed")?;
+                    for name in &sat.report.not_fired {
+                        tracing::warn!("rule `{name}` was asked for but never applied");
+                    }
                     let summary = weft::saturation::SaturationSummary::new(&sat.report);
                     if let StageArg::Saturated = stage {
                         let why = match &explain {
@@ -672,7 +687,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     }
     let profile = weft::hardware::Profile::resolve(&args.hw).into_diagnostic()?;
     let request = weft::compile::CompileRequest {
-        strategy: weft::passes::strategy::Strategy::Best,
+        strategy: args.strategy,
         model: args.model.clone(),
         dims: options(args.dims)?.dims,
         mesh: args.mesh,

@@ -25,6 +25,7 @@ mod saturate;
 mod saturate_models;
 mod search;
 mod shard;
+mod strategies;
 
 use std::path::{Path, PathBuf};
 

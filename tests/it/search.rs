@@ -116,3 +116,34 @@ fn the_search_is_deterministic_and_says_why_it_stopped() {
     );
     assert!(a.choice.explain().contains("stopped: "));
 }
+
+/// `best` against every fixed strategy: never predicted slower, on a model searched whole
+/// (two layers: every fixed strategy's program is a candidate) and on one searched on a
+/// window (eight layers: the fixed strategies are priced on the window).
+#[test]
+fn best_is_at_least_as_fast_as_every_fixed_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layers, seq, hws) in [
+        (2, 1, &["h100-sxm-8", "l20-pcie-8"][..]),
+        (2, 4096, &["h100-sxm-8", "l20-pcie-8"][..]),
+        (8, 2048, &["h100-sxm-8", "a100-sxm-8"][..]),
+    ] {
+        let model = write_model(dir.path(), &llama70b(layers, seq));
+        for hw in hws {
+            let best = compile_at(&model, "tp=8", hw, Strategy::Best)
+                .plan
+                .prediction
+                .predicted_us;
+            for s in Strategy::FIXED {
+                let fixed = compile_at(&model, "tp=8", hw, s)
+                    .plan
+                    .prediction
+                    .predicted_us;
+                assert!(
+                    best <= fixed * (1.0 + 1e-9),
+                    "{layers} layers, {seq} tokens on {hw}: best {best} µs > {s} {fixed} µs"
+                );
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ mod adapters;
 mod collective;
 pub mod contention;
 mod gemm;
+pub mod imposed;
 mod interp;
 mod memory_bound;
 pub mod pipeline;
@@ -437,6 +438,17 @@ impl CostModel {
     }
 
     fn comm_cost(&self, cx: &Operands<'_>, op: &Op) -> Result<OpCost, CostError> {
+        self.comm_cost_with(cx, op, None)
+    }
+
+    /// A collective; `sms`: the SMs its kernel takes when a strategy fixes them (`None`:
+    /// NCCL's own choice, as the model prices it).
+    fn comm_cost_with(
+        &self,
+        cx: &Operands<'_>,
+        op: &Op,
+        sms: Option<u32>,
+    ) -> Result<OpCost, CostError> {
         let occupancy = op.occupancy();
         let c = occupancy
             .collective()
@@ -451,7 +463,10 @@ impl CostModel {
         };
         let message = message_bytes(c.kind, input, output);
         let t = self.coll.time(c.kind, message, self.group(c.axis)?);
-        let sm = self.sm_fraction(&t)?;
+        let sm = match sms {
+            Some(n) => self.sm_share(n),
+            None => self.sm_fraction(&t)?,
+        };
         Ok(OpCost {
             time_us: t.seconds * 1e6,
             compute_us: 0.0,
@@ -469,6 +484,19 @@ impl CostModel {
         dim: i64,
         transpose_b: bool,
     ) -> Result<OpCost, CostError> {
+        let f = self.fused_of(cx, op, dim, transpose_b)?;
+        self.fused_cost(&f, cx.op, None)
+    }
+
+    /// The pipeline description of a fused GEMM + collective (`dim`, `transpose_b`: the
+    /// op's), before any chunk count is chosen.
+    fn fused_of(
+        &self,
+        cx: &Operands<'_>,
+        op: &Op,
+        dim: i64,
+        transpose_b: bool,
+    ) -> Result<Fused, CostError> {
         let occupancy = op.occupancy();
         let c = occupancy
             .collective()
@@ -547,7 +575,7 @@ impl CostModel {
         } else {
             Cut::Batch
         };
-        let f = Fused {
+        Ok(Fused {
             kind: c.kind,
             gemm,
             dtype: cx.dtype_in(0)?,
@@ -555,8 +583,7 @@ impl CostModel {
             group,
             cut,
             dim_size,
-        };
-        self.fused_cost(&f, cx.op)
+        })
     }
 }
 

@@ -78,8 +78,15 @@ fn cut(g: GemmShape, c: u64, how: Cut) -> GemmShape {
 }
 
 impl CostModel {
-    /// The prediction for `f` in `c` chunks.
-    pub(crate) fn chunk_plan(&self, f: &Fused, c: u64, what: &str) -> Result<ChunkPlan, CostError> {
+    /// The prediction for `f` in `c` chunks; `sms`: the SMs its communication takes when
+    /// a strategy fixes them (`None`: NCCL's choice for the chunk's collective).
+    pub(crate) fn chunk_plan(
+        &self,
+        f: &Fused,
+        c: u64,
+        what: &str,
+        sms: Option<u32>,
+    ) -> Result<ChunkPlan, CostError> {
         let g = self
             .gemm
             .time(
@@ -92,7 +99,10 @@ impl CostModel {
             )?
             .seconds;
         let coll = self.coll.time(f.kind, f.message / c, f.group);
-        let sm_fraction = self.sm_fraction(&coll)?;
+        let sm_fraction = match sms {
+            Some(n) => self.sm_share(n),
+            None => self.sm_fraction(&coll)?,
+        };
         let q = coll.seconds;
         let kernel = KernelConfig::Collective(coll.config.clone());
         let sigma = self.contention_factor(sm_fraction, &kernel, q * 1e6);
@@ -108,19 +118,29 @@ impl CostModel {
         })
     }
 
-    /// The fastest chunk count for `f` and its cost.
-    pub(crate) fn fused_cost(&self, f: &Fused, what: &str) -> Result<OpCost, CostError> {
-        let mut best = self.chunk_plan(f, 1, what)?;
+    /// The fastest chunk count for `f` and its cost (`sms` as for [`Self::chunk_plan`]).
+    pub(crate) fn fused_cost(
+        &self,
+        f: &Fused,
+        what: &str,
+        sms: Option<u32>,
+    ) -> Result<OpCost, CostError> {
+        let mut best = self.chunk_plan(f, 1, what, sms)?;
         let mut c = 2;
         while c <= MAX_CHUNKS && f.dim_size % c == 0 {
-            let p = self.chunk_plan(f, c, what)?;
+            let p = self.chunk_plan(f, c, what, sms)?;
             if p.total_s < best.total_s {
                 best = p;
             }
             c *= 2;
         }
+        Ok(self.pipelined_cost(f, &best))
+    }
+
+    /// The cost of `f` run as the chunk plan `best`.
+    pub(crate) fn pipelined_cost(&self, f: &Fused, best: &ChunkPlan) -> OpCost {
         let g = f.gemm;
-        Ok(OpCost {
+        OpCost {
             time_us: best.total_s * 1e6,
             compute_us: best.gemm_s * 1e6,
             comm_us: best.comm_s * 1e6,
@@ -130,8 +150,8 @@ impl CostModel {
                 gemm_m: g.batch.saturating_mul(g.m),
                 gemm_n: g.n,
                 gemm_k: g.k,
-                collective: best.config,
+                collective: best.config.clone(),
             },
-        })
+        }
     }
 }

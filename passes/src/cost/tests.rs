@@ -356,7 +356,7 @@ fn fused_ops_split_large_shapes_and_keep_small_ones_whole() {
             cut: super::pipeline::Cut::Rows,
             dim_size: rows / 8,
         };
-        m.chunk_plan(&x, c, "t").unwrap().total_s
+        m.chunk_plan(&x, c, "t", None).unwrap().total_s
     };
     assert!(
         f(64, 1024, 2) > f(64, 1024, 1),

@@ -84,6 +84,13 @@ pub struct WeftAnalysis {
     pub unsound: Vec<String>,
     /// Every application that changed the e-graph: (rule, matched class, new class).
     pub applications: Vec<(&'static str, Id, Id)>,
+    /// Classes created since a rule application last took them (see `built`).
+    pub created: Vec<Id>,
+    /// Per rule application that changed the e-graph: the rule, the classes it created —
+    /// the intermediate values too (a reduce-scatter under the all-gather that joins the
+    /// matched class), which `applications` does not name — and those it joined to the
+    /// matched class.
+    pub built: Vec<(&'static str, Vec<Id>)>,
 }
 
 impl WeftAnalysis {
@@ -151,7 +158,8 @@ impl WeftAnalysis {
 impl Analysis<WNode> for WeftAnalysis {
     type Data = Meta;
 
-    fn make(egraph: &mut WEGraph, enode: &WNode, _id: Id) -> Meta {
+    fn make(egraph: &mut WEGraph, enode: &WNode, id: Id) -> Meta {
+        egraph.analysis.created.push(id);
         let pending = egraph.analysis.pending.take();
         match enode.head {
             Head::Root => Meta::Root,

@@ -300,9 +300,8 @@ fn saturate_impl(
             .map(|r| r.name)
             .collect()
     };
-    for name in &not_fired {
-        tracing::warn!("rule `{name}` was asked for but never applied");
-    }
+    // Reported, not warned here: the caller says it to the user once, in its own terms
+    // (`weft dump` warns; a fixed strategy makes it a plan note).
     let report = SaturationReport {
         nodes: egraph.total_size(),
         classes: egraph.number_of_classes(),
@@ -358,8 +357,17 @@ pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, Sat
 /// Original nodes cost 1, nodes a rule built 0.001, plus the dearest child: a max rather
 /// than a sum, so a value two pieces share is not counted twice.
 #[derive(Debug)]
-struct PreferRewritten {
+pub(crate) struct PreferRewritten {
     original: std::collections::HashSet<WNode>,
+}
+
+impl PreferRewritten {
+    /// The preference for the rewritten forms of `sat` (what [`extract_rewritten`] uses).
+    pub(crate) fn of(sat: &Saturated) -> PreferRewritten {
+        PreferRewritten {
+            original: sat.original_enodes(),
+        }
+    }
 }
 
 impl CostFunction<WNode> for PreferRewritten {

@@ -123,7 +123,7 @@ pub struct Replicated {
 /// A whole-model candidate and its predicted step time (or why it cannot run).
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    pub name: &'static str,
+    pub name: String,
     pub predicted_us: Result<f64, String>,
 }
 
@@ -326,7 +326,7 @@ pub fn search(
         .map(|s| s.prediction.predicted_us)
         .map_err(|e| e.to_string());
     candidates.push(Candidate {
-        name: "as sharded",
+        name: "as sharded".to_owned(),
         predicted_us: as_sharded.clone(),
     });
     if let Ok(t) = as_sharded {
@@ -338,7 +338,7 @@ pub fn search(
     ] {
         let outcome = whole.program(choice);
         candidates.push(Candidate {
-            name,
+            name: name.to_owned(),
             predicted_us: outcome.as_ref().map(|(_, t)| *t).map_err(Clone::clone),
         });
         if let Ok((graph, t)) = outcome
@@ -355,7 +355,7 @@ pub fn search(
             .find_map(|c| c.predicted_us.as_ref().err())
             .cloned()
             .unwrap_or_default();
-        let names: Vec<&str> = candidates.iter().map(|c| c.name).collect();
+        let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
         return Err(SearchError::NoCandidate(format!(
             "{first} (no candidate program could be scheduled: {})",
             names.join(", ")

@@ -10,6 +10,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod program;
+pub mod spec;
+
+pub use program::{FixedProgram, StrategyCosts, StrategyError, fixed_program};
+pub use spec::{Chunking, CommSms, FusedChunks, SPECS, StrategySpec};
+
 /// One way of deciding the program (`weft compile --strategy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Strategy {
@@ -93,6 +99,9 @@ impl FromStr for Strategy {
             .ok_or_else(|| UnknownStrategy(s.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod spec_tests;
 
 #[cfg(test)]
 mod tests {

@@ -342,14 +342,21 @@ impl Applier<WNode, WeftAnalysis> for EggRule {
             .map_while(|v| subst.get(*v).map(|&i| usize::from(i)))
             .collect();
         let mut changed = vec![];
-        for new in (self.def.build)(egraph, &binding, &self.guards) {
+        egraph.analysis.created.clear();
+        let results = (self.def.build)(egraph, &binding, &self.guards);
+        let mut made = std::mem::take(&mut egraph.analysis.created);
+        for new in results {
             if egraph.union_trusted(eclass, new, self.def.name) {
                 egraph
                     .analysis
                     .applications
                     .push((self.def.name, eclass, new));
                 changed.push(eclass);
+                made.push(new);
             }
+        }
+        if !made.is_empty() {
+            egraph.analysis.built.push((self.def.name, made));
         }
         changed
     }
