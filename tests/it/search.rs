@@ -147,3 +147,32 @@ fn best_is_at_least_as_fast_as_every_fixed_strategy() {
         }
     }
 }
+
+/// The decode step (one new token per sequence against a KV cache): the smallest shapes,
+/// where splitting anything costs more than it hides, so `best` must fall back.
+#[test]
+fn best_falls_back_at_decode_shapes() {
+    for batch in [1u64, 64] {
+        for hw in ["h100-sxm-8", "l20-pcie-8"] {
+            let at = |strategy| {
+                compile(&CompileRequest {
+                    strategy,
+                    model: crate::repo("examples/llama3-70b-decode.json"),
+                    dims: [("batch".to_owned(), batch)].into_iter().collect(),
+                    mesh: Some("tp=8".parse().unwrap()),
+                    sp_norms: false,
+                    profile: Profile::resolve(hw).unwrap(),
+                    max_memory: None,
+                    plan_path: None,
+                })
+                .unwrap_or_else(|e| panic!("batch {batch} on {hw}: {e}"))
+            };
+            let best = at(Strategy::Best).plan.prediction.predicted_us;
+            let none = at(Strategy::None).plan.prediction.predicted_us;
+            assert!(
+                best <= none * (1.0 + 1e-9),
+                "decode, batch {batch} on {hw}: best {best} µs > none {none} µs"
+            );
+        }
+    }
+}
