@@ -501,6 +501,26 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let gathered = with_dim(x, a, x.shape.dims()[a].mul(size));
             one(matmul(&gathered, inputs[1], false, *transpose_b, cx)?)
         }
+        Op::NormMatMul {
+            norm,
+            eps,
+            transpose_b,
+        } => {
+            // Inputs `x, b, weight[, bias]`: the norm's typing rule on `x` and its
+            // parameters, then the GEMM's on the normed rows.
+            let params = &inputs[2..];
+            if params.len() > norm.max_params() {
+                return Err(Rule::Attr(format!(
+                    "a {norm} prologue takes {} parameter input(s) after x and b, got {}",
+                    norm.max_params(),
+                    params.len()
+                )));
+            }
+            let mut norm_in = vec![inputs[0]];
+            norm_in.extend_from_slice(params);
+            let normed = infer(&norm.op(*eps), &norm_in, cx)?.remove(0);
+            one(matmul(&normed, inputs[1], false, *transpose_b, cx)?)
+        }
         Op::ShardedGather { axis } => {
             axis_size(axis, cx)?;
             int(inputs[1], "indices")?;

@@ -133,7 +133,8 @@ pub fn peak_memory(
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => {}
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => {}
         }
         for &v in &node.outputs {
             live += bytes(v)?;

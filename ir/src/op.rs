@@ -7,6 +7,7 @@
 //! are written in `docs/json-format.md` and enforced by [`crate::infer`].
 
 use crate::mesh::ReduceOp;
+pub use crate::norm_matmul::NormKind;
 use crate::types::{DType, Shape};
 
 #[cfg(feature = "serde")]
@@ -511,6 +512,18 @@ pub enum Op {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
     },
+    /// A norm fused into the prologue of the GEMM that consumes it (see
+    /// [`crate::norm_matmul`]): `matmul(norm(x, weight[, bias]), b)`, inputs `x, b,
+    /// weight[, bias]`, each row of `x` normalised as the GEMM loads it, so the normalised
+    /// activations are never written out.
+    #[cfg_attr(feature = "serde", serde(rename = "norm_matmul"))]
+    NormMatMul {
+        norm: NormKind,
+        #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
+        eps: f64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
 }
 
 /// How many inputs an op accepts.
@@ -612,6 +625,7 @@ impl Op {
         "matmul_reduce_scatter",
         "all_gather_matmul",
         "fused_elementwise",
+        "norm_matmul",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -672,6 +686,7 @@ impl Op {
             Op::MatMulReduceScatter { .. } => "matmul_reduce_scatter",
             Op::AllGatherMatMul { .. } => "all_gather_matmul",
             Op::FusedElementwise { .. } => "fused_elementwise",
+            Op::NormMatMul { .. } => "norm_matmul",
         }
     }
 
@@ -697,6 +712,7 @@ impl Op {
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
+            Op::NormMatMul { .. } => Between(3, 4),
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
             Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
@@ -789,7 +805,8 @@ impl Op {
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => 1,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => 1,
         }
     }
 
@@ -800,7 +817,8 @@ impl Op {
     pub fn class(&self) -> OpClass {
         match self {
             Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } => OpClass::Source,
-            Op::MatMul { .. } => OpClass::MatMul,
+            // A GEMM whose A operand is normalised on the way in: its time is the GEMM's.
+            Op::MatMul { .. } | Op::NormMatMul { .. } => OpClass::MatMul,
             Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
                 OpClass::Normalization
             }
@@ -911,7 +929,8 @@ impl Op {
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
             | Op::MoeCombine
-            | Op::FusedElementwise { .. } => None,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => None,
         }
     }
 
@@ -1083,6 +1102,17 @@ impl Op {
                     push("transpose_b", "true".into());
                 }
             }
+            Op::NormMatMul {
+                norm,
+                eps,
+                transpose_b,
+            } => {
+                push("norm", norm.name().into());
+                push("eps", fmt_f64(*eps));
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -1161,7 +1191,8 @@ impl Op {
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => None,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => None,
         }
     }
 }

@@ -326,6 +326,21 @@ pub fn follow(
             ),
         },
         Op::FusedElementwise { steps } => fused(steps, ins, &out_shapes[0]).map(|p| vec![p]),
+        // The norm's rule on `x` and its parameters, then the GEMM's on the normed rows.
+        Op::NormMatMul {
+            norm: kind,
+            eps,
+            transpose_b,
+        } => {
+            let mut norm_ins = vec![ins[0].clone()];
+            norm_ins.extend(ins[2..].iter().cloned());
+            let normed = Arg {
+                placement: by_op(&kind.op(*eps), &norm_ins, ins[0].shape, 0)?,
+                shape: ins[0].shape,
+                float: ins[0].float,
+            };
+            matmul(&[normed, ins[1].clone()], false, *transpose_b, out0).map(|p| vec![p])
+        }
     };
     outs.map(Some)
 }
@@ -388,7 +403,8 @@ fn decides_local(op: &Op, own: bool) -> bool {
         | Op::ExpertMatMul { .. }
         | Op::MoePad { .. }
         | Op::MoeUnpad { .. }
-        | Op::FusedElementwise { .. } => false,
+        | Op::FusedElementwise { .. }
+        | Op::NormMatMul { .. } => false,
     }
 }
 

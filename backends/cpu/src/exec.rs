@@ -737,7 +737,8 @@ impl Rank<'_> {
             | Op::MoeCombine
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
-            | Op::FusedElementwise { .. } => {
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => {
                 return Err(self.comm_err(
                     node,
                     &axis,
@@ -836,7 +837,8 @@ impl Rank<'_> {
             | Op::MoeCombine
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
-            | Op::FusedElementwise { .. } => Err(format!(
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. } => Err(format!(
                 "`{}` is not a whole-tensor collective",
                 node.op.name()
             )),

@@ -23,6 +23,8 @@ mod layout;
 mod linalg;
 #[path = "ops/moe.rs"]
 mod moe;
+#[path = "ops/norm_matmul.rs"]
+mod norm_matmul;
 #[path = "ops/props.rs"]
 mod props;
 
@@ -73,6 +75,7 @@ const COVERED: &[&str] = &[
     "moe_pad",
     "moe_unpad",
     "fused_elementwise",
+    "norm_matmul",
 ];
 
 const NOT_COMPUTE: &[&str] = &[

@@ -16,6 +16,7 @@ pub mod contention;
 mod gemm;
 mod interp;
 mod memory_bound;
+mod norm_matmul;
 pub mod pipeline;
 pub mod validation;
 
@@ -253,6 +254,7 @@ impl CostModel {
                 };
                 self.gemm_cost(&cx, g, cx.dtype_in(0)?, 0.0)
             }
+            Op::NormMatMul { transpose_b, .. } => self.norm_matmul(&cx, *transpose_b),
             Op::Attention { causal, .. } => self.attention(&cx, *causal),
             Op::FusedElementwise { steps } => match steps.first() {
                 Some(FusedStep::Matmul {

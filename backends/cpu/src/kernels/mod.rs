@@ -8,6 +8,7 @@ mod layout;
 mod matmul;
 mod moe;
 mod norm;
+mod norm_matmul;
 
 use weft_ir::{DType, Op, Tensor, TensorData};
 
@@ -127,6 +128,17 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
         Op::FusedElementwise { steps } => one(fused(steps, inputs, threads)?),
+        Op::NormMatMul {
+            norm,
+            eps,
+            transpose_b,
+        } => one(norm_matmul::norm_matmul(
+            *norm,
+            *eps,
+            *transpose_b,
+            inputs,
+            threads,
+        )?),
     }
 }
 

@@ -15,6 +15,7 @@ use weft_ir::{Op, Placement, Sharding};
 
 mod collective;
 mod fusion;
+mod prologue;
 mod split;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
@@ -132,6 +133,15 @@ pub const RULES: &[RuleDef] = &[
         doc: "an element-wise op on the result of an element-wise op, a fused kernel or a GEMM = one fused_elementwise kernel (bias, activation, gating, residual into their producer)",
         find: fusion::find_fusable,
         build: fusion::build_fused,
+    },
+    RuleDef {
+        name: "norm-matmul-prologue-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "FlashNorm (Graef et al., arXiv 2407.09577, 2024): the norm and the linear layer after it as one operation",
+        doc: "matmul(rms_norm(x, w), b) = norm_matmul(x, b, w) (layer_norm likewise): the norm in the GEMM's prologue, the normed rows never written out; where the norm has other consumers it still runs and the cost decides",
+        find: prologue::find_norm_then_matmul,
+        build: prologue::build_norm_matmul,
     },
     RuleDef {
         name: "token-split-matmul",
