@@ -134,7 +134,8 @@ pub fn peak_memory(
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => {}
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => {}
         }
         for &v in &node.outputs {
             live += bytes(v)?;

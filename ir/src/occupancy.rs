@@ -124,6 +124,7 @@ impl Op {
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
             | Op::MoeCombine
+            | Op::MoeRegroup
             | Op::FusedElementwise { .. }
             // The norm runs in the GEMM's prologue, on the same SMs.
             | Op::NormMatMul { .. }

@@ -418,6 +418,12 @@ pub enum Op {
         groups: u64,
         rows: u64,
     },
+    /// Comet's per-expert-group results back in one blocked layout: inputs blocked counts
+    /// `[B, E]`, then `G` expert-matmul results `[B·N, M]`, result `g` holding in each
+    /// block only the runs of expert group `g` (experts `g·E/G … (g+1)·E/G − 1`) from the
+    /// block's first row, then zeros. Block `b` of the output is group 0's runs, group 1's
+    /// runs, … in order, then zeros: what one expert matmul over all `E` experts gives.
+    MoeRegroup,
     /// Inverse of dispatch: expert outputs `[T*k, H]` in dispatch order, routing weights
     /// `[T, k]` and expert ids `[T, k]` to `out[t] = sum_j w[t, j] * y[slot(t, j)]`, `[T, H]`.
     MoeCombine,
@@ -626,6 +632,7 @@ impl Op {
         "all_gather_matmul",
         "fused_elementwise",
         "norm_matmul",
+        "moe_regroup",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -687,6 +694,7 @@ impl Op {
             Op::AllGatherMatMul { .. } => "all_gather_matmul",
             Op::FusedElementwise { .. } => "fused_elementwise",
             Op::NormMatMul { .. } => "norm_matmul",
+            Op::MoeRegroup => "moe_regroup",
         }
     }
 
@@ -716,6 +724,7 @@ impl Op {
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
             Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
+            Op::MoeRegroup => AtLeast(2),
             Op::Neg
             | Op::Exp
             | Op::Sqrt
@@ -806,7 +815,8 @@ impl Op {
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => 1,
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => 1,
         }
     }
 
@@ -838,6 +848,7 @@ impl Op {
             | Op::ExpertMatMul { .. }
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
+            | Op::MoeRegroup
             | Op::MoeCombine => OpClass::Moe,
             Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -930,7 +941,8 @@ impl Op {
             | Op::MoeUnpad { .. }
             | Op::MoeCombine
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => None,
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => None,
         }
     }
 
@@ -1129,6 +1141,7 @@ impl Op {
             | Op::Tanh
             | Op::Where
             | Op::IsNan
+            | Op::MoeRegroup
             | Op::MoeCombine => {}
         }
         out
@@ -1192,7 +1205,8 @@ impl Op {
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => None,
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => None,
         }
     }
 }

@@ -216,6 +216,15 @@ pub fn follow(
                 _ => refuse(ins, "expert matmul needs whole counts and a matching split"),
             }
         }
+        // Rows move whole: a hidden-dim split rides along if every group's result has it.
+        Op::MoeRegroup => match ins[0].placement {
+            R if ins[1..].iter().all(|a| a.placement == R) => one(R),
+            R if ins[1..].iter().all(|a| a.placement == S(1)) => one(S(1)),
+            _ => refuse(
+                ins,
+                "regrouping needs whole counts and the groups' rows laid out alike, whole or split by hidden",
+            ),
+        },
         Op::MoePad { .. } => match (ins[0].placement, ins[1].placement) {
             (R, R) => one(R),
             (S(1), R) => one(S(2)),
@@ -404,7 +413,8 @@ fn decides_local(op: &Op, own: bool) -> bool {
         | Op::MoePad { .. }
         | Op::MoeUnpad { .. }
         | Op::FusedElementwise { .. }
-        | Op::NormMatMul { .. } => false,
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => false,
     }
 }
 

@@ -227,6 +227,7 @@ pub fn node_flops(
         | Op::Weight { .. }
         | Op::Constant { .. }
         | Op::RopeCache { .. }
+        | Op::MoeRegroup
         | Op::Gather { .. }
         | Op::Reshape { .. }
         | Op::Transpose { .. }

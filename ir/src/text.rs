@@ -125,7 +125,8 @@ fn write_node(graph: &Graph, node: &Node, out: &mut String) -> std::fmt::Result 
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
         | Op::FusedElementwise { .. }
-        | Op::NormMatMul { .. } => {
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => {
             if node.op.arity() != crate::op::Arity::Exactly(0) {
                 let args: Vec<String> = node
                     .inputs

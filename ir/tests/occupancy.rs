@@ -146,6 +146,7 @@ fn every_op() -> Vec<Op> {
             eps: 1e-5,
             transpose_b: false,
         },
+        Op::MoeRegroup,
     ]
 }
 
@@ -196,7 +197,8 @@ fn expected(op: &Op) -> Occupancy<'static> {
         | Op::MoeUnpad { .. }
         | Op::MoeCombine
         | Op::FusedElementwise { .. }
-        | Op::NormMatMul { .. } => Occupancy::Compute,
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => Occupancy::Compute,
         // Local: a slice of a replicated value, a lookup in this device's rows.
         Op::AllSlice { .. } | Op::ShardedGather { .. } => Occupancy::Compute,
         Op::AllReduce { .. } => comm(K::AllReduce),

@@ -738,7 +738,8 @@ impl Rank<'_> {
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => {
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => {
                 return Err(self.comm_err(
                     node,
                     &axis,
@@ -838,7 +839,8 @@ impl Rank<'_> {
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
             | Op::FusedElementwise { .. }
-            | Op::NormMatMul { .. } => Err(format!(
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => Err(format!(
                 "`{}` is not a whole-tensor collective",
                 node.op.name()
             )),

@@ -23,6 +23,8 @@ mod layout;
 mod linalg;
 #[path = "ops/moe.rs"]
 mod moe;
+#[path = "ops/moe_regroup.rs"]
+mod moe_regroup;
 #[path = "ops/norm_matmul.rs"]
 mod norm_matmul;
 #[path = "ops/props.rs"]
@@ -76,6 +78,7 @@ const COVERED: &[&str] = &[
     "moe_unpad",
     "fused_elementwise",
     "norm_matmul",
+    "moe_regroup",
 ];
 
 const NOT_COMPUTE: &[&str] = &[

@@ -286,6 +286,13 @@ impl CostModel {
                 let idx = cx.bytes(cx.input(1)?)?;
                 self.memory_cost(idx + 2.0 * out)
             }
+            // Copies each group's valid rows (together at most one result's worth) into
+            // place and zero-fills the rest: the counts, one result read, the output
+            // written. (The other groups' padding rows are never read.)
+            Op::MoeRegroup => {
+                let counts = cx.bytes(cx.input(0)?)?;
+                self.memory_cost(counts + 2.0 * cx.out_bytes()?)
+            }
             // Keeps its slice: reads and writes the output's bytes.
             Op::AllSlice { .. } => self.memory_cost(2.0 * cx.out_bytes()?),
             Op::Add

@@ -314,7 +314,8 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
         | Op::FusedElementwise { .. }
-        | Op::NormMatMul { .. }) => {
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),

@@ -7,6 +7,7 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod moe;
+mod moe_regroup;
 mod norm;
 mod norm_matmul;
 
@@ -108,6 +109,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         Op::MoeDispatch { num_experts } => {
             moe::dispatch(inputs[0], inputs[1], *num_experts as usize, out)
         }
+        Op::MoeRegroup => one(moe_regroup::regroup(inputs[0], &inputs[1..], &out[0])?),
         Op::MoeCombine => one(moe::combine(inputs[0], inputs[1], inputs[2], &out[0])?),
         Op::MoePad { groups } => one(moe::pad(inputs[0], inputs[1], *groups as usize, &out[0])?),
         Op::MoeUnpad { groups, .. } => {
