@@ -22,6 +22,7 @@ mod review_r;
 mod roundtrip;
 mod run;
 mod saturate;
+mod saturate_comet;
 mod saturate_models;
 mod saturate_prologue;
 mod shard;
