@@ -57,7 +57,12 @@ fn the_dispatch_all_to_all_splits_per_expert_group_bit_for_bit() {
     // The tiny GPT MoE (8 experts, top-2, 2 MoE layers): 4 experts per device at ep=2
     // (2 groups of 2, then 4 groups of 1), 2 at ep=4, and with tensor parallelism beside.
     let moe = gpt_moe(&GptMoeConfig::tiny()).unwrap();
-    for (spec, groups, seed) in [("ep=2", 2, 1), ("ep=2", 4, 2), ("ep=4", 2, 3), ("tp=2,ep=2", 2, 4)] {
+    for (spec, groups, seed) in [
+        ("ep=2", 2, 1),
+        ("ep=2", 4, 2),
+        ("ep=4", 2, 3),
+        ("tp=2,ep=2", 2, 4),
+    ] {
         let sharded = weft::shard(&moe, &spec.parse().unwrap()).unwrap();
         split_and_check(&sharded, groups, 2, seed);
     }
@@ -96,6 +101,26 @@ fn the_group_count_guard_holds_and_a_split_that_did_not_happen_is_reported() {
 }
 
 #[test]
+fn with_every_rule_the_rewritten_moe_model_keeps_its_outputs() {
+    // Comet's three splits compose (per group, then per source block or per column half
+    // of the weights): the program using every rule's result matches the unsharded model.
+    let moe = gpt_moe(&GptMoeConfig::tiny()).unwrap();
+    let sharded = weft::shard(&moe, &"ep=2".parse().unwrap()).unwrap();
+    let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+    assert!(sat.report.unsound.is_empty(), "{:?}", sat.report.unsound);
+    assert!(!sat.report.not_fired.contains(&RULE));
+    let all = saturate::extract_rewritten(&sat, &sharded).unwrap();
+    assert_eq!(count(&all, "moe_regroup"), 2);
+    let inputs: Tensors = weft::inputs::complete_inputs(&moe, Vec::new(), 11).unwrap();
+    let o = RunOptions::default();
+    let err = crate::worst_relative(
+        &run(&moe, &inputs, &o).unwrap(),
+        &run(&all, &inputs, &o).unwrap(),
+    );
+    assert!(err <= 1e-5, "{err}");
+}
+
+#[test]
 fn extraction_prices_the_split_and_keeps_the_outputs() {
     // Each group's all-to-all carries a whole padded block per peer (no capacity limit),
     // so under the cost model the split costs more bytes than it overlaps: the cheapest
@@ -104,6 +129,11 @@ fn extraction_prices_the_split_and_keeps_the_outputs() {
     let sharded = weft::shard(&moe, &"ep=2".parse().unwrap()).unwrap();
     let sat = saturate::saturate(&sharded, &options(2)).unwrap();
     let chosen = crate::saturate::extract_h100(&sat, &sharded).unwrap();
+    assert_eq!(
+        count(&chosen, "moe_regroup"),
+        0,
+        "the split costs more bytes"
+    );
     let inputs: Tensors = weft::inputs::complete_inputs(&sharded, Vec::new(), 9).unwrap();
     let o = RunOptions::default();
     crate::compare::assert_bits_eq(

@@ -37,3 +37,111 @@ impl CostModel {
         self.gemm_cost(cx, GemmShape { batch, m, n, k }, cx.dtype_in(0)?, extra)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_hardware::Profile;
+    use weft_ir::{DType, DimBindings, Mesh, NormKind, Op, Shape, TensorType};
+
+    use super::super::CostModel;
+
+    fn t(dtype: DType, dims: &[u64]) -> TensorType {
+        TensorType::new(dtype, Shape::new(dims.iter().copied()))
+    }
+
+    fn us(m: &CostModel, op: &Op, ins: &[TensorType], out: &TensorType) -> f64 {
+        let i: Vec<&TensorType> = ins.iter().collect();
+        m.op_cost(op, &i, &[out], &DimBindings::new())
+            .unwrap_or_else(|e| panic!("{}: {e}", op.name()))
+            .time_us
+    }
+
+    /// The fused kernel against the pair it replaces, decode-sized (memory-bound) to
+    /// prefill-sized (compute-bound), RMS and layer norms, on every built-in profile.
+    #[test]
+    fn the_prologue_saves_the_round_trip_but_not_the_statistics() {
+        for profile in ["h100-sxm-8", "a100-sxm-8"] {
+            let m = CostModel::new(
+                &Profile::builtin(profile).unwrap(),
+                &Mesh::new([("tp", 1)]).unwrap(),
+            )
+            .unwrap();
+            for (rows, k, n) in [
+                (8u64, 8192u64, 1024u64),
+                (4096, 8192, 1024),
+                (16384, 4096, 14336),
+            ] {
+                for norm in [NormKind::RmsNorm, NormKind::LayerNorm] {
+                    let b = DType::Bf16;
+                    let (x, w, y) = (t(b, &[rows, k]), t(b, &[k, n]), t(b, &[rows, n]));
+                    let mut params = vec![t(b, &[k])];
+                    if norm == NormKind::LayerNorm {
+                        params.push(t(b, &[k]));
+                    }
+                    let mut norm_ins = vec![x.clone()];
+                    norm_ins.extend(params.iter().cloned());
+                    let pair = us(&m, &norm.op(1e-5), &norm_ins, &x)
+                        + us(
+                            &m,
+                            &Op::MatMul {
+                                transpose_a: false,
+                                transpose_b: false,
+                            },
+                            &[x.clone(), w.clone()],
+                            &y,
+                        );
+                    let gemm = us(
+                        &m,
+                        &Op::MatMul {
+                            transpose_a: false,
+                            transpose_b: false,
+                        },
+                        &[x.clone(), w.clone()],
+                        &y,
+                    );
+                    let mut ins = vec![x.clone(), w.clone()];
+                    ins.extend(params);
+                    let fused = us(
+                        &m,
+                        &Op::NormMatMul {
+                            norm,
+                            eps: 1e-5,
+                            transpose_b: false,
+                        },
+                        &ins,
+                        &y,
+                    );
+                    let what = format!("{profile} {norm} {rows}x{k}x{n}");
+                    assert!(fused < pair, "{what}: fused {fused} µs, pair {pair} µs");
+                    assert!(
+                        fused >= gemm,
+                        "{what}: fused {fused} µs below the GEMM's {gemm}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn regrouping_costs_a_memory_pass_that_grows_with_size() {
+        let m = CostModel::new(
+            &Profile::builtin("h100-sxm-8").unwrap(),
+            &Mesh::new([("ep", 8)]).unwrap(),
+        )
+        .unwrap();
+        let at = |rows: u64| {
+            let y = t(DType::Bf16, &[8 * rows, 2048]);
+            us(
+                &m,
+                &Op::MoeRegroup,
+                &[t(DType::I64, &[8, 8]), y.clone(), y.clone()],
+                &y,
+            )
+        };
+        let (small, large) = (at(256), at(4096));
+        assert!(
+            small > 0.0 && small.is_finite() && large > small,
+            "{small} {large}"
+        );
+    }
+}

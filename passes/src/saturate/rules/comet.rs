@@ -115,7 +115,8 @@ pub(super) fn build_split_per_group(eg: &mut WEGraph, b: &[usize], g: &Guards) -
 
 fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
     let (emm, a2a) = (op_at(eg, b[0]), op_at(eg, b[1]));
-    let (class, counts_blocked, w, rows, counts) = (id(b[2]), id(b[3]), id(b[4]), id(b[5]), id(b[6]));
+    let (class, counts_blocked, w, rows, counts) =
+        (id(b[2]), id(b[3]), id(b[4]), id(b[5]), id(b[6]));
     let (padded, received, expert_rows) = (id(b[7]), id(b[8]), id(b[9]));
     let Op::AllToAll { ref axis, .. } = a2a else {
         return None;
@@ -171,7 +172,12 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
         )?;
         let arrived = add_op(eg, a2a.clone(), vec![piece], s_recv.clone())?;
         let flat = Shape::new([total, hidden]);
-        let group_rows = add_op(eg, Op::Reshape { shape: flat }, vec![arrived], s_rows.clone())?;
+        let group_rows = add_op(
+            eg,
+            Op::Reshape { shape: flat },
+            vec![arrived],
+            s_rows.clone(),
+        )?;
         let keep = mask(eg, local_experts, k * per_group..(k + 1) * per_group)?;
         let group_counts = add_op(eg, Op::Mul, vec![counts_blocked, keep], s_counts.clone())?;
         parts.push(add_op(
