@@ -3,9 +3,8 @@
 //! `norm_matmul(x, b, weight[, bias])` is `matmul(norm(x, weight[, bias]), b)` computed
 //! as one kernel: the kernel first reads each row of `x` once for its statistics (the
 //! mean square, or mean and variance), then normalises each tile of `x` as the GEMM
-//! loads it, so the normalised activations never go to HBM and back. This is the
-//! "LayerNorm/RMSNorm fused into the next GEMM's prologue" of NVIDIA's
-//! TransformerEngine (`LayerNormLinear`) and of FlashInfer-/Liger-style fused kernels.
+//! loads it, so the normalised activations never go to HBM and back (the norm and the
+//! linear layer after it as one operation: FlashNorm, Graef et al., arXiv 2407.09577).
 //!
 //! Why a new op rather than another [`crate::FusedStep`] of `fused_elementwise`: that
 //! op's running value starts as input 0 and every step is element-wise *after* an
