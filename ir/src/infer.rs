@@ -337,6 +337,40 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
                 Shape(vec![Dim::Fixed(*groups), n, h]),
             ))
         }
+        Op::MoeRegroup => {
+            let (counts, parts) = (inputs[0], &inputs[1..]);
+            int(counts, "blocked expert counts")?;
+            let [blocks, experts] = rank_n::<2>(counts, "blocked expert counts [B, E]")?;
+            let first = parts[0];
+            float(first, "group results")?;
+            let [rows, _] = rank_n::<2>(first, "group results [B·N, M]")?;
+            for (g, p) in parts.iter().enumerate() {
+                if p.dtype != first.dtype || !p.shape.same(&first.shape, cx.dims) {
+                    return Err(Rule::Shape(format!(
+                        "group result {g} is {}{}, group 0's {}{}: every group's result has one type",
+                        p.dtype, p.shape, first.dtype, first.shape
+                    )));
+                }
+            }
+            let groups = parts.len() as u64;
+            if let (Ok(e), Ok(b), Ok(n)) = (
+                experts.eval(cx.dims),
+                blocks.eval(cx.dims),
+                rows.eval(cx.dims),
+            ) {
+                if e % groups != 0 {
+                    return Err(Rule::Attr(format!(
+                        "{groups} group results do not divide the {e} experts"
+                    )));
+                }
+                if b == 0 || n % b != 0 {
+                    return Err(Rule::Shape(format!(
+                        "{n} rows do not split into {b} equal blocks"
+                    )));
+                }
+            }
+            one(first.clone())
+        }
         Op::MoeUnpad { groups, rows } => {
             let (x, counts) = (inputs[0], inputs[1]);
             int(counts, "expert counts")?;
@@ -500,6 +534,26 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             }
             let gathered = with_dim(x, a, x.shape.dims()[a].mul(size));
             one(matmul(&gathered, inputs[1], false, *transpose_b, cx)?)
+        }
+        Op::NormMatMul {
+            norm,
+            eps,
+            transpose_b,
+        } => {
+            // Inputs `x, b, weight[, bias]`: the norm's typing rule on `x` and its
+            // parameters, then the GEMM's on the normed rows.
+            let params = &inputs[2..];
+            if params.len() > norm.max_params() {
+                return Err(Rule::Attr(format!(
+                    "a {norm} prologue takes {} parameter input(s) after x and b, got {}",
+                    norm.max_params(),
+                    params.len()
+                )));
+            }
+            let mut norm_in = vec![inputs[0]];
+            norm_in.extend_from_slice(params);
+            let normed = infer(&norm.op(*eps), &norm_in, cx)?.remove(0);
+            one(matmul(&normed, inputs[1], false, *transpose_b, cx)?)
         }
         Op::ShardedGather { axis } => {
             axis_size(axis, cx)?;

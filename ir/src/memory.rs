@@ -133,7 +133,9 @@ pub fn peak_memory(
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => {}
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => {}
         }
         for &v in &node.outputs {
             live += bytes(v)?;

@@ -124,7 +124,10 @@ impl Op {
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
             | Op::MoeCombine
+            | Op::MoeRegroup
             | Op::FusedElementwise { .. }
+            // The norm runs in the GEMM's prologue, on the same SMs.
+            | Op::NormMatMul { .. }
             // Local: each device keeps its own slice or its own table rows; the partial
             // sum a sharded gather leaves is reduced by a separate all-reduce.
             | Op::AllSlice { .. }

@@ -7,6 +7,7 @@
 //! are written in `docs/json-format.md` and enforced by [`crate::infer`].
 
 use crate::mesh::ReduceOp;
+pub use crate::norm_matmul::NormKind;
 use crate::types::{DType, Shape};
 
 #[cfg(feature = "serde")]
@@ -417,6 +418,12 @@ pub enum Op {
         groups: u64,
         rows: u64,
     },
+    /// Comet's per-expert-group results back in one blocked layout: inputs blocked counts
+    /// `[B, E]`, then `G` expert-matmul results `[B·N, M]`, result `g` holding in each
+    /// block only the runs of expert group `g` (experts `g·E/G … (g+1)·E/G − 1`) from the
+    /// block's first row, then zeros. Block `b` of the output is group 0's runs, group 1's
+    /// runs, … in order, then zeros: what one expert matmul over all `E` experts gives.
+    MoeRegroup,
     /// Inverse of dispatch: expert outputs `[T*k, H]` in dispatch order, routing weights
     /// `[T, k]` and expert ids `[T, k]` to `out[t] = sum_j w[t, j] * y[slot(t, j)]`, `[T, H]`.
     MoeCombine,
@@ -508,6 +515,18 @@ pub enum Op {
     AllGatherMatMul {
         axis: String,
         dim: i64,
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
+        transpose_b: bool,
+    },
+    /// A norm fused into the prologue of the GEMM that consumes it (see
+    /// [`crate::norm_matmul`]): `matmul(norm(x, weight[, bias]), b)`, inputs `x, b,
+    /// weight[, bias]`, each row of `x` normalised as the GEMM loads it, so the normalised
+    /// activations are never written out.
+    #[cfg_attr(feature = "serde", serde(rename = "norm_matmul"))]
+    NormMatMul {
+        norm: NormKind,
+        #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
+        eps: f64,
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
     },
@@ -612,6 +631,8 @@ impl Op {
         "matmul_reduce_scatter",
         "all_gather_matmul",
         "fused_elementwise",
+        "norm_matmul",
+        "moe_regroup",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -672,6 +693,8 @@ impl Op {
             Op::MatMulReduceScatter { .. } => "matmul_reduce_scatter",
             Op::AllGatherMatMul { .. } => "all_gather_matmul",
             Op::FusedElementwise { .. } => "fused_elementwise",
+            Op::NormMatMul { .. } => "norm_matmul",
+            Op::MoeRegroup => "moe_regroup",
         }
     }
 
@@ -697,9 +720,11 @@ impl Op {
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. } => Exactly(2),
             Op::LayerNorm { .. } => Between(2, 3),
+            Op::NormMatMul { .. } => Between(3, 4),
             Op::Attention { .. } => Between(3, 4),
             Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
             Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
+            Op::MoeRegroup => AtLeast(2),
             Op::Neg
             | Op::Exp
             | Op::Sqrt
@@ -789,7 +814,9 @@ impl Op {
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => 1,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => 1,
         }
     }
 
@@ -800,7 +827,8 @@ impl Op {
     pub fn class(&self) -> OpClass {
         match self {
             Op::Input { .. } | Op::Weight { .. } | Op::Constant { .. } => OpClass::Source,
-            Op::MatMul { .. } => OpClass::MatMul,
+            // A GEMM whose A operand is normalised on the way in: its time is the GEMM's.
+            Op::MatMul { .. } | Op::NormMatMul { .. } => OpClass::MatMul,
             Op::Softmax { .. } | Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
                 OpClass::Normalization
             }
@@ -820,6 +848,7 @@ impl Op {
             | Op::ExpertMatMul { .. }
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
+            | Op::MoeRegroup
             | Op::MoeCombine => OpClass::Moe,
             Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -911,7 +940,9 @@ impl Op {
             | Op::MoePad { .. }
             | Op::MoeUnpad { .. }
             | Op::MoeCombine
-            | Op::FusedElementwise { .. } => None,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => None,
         }
     }
 
@@ -1083,6 +1114,17 @@ impl Op {
                     push("transpose_b", "true".into());
                 }
             }
+            Op::NormMatMul {
+                norm,
+                eps,
+                transpose_b,
+            } => {
+                push("norm", norm.name().into());
+                push("eps", fmt_f64(*eps));
+                if *transpose_b {
+                    push("transpose_b", "true".into());
+                }
+            }
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -1099,6 +1141,7 @@ impl Op {
             | Op::Tanh
             | Op::Where
             | Op::IsNan
+            | Op::MoeRegroup
             | Op::MoeCombine => {}
         }
         out
@@ -1161,7 +1204,9 @@ impl Op {
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. } => None,
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => None,
         }
     }
 }

@@ -216,6 +216,15 @@ pub fn follow(
                 _ => refuse(ins, "expert matmul needs whole counts and a matching split"),
             }
         }
+        // Rows move whole: a hidden-dim split rides along if every group's result has it.
+        Op::MoeRegroup => match ins[0].placement {
+            R if ins[1..].iter().all(|a| a.placement == R) => one(R),
+            R if ins[1..].iter().all(|a| a.placement == S(1)) => one(S(1)),
+            _ => refuse(
+                ins,
+                "regrouping needs whole counts and the groups' rows laid out alike, whole or split by hidden",
+            ),
+        },
         Op::MoePad { .. } => match (ins[0].placement, ins[1].placement) {
             (R, R) => one(R),
             (S(1), R) => one(S(2)),
@@ -326,6 +335,21 @@ pub fn follow(
             ),
         },
         Op::FusedElementwise { steps } => fused(steps, ins, &out_shapes[0]).map(|p| vec![p]),
+        // The norm's rule on `x` and its parameters, then the GEMM's on the normed rows.
+        Op::NormMatMul {
+            norm: kind,
+            eps,
+            transpose_b,
+        } => {
+            let mut norm_ins = vec![ins[0].clone()];
+            norm_ins.extend(ins[2..].iter().cloned());
+            let normed = Arg {
+                placement: by_op(&kind.op(*eps), &norm_ins, ins[0].shape, 0)?,
+                shape: ins[0].shape,
+                float: ins[0].float,
+            };
+            matmul(&[normed, ins[1].clone()], false, *transpose_b, out0).map(|p| vec![p])
+        }
     };
     outs.map(Some)
 }
@@ -388,7 +412,9 @@ fn decides_local(op: &Op, own: bool) -> bool {
         | Op::ExpertMatMul { .. }
         | Op::MoePad { .. }
         | Op::MoeUnpad { .. }
-        | Op::FusedElementwise { .. } => false,
+        | Op::FusedElementwise { .. }
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => false,
     }
 }
 

@@ -143,6 +143,16 @@ pub fn node_flops(
             };
             product(name, &[2, out_numel()?, u128::from(k)])?
         }
+        // The GEMM, plus the norm's arithmetic on every element of `x` (as the ops count it).
+        Op::NormMatMul { norm, .. } => {
+            let gemm = product(name, &[2, out_numel()?, last(inputs[0])?])?;
+            let per = match norm {
+                crate::NormKind::RmsNorm => 4,
+                crate::NormKind::LayerNorm => 7,
+            };
+            gemm.checked_add(product(name, &[per, in_numel(0)?])?)
+                .ok_or_else(too_big)?
+        }
         Op::ExpertMatMul { .. } | Op::AllGatherMatMul { .. } => {
             product(name, &[2, out_numel()?, last(inputs[0])?])?
         }
@@ -217,6 +227,7 @@ pub fn node_flops(
         | Op::Weight { .. }
         | Op::Constant { .. }
         | Op::RopeCache { .. }
+        | Op::MoeRegroup
         | Op::Gather { .. }
         | Op::Reshape { .. }
         | Op::Transpose { .. }

@@ -124,7 +124,9 @@ fn write_node(graph: &Graph, node: &Node, out: &mut String) -> std::fmt::Result 
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
-        | Op::FusedElementwise { .. } => {
+        | Op::FusedElementwise { .. }
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => {
             if node.op.arity() != crate::op::Arity::Exactly(0) {
                 let args: Vec<String> = node
                     .inputs

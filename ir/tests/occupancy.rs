@@ -6,8 +6,8 @@
 
 use weft_ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
 use weft_ir::{
-    Collective, CollectiveKind as K, DType, GeluApprox, Init, Occupancy, Op, OpClass, ReduceKind,
-    ReduceOp, Shape,
+    Collective, CollectiveKind as K, DType, GeluApprox, Init, NormKind, Occupancy, Op, OpClass,
+    ReduceKind, ReduceOp, Shape,
 };
 
 fn shape() -> Shape {
@@ -141,6 +141,12 @@ fn every_op() -> Vec<Op> {
             dim: 0,
             transpose_b: false,
         },
+        Op::NormMatMul {
+            norm: NormKind::RmsNorm,
+            eps: 1e-5,
+            transpose_b: false,
+        },
+        Op::MoeRegroup,
     ]
 }
 
@@ -190,7 +196,9 @@ fn expected(op: &Op) -> Occupancy<'static> {
         | Op::MoePad { .. }
         | Op::MoeUnpad { .. }
         | Op::MoeCombine
-        | Op::FusedElementwise { .. } => Occupancy::Compute,
+        | Op::FusedElementwise { .. }
+        | Op::NormMatMul { .. }
+        | Op::MoeRegroup => Occupancy::Compute,
         // Local: a slice of a replicated value, a lookup in this device's rows.
         Op::AllSlice { .. } | Op::ShardedGather { .. } => Occupancy::Compute,
         Op::AllReduce { .. } => comm(K::AllReduce),

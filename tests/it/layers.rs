@@ -93,6 +93,22 @@ fn tiny_llama_at_every_stage() {
         // After saturation: fused GEMM + collective ops and token-split halves inside
         // the layers; every attention still marks one layer.
         let sat = saturate::saturate(&graph, &SaturateOptions::default()).unwrap();
+        // With every rule, the rewritten program reads layer k's gathered residual into
+        // layer k + 1's norm-fused projections (`norm_matmul`) and re-sums the last
+        // residual from gathered partials: the segmentation's fallback (ir/src/layers.rs,
+        // step 5) then puts that gather in layer k + 1 and the head in the last layer.
+        // Its layers are counted; names are followed without that rule.
+        let without_prologue = SaturateOptions {
+            rules: saturate::RULES
+                .iter()
+                .map(|r| r.name.to_owned())
+                .filter(|n| n != "norm-matmul-prologue-fusion")
+                .collect(),
+            ..SaturateOptions::default()
+        };
+        let sat_np = saturate::saturate(&graph, &without_prologue).unwrap();
+        let all = saturate::extract_rewritten(&sat, &graph).unwrap();
+        assert_eq!(segment_layers(&all).count(), 2, "{at}, every rule");
         for (kind, program) in [
             (
                 "cheapest",
@@ -100,7 +116,7 @@ fn tiny_llama_at_every_stage() {
             ),
             (
                 "rewritten",
-                saturate::extract_rewritten(&sat, &graph).unwrap(),
+                saturate::extract_rewritten(&sat_np, &graph).unwrap(),
             ),
         ] {
             let layers = segment_layers(&program);

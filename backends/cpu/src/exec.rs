@@ -737,7 +737,9 @@ impl Rank<'_> {
             | Op::MoeCombine
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
-            | Op::FusedElementwise { .. } => {
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => {
                 return Err(self.comm_err(
                     node,
                     &axis,
@@ -836,7 +838,9 @@ impl Rank<'_> {
             | Op::MoeCombine
             | Op::AllSlice { .. }
             | Op::ShardedGather { .. }
-            | Op::FusedElementwise { .. } => Err(format!(
+            | Op::FusedElementwise { .. }
+            | Op::NormMatMul { .. }
+            | Op::MoeRegroup => Err(format!(
                 "`{}` is not a whole-tensor collective",
                 node.op.name()
             )),

@@ -23,6 +23,10 @@ mod layout;
 mod linalg;
 #[path = "ops/moe.rs"]
 mod moe;
+#[path = "ops/moe_regroup.rs"]
+mod moe_regroup;
+#[path = "ops/norm_matmul.rs"]
+mod norm_matmul;
 #[path = "ops/props.rs"]
 mod props;
 
@@ -73,6 +77,8 @@ const COVERED: &[&str] = &[
     "moe_pad",
     "moe_unpad",
     "fused_elementwise",
+    "norm_matmul",
+    "moe_regroup",
 ];
 
 const NOT_COMPUTE: &[&str] = &[

@@ -17,6 +17,7 @@ mod gemm;
 pub mod imposed;
 mod interp;
 mod memory_bound;
+mod norm_matmul;
 pub mod pipeline;
 pub mod validation;
 
@@ -254,6 +255,7 @@ impl CostModel {
                 };
                 self.gemm_cost(&cx, g, cx.dtype_in(0)?, 0.0)
             }
+            Op::NormMatMul { transpose_b, .. } => self.norm_matmul(&cx, *transpose_b),
             Op::Attention { causal, .. } => self.attention(&cx, *causal),
             Op::FusedElementwise { steps } => match steps.first() {
                 Some(FusedStep::Matmul {
@@ -284,6 +286,13 @@ impl CostModel {
                 let out = cx.out_bytes()?;
                 let idx = cx.bytes(cx.input(1)?)?;
                 self.memory_cost(idx + 2.0 * out)
+            }
+            // Copies each group's valid rows (together at most one result's worth) into
+            // place and zero-fills the rest: the counts, one result read, the output
+            // written. (The other groups' padding rows are never read.)
+            Op::MoeRegroup => {
+                let counts = cx.bytes(cx.input(0)?)?;
+                self.memory_cost(counts + 2.0 * cx.out_bytes()?)
             }
             // Keeps its slice: reads and writes the output's bytes.
             Op::AllSlice { .. } => self.memory_cost(2.0 * cx.out_bytes()?),

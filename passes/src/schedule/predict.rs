@@ -38,6 +38,11 @@ pub fn predict(dag: &TaskDag, timeline: &Timeline, ranks: &[RankPlan]) -> Predic
     // by step, the baseline in task order), so where they are equal in exact arithmetic
     // rounding can break `bound ≤ predicted ≤ baseline` by a few ulps: such a difference
     // is snapped. A larger one is a real fault and is left for the tests to find.
+    // The bound is at most the baseline in exact arithmetic too (a stream's sum or the
+    // critical path is part of the sum of all tasks), so it is snapped first: otherwise a
+    // bound a few ulps above the baseline would raise `predicted` past the baseline and be
+    // lowered back below the bound.
+    let bound_us = snap_down(bound_us, baseline_us);
     let predicted_us = snap_down(snap_up(predicted_us, bound_us), baseline_us);
 
     let intervals = |comm: bool| -> Vec<(f64, f64)> {

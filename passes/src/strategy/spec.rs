@@ -155,7 +155,9 @@ const TOKENWEAVE_RULES: &[&str] = &[
     // H1: "tokenweave-fused-rs-norm-ag" goes here once it lands.
 ];
 
-/// Flux's dense kernels elsewhere, Comet's expert-GEMM splits in the MoE layers.
+/// Flux's dense kernels elsewhere; in the MoE layers Comet's expert-GEMM splits and the
+/// dispatch all-to-all split per expert group, so each group's GEMM starts as its tokens
+/// arrive.
 const COMET_RULES: &[&str] = &[
     "all-reduce-to-reduce-scatter-all-gather",
     "elementwise-onto-shard",
@@ -165,7 +167,7 @@ const COMET_RULES: &[&str] = &[
     "all-gather-gemm-fusion",
     "expert-gemm-split-blocks",
     "expert-gemm-split-columns",
-    // H2: "all-to-all-split-expert-groups" goes here once it lands.
+    "all-to-all-split-expert-groups",
 ];
 
 const NCCL_ONLY: &[(CollectiveKind, CommSms)] = &[];
@@ -335,10 +337,7 @@ pub const SPECS: [StrategySpec; 6] = [
                      along M for layer0, N for layer1); techniques.md §3.2 (shared-tensor \
                      decomposition); dense layers as Flux",
         },
-        pending: Some(
-            "rule `all-to-all-split-expert-groups` (helper H2) is not in this build: the MoE \
-             all-to-alls run whole",
-        ),
+        pending: None,
         chunks: Sourced {
             value: FLUX_CHUNKS,
             source: "overlap-systems.md §1 Decomposition granularity (tile level), as Flux",

@@ -7,7 +7,9 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod moe;
+mod moe_regroup;
 mod norm;
+mod norm_matmul;
 
 use weft_ir::{DType, Op, Tensor, TensorData};
 
@@ -107,6 +109,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         Op::MoeDispatch { num_experts } => {
             moe::dispatch(inputs[0], inputs[1], *num_experts as usize, out)
         }
+        Op::MoeRegroup => one(moe_regroup::regroup(inputs[0], &inputs[1..], &out[0])?),
         Op::MoeCombine => one(moe::combine(inputs[0], inputs[1], inputs[2], &out[0])?),
         Op::MoePad { groups } => one(moe::pad(inputs[0], inputs[1], *groups as usize, &out[0])?),
         Op::MoeUnpad { groups, .. } => {
@@ -127,6 +130,17 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
         Op::FusedElementwise { steps } => one(fused(steps, inputs, threads)?),
+        Op::NormMatMul {
+            norm,
+            eps,
+            transpose_b,
+        } => one(norm_matmul::norm_matmul(
+            *norm,
+            *eps,
+            *transpose_b,
+            inputs,
+            threads,
+        )?),
     }
 }
 

@@ -14,7 +14,9 @@ use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symb
 use weft_ir::{Op, Placement, Sharding};
 
 mod collective;
+mod comet;
 mod fusion;
+mod prologue;
 mod split;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
@@ -29,6 +31,10 @@ pub struct Guards {
     pub split_depth: usize,
     /// Most steps one fused element-wise kernel may have.
     pub max_fused_steps: usize,
+    /// Into how many expert groups `all-to-all-split-expert-groups` splits a device's
+    /// experts (one all-to-all and one expert GEMM each); it applies only where this
+    /// divides the device's experts, and at most once per expert GEMM.
+    pub expert_groups: u64,
 }
 
 impl Default for Guards {
@@ -37,6 +43,7 @@ impl Default for Guards {
             min_rows: 8,
             split_depth: 1,
             max_fused_steps: 6,
+            expert_groups: 2,
         }
     }
 }
@@ -134,6 +141,15 @@ pub const RULES: &[RuleDef] = &[
         build: fusion::build_fused,
     },
     RuleDef {
+        name: "norm-matmul-prologue-fusion",
+        ruleset: "fusion",
+        exact: true,
+        paper: "FlashNorm (Graef et al., arXiv 2407.09577, 2024): the norm and the linear layer after it as one operation",
+        doc: "matmul(rms_norm(x, w), b) = norm_matmul(x, b, w) (layer_norm likewise): the norm in the GEMM's prologue, the normed rows never written out; where the norm has other consumers it still runs and the cost decides",
+        find: prologue::find_norm_then_matmul,
+        build: prologue::build_norm_matmul,
+    },
+    RuleDef {
         name: "token-split-matmul",
         ruleset: "split",
         exact: true,
@@ -177,6 +193,15 @@ pub const RULES: &[RuleDef] = &[
         doc: "an expert matmul over blocked counts [B, E] (rows from B source devices) = the concat of B expert matmuls, one per block, so each block computes as it arrives (Comet's first GEMM, split along tokens)",
         find: split::find_blocked_expert_matmul,
         build: split::build_expert_split_blocks,
+    },
+    RuleDef {
+        name: "all-to-all-split-expert-groups",
+        ruleset: "split",
+        exact: true,
+        paper: "Comet (Zhang et al., MLSys 2025)",
+        doc: "expert_matmul(all_to_all(pad(x))) = moe_regroup(expert_matmul_g(all_to_all(pad_g(x)))) over expert_groups groups (default 2) of the device's experts, so group g's GEMM starts when its tokens arrive",
+        find: comet::find_expert_gemm_after_all_to_all,
+        build: comet::build_split_per_group,
     },
 ];
 
