@@ -24,6 +24,7 @@ mod run;
 mod saturate;
 mod saturate_models;
 mod shard;
+mod validation;
 
 use std::path::{Path, PathBuf};
 
