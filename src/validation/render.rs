@@ -408,3 +408,161 @@ fn misses(out: &mut String, measured: &[Measured<'_>]) {
         let _ = writeln!(out, "- **{}** (`{}`). {}", sc.system, sc.name, text);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::validation::scenario::ExpectedOrder;
+
+    fn setting(label: &str, paper: PaperFigure) -> Setting {
+        Setting {
+            label: label.into(),
+            model: "m.json".into(),
+            mesh: "tp=8".parse().unwrap(),
+            profile: "h100-sxm-8".into(),
+            sp_norms: false,
+            dims: BTreeMap::new(),
+            paper,
+            paper_source: Some("src".into()),
+            comparable: true,
+            note: None,
+        }
+    }
+
+    /// Outcomes as the compiler would give them once the fixed strategies exist: `none`
+    /// and `flux` and `best` predicted, the rest failing.
+    fn result(none: f64, flux: f64, best: f64) -> SettingResult {
+        let outcomes = Strategy::ALL
+            .into_iter()
+            .map(|s| {
+                let o = match s {
+                    Strategy::None => Outcome::Predicted(none),
+                    Strategy::Flux => Outcome::Predicted(flux),
+                    Strategy::Best => Outcome::Predicted(best),
+                    _ => Outcome::Failed(format!("--strategy {s} | not available")),
+                };
+                (s, o)
+            })
+            .collect();
+        SettingResult { outcomes }
+    }
+
+    fn scenario(settings: Vec<Setting>, order: Option<ExpectedOrder>) -> Scenario {
+        Scenario {
+            name: "s".into(),
+            system: "Sys".into(),
+            title: "t".into(),
+            citation: "c".into(),
+            paper_setup: "p".into(),
+            paper_baseline: "b".into(),
+            weft_setup: "w".into(),
+            baseline: Strategy::None,
+            system_strategy: Strategy::Flux,
+            comparable: true,
+            comparability: "x".into(),
+            settings,
+            expected_order: order,
+            miss_note: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_tables_fill_in_from_the_outcomes_and_failures_show_their_error() {
+        let sc = scenario(
+            vec![
+                setting("a", PaperFigure::Speedup(1.2)),
+                setting("b", PaperFigure::Speedup(1.5)),
+            ],
+            None,
+        );
+        let doc = render(&[Measured {
+            scenario: &sc,
+            results: vec![result(300.0, 250.0, 200.0), result(300.0, 150.0, 150.0)],
+        }]);
+        // Speedups are none's time over each strategy's; the baseline's own is 1.
+        assert!(
+            doc.contains("| a | 1.20× | 1.00× | error: --strategy megatron-sp \\| not available |"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("| 1.20× | error: --strategy comet \\| not available | 1.50× | +0.0 % |"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("| 2.00× | error: --strategy comet \\| not available | 2.00× | +33.3 % |"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("| a | 300.0 | error: --strategy megatron-sp \\| not available |"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("1 of 2 comparable settings are within ±20 %."),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("Weft's `flux` speedups: **same order** (1 of 1 pairs agree)"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("- **Sys** (`s`). Misses: b (+33.3 %). _Not yet explained._"),
+            "{doc}"
+        );
+    }
+
+    #[test]
+    fn a_failed_baseline_leaves_no_speedup_and_a_stated_order_is_checked() {
+        let mut sc = scenario(
+            vec![
+                setting(
+                    "small",
+                    PaperFigure::Range {
+                        low: 1.2,
+                        high: 2.4,
+                    },
+                ),
+                setting(
+                    "large",
+                    PaperFigure::Range {
+                        low: 1.2,
+                        high: 2.4,
+                    },
+                ),
+            ],
+            Some(ExpectedOrder {
+                largest_first: vec!["small".into(), "large".into()],
+                source: "Fig. 1".into(),
+            }),
+        );
+        sc.miss_note = "Explained.".into();
+        let mut failed = result(300.0, 100.0, 100.0);
+        failed
+            .outcomes
+            .insert(Strategy::None, Outcome::Failed("no none".into()));
+        let doc = render(&[Measured {
+            scenario: &sc,
+            results: vec![result(300.0, 200.0, 200.0), failed],
+        }]);
+        assert!(doc.contains("| small | 1.20–2.40× | 1.00× |"), "{doc}");
+        assert!(
+            doc.contains("| large | 1.20–2.40× | error: no none |"),
+            "{doc}"
+        );
+        assert!(doc.contains("no baseline (`none` failed)"), "{doc}");
+        assert!(
+            doc.contains("Weft cannot rank them: `flux` has no speedup for `large`"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("Misses: large (no prediction from `flux`). Explained."),
+            "{doc}"
+        );
+        // A 1.5× inside the stated range is no miss.
+        assert!(
+            doc.contains("| small | yes | 1.20–2.40× | `flux` | 1.50× | +0.0 % | yes |"),
+            "{doc}"
+        );
+    }
+}
