@@ -212,9 +212,9 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for s in &sc.settings {
-        let mut mesh = s.mesh.to_string();
+        let mut mesh = format!("`{}`", s.mesh);
         if s.sp_norms {
-            mesh.push_str(" (`--sp-norms`)");
+            mesh.push_str(" + `--sp-norms`");
         }
         let dims = s
             .dims
@@ -224,7 +224,7 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
             .join(", ");
         let _ = writeln!(
             out,
-            "| {} | `{}` | `{}` | `{}` | {} | {} | {} |",
+            "| {} | `{}` | {} | `{}` | {} | {} | {} |",
             cell(&s.label),
             s.model,
             mesh,
