@@ -32,6 +32,10 @@ impl Outcome {
 #[derive(Clone, Debug)]
 pub struct SettingResult {
     pub outcomes: BTreeMap<Strategy, Outcome>,
+    /// What the compiler had to say beside a plan (`Compiled::notes`: a layout request
+    /// dropped, a rule of a fixed strategy that did not fire, …), by strategy; the doc
+    /// lists them so nothing a prediction rests on is lost.
+    pub notes: BTreeMap<Strategy, Vec<String>>,
 }
 
 impl SettingResult {
@@ -45,20 +49,29 @@ impl SettingResult {
 pub fn measure_setting(root: &Path, setting: &Setting) -> SettingResult {
     let model = root.join(MODEL_DIR).join(&setting.model);
     let profile = Profile::builtin(&setting.profile);
-    let outcomes = Strategy::ALL
-        .into_iter()
-        .map(|strategy| {
-            let outcome = match &profile {
-                Err(e) => Outcome::Failed(e.to_string()),
-                Ok(profile) => run(&model, setting, profile, strategy),
-            };
-            (strategy, outcome)
-        })
-        .collect();
-    SettingResult { outcomes }
+    let mut result = SettingResult {
+        outcomes: BTreeMap::new(),
+        notes: BTreeMap::new(),
+    };
+    for strategy in Strategy::ALL {
+        let (outcome, notes) = match &profile {
+            Err(e) => (Outcome::Failed(e.to_string()), Vec::new()),
+            Ok(profile) => run(&model, setting, profile, strategy),
+        };
+        result.outcomes.insert(strategy, outcome);
+        if !notes.is_empty() {
+            result.notes.insert(strategy, notes);
+        }
+    }
+    result
 }
 
-fn run(model: &Path, setting: &Setting, profile: &Profile, strategy: Strategy) -> Outcome {
+fn run(
+    model: &Path,
+    setting: &Setting,
+    profile: &Profile,
+    strategy: Strategy,
+) -> (Outcome, Vec<String>) {
     let request = CompileRequest {
         model: model.to_path_buf(),
         dims: setting.dims.clone(),
@@ -69,16 +82,17 @@ fn run(model: &Path, setting: &Setting, profile: &Profile, strategy: Strategy) -
         strategy,
         plan_path: None,
     };
+    // The model's path (absolute, machine-dependent) stays out of the doc: the scenario
+    // already names the model.
+    let path = model.display().to_string();
+    let local = |text: String| text.replace(&path, &setting.model);
     match compile(&request) {
-        Ok(compiled) => Outcome::Predicted(compiled.plan.prediction.predicted_us),
-        // The model's path (absolute, machine-dependent) stays out of the doc: the
-        // scenario already names the model.
-        Err(CompileError::Stage { reason, .. }) => Outcome::Failed(reason),
-        Err(e) => {
-            let text = e.to_string();
-            let path = model.display().to_string();
-            Outcome::Failed(text.replace(&path, &setting.model))
-        }
+        Ok(compiled) => (
+            Outcome::Predicted(compiled.plan.prediction.predicted_us),
+            compiled.notes.into_iter().map(local).collect(),
+        ),
+        Err(CompileError::Stage { reason, .. }) => (Outcome::Failed(local(reason)), Vec::new()),
+        Err(e) => (Outcome::Failed(local(e.to_string())), Vec::new()),
     }
 }
 

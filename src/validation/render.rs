@@ -288,6 +288,8 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
     let _ = writeln!(out, "\n### Ranking of the settings\n");
     let _ = writeln!(out, "{}", ranking(m));
 
+    compiler_notes(out, m);
+
     let notes: Vec<&Setting> = sc.settings.iter().filter(|s| s.note.is_some()).collect();
     if !notes.is_empty() {
         let _ = writeln!(out, "\n### Notes on settings\n");
@@ -299,6 +301,35 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
                 s.note.as_deref().unwrap_or_default()
             );
         }
+    }
+}
+
+/// The compiler's notes on the scenario's plans, each once, with the strategies and
+/// settings it was given for.
+fn compiler_notes(out: &mut String, m: &Measured<'_>) {
+    // (note, strategy) → settings, in order of first appearance.
+    let mut seen: Vec<(&str, Strategy, Vec<&str>)> = Vec::new();
+    for (setting, r) in m.scenario.settings.iter().zip(&m.results) {
+        for (strategy, notes) in &r.notes {
+            for note in notes {
+                match seen.iter_mut().find(|(n, s, _)| n == note && s == strategy) {
+                    Some((_, _, labels)) => labels.push(&setting.label),
+                    None => seen.push((note, *strategy, vec![&setting.label])),
+                }
+            }
+        }
+    }
+    if seen.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n### Compiler notes\n");
+    for (note, strategy, labels) in seen {
+        let _ = writeln!(
+            out,
+            "- `{strategy}` ({}): {}",
+            labels.join("; "),
+            note.replace('\n', " ")
+        );
     }
 }
 
@@ -446,7 +477,10 @@ mod tests {
                 (s, o)
             })
             .collect();
-        SettingResult { outcomes }
+        let notes = [(Strategy::Flux, vec!["rule x did not fire".to_owned()])]
+            .into_iter()
+            .collect();
+        SettingResult { outcomes, notes }
     }
 
     fn scenario(settings: Vec<Setting>, order: Option<ExpectedOrder>) -> Scenario {
@@ -508,6 +542,10 @@ mod tests {
         );
         assert!(
             doc.contains("- **Sys** (`s`). Misses: b (+33.3 %). _Not yet explained._"),
+            "{doc}"
+        );
+        assert!(
+            doc.contains("- `flux` (a; b): rule x did not fire"),
             "{doc}"
         );
     }
