@@ -304,32 +304,51 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
     }
 }
 
-/// The compiler's notes on the scenario's plans, each once, with the strategies and
-/// settings it was given for.
+/// The compiler's notes on the scenario's plans, by strategy: notes given for the same
+/// settings share a line, and the `--strategy NAME: ` prefix the line already says is
+/// left out.
 fn compiler_notes(out: &mut String, m: &Measured<'_>) {
-    // (note, strategy) → settings, in order of first appearance.
-    let mut seen: Vec<(&str, Strategy, Vec<&str>)> = Vec::new();
-    for (setting, r) in m.scenario.settings.iter().zip(&m.results) {
-        for (strategy, notes) in &r.notes {
-            for note in notes {
-                match seen.iter_mut().find(|(n, s, _)| n == note && s == strategy) {
-                    Some((_, _, labels)) => labels.push(&setting.label),
-                    None => seen.push((note, *strategy, vec![&setting.label])),
+    let sc = m.scenario;
+    let mut lines = Vec::new();
+    for strategy in Strategy::ALL {
+        // note → the settings it was given for, in order of first appearance.
+        let mut notes: Vec<(String, Vec<&str>)> = Vec::new();
+        for (setting, r) in sc.settings.iter().zip(&m.results) {
+            let prefix = format!("--strategy {strategy}: ");
+            for note in r.notes.get(&strategy).into_iter().flatten() {
+                let note = note
+                    .strip_prefix(&prefix)
+                    .unwrap_or(note)
+                    .replace('\n', " ");
+                match notes.iter_mut().find(|(n, _)| *n == note) {
+                    Some((_, labels)) => labels.push(&setting.label),
+                    None => notes.push((note, vec![&setting.label])),
                 }
             }
         }
+        // settings → their notes, in order of first appearance.
+        let mut groups: Vec<(Vec<&str>, Vec<String>)> = Vec::new();
+        for (note, labels) in notes {
+            match groups.iter_mut().find(|(l, _)| *l == labels) {
+                Some((_, ns)) => ns.push(note),
+                None => groups.push((labels, vec![note])),
+            }
+        }
+        for (labels, notes) in groups {
+            let which = if labels.len() == sc.settings.len() {
+                "every setting".to_owned()
+            } else {
+                labels.join("; ")
+            };
+            lines.push(format!("- `{strategy}` ({which}): {}", notes.join(" · ")));
+        }
     }
-    if seen.is_empty() {
+    if lines.is_empty() {
         return;
     }
     let _ = writeln!(out, "\n### Compiler notes\n");
-    for (note, strategy, labels) in seen {
-        let _ = writeln!(
-            out,
-            "- `{strategy}` ({}): {}",
-            labels.join("; "),
-            note.replace('\n', " ")
-        );
+    for line in lines {
+        let _ = writeln!(out, "{}", cell(&line));
     }
 }
 
@@ -477,9 +496,15 @@ mod tests {
                 (s, o)
             })
             .collect();
-        let notes = [(Strategy::Flux, vec!["rule x did not fire".to_owned()])]
-            .into_iter()
-            .collect();
+        let notes = [(
+            Strategy::Flux,
+            vec![
+                "--strategy flux: rule x did not fire".to_owned(),
+                "rule y did not fire".to_owned(),
+            ],
+        )]
+        .into_iter()
+        .collect();
         SettingResult { outcomes, notes }
     }
 
@@ -545,7 +570,7 @@ mod tests {
             "{doc}"
         );
         assert!(
-            doc.contains("- `flux` (a; b): rule x did not fire"),
+            doc.contains("- `flux` (every setting): rule x did not fire · rule y did not fire"),
             "{doc}"
         );
     }
