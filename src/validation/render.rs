@@ -95,8 +95,30 @@ pub fn render(measured: &[Measured<'_>]) -> String {
         scenario_section(&mut out, m);
     }
     misses(&mut out, measured);
+    out.push_str(FORMAT);
     out
 }
+
+const FORMAT: &str = "
+## Scenario files
+
+`examples/scenarios/NAME.json` (read by `weft::validation::scenario`, unknown fields refused):
+
+| field | meaning |
+|---|---|
+| `system`, `title`, `citation` | the paper or system, and where its figures come from |
+| `paper_setup`, `paper_baseline` | what the paper measured and against what |
+| `weft_setup` | what the Weft setting stands for and what it leaves out |
+| `baseline_strategy`, `system_strategy` | the strategies standing for the paper's baseline and system |
+| `model`, `mesh`, `profile`, `sp_norms` | defaults for every setting: a file in `examples/scenarios/models/`, a mesh, a built-in hardware profile, Megatron-SP norms |
+| `comparable`, `comparability` | whether the setup is reproduced, and why (not) |
+| `settings` | each: `label`; optional `model`, `mesh`, `profile`, `sp_norms`, `comparable` overriding the defaults; `dims` (symbolic dims bound at compile time); at most one of `paper_speedup`, `paper_times_ms` (`[baseline, system]`), `paper_range` (`[low, high]`), with `paper_source`; a `note` |
+| `expected_order` | optional: `largest_first` (setting labels) and `source`, for a paper that ranks settings without a figure for each |
+| `miss_note` | why the system strategy misses the paper's figure, written after the comparison; shown under *Miss explanations* |
+
+The models are written by `weft::zoo::scenario_models` (`cargo run --release --example validate`
+writes them before the doc).
+";
 
 const INTRO: &str = "
 # Validation against the literature
@@ -449,7 +471,13 @@ fn misses(out: &mut String, measured: &[Measured<'_>]) {
             })
             .collect();
         let note = sc.miss_note.trim();
+        let any_comparable = sc.settings.iter().any(|s| s.comparable);
         let text = match (missed.is_empty(), note.is_empty()) {
+            (true, _) if !any_comparable => {
+                format!("No comparable setting: nothing counts as a miss. {note}")
+                    .trim_end()
+                    .to_owned()
+            }
             (true, true) => "No misses.".to_owned(),
             (true, false) => format!("No misses. {note}"),
             (false, true) => format!("Misses: {}. _Not yet explained._", missed.join("; ")),
