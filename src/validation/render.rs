@@ -114,6 +114,7 @@ const FORMAT: &str = "
 | `comparable`, `comparability` | whether the setup is reproduced, and why (not) |
 | `settings` | each: `label`; optional `model`, `mesh`, `profile`, `sp_norms`, `comparable` overriding the defaults; `dims` (symbolic dims bound at compile time); at most one of `paper_speedup`, `paper_times_ms` (`[baseline, system]`), `paper_range` (`[low, high]`), with `paper_source`; a `note` |
 | `expected_order` | optional: `largest_first` (setting labels) and `source`, for a paper that ranks settings without a figure for each |
+| `times_same_scope` | optional, default false: the paper's `paper_times_ms` measure the same work as the setting, so they are set beside Weft's predicted times |
 | `miss_note` | why the system strategy misses the paper's figure, written after the comparison; shown under *Miss explanations* |
 
 The models are written by `weft::zoo::scenario_models` (`cargo run --release --example validate`
@@ -310,6 +311,9 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
     let _ = writeln!(out, "\n### Ranking of the settings\n");
     let _ = writeln!(out, "{}", ranking(m));
 
+    if sc.times_same_scope {
+        absolute_times(out, m);
+    }
     compiler_notes(out, m);
 
     let notes: Vec<&Setting> = sc.settings.iter().filter(|s| s.note.is_some()).collect();
@@ -323,6 +327,45 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
                 s.note.as_deref().unwrap_or_default()
             );
         }
+    }
+}
+
+/// The paper's two times beside Weft's predictions for the same two strategies, where
+/// the scenario says they measure the same work: which of the two the speedup's miss
+/// comes from.
+fn absolute_times(out: &mut String, m: &Measured<'_>) {
+    let sc = m.scenario;
+    let (b, st) = (sc.baseline, sc.system_strategy);
+    let _ = writeln!(out, "\n### Absolute times (ms)\n");
+    let _ = writeln!(
+        out,
+        "The paper's times measure the same work as the setting. *Weft/paper* is the predicted time over the measured one.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| setting | paper, baseline | Weft `{b}` | Weft/paper | paper, system | Weft `{st}` | Weft/paper |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for (setting, r) in sc.settings.iter().zip(&m.results) {
+        let PaperFigure::Times { baseline, system } = setting.paper else {
+            continue;
+        };
+        let side = |paper: f64, s: Strategy| -> (String, String) {
+            match r.outcome(s) {
+                Outcome::Predicted(us) => {
+                    let ms = us / 1000.0;
+                    (format!("{ms:.3}"), format!("{:.2}", ms / paper))
+                }
+                Outcome::Failed(_) => ("no prediction".to_owned(), "—".to_owned()),
+            }
+        };
+        let (wb, rb) = side(baseline, b);
+        let (ws, rs) = side(system, st);
+        let _ = writeln!(
+            out,
+            "| {} | {baseline} | {wb} | {rb} | {system} | {ws} | {rs} |",
+            cell(&setting.label)
+        );
     }
 }
 
@@ -551,6 +594,7 @@ mod tests {
             comparability: "x".into(),
             settings,
             expected_order: order,
+            times_same_scope: true,
             miss_note: String::new(),
         }
     }
@@ -559,7 +603,13 @@ mod tests {
     fn the_tables_fill_in_from_the_outcomes_and_failures_show_their_error() {
         let sc = scenario(
             vec![
-                setting("a", PaperFigure::Speedup(1.2)),
+                setting(
+                    "a",
+                    PaperFigure::Times {
+                        baseline: 0.6,
+                        system: 0.5,
+                    },
+                ),
                 setting("b", PaperFigure::Speedup(1.5)),
             ],
             None,
@@ -570,7 +620,7 @@ mod tests {
         }]);
         // Speedups are none's time over each strategy's; the baseline's own is 1.
         assert!(
-            doc.contains("| a | 1.20× | 1.00× | error: --strategy megatron-sp \\| not available |"),
+            doc.contains("| a | 1.20× (0.6 ms → 0.5 ms) | 1.00× | error: --strategy megatron-sp \\| not available |"),
             "{doc}"
         );
         assert!(
