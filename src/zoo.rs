@@ -6,9 +6,13 @@ use weft_ir::{DType, Dim, Graph, Init, Mesh, Op, Shape, ValueId, VerifyError};
 
 mod decode;
 mod gpt_moe;
+mod scenarios;
 
 pub use decode::{DEFAULT_KV_LEN, llama_decode};
 pub use gpt_moe::{GptMoeConfig, gpt_moe};
+pub use scenarios::{
+    GemmSublayer, ScenarioModel, SublayerKind, gemm_sublayer, moe_block_only, scenario_models,
+};
 
 /// Mixture-of-experts feed-forward settings (Mixtral style: top-k routing,
 /// renormalised weights, SiLU-gated experts).

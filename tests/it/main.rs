@@ -28,6 +28,7 @@ mod saturate_prologue;
 mod search;
 mod shard;
 mod strategies;
+mod validation;
 
 use std::path::{Path, PathBuf};
 
