@@ -1,6 +1,6 @@
 //! GPT-style fine-grained mixture-of-experts models: the base model of BigMac's Table 4
 //! (GPT3-XL with 64 experts, top-8, expert width `r·h`), as
-//! `/work/shared/reference/techniques.md` §2.1 describes it.
+//! `../shared/reference/techniques.md` §2.1 describes it.
 //!
 //! Pre-LayerNorm GPT decoder layers (LayerNorm with weight and bias; attention with
 //! biased q, k, v and output projections; learned position embeddings; the LM head tied

@@ -15,7 +15,7 @@ use weft_plan::{BufferKind, RankPlan};
 
 use super::{FixedRates, Scheduled};
 
-/// H100 SXM figures from /work/shared/reference/cost-model.md: BF16 dense peak 989
+/// H100 SXM figures from ../shared/reference/cost-model.md: BF16 dense peak 989
 /// TFLOPS (§2.1), Calculon's achievable HBM 2765 GB/s (§2.2), NCCL ring bus bandwidth
 /// 370 GB/s on 8×H100 (§2.4), XLA's launch overheads 1 µs (compute) and 5 µs (NCCL)
 /// (§2.3), and the mean overlap slowdown of compute, 18.9% (arXiv 2507.03114, §2.7).
