@@ -23,6 +23,7 @@ mod roundtrip;
 mod run;
 mod saturate;
 mod saturate_models;
+mod saturate_rounds;
 mod shard;
 
 use std::path::{Path, PathBuf};
