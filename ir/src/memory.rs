@@ -133,6 +133,7 @@ pub fn peak_memory(
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
+            | Op::ReduceScatterAddNormAllGather { .. }
             | Op::FusedElementwise { .. } => {}
         }
         for &v in &node.outputs {

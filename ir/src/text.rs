@@ -124,6 +124,7 @@ fn write_node(graph: &Graph, node: &Node, out: &mut String) -> std::fmt::Result 
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
+        | Op::ReduceScatterAddNormAllGather { .. }
         | Op::FusedElementwise { .. } => {
             if node.op.arity() != crate::op::Arity::Exactly(0) {
                 let args: Vec<String> = node

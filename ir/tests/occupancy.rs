@@ -141,6 +141,11 @@ fn every_op() -> Vec<Op> {
             dim: 0,
             transpose_b: false,
         },
+        Op::ReduceScatterAddNormAllGather {
+            axis: ax(),
+            dim: 0,
+            eps: 1e-5,
+        },
     ]
 }
 
@@ -202,6 +207,8 @@ fn expected(op: &Op) -> Occupancy<'static> {
         Op::Broadcast { .. } => comm(K::Broadcast),
         Op::MatMulReduceScatter { .. } => both(K::ReduceScatter),
         Op::AllGatherMatMul { .. } => both(K::AllGather),
+        // A communication kernel with the add and the norm inside: RS + AG traffic.
+        Op::ReduceScatterAddNormAllGather { .. } => comm(K::AllReduce),
     }
 }
 

@@ -9,6 +9,7 @@ use weft_ir::{
 };
 
 use crate::collective_matmul;
+use crate::tokenweave;
 use crate::collectives::{CommError, World};
 use crate::error::ExecError;
 use crate::kernels::{self, OutType};
@@ -687,6 +688,22 @@ impl Rank<'_> {
                     .map(|t| vec![t])
                     .map_err(|e| self.comm_err(node, &axis, e));
             }
+            Op::ReduceScatterAddNormAllGather { dim, eps, .. } => {
+                let (size, threads) = (self.group_size(&axis), self.threads);
+                let inputs = [ins[0].as_ref(), ins[1].as_ref(), ins[2].as_ref()];
+                // The exchanger borrows the rank until the op is done.
+                let result = tokenweave::reduce_scatter_add_norm_all_gather(
+                    inputs,
+                    *dim,
+                    *eps,
+                    (me, size),
+                    &out[0],
+                    threads,
+                    &mut self.exchanger(node, &axis),
+                    &reduce_all,
+                );
+                return result.map_err(|e| self.comm_err(node, &axis, e));
+            }
             Op::AllReduce { .. }
             | Op::AllGather { .. }
             | Op::ReduceScatter { .. }
@@ -791,6 +808,7 @@ impl Rank<'_> {
             | Op::Recv { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
+            | Op::ReduceScatterAddNormAllGather { .. }
             | Op::Input { .. }
             | Op::Weight { .. }
             | Op::Constant { .. }

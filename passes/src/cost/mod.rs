@@ -17,6 +17,7 @@ mod gemm;
 mod interp;
 mod memory_bound;
 pub mod pipeline;
+pub mod tokenweave;
 pub mod validation;
 
 use weft_hardware::Profile;
@@ -334,6 +335,7 @@ impl CostModel {
             | Op::AllGatherMatMul {
                 dim, transpose_b, ..
             } => self.fused_op_cost(&cx, op, *dim, *transpose_b),
+            Op::ReduceScatterAddNormAllGather { axis, .. } => self.tokenweave_cost(&cx, axis),
         }
     }
 

@@ -313,7 +313,8 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::MoeUnpad { .. }
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
-        | Op::FusedElementwise { .. }) => {
+        | Op::FusedElementwise { .. }
+        | Op::ReduceScatterAddNormAllGather { .. }) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),
