@@ -428,7 +428,9 @@ fn tokenweave(
             (P(ReduceOp::Sum), S(r)) if r == d => Ok(vec![R, S(d)]),
             _ => refuse(
                 ins,
-                &format!("the fused kernel takes a partial sum and the residual split along dim {d}"),
+                &format!(
+                    "the fused kernel takes a partial sum and the residual split along dim {d}"
+                ),
             ),
         };
     }

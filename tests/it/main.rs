@@ -25,6 +25,7 @@ mod saturate;
 mod saturate_models;
 mod saturate_rounds;
 mod shard;
+mod tokenweave;
 
 use std::path::{Path, PathBuf};
 

@@ -9,13 +9,13 @@ use weft_ir::{
 };
 
 use crate::collective_matmul;
-use crate::tokenweave;
 use crate::collectives::{CommError, World};
 use crate::error::ExecError;
 use crate::kernels::{self, OutType};
 use crate::materialize::{assemble, materialize, placement_of, slice_block};
 use crate::mesh_coords::RankGrid;
 use crate::progress::Phase;
+use crate::tokenweave;
 use crate::{RunOptions, Tensors};
 
 fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {

@@ -51,7 +51,13 @@ fn graph(n: usize, xs: &[usize], dim: i64, dtype: DType, fused: bool) -> Graph {
     rs[d] /= n;
     let x = input(&mut g, "x", dtype, xs, Placement::Partial(ReduceOp::Sum));
     let r = input(&mut g, "r", dtype, &rs, Placement::Split(d));
-    let w = input(&mut g, "w", dtype, &[xs[xs.len() - 1]], Placement::Replicate);
+    let w = input(
+        &mut g,
+        "w",
+        dtype,
+        &[xs[xs.len() - 1]],
+        Placement::Replicate,
+    );
     let axis = "x".to_owned();
     let (normed, updated) = if fused {
         let op = Op::ReduceScatterAddNormAllGather {
@@ -173,7 +179,13 @@ fn the_fused_kernel_matches_its_definition_on_every_rank() {
             for (rank, outs) in got.iter().enumerate() {
                 let what = format!("{n} ranks, {xs:?} dim {dim}, rank {rank}");
                 assert_close(&format!("{what}: normed"), &outs[0], &xs, &gathered, SUMS);
-                assert_close(&format!("{what}: residual"), &outs[1], &rs, &updated[rank], SUMS);
+                assert_close(
+                    &format!("{what}: residual"),
+                    &outs[1],
+                    &rs,
+                    &updated[rank],
+                    SUMS,
+                );
             }
         }
     }
@@ -188,7 +200,8 @@ fn the_fused_kernel_is_its_decomposition_bit_for_bit_in_bf16() {
     let vals = values(&mut rng, n, &xs, &rs);
     let run = |fused: bool| {
         let g = graph(n, &xs, dim, DType::Bf16, fused);
-        run_ranks(&g, feeds(DType::Bf16, &xs, &rs, &vals), &opts()).unwrap_or_else(|e| panic!("{e}"))
+        run_ranks(&g, feeds(DType::Bf16, &xs, &rs, &vals), &opts())
+            .unwrap_or_else(|e| panic!("{e}"))
     };
     let (fused, ops) = (run(true), run(false));
     for (rank, (a, b)) in fused.iter().zip(&ops).enumerate() {
@@ -208,7 +221,13 @@ fn the_fused_kernel_is_its_decomposition_bit_for_bit_in_bf16() {
 fn a_residual_that_is_not_the_scattered_piece_is_refused() {
     let mut g = Graph::new("bad");
     g.mesh = "x=2".parse().unwrap();
-    let x = input(&mut g, "x", DType::F32, &[8, 16], Placement::Partial(ReduceOp::Sum));
+    let x = input(
+        &mut g,
+        "x",
+        DType::F32,
+        &[8, 16],
+        Placement::Partial(ReduceOp::Sum),
+    );
     let r = input(&mut g, "r", DType::F32, &[8, 16], Placement::Split(0));
     let w = input(&mut g, "w", DType::F32, &[16], Placement::Replicate);
     let op = Op::ReduceScatterAddNormAllGather {

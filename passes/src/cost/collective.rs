@@ -341,8 +341,9 @@ impl CollectiveModel {
             return None;
         }
         let s = to_f64(message);
-        let wire = weft_ir::occupancy::ring_wire_bytes(CollectiveKind::AllReduce, message, group.size)
-            .map_or(f64::INFINITY, to_f64);
+        let wire =
+            weft_ir::occupancy::ring_wire_bytes(CollectiveKind::AllReduce, message, group.size)
+                .map_or(f64::INFINITY, to_f64);
         Some(CollectiveTime {
             seconds: self.launch + self.nvls_latency + s / bw,
             algo: Algo::Nvls,

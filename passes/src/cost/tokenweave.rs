@@ -132,7 +132,11 @@ mod tests {
         let p = Profile::builtin(profile).unwrap();
         let m = CostModel::new(&p, &"tp=8".parse().unwrap()).unwrap();
         let t = |dims: Vec<u64>| TensorType::new(DType::Bf16, Shape::new(dims));
-        let (x, r, w) = (t(vec![tokens, 8192]), t(vec![tokens / 8, 8192]), t(vec![8192]));
+        let (x, r, w) = (
+            t(vec![tokens, 8192]),
+            t(vec![tokens / 8, 8192]),
+            t(vec![8192]),
+        );
         let (o0, o1) = (t(vec![tokens, 8192]), t(vec![tokens / 8, 8192]));
         let c = m.op_cost(&op(), &[&x, &r, &w], &[&o0, &o1], &DimBindings::default())?;
         Ok((c.time_us, c.kernel))

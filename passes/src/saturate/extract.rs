@@ -679,6 +679,10 @@ mod tests {
                 elapsed: Duration::ZERO,
                 unsound: Vec::new(),
                 not_fired: Vec::new(),
+                rounds: crate::saturate::RoundsReport {
+                    rounds: 0,
+                    stop_reason: "not run".into(),
+                },
             },
         };
         (sat, g)
@@ -824,6 +828,10 @@ mod tests {
                 elapsed: Duration::ZERO,
                 unsound: Vec::new(),
                 not_fired: Vec::new(),
+                rounds: crate::saturate::RoundsReport {
+                    rounds: 0,
+                    stop_reason: "not run".into(),
+                },
             },
         };
         let got = extract(&sat, &g, &cost).unwrap();

@@ -16,6 +16,7 @@ use weft_ir::{Op, Placement, Sharding};
 mod collective;
 mod fusion;
 mod split;
+mod tokenweave;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
 use super::lang::{Head, WNode};
@@ -132,6 +133,15 @@ pub const RULES: &[RuleDef] = &[
         doc: "an element-wise op on the result of an element-wise op, a fused kernel or a GEMM = one fused_elementwise kernel (bias, activation, gating, residual into their producer)",
         find: fusion::find_fusable,
         build: fusion::build_fused,
+    },
+    RuleDef {
+        name: "tokenweave-fused-rs-norm-ag",
+        ruleset: "fusion",
+        exact: true,
+        paper: "TokenWeave (Gond, Kwatra, Ramjee; MLSys 2026): fused_rs_ln_ag_cta_kernel",
+        doc: "all_gather(rms_norm(add(reduce_scatter(x, d), r), w), d) = output 0 of reduce_scatter_add_norm_all_gather(x, r, w), and add(reduce_scatter(x, d), r) = its output 1 (the residual shard): one comm kernel on a few SMs",
+        find: tokenweave::find_rs_add_norm_gather,
+        build: tokenweave::build_rs_add_norm_gather,
     },
     RuleDef {
         name: "token-split-matmul",
