@@ -131,7 +131,11 @@ impl egg::CostFunction<WNode> for PreferFusedHalves<'_> {
         C: FnMut(egg::Id) -> f64,
     {
         let own = match op_of(self.sat, enode) {
-            Some(Op::AllReduce { .. } | Op::ReduceScatter { .. }) => 100.0,
+            Some(
+                Op::AllReduce { .. }
+                | Op::ReduceScatter { .. }
+                | Op::ReduceScatterAddNormAllGather { .. },
+            ) => 100.0,
             Some(Op::MatMulReduceScatter { .. }) if !is_half(self.sat, enode.children[0]) => 100.0,
             _ => 1.0,
         };

@@ -297,8 +297,8 @@ pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, Sat
     extract_with(sat, template, cost)
 }
 
-/// Original nodes cost 1, nodes a rule built 0.001, plus the dearest child: a max rather
-/// than a sum, so a value two pieces share is not counted twice.
+/// Original nodes cost 1, nodes a rule built 0.001, projections nothing, plus the dearest
+/// child: a max rather than a sum, so a value two pieces share is not counted twice.
 #[derive(Debug)]
 struct PreferRewritten {
     original: std::collections::HashSet<WNode>,
@@ -311,7 +311,11 @@ impl CostFunction<WNode> for PreferRewritten {
     where
         C: FnMut(Id) -> f64,
     {
-        let own = if self.original.contains(enode) {
+        // A projection is bookkeeping, not an op: free, so a multi-output kernel's second
+        // result (TokenWeave's residual) is preferred to recomputing it.
+        let own = if matches!(enode.head, Head::Proj(_)) {
+            0.0
+        } else if self.original.contains(enode) {
             1.0
         } else {
             0.001

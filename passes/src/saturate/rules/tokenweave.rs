@@ -5,6 +5,8 @@
 //! `reduce_scatter_add_norm_all_gather(x, r, w)` kernel. It has two results: the gathered
 //! norm joins the matched class, and the updated residual shard joins the `add`'s class,
 //! so the next layer's residual add reads the kernel's residual instead of recomputing it.
+//! The reduced value must be a GEMM's partial sums, as in TokenWeave (the all-reduces
+//! after `o_proj` and `down_proj`).
 
 use egg::Id;
 use weft_ir::{Op, Placement, ReduceOp};
@@ -39,7 +41,7 @@ pub(super) fn find_rs_add_norm_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
                         };
                         let rank = shape(eg, rs_in[0]).map_or(0, |s| s.len()) as i64;
                         let d2 = if *dim < 0 { dim + rank } else { *dim };
-                        if *a2 == axis && d2 == d as i64 {
+                        if *a2 == axis && d2 == d as i64 && is_gemm_partial(eg, rs_in[0]) {
                             out.push(vec![
                                 g as usize,
                                 n as usize,
@@ -56,6 +58,17 @@ pub(super) fn find_rs_add_norm_gather(eg: &WEGraph, class: Id) -> Vec<Binding> {
         }
     }
     out
+}
+
+/// Whether the class holds a GEMM: TokenWeave reduces the partial sums of the
+/// row-parallel GEMMs (`o_proj`, `down_proj`). Where both addends are reduce-scatters
+/// (the first layer's `embedding + attention`), this keeps the stream — the embedding's
+/// lookup — as the residual rather than as the value reduced.
+fn is_gemm_partial(eg: &WEGraph, class: Id) -> bool {
+    ops(eg, class).any(|(_, op, _)| {
+        matches!(op, Op::MatMul { .. })
+            || matches!(op, Op::FusedElementwise { steps } if matches!(steps.first(), Some(weft_ir::FusedStep::Matmul { .. })))
+    })
 }
 
 pub(super) fn build_rs_add_norm_gather(eg: &mut WEGraph, b: &[usize], _: &Guards) -> Vec<Id> {
