@@ -138,11 +138,10 @@ fn reference(n: usize, xs: &[usize], d: usize, vals: &Feeds) -> (Vec<f64>, Vec<V
     let mut updated = vec![vec![0.0; numel(&rs)]; n];
     let mut gathered = vec![0.0; numel(xs)];
     for (i, up) in updated.iter_mut().enumerate() {
-        for flat in 0..numel(&rs) {
+        for (flat, (u, &residual)) in up.iter_mut().zip(&vals[i].1).enumerate() {
             let mut idx = unravel(flat, &rs);
-            let residual = f64::from(vals[i].1[flat]);
             idx[d] += i * len;
-            up[flat] = total[ravel(&idx, xs)] + residual;
+            *u = total[ravel(&idx, xs)] + f64::from(residual);
         }
         for row in 0..numel(&rs) / h {
             let v = &up[row * h..(row + 1) * h];
