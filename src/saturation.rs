@@ -57,6 +57,9 @@ pub struct SaturationSummary {
     pub classes: usize,
     pub seconds: f64,
     pub phases: Vec<PhaseSummary>,
+    /// How many rounds of phases ran, and why no further one did.
+    pub rounds: usize,
+    pub rounds_stop_reason: String,
     pub unsound: Vec<String>,
     pub not_fired: Vec<&'static str>,
 }
@@ -64,6 +67,7 @@ pub struct SaturationSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct PhaseSummary {
     pub ruleset: &'static str,
+    pub round: usize,
     pub iterations: usize,
     pub stop_reason: String,
     pub nodes: usize,
@@ -87,11 +91,14 @@ impl SaturationSummary {
             seconds: r.elapsed.as_secs_f64(),
             unsound: r.unsound.clone(),
             not_fired: r.not_fired.clone(),
+            rounds: r.rounds.rounds,
+            rounds_stop_reason: r.rounds.stop_reason.clone(),
             phases: r
                 .phases
                 .iter()
                 .map(|p| PhaseSummary {
                     ruleset: p.ruleset,
+                    round: p.round,
                     iterations: p.iterations,
                     stop_reason: p.stop_reason.clone(),
                     nodes: p.nodes,
@@ -115,16 +122,19 @@ impl SaturationSummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "e-graph: {} e-nodes in {} e-classes after {:.1} ms",
+            "e-graph: {} e-nodes in {} e-classes after {:.1} ms; {} round(s) of phases, stopped: {}",
             self.nodes,
             self.classes,
-            self.seconds * 1e3
+            self.seconds * 1e3,
+            self.rounds,
+            self.rounds_stop_reason
         );
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "phase {}: {} iteration(s), stopped: {}; {} e-nodes, {} e-classes, {:.1} ms",
+                "phase {} (round {}): {} iteration(s), stopped: {}; {} e-nodes, {} e-classes, {:.1} ms",
                 p.ruleset,
+                p.round,
                 p.iterations,
                 p.stop_reason,
                 p.nodes,

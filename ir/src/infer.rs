@@ -519,6 +519,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let a = norm_axis(*dim, y.shape.rank(), "dim")?;
             one(with_dim(&y, a, divide(&y.shape.dims()[a], size, axis, cx)?))
         }
+        Op::ReduceScatterAddNormAllGather { axis, dim, eps } => {
+            tokenweave(inputs, axis, *dim, *eps, cx)
+        }
         Op::AllGatherMatMul {
             axis,
             dim,
@@ -714,6 +717,36 @@ fn clamp_index(i: i64, len: u64) -> u64 {
     let len_i = len as i64;
     let i = if i < 0 { i + len_i } else { i };
     i.clamp(0, len_i) as u64
+}
+
+/// `reduce_scatter_add_norm_all_gather`: typed as the decomposition it stands for — the
+/// reduce-scatter's piece, the residual shard of that same type added to it, the norm of
+/// the sum (weight `[h]`), gathered back — so it accepts exactly what the ops would.
+fn tokenweave(
+    inputs: &[&TensorType],
+    axis: &str,
+    dim: i64,
+    eps: f64,
+    cx: &InferCtx<'_>,
+) -> Result<Vec<TensorType>> {
+    let size = axis_size(axis, cx)?;
+    let x = inputs[0];
+    let rank = x.shape.rank();
+    let d = norm_axis(dim, rank, "dim")?;
+    if d + 1 >= rank {
+        return Err(Rule::Attr(format!(
+            "dim {dim} is the normalised (last) dim; scatter a token dim"
+        )));
+    }
+    let piece = with_dim(x, d, divide(&x.shape.dims()[d], size, axis, cx)?);
+    if !inputs[1].same(&piece, cx.dims) {
+        return Err(Rule::Shape(format!(
+            "the residual shard must be {}{} (the reduce-scatter's piece), got {}{}",
+            piece.dtype, piece.shape, inputs[1].dtype, inputs[1].shape
+        )));
+    }
+    let normed = infer(&Op::RmsNorm { eps }, &[&piece, inputs[2]], cx)?.remove(0);
+    Ok(vec![with_dim(&normed, d, x.shape.dims()[d].clone()), piece])
 }
 
 fn with_dim(t: &TensorType, axis: usize, d: Dim) -> TensorType {

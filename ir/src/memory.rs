@@ -133,9 +133,10 @@ pub fn peak_memory(
             | Op::ShardedGather { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
-            | Op::FusedElementwise { .. }
             | Op::NormMatMul { .. }
-            | Op::MoeRegroup => {}
+            | Op::MoeRegroup
+            | Op::ReduceScatterAddNormAllGather { .. }
+            | Op::FusedElementwise { .. } => {}
         }
         for &v in &node.outputs {
             live += bytes(v)?;

@@ -168,6 +168,13 @@ impl Op {
                 kind: K::AllGather,
                 axis,
             }),
+            // A communication kernel (TokenWeave runs it on its communication stream, on
+            // a few SMs): a reduce-scatter and an all-gather of the same value are an
+            // all-reduce's traffic; the add and the norm on the shard ride inside it.
+            Op::ReduceScatterAddNormAllGather { axis, .. } => Occupancy::Comm(Collective {
+                kind: K::AllReduce,
+                axis,
+            }),
         }
     }
 }

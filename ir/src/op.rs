@@ -530,6 +530,23 @@ pub enum Op {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
     },
+    /// TokenWeave's fused kernel (MLSys 2026, `fused_rs_ln_ag_cta_kernel`): the
+    /// all-reduce of a tensor-parallel layer's partial sums fused with the residual add
+    /// and the RMSNorm that follow it, the norm done on this device's token shard only.
+    /// Inputs `x [.., n, h]` (a partial sum over `axis`), `residual [.., n/g, h]` (this
+    /// device's shard of the residual stream, split along `dim`) and `weight [h]`;
+    /// outputs `all_gather(rms_norm(reduce_scatter(x, dim) + residual, weight), dim)
+    /// [.., n, h]` (the next GEMM's input, whole) and the updated residual shard
+    /// `reduce_scatter(x, dim) + residual [.., n/g, h]` (the residual stream stays split
+    /// along the tokens, as in TokenWeave). `dim` is a token dim, never the normalised
+    /// last one. How many SMs the kernel runs on is a kernel configuration (the plan's
+    /// `KernelConfig::CommNorm { sms }`), not part of the op: the value is the same.
+    ReduceScatterAddNormAllGather {
+        axis: String,
+        dim: i64,
+        #[cfg_attr(feature = "serde", serde(default = "default_eps"))]
+        eps: f64,
+    },
 }
 
 /// How many inputs an op accepts.
@@ -633,6 +650,7 @@ impl Op {
         "fused_elementwise",
         "norm_matmul",
         "moe_regroup",
+        "reduce_scatter_add_norm_all_gather",
     ];
 
     /// The op's name, as written in the text form and in JSON.
@@ -695,6 +713,7 @@ impl Op {
             Op::FusedElementwise { .. } => "fused_elementwise",
             Op::NormMatMul { .. } => "norm_matmul",
             Op::MoeRegroup => "moe_regroup",
+            Op::ReduceScatterAddNormAllGather { .. } => "reduce_scatter_add_norm_all_gather",
         }
     }
 
@@ -722,7 +741,11 @@ impl Op {
             Op::LayerNorm { .. } => Between(2, 3),
             Op::NormMatMul { .. } => Between(3, 4),
             Op::Attention { .. } => Between(3, 4),
-            Op::Rope { .. } | Op::ExpertMatMul { .. } | Op::MoeCombine | Op::Where => Exactly(3),
+            Op::Rope { .. }
+            | Op::ExpertMatMul { .. }
+            | Op::MoeCombine
+            | Op::Where
+            | Op::ReduceScatterAddNormAllGather { .. } => Exactly(3),
             Op::Concat { .. } | Op::FusedElementwise { .. } => AtLeast(1),
             Op::MoeRegroup => AtLeast(2),
             Op::Neg
@@ -764,7 +787,8 @@ impl Op {
             Op::RopeCache { .. }
             | Op::TopK { .. }
             | Op::MoeRoute { .. }
-            | Op::MoeDispatch { .. } => 2,
+            | Op::MoeDispatch { .. }
+            | Op::ReduceScatterAddNormAllGather { .. } => 2,
             Op::Split { sizes, .. } => sizes.len(),
             Op::Input { .. }
             | Op::Weight { .. }
@@ -858,7 +882,8 @@ impl Op {
             | Op::Recv { .. }
             | Op::Broadcast { .. }
             | Op::MatMulReduceScatter { .. }
-            | Op::AllGatherMatMul { .. } => OpClass::Collective,
+            | Op::AllGatherMatMul { .. }
+            | Op::ReduceScatterAddNormAllGather { .. } => OpClass::Collective,
             Op::AllSlice { .. } | Op::ShardedGather { .. } => OpClass::Layout,
             Op::Add
             | Op::Sub
@@ -896,7 +921,8 @@ impl Op {
             | Op::AllSlice { axis, .. }
             | Op::ShardedGather { axis }
             | Op::MatMulReduceScatter { axis, .. }
-            | Op::AllGatherMatMul { axis, .. } => Some(axis),
+            | Op::AllGatherMatMul { axis, .. }
+            | Op::ReduceScatterAddNormAllGather { axis, .. } => Some(axis),
             Op::Input { .. }
             | Op::Weight { .. }
             | Op::Constant { .. }
@@ -1125,6 +1151,11 @@ impl Op {
                     push("transpose_b", "true".into());
                 }
             }
+            Op::ReduceScatterAddNormAllGather { axis, dim, eps } => {
+                push("axis", axis.clone());
+                push("dim", dim.to_string());
+                push("eps", fmt_f64(*eps));
+            }
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -1206,7 +1237,8 @@ impl Op {
             | Op::AllGatherMatMul { .. }
             | Op::FusedElementwise { .. }
             | Op::NormMatMul { .. }
-            | Op::MoeRegroup => None,
+            | Op::MoeRegroup
+            | Op::ReduceScatterAddNormAllGather { .. } => None,
         }
     }
 }

@@ -350,6 +350,9 @@ pub fn follow(
             };
             matmul(&[normed, ins[1].clone()], false, *transpose_b, out0).map(|p| vec![p])
         }
+        Op::ReduceScatterAddNormAllGather { dim, .. } => {
+            tokenweave(ins, out_shapes, norm(*dim, rank0), own)
+        }
     };
     outs.map(Some)
 }
@@ -370,7 +373,8 @@ fn decides_local(op: &Op, own: bool) -> bool {
         | Op::AllSlice { .. }
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
-        | Op::AllGatherMatMul { .. } => own,
+        | Op::AllGatherMatMul { .. }
+        | Op::ReduceScatterAddNormAllGather { .. } => own,
         Op::Input { .. }
         | Op::Weight { .. }
         | Op::Constant { .. }
@@ -430,6 +434,41 @@ enum Linear {
     Quotient,
     /// `pow`, `where`: never.
     No,
+}
+
+/// TokenWeave's fused kernel as its decomposition: along its own axis a partial sum and
+/// the residual split along the scattered dim give the gathered norm (whole) and the
+/// residual shard; along another axis each step keeps its pieces as the add and the norm
+/// would (the norm's weight whole, never split along the normalised dim).
+fn tokenweave(
+    ins: &[Arg<'_>],
+    out_shapes: &[Vec<u64>],
+    d: usize,
+    own: bool,
+) -> Result<Vec<Placement>, Reason> {
+    if ins[2].placement != R {
+        return refuse(ins, "the norm's weight is whole");
+    }
+    if own {
+        return match (ins[0].placement, ins[1].placement) {
+            (P(ReduceOp::Sum), S(r)) if r == d => Ok(vec![R, S(d)]),
+            _ => refuse(
+                ins,
+                &format!(
+                    "the fused kernel takes a partial sum and the residual split along dim {d}"
+                ),
+            ),
+        };
+    }
+    let shard = out_shapes.get(1).map_or(&[][..], Vec::as_slice);
+    let added = broadcast(Linear::Sum, &ins[..2], shard)?;
+    let sum = Arg {
+        placement: added,
+        shape: shard,
+        float: ins[0].float,
+    };
+    let normed = keep_unless(&[sum], &[shard.len().saturating_sub(1)], false)?;
+    Ok(vec![normed[0], added])
 }
 
 /// Keeps a split unless it is along one of `dims`; partial values pass only where the

@@ -216,6 +216,8 @@ pub fn node_flops(
         | Op::IsNan => out_numel()?,
         Op::Softmax { .. } => per_element(5)?,
         Op::RmsNorm { .. } => per_element(4)?,
+        // On this device's shard (the residual's elements): the add, then the norm's 4.
+        Op::ReduceScatterAddNormAllGather { .. } => product(name, &[5, in_numel(1)?])?,
         Op::LayerNorm { .. } => per_element(7)?,
         Op::Rope { .. } => per_element(3)?,
         Op::MoeRoute { .. } => product(name, &[5, in_numel(0)?])?,

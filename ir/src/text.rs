@@ -124,9 +124,10 @@ fn write_node(graph: &Graph, node: &Node, out: &mut String) -> std::fmt::Result 
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
         | Op::AllGatherMatMul { .. }
-        | Op::FusedElementwise { .. }
         | Op::NormMatMul { .. }
-        | Op::MoeRegroup => {
+        | Op::MoeRegroup
+        | Op::ReduceScatterAddNormAllGather { .. }
+        | Op::FusedElementwise { .. } => {
             if node.op.arity() != crate::op::Arity::Exactly(0) {
                 let args: Vec<String> = node
                     .inputs

@@ -147,6 +147,11 @@ fn every_op() -> Vec<Op> {
             transpose_b: false,
         },
         Op::MoeRegroup,
+        Op::ReduceScatterAddNormAllGather {
+            axis: ax(),
+            dim: 0,
+            eps: 1e-5,
+        },
     ]
 }
 
@@ -210,6 +215,8 @@ fn expected(op: &Op) -> Occupancy<'static> {
         Op::Broadcast { .. } => comm(K::Broadcast),
         Op::MatMulReduceScatter { .. } => both(K::ReduceScatter),
         Op::AllGatherMatMul { .. } => both(K::AllGather),
+        // A communication kernel with the add and the norm inside: RS + AG traffic.
+        Op::ReduceScatterAddNormAllGather { .. } => comm(K::AllReduce),
     }
 }
 

@@ -309,6 +309,16 @@ pub enum KernelConfig {
         gemm_k: u64,
         collective: CollectiveConfig,
     },
+    /// A communication kernel that also computes, on a budget of SMs the cost model
+    /// chose: TokenWeave's fused reduce-scatter + residual add + RMSNorm + all-gather
+    /// (multimem loads and stores over NVLS, `MAX_CTAS` thread blocks, one per SM).
+    CommNorm {
+        /// SMs (thread blocks) the kernel runs on.
+        sms: u64,
+        /// HBM bytes the add and the norm read and write on this device's shard.
+        norm_bytes: u64,
+        collective: CollectiveConfig,
+    },
     /// No cost model configured this kernel: a serial, unscheduled plan
     /// ([`serial_plan`]) made for checking, whose predicted times are all 0. `chunks` is
     /// a fused GEMM + collective op's chunk count (the one kernel setting that changes
@@ -411,7 +421,8 @@ impl KernelConfig {
             KernelConfig::View
             | KernelConfig::Gemm { .. }
             | KernelConfig::MemoryBound { .. }
-            | KernelConfig::Collective(_) => None,
+            | KernelConfig::Collective(_)
+            | KernelConfig::CommNorm { .. } => None,
         }
     }
 }

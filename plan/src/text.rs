@@ -181,6 +181,17 @@ pub(crate) fn kernel_text(k: &KernelConfig) -> String {
             "pipelined gemm {gemm_m}×{gemm_n}×{gemm_k} in {chunks} chunks with nccl {}/{} {} B",
             collective.algorithm, collective.protocol, collective.message_bytes
         ),
+        KernelConfig::CommNorm {
+            sms,
+            norm_bytes,
+            collective,
+        } => format!(
+            "comm+norm on {sms} SMs: {}/{} {} B over {}, norm {norm_bytes} B",
+            collective.algorithm,
+            collective.protocol,
+            collective.message_bytes,
+            collective.group_size
+        ),
         KernelConfig::Unconfigured { chunks: Some(c) } => format!("unconfigured, {c} chunks"),
         KernelConfig::Unconfigured { chunks: None } => "unconfigured".into(),
     }

@@ -25,9 +25,11 @@ mod saturate;
 mod saturate_comet;
 mod saturate_models;
 mod saturate_prologue;
+mod saturate_rounds;
 mod search;
 mod shard;
 mod strategies;
+mod tokenweave;
 mod validation;
 
 use std::path::{Path, PathBuf};

@@ -632,6 +632,9 @@ fn collectives(plan: &Plan) -> Vec<(String, Vec<u32>, bool)> {
                 KernelConfig::Collective(config)
                 | KernelConfig::Pipelined {
                     collective: config, ..
+                }
+                | KernelConfig::CommNorm {
+                    collective: config, ..
                 } => config.inter_node,
                 other => panic!("collective task {:?} has kernel {other:?}", t.id),
             };

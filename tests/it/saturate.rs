@@ -608,7 +608,7 @@ fn cli_saturates_extracts_explains_and_lists_rules() {
     let text = String::from_utf8_lossy(&o.stdout);
     for want in [
         "e-graph:",
-        "phase collective:",
+        "phase collective (round 1):",
         "stopped: saturated",
         "all-reduce-to-reduce-scatter-all-gather",
         "matches",

@@ -15,6 +15,7 @@ use crate::kernels::{self, OutType};
 use crate::materialize::{assemble, materialize, placement_of, slice_block};
 use crate::mesh_coords::RankGrid;
 use crate::progress::Phase;
+use crate::tokenweave;
 use crate::{RunOptions, Tensors};
 
 fn concrete(graph: &Graph, v: ValueId) -> Result<OutType, ExecError> {
@@ -687,6 +688,22 @@ impl Rank<'_> {
                     .map(|t| vec![t])
                     .map_err(|e| self.comm_err(node, &axis, e));
             }
+            Op::ReduceScatterAddNormAllGather { dim, eps, .. } => {
+                let (size, threads) = (self.group_size(&axis), self.threads);
+                let inputs = [ins[0].as_ref(), ins[1].as_ref(), ins[2].as_ref()];
+                // The exchanger borrows the rank until the op is done.
+                let result = tokenweave::reduce_scatter_add_norm_all_gather(
+                    inputs,
+                    *dim,
+                    *eps,
+                    (me, size),
+                    &out[0],
+                    threads,
+                    &mut self.exchanger(node, &axis),
+                    &reduce_all,
+                );
+                return result.map_err(|e| self.comm_err(node, &axis, e));
+            }
             Op::AllReduce { .. }
             | Op::AllGather { .. }
             | Op::ReduceScatter { .. }
@@ -793,6 +810,7 @@ impl Rank<'_> {
             | Op::Recv { .. }
             | Op::MatMulReduceScatter { .. }
             | Op::AllGatherMatMul { .. }
+            | Op::ReduceScatterAddNormAllGather { .. }
             | Op::Input { .. }
             | Op::Weight { .. }
             | Op::Constant { .. }

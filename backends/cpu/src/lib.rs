@@ -21,6 +21,7 @@ pub mod mesh_coords;
 mod plan_exec;
 mod plan_sync;
 pub mod progress;
+mod tokenweave;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

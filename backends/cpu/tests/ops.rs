@@ -96,6 +96,8 @@ const NOT_COMPUTE: &[&str] = &[
     "sharded_gather",
     "matmul_reduce_scatter",
     "all_gather_matmul",
+    // A communication kernel: tested against its reference in tests/tokenweave.rs.
+    "reduce_scatter_add_norm_all_gather",
 ];
 
 #[test]

@@ -332,6 +332,32 @@ impl CollectiveModel {
         }
     }
 
+    /// An all-reduce in the switch (NVLS multimem) inside one node, whatever NCCL would
+    /// choose: TokenWeave's fused kernel always reduces there. `None` without NVLink
+    /// SHARP, under three devices (as NCCL: see `intra_candidates`) or across nodes.
+    pub(crate) fn nvls_all_reduce(&self, message: u64, group: Group) -> Option<CollectiveTime> {
+        let bw = self.nvls_algbw?;
+        if group.nodes > 1 || group.size < 3 {
+            return None;
+        }
+        let s = to_f64(message);
+        let wire =
+            weft_ir::occupancy::ring_wire_bytes(CollectiveKind::AllReduce, message, group.size)
+                .map_or(f64::INFINITY, to_f64);
+        Some(CollectiveTime {
+            seconds: self.launch + self.nvls_latency + s / bw,
+            algo: Algo::Nvls,
+            config: CollectiveConfig {
+                algorithm: Algo::Nvls.name().into(),
+                protocol: Proto::Simple.name().into(),
+                message_bytes: message,
+                group_size: group.size,
+                inter_node: false,
+            },
+            wire_bytes: wire.min(s * 2.0),
+        })
+    }
+
     /// A group over `group.nodes` nodes: intra-node phase and InfiniBand phase, pipelined.
     fn hierarchical(
         &self,

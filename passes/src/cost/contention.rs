@@ -35,7 +35,9 @@ pub const MEAN_MEASURED_SLOWDOWN: f64 = 1.189;
 /// `config`'s message in `comm_us`, on a GPU with `hbm` bytes/s achievable.
 pub(crate) fn slowdown(sm_fraction: f64, kernel: &KernelConfig, comm_us: f64, hbm: f64) -> f64 {
     let config = match kernel {
-        KernelConfig::Collective(c) | KernelConfig::Pipelined { collective: c, .. } => c,
+        KernelConfig::Collective(c)
+        | KernelConfig::Pipelined { collective: c, .. }
+        | KernelConfig::CommNorm { collective: c, .. } => c,
         KernelConfig::View
         | KernelConfig::Gemm { .. }
         | KernelConfig::MemoryBound { .. }

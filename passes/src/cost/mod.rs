@@ -19,6 +19,7 @@ mod interp;
 mod memory_bound;
 mod norm_matmul;
 pub mod pipeline;
+pub mod tokenweave;
 pub mod validation;
 
 use weft_hardware::Profile;
@@ -344,6 +345,7 @@ impl CostModel {
             | Op::AllGatherMatMul {
                 dim, transpose_b, ..
             } => self.fused_op_cost(&cx, op, *dim, *transpose_b),
+            Op::ReduceScatterAddNormAllGather { axis, .. } => self.tokenweave_cost(&cx, axis),
         }
     }
 

@@ -714,6 +714,10 @@ mod tests {
                 elapsed: Duration::ZERO,
                 unsound: Vec::new(),
                 not_fired: Vec::new(),
+                rounds: crate::saturate::RoundsReport {
+                    rounds: 0,
+                    stop_reason: "not run".into(),
+                },
             },
         };
         (sat, g)
@@ -859,6 +863,10 @@ mod tests {
                 elapsed: Duration::ZERO,
                 unsound: Vec::new(),
                 not_fired: Vec::new(),
+                rounds: crate::saturate::RoundsReport {
+                    rounds: 0,
+                    stop_reason: "not run".into(),
+                },
             },
         };
         let got = extract(&sat, &g, &cost).unwrap();

@@ -3,7 +3,8 @@
 //! The sharded graph becomes an e-graph ([`convert`]); exact rewrites ([`rules`]) add
 //! every equivalent way to compute it — collectives decomposed, element-wise ops and
 //! norms moved onto shards, GEMMs fused with their collectives, tokens split — in phases
-//! (`collective`, then `fusion`, then `split`), each with explicit node, iteration and
+//! (`collective`, then `fusion`, then `split`), repeated in rounds until a round adds
+//! nothing, each phase with explicit node, iteration and
 //! time limits and a reported stop reason. [`extract`] then picks one program under a
 //! per-op cost model the caller gives ([`NodeCost`]), counting each shared value once
 //! (a DAG cost, see [`mod@extract`]), and turns it back into an IR graph that `weft run`
@@ -13,13 +14,13 @@ mod analysis;
 mod convert;
 pub mod extract;
 pub(crate) mod lang;
+mod rounds;
 pub mod rules;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use egg::{CostFunction, Extractor, Id, RecExpr, Runner, SimpleScheduler, StopReason};
+use egg::{CostFunction, Extractor, Id, RecExpr};
 use weft_ir::Graph;
 
 pub use analysis::{Meta, WEGraph, WeftAnalysis};
@@ -27,6 +28,7 @@ pub use analysis::{Meta, WEGraph, WeftAnalysis};
 pub use egg;
 pub use extract::{Extraction, NodeCost, extract};
 pub use lang::{Head, WNode};
+pub use rounds::{PHASES, RoundsReport};
 pub use rules::{Guards, RULES, RuleDef};
 
 /// Why saturation or extraction failed.
@@ -53,10 +55,17 @@ pub enum SaturateError {
 #[derive(Clone, Debug)]
 pub struct SaturateOptions {
     /// E-nodes at which a phase stops (egg checks between rules, so a phase may overshoot
-    /// by one rule's batch).
+    /// by one rule's batch). The count is the e-graph's, so it bounds the whole run.
     pub node_limit: usize,
+    /// Iterations of one phase in one round.
     pub iter_limit: usize,
+    /// Time of one phase in one round; a run takes at most `max_rounds` × phases × this.
     pub time_limit: Duration,
+    /// How many times the phases may run in order (`collective`, `fusion`, `split`):
+    /// a later phase's results (token-split halves) are new sites for an earlier
+    /// phase's rules, so the phases repeat until a round adds nothing, a limit stops a
+    /// phase, or this many rounds have run.
+    pub max_rounds: usize,
     /// Rules to run, by name; all of them when empty.
     pub rules: Vec<String>,
     pub guards: Guards,
@@ -68,6 +77,7 @@ impl Default for SaturateOptions {
             node_limit: 500_000,
             iter_limit: 8,
             time_limit: Duration::from_secs(10),
+            max_rounds: 4,
             rules: Vec::new(),
             guards: Guards::default(),
         }
@@ -82,10 +92,12 @@ pub struct RuleStats {
     pub applied: usize,
 }
 
-/// One phase of saturation.
+/// One phase of saturation, in one round.
 #[derive(Clone, Debug)]
 pub struct PhaseReport {
     pub ruleset: &'static str,
+    /// The round it ran in, from 1.
+    pub round: usize,
     pub stop_reason: String,
     pub iterations: usize,
     pub nodes: usize,
@@ -105,6 +117,8 @@ pub struct SaturationReport {
     pub unsound: Vec<String>,
     /// Rules asked for by name that never applied.
     pub not_fired: Vec<&'static str>,
+    /// How many rounds of phases ran, and why no further one did.
+    pub rounds: RoundsReport,
 }
 
 /// A saturated e-graph and its root.
@@ -224,72 +238,10 @@ fn saturate_impl(
         .classes()
         .flat_map(|c| c.nodes.iter().cloned())
         .collect();
-    let mut phases = Vec::new();
+    let (phases, rounds) = rounds::run(&mut egraph, &selected, options);
     let mut applied_total: HashMap<&'static str, usize> = HashMap::new();
-    for ruleset in ["collective", "fusion", "split"] {
-        let defs: Vec<RuleDef> = selected
-            .iter()
-            .filter(|r| r.ruleset == ruleset)
-            .copied()
-            .collect();
-        if defs.is_empty() {
-            continue;
-        }
-        let (rewrites, counters): (Vec<_>, Vec<_>) = defs
-            .iter()
-            .map(|d| rules::EggRule::rewrite(*d, options.guards.clone()))
-            .unzip();
-        let phase_start = Instant::now();
-        // egg's default `BackoffScheduler` bans a rule for some iterations once its
-        // matches pass a threshold (1000, doubling with each ban): on a deep model a rule
-        // with many sites would silently not run until the iteration limit ends the
-        // phase. The simple scheduler applies every match every iteration; the node,
-        // iteration and time limits bound the work, and the report names the limit hit.
-        let runner = Runner::default()
-            .with_scheduler(SimpleScheduler)
-            .with_egraph(egraph)
-            .with_node_limit(options.node_limit)
-            .with_iter_limit(options.iter_limit)
-            .with_time_limit(options.time_limit)
-            .run(&rewrites);
-        let stop_reason = match &runner.stop_reason {
-            Some(StopReason::Saturated) => "saturated".to_owned(),
-            Some(StopReason::IterationLimit(n)) => format!("iteration limit ({n})"),
-            Some(StopReason::NodeLimit(n)) => format!("node limit ({n})"),
-            Some(StopReason::TimeLimit(t)) => format!("time limit ({t:.1} s)"),
-            Some(StopReason::Other(s)) => s.clone(),
-            None => "not run".to_owned(),
-        };
-        let mut stats = Vec::new();
-        for (d, counter) in defs.iter().zip(&counters) {
-            let applied: usize = runner
-                .iterations
-                .iter()
-                .map(|it| {
-                    it.applied
-                        .get(&egg::Symbol::from(d.name))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .sum();
-            *applied_total.entry(d.name).or_default() += applied;
-            stats.push(RuleStats {
-                name: d.name,
-                matches: counter.load(Ordering::Relaxed),
-                applied,
-            });
-        }
-        egraph = runner.egraph;
-        tracing::debug!(ruleset, %stop_reason, nodes = egraph.total_size(), "phase done");
-        phases.push(PhaseReport {
-            ruleset,
-            stop_reason,
-            iterations: runner.iterations.len(),
-            nodes: egraph.total_size(),
-            classes: egraph.number_of_classes(),
-            elapsed: phase_start.elapsed(),
-            rules: stats,
-        });
+    for stats in phases.iter().flat_map(|p| &p.rules) {
+        *applied_total.entry(stats.name).or_default() += stats.applied;
     }
     let not_fired = if options.rules.is_empty() {
         Vec::new()
@@ -309,6 +261,7 @@ fn saturate_impl(
         unsound: egraph.analysis.unsound.clone(),
         not_fired,
         phases,
+        rounds,
     };
     Ok(Saturated {
         root: egraph.find(root),
@@ -354,8 +307,8 @@ pub fn extract_rewritten(sat: &Saturated, template: &Graph) -> Result<Graph, Sat
     extract_with(sat, template, cost)
 }
 
-/// Original nodes cost 1, nodes a rule built 0.001, plus the dearest child: a max rather
-/// than a sum, so a value two pieces share is not counted twice.
+/// Original nodes cost 1, nodes a rule built 0.001, projections nothing, plus the dearest
+/// child: a max rather than a sum, so a value two pieces share is not counted twice.
 #[derive(Debug)]
 pub(crate) struct PreferRewritten {
     original: std::collections::HashSet<WNode>,
@@ -377,7 +330,11 @@ impl CostFunction<WNode> for PreferRewritten {
     where
         C: FnMut(Id) -> f64,
     {
-        let own = if self.original.contains(enode) {
+        // A projection is bookkeeping, not an op: free, so a multi-output kernel's second
+        // result (TokenWeave's residual) is preferred to recomputing it.
+        let own = if matches!(enode.head, Head::Proj(_)) {
+            0.0
+        } else if self.original.contains(enode) {
             1.0
         } else {
             0.001

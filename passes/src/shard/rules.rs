@@ -315,7 +315,8 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
         | Op::AllGatherMatMul { .. }
         | Op::FusedElementwise { .. }
         | Op::NormMatMul { .. }
-        | Op::MoeRegroup) => {
+        | Op::MoeRegroup
+        | Op::ReduceScatterAddNormAllGather { .. }) => {
             return Err(ShardError::NoRule {
                 node: node.name.clone(),
                 op: op.name().into(),

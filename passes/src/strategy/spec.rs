@@ -152,7 +152,7 @@ const TOKENWEAVE_RULES: &[&str] = &[
     "token-split-all-reduce",
     "token-split-matmul",
     "slice-of-concat",
-    // H1: "tokenweave-fused-rs-norm-ag" goes here once it lands.
+    "tokenweave-fused-rs-norm-ag",
 ];
 
 /// Flux's dense kernels elsewhere; in the MoE layers Comet's expert-GEMM splits and the
@@ -271,12 +271,7 @@ pub const SPECS: [StrategySpec; 6] = [
                      overlaps the AllReduce of the other) and Granularity (token split into 2, \
                      layer level)",
         },
-        pending: Some(
-            "rule `tokenweave-fused-rs-norm-ag` (helper H1; overlap-systems.md §2, \
-             techniques.md §5.2(a): reduce-scatter + residual add + RMSNorm on the token \
-             shard + all-gather in one kernel) is not in this build: each half's all-reduce \
-             runs whole, and the residual add and RMSNorm run on all tokens",
-        ),
+        pending: None,
         chunks: Sourced {
             value: FusedChunks::NONE,
             source: "overlap-systems.md §2 Granularity: the token split is the only \

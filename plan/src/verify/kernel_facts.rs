@@ -23,7 +23,7 @@ use crate::{CollectiveConfig, KernelConfig, Plan, PlanRule, RankPlan};
 pub(super) fn on_rank(v: &mut Verifier<'_>, plan: &Plan, rp: &RankPlan) {
     for (t, task) in rp.tasks.iter().enumerate() {
         let (config, chunks) = match &task.kernel {
-            KernelConfig::Collective(c) => (c, 1),
+            KernelConfig::Collective(c) | KernelConfig::CommNorm { collective: c, .. } => (c, 1),
             KernelConfig::Pipelined {
                 collective, chunks, ..
             } => (collective, *chunks),

@@ -128,7 +128,10 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
         | Op::AllSlice { .. }
         | Op::ShardedGather { .. }
         | Op::MatMulReduceScatter { .. }
-        | Op::AllGatherMatMul { .. } => Err(format!("`{}` is not a compute kernel", op.name())),
+        | Op::AllGatherMatMul { .. }
+        | Op::ReduceScatterAddNormAllGather { .. } => {
+            Err(format!("`{}` is not a compute kernel", op.name()))
+        }
         Op::FusedElementwise { steps } => one(fused(steps, inputs, threads)?),
         Op::NormMatMul {
             norm,

@@ -18,6 +18,7 @@ mod comet;
 mod fusion;
 mod prologue;
 mod split;
+mod tokenweave;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
 use super::lang::{Head, WNode};
@@ -148,6 +149,15 @@ pub const RULES: &[RuleDef] = &[
         doc: "matmul(rms_norm(x, w), b) = norm_matmul(x, b, w) (layer_norm likewise): the norm in the GEMM's prologue, the normed rows never written out; where the norm has other consumers it still runs and the cost decides",
         find: prologue::find_norm_then_matmul,
         build: prologue::build_norm_matmul,
+    },
+    RuleDef {
+        name: "tokenweave-fused-rs-norm-ag",
+        ruleset: "fusion",
+        exact: true,
+        paper: "TokenWeave (Gond, Kwatra, Ramjee; MLSys 2026): fused_rs_ln_ag_cta_kernel",
+        doc: "all_gather(rms_norm(add(reduce_scatter(x, d), r), w), d) = output 0 of reduce_scatter_add_norm_all_gather(x, r, w), and add(reduce_scatter(x, d), r) = its output 1 (the residual shard): one comm kernel on a few SMs",
+        find: tokenweave::find_rs_add_norm_gather,
+        build: tokenweave::build_rs_add_norm_gather,
     },
     RuleDef {
         name: "token-split-matmul",
