@@ -286,6 +286,16 @@ impl CostModel {
             }
             // Keeps its slice: reads and writes the output's bytes.
             Op::AllSlice { .. } => self.memory_cost(2.0 * cx.out_bytes()?),
+            Op::Slice { axis, .. } => {
+                if cx.is_contiguous_block(*axis)? {
+                    // A contiguous block of a row-major buffer (every dim before the cut
+                    // has extent 1): the half is a pointer and a shape into the whole, as
+                    // a token split's halves are, so a kernel reads it in place.
+                    Ok(OpCost::compute(0.0, KernelConfig::View))
+                } else {
+                    self.memory_cost(cx.all_bytes()?)
+                }
+            }
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -309,7 +319,6 @@ impl CostModel {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Split { .. }
-            | Op::Slice { .. }
             | Op::Cast { .. }
             | Op::Reduce { .. }
             | Op::TopK { .. }
@@ -606,6 +615,19 @@ impl Operands<'_> {
             .shape
             .eval(self.dims)
             .map_err(|e| self.dim_err(e))
+    }
+
+    /// Whether slicing input 0 along `axis` takes one contiguous block of its row-major
+    /// buffer: every dim before `axis` has extent 1 (the outermost dim trivially).
+    fn is_contiguous_block(&self, axis: i64) -> Result<bool, CostError> {
+        let s = self.shape_in(0)?;
+        let rank = i64::try_from(s.len()).map_err(|_| self.bad("rank too large".into()))?;
+        let a = if axis < 0 { axis + rank } else { axis };
+        if a < 0 || a >= rank {
+            return Err(self.bad(format!("axis {axis} out of range for rank {rank}")));
+        }
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+        Ok(s[..a as usize].iter().all(|&d| d == 1))
     }
 
     fn shape_out(&self, i: usize) -> Result<Vec<u64>, CostError> {
