@@ -24,6 +24,7 @@ mod run;
 mod saturate;
 mod saturate_models;
 mod shard;
+mod split_chain;
 
 use std::path::{Path, PathBuf};
 
