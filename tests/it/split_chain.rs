@@ -334,3 +334,77 @@ fn a_whole_model_split_into_token_halves_keeps_its_outputs() {
     assert!(applied(&sat.report, "token-split-elementwise") > 0);
     assert!(program.num_nodes() > sharded.num_nodes());
 }
+
+/// The predicted step of Llama-3-70B (2 layers, 2048 tokens) at `tp=8` on `h100-sxm-8`
+/// (the scheduler's prediction under the cost model, one communication stream): the
+/// sharded program, the programs that use every split the rules built
+/// (`extract_rewritten`) with the two token splits alone and with the chain rules, and the
+/// program extraction picks with every rule. The chains must make the split program
+/// faster than both the unsplit one and the one whose halves re-join at every op. Prints
+/// the figures docs/rewrites.md quotes:
+/// `cargo test --test it split_chain_effect -- --nocapture`.
+#[test]
+fn split_chain_effect_on_llama_70b_tp8() {
+    use weft::passes::schedule::{ScheduleOptions, schedule};
+    let cfg = weft::zoo::LlamaConfig {
+        layers: 2,
+        ..weft::zoo::LlamaConfig::llama3_70b()
+    };
+    let graph = weft::zoo::llama(&cfg).unwrap();
+    let sharded = weft::shard(&graph, &"tp=8".parse().unwrap()).unwrap();
+    let profile = weft::hardware::Profile::builtin("h100-sxm-8").unwrap();
+    let cost = weft::passes::cost::CostModel::new(&profile, &sharded.mesh).unwrap();
+    let predict = |g: &Graph| -> f64 {
+        schedule(g, &cost, &ScheduleOptions::default())
+            .unwrap()
+            .prediction
+            .predicted_us
+            / 1e3
+    };
+    let census = |g: &Graph, op: &str| g.nodes().filter(|(_, n)| n.op.name() == op).count();
+    let splits = [
+        "token-split-matmul",
+        "token-split-all-reduce",
+        "slice-of-concat",
+    ];
+    let chain = [
+        "token-split-elementwise",
+        "token-split-norm",
+        "token-split-rope",
+        "token-split-fused",
+    ];
+    let run_with = |names: &[&str]| {
+        let options = SaturateOptions {
+            rules: names.iter().map(|r| r.to_string()).collect(),
+            ..SaturateOptions::default()
+        };
+        let sat = saturate::saturate(&sharded, &options).unwrap();
+        (sat.report.nodes, saturate::extract_rewritten(&sat, &sharded).unwrap())
+    };
+    let show = |what: &str, g: &Graph, enodes: usize| -> f64 {
+        let ms = predict(g);
+        println!(
+            "{what:<44} {ms:>8.3} ms  {:>4} nodes {:>3} concat {:>3} slice  {enodes:>6} e-nodes",
+            g.num_nodes(),
+            census(g, "concat"),
+            census(g, "slice"),
+        );
+        ms
+    };
+    let whole = show("sharded (no rewrite)", &sharded, 0);
+    let (n, g) = run_with(&splits);
+    let rejoined = show("token splits, every split taken", &g, n);
+    let with_chain: Vec<&str> = splits.iter().chain(&chain).copied().collect();
+    let (n, g) = run_with(&with_chain);
+    let chained = show("token splits + chains, every split taken", &g, n);
+    // Between the layers' attentions nothing re-joins: the joins left are q, k and v's
+    // (attention runs whole) and the logits'.
+    assert_eq!(census(&g, "concat"), 3 * 2 + 1);
+    let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
+    let picked = saturate::extract(&sat, &sharded, &cost).unwrap().graph;
+    show("every rule, extracted by summed op cost", &picked, sat.report.nodes);
+    assert!(
+        chained < whole && chained < rejoined,
+        "{chained} ms against {whole} and {rejoined}"
+    );
+}
