@@ -618,16 +618,11 @@ impl Operands<'_> {
     }
 
     /// Whether slicing input 0 along `axis` takes one contiguous block of its row-major
-    /// buffer: every dim before `axis` has extent 1 (the outermost dim trivially).
+    /// buffer ([`weft_ir::occupancy::slice_is_contiguous`]).
     fn is_contiguous_block(&self, axis: i64) -> Result<bool, CostError> {
         let s = self.shape_in(0)?;
-        let rank = i64::try_from(s.len()).map_err(|_| self.bad("rank too large".into()))?;
-        let a = if axis < 0 { axis + rank } else { axis };
-        if a < 0 || a >= rank {
-            return Err(self.bad(format!("axis {axis} out of range for rank {rank}")));
-        }
-        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
-        Ok(s[..a as usize].iter().all(|&d| d == 1))
+        weft_ir::occupancy::slice_is_contiguous(&s, axis)
+            .ok_or_else(|| self.bad(format!("axis {axis} out of range for rank {}", s.len())))
     }
 
     fn shape_out(&self, i: usize) -> Result<Vec<u64>, CostError> {
