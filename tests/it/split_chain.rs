@@ -401,8 +401,21 @@ fn split_chain_effect_on_llama_70b_tp8() {
     // (attention runs whole) and the logits'.
     assert_eq!(census(&g, "concat"), 3 * 2 + 1);
     let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
-    let picked = saturate::extract(&sat, &sharded, &cost).unwrap().graph;
-    show("every rule, extracted by summed op cost", &picked, sat.report.nodes);
+    let extraction = saturate::extract(&sat, &sharded, &cost).unwrap();
+    let picked = &extraction.graph;
+    show("every rule, extracted by summed op cost", picked, sat.report.nodes);
+    // A program that splits nothing credits no split rule, though split forms share
+    // classes with the fused kernels it uses.
+    if census(picked, "concat") == 0 {
+        assert!(
+            extraction
+                .rules_used
+                .iter()
+                .all(|(rule, _)| !rule.starts_with("token-split")),
+            "{:?}",
+            extraction.rules_used
+        );
+    }
     assert!(
         chained < whole && chained < rejoined,
         "{chained} ms against {whole} and {rejoined}"

@@ -380,11 +380,13 @@ impl Applier<WNode, WeftAnalysis> for EggRule {
             .collect();
         let mut changed = vec![];
         for new in (self.def.build)(egraph, &binding, &self.guards) {
+            let nodes = &egraph[new].nodes;
+            let built = (nodes.len() == 1).then(|| nodes[0].clone());
             if egraph.union_trusted(eclass, new, self.def.name) {
                 egraph
                     .analysis
                     .applications
-                    .push((self.def.name, eclass, new));
+                    .push((self.def.name, eclass, new, built));
                 changed.push(eclass);
             }
         }
