@@ -379,7 +379,10 @@ fn split_chain_effect_on_llama_70b_tp8() {
             ..SaturateOptions::default()
         };
         let sat = saturate::saturate(&sharded, &options).unwrap();
-        (sat.report.nodes, saturate::extract_rewritten(&sat, &sharded).unwrap())
+        (
+            sat.report.nodes,
+            saturate::extract_rewritten(&sat, &sharded).unwrap(),
+        )
     };
     let show = |what: &str, g: &Graph, enodes: usize| -> f64 {
         let ms = predict(g);
@@ -403,7 +406,11 @@ fn split_chain_effect_on_llama_70b_tp8() {
     let sat = saturate::saturate(&sharded, &SaturateOptions::default()).unwrap();
     let extraction = saturate::extract(&sat, &sharded, &cost).unwrap();
     let picked = &extraction.graph;
-    show("every rule, extracted by summed op cost", picked, sat.report.nodes);
+    show(
+        "every rule, extracted by summed op cost",
+        picked,
+        sat.report.nodes,
+    );
     // A program that splits nothing credits no split rule, though split forms share
     // classes with the fused kernels it uses.
     if census(picked, "concat") == 0 {
