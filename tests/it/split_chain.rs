@@ -344,6 +344,7 @@ fn a_whole_model_split_into_token_halves_keeps_its_outputs() {
 /// the figures docs/rewrites.md quotes:
 /// `cargo test --test it split_chain_effect -- --nocapture`.
 #[test]
+#[allow(clippy::print_stdout)] // the figures are this test's report
 fn split_chain_effect_on_llama_70b_tp8() {
     use weft::passes::schedule::{ScheduleOptions, schedule};
     let cfg = weft::zoo::LlamaConfig {
