@@ -169,8 +169,13 @@ fn plan(
 /// Bindings `[op index, class, children…]` of the nodes in `class` that `wanted` accepts
 /// and that touch a split value.
 fn find_chain(eg: &WEGraph, class: Id, wanted: fn(&Op) -> bool) -> Vec<Binding> {
+    // Every class is searched in every iteration: rule out, before evaluating any shape,
+    // the nodes near no concat at all (most of them).
+    let joined = |c: Id| ops(eg, c).any(|(_, op, _)| matches!(op, Op::Concat { .. }));
+    let class_joined = joined(class);
     ops(eg, class)
         .filter(|(_, op, ch)| wanted(op) && ch.len() + 2 <= MAX_BINDING)
+        .filter(|(_, _, ch)| class_joined || ch.iter().any(|&c| joined(c)))
         .filter(|(_, op, ch)| plan(eg, op, class, ch, None).is_some())
         .map(|(i, _, ch)| {
             let mut b = vec![i as usize, ix(class)];
