@@ -176,6 +176,7 @@ fn find_chain(eg: &WEGraph, class: Id, wanted: fn(&Op) -> bool) -> Vec<Binding> 
     ops(eg, class)
         .filter(|(_, op, ch)| wanted(op) && ch.len() + 2 <= MAX_BINDING)
         .filter(|(_, _, ch)| class_joined || ch.iter().any(|&c| joined(c)))
+        .filter(|&(i, _, ch)| !(class_joined && split_done(eg, class, i, ch)))
         .filter(|(_, op, ch)| plan(eg, op, class, ch, None).is_some())
         .map(|(i, _, ch)| {
             let mut b = vec![i as usize, ix(class)];
@@ -183,6 +184,30 @@ fn find_chain(eg: &WEGraph, class: Id, wanted: fn(&Op) -> bool) -> Vec<Binding> 
             b
         })
         .collect()
+}
+
+/// Whether the node `head(children)` in `class` was split already: the class holds a
+/// concat whose first part holds the same op over the same children or slices from their
+/// start. Every class is searched again in each iteration, and building a split that
+/// exists types and checks every piece again before hash-consing finds it, so a node
+/// split once is not matched again.
+fn split_done(eg: &WEGraph, class: Id, head: u32, children: &[Id]) -> bool {
+    let slice_of = |piece: Id, whole: Id| {
+        ops(eg, piece).any(|(_, op, ch)| {
+            matches!(op, Op::Slice { start: 0, .. }) && eg.find(ch[0]) == eg.find(whole)
+        })
+    };
+    ops(eg, class).any(|(_, op, parts)| {
+        matches!(op, Op::Concat { .. })
+            && parts.len() == 2
+            && eg[parts[0]].nodes.iter().any(|n| {
+                n.head == Head::Op(head)
+                    && n.children.len() == children.len()
+                    && n.children.iter().zip(children).all(|(&a, &c)| {
+                        eg.find(a) == eg.find(c) || slice_of(a, c)
+                    })
+            })
+    })
 }
 
 pub(super) fn find_chain_elementwise(eg: &WEGraph, class: Id) -> Vec<Binding> {
