@@ -203,9 +203,10 @@ fn split_done(eg: &WEGraph, class: Id, head: u32, children: &[Id]) -> bool {
             && eg[parts[0]].nodes.iter().any(|n| {
                 n.head == Head::Op(head)
                     && n.children.len() == children.len()
-                    && n.children.iter().zip(children).all(|(&a, &c)| {
-                        eg.find(a) == eg.find(c) || slice_of(a, c)
-                    })
+                    && n.children
+                        .iter()
+                        .zip(children)
+                        .all(|(&a, &c)| eg.find(a) == eg.find(c) || slice_of(a, c))
             })
     })
 }
