@@ -333,6 +333,16 @@ fn a_whole_model_split_into_token_halves_keeps_its_outputs() {
     let sat = saturate::saturate(&sharded, &rules(&names)).unwrap();
     assert!(applied(&sat.report, "token-split-elementwise") > 0);
     assert!(program.num_nodes() > sharded.num_nodes());
+    // With every rule: the halves of fused kernels, of norms and element-wise ops moved
+    // onto shards, all taken at once.
+    let every: Vec<&str> = saturate::RULES.iter().map(|r| r.name).collect();
+    prove_chain(
+        "token-split-fused",
+        &every,
+        &sharded,
+        &[("fused_elementwise", More), ("concat>rms_norm", By(0))],
+        Proof::Within(1e-5),
+    );
 }
 
 /// The predicted step of Llama-3-70B (2 layers, 2048 tokens) at `tp=8` on `h100-sxm-8`
