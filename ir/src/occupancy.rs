@@ -233,3 +233,34 @@ pub fn ring_wire_bytes(kind: CollectiveKind, message: u64, n: u64) -> Option<u64
     };
     u64::try_from(bytes).ok()
 }
+
+/// Whether slicing a value of `shape` (row-major) along `axis` (negative counts from the
+/// end) takes one contiguous block of its buffer: every dim before `axis` has extent 1,
+/// which holds trivially for the outermost dim. Such a slice — a token half of
+/// `[1, seq, hidden]` — is a pointer and a shape into its input, so the cost model prices
+/// it as a view and a plan may give it a `view` kernel; its occupancy stays `Compute`
+/// (occupancy cannot depend on shapes), so it still gets its own buffer. `None` when
+/// `axis` is out of range.
+pub fn slice_is_contiguous(shape: &[u64], axis: i64) -> Option<bool> {
+    let rank = i64::try_from(shape.len()).ok()?;
+    let a = if axis < 0 { axis + rank } else { axis };
+    let a = usize::try_from(a).ok().filter(|&a| a < shape.len())?;
+    Some(shape[..a].iter().all(|&d| d == 1))
+}
+
+#[cfg(test)]
+mod slice_tests {
+    use super::slice_is_contiguous;
+
+    #[test]
+    fn a_slice_is_contiguous_when_every_dim_before_it_has_extent_one() {
+        assert_eq!(slice_is_contiguous(&[2048, 8192], 0), Some(true));
+        assert_eq!(slice_is_contiguous(&[1, 2048, 8192], 1), Some(true));
+        assert_eq!(slice_is_contiguous(&[1, 2048, 8192], -2), Some(true));
+        assert_eq!(slice_is_contiguous(&[2, 2048, 8192], 1), Some(false));
+        assert_eq!(slice_is_contiguous(&[2048, 8192], 1), Some(false));
+        assert_eq!(slice_is_contiguous(&[2048, 8192], 2), None);
+        assert_eq!(slice_is_contiguous(&[2048, 8192], -3), None);
+        assert_eq!(slice_is_contiguous(&[], 0), None);
+    }
+}

@@ -472,3 +472,52 @@ fn wrong_reads_kinds_kernels_and_headers_are_refused() {
     assert!(e.has(PlanRule::Header), "{e}");
     assert!(e.to_string().contains("is not the program's"), "{e}");
 }
+
+#[test]
+fn only_a_slice_of_one_contiguous_block_may_have_a_view_kernel() {
+    use weft_ir::{DType, Op, Shape};
+    // x [1, 8, 4]: a token half (dim 0 has extent 1) is one block; a column half is not.
+    let mut g = Graph::new("slices");
+    let x = g
+        .add(
+            "x",
+            Op::Input {
+                dtype: DType::F32,
+                shape: Shape::new([1, 8, 4]),
+            },
+            &[],
+        )
+        .unwrap();
+    let rows = Op::Slice {
+        axis: 1,
+        start: 0,
+        end: 4,
+    };
+    let cols = Op::Slice {
+        axis: -1,
+        start: 0,
+        end: 2,
+    };
+    let a = g.add("rows", rows, &[x]).unwrap();
+    let b = g.add("cols", cols, &[x]).unwrap();
+    g.outputs.extend([a, b]);
+    let plan = serial(&g);
+    verify_plan(&plan, &g).unwrap();
+    let task = |p: &Plan, name: &str| {
+        p.ranks[0]
+            .tasks
+            .iter()
+            .position(|t| t.nodes == [name])
+            .unwrap()
+    };
+    let mut p = plan.clone();
+    let t = task(&p, "rows");
+    p.ranks[0].tasks[t].kernel = weft_plan::KernelConfig::View;
+    verify_plan(&p, &g).unwrap();
+    let mut p = plan;
+    let t = task(&p, "cols");
+    p.ranks[0].tasks[t].kernel = weft_plan::KernelConfig::View;
+    let e = broken(&p, &g);
+    assert!(e.has(PlanRule::Kernel), "{e}");
+    assert!(e.to_string().contains("not views"), "{e}");
+}

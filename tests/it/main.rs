@@ -28,6 +28,7 @@ mod saturate_prologue;
 mod saturate_rounds;
 mod search;
 mod shard;
+mod split_chain;
 mod strategies;
 mod tokenweave;
 mod validation;

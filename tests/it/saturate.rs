@@ -37,7 +37,7 @@ fn with_rules(rules: &[&str]) -> SaturateOptions {
 }
 
 /// How many times `rule` applied, over all phases.
-fn applied(report: &saturate::SaturationReport, rule: &str) -> usize {
+pub(crate) fn applied(report: &saturate::SaturationReport, rule: &str) -> usize {
     report
         .phases
         .iter()
@@ -60,7 +60,7 @@ fn one_rule(rule: &str) -> SaturateOptions {
 
 /// How a rule's proof compares the outputs of the original and the rewritten program.
 #[derive(Clone, Copy, Debug)]
-enum Proof {
+pub(crate) enum Proof {
     /// Bit for bit: the rule only moves data, or keeps every sum in the same order (the
     /// executor's all-reduce and reduce-scatter both sum in group order, and a fused
     /// element-wise chain rounds after each step as the separate ops do).
@@ -72,7 +72,7 @@ enum Proof {
 
 /// How the count of an op, or of a `producer>consumer` edge between two ops, must change.
 #[derive(Clone, Copy, Debug)]
-enum Delta {
+pub(crate) enum Delta {
     By(i64),
     More,
     Fewer,
@@ -96,7 +96,7 @@ fn census(g: &Graph) -> std::collections::BTreeMap<String, i64> {
 
 /// Asserts that `after` differs from `before` as `changes` say.
 #[track_caller]
-fn assert_changes(what: &str, before: &Graph, after: &Graph, changes: &[(&str, Delta)]) {
+pub(crate) fn assert_changes(what: &str, before: &Graph, after: &Graph, changes: &[(&str, Delta)]) {
     assert!(
         !changes.is_empty(),
         "{what}: say how the program must change"
@@ -146,7 +146,7 @@ fn prove(rule: &str, graph: &Graph, changes: &[(&str, Delta)], proof: Proof) {
     }
 }
 
-fn json(src: &str) -> Graph {
+pub(crate) fn json(src: &str) -> Graph {
     weft::json::parse_str(src, Path::new("rule.json")).unwrap_or_else(|e| panic!("{e:?}"))
 }
 

@@ -297,6 +297,16 @@ impl CostModel {
             }
             // Keeps its slice: reads and writes the output's bytes.
             Op::AllSlice { .. } => self.memory_cost(2.0 * cx.out_bytes()?),
+            Op::Slice { axis, .. } => {
+                if cx.is_contiguous_block(*axis)? {
+                    // A contiguous block of a row-major buffer (every dim before the cut
+                    // has extent 1): the half is a pointer and a shape into the whole, as
+                    // a token split's halves are, so a kernel reads it in place.
+                    Ok(OpCost::compute(0.0, KernelConfig::View))
+                } else {
+                    self.memory_cost(cx.all_bytes()?)
+                }
+            }
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -320,7 +330,6 @@ impl CostModel {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Split { .. }
-            | Op::Slice { .. }
             | Op::Cast { .. }
             | Op::Reduce { .. }
             | Op::TopK { .. }
@@ -644,6 +653,14 @@ impl Operands<'_> {
             .shape
             .eval(self.dims)
             .map_err(|e| self.dim_err(e))
+    }
+
+    /// Whether slicing input 0 along `axis` takes one contiguous block of its row-major
+    /// buffer ([`weft_ir::occupancy::slice_is_contiguous`]).
+    fn is_contiguous_block(&self, axis: i64) -> Result<bool, CostError> {
+        let s = self.shape_in(0)?;
+        weft_ir::occupancy::slice_is_contiguous(&s, axis)
+            .ok_or_else(|| self.bad(format!("axis {axis} out of range for rank {}", s.len())))
     }
 
     fn shape_out(&self, i: usize) -> Result<Vec<u64>, CostError> {

@@ -634,3 +634,66 @@ fn graph_nodes_cost_under_the_graphs_dims() {
     let e = m.node_cost(&g, up).unwrap_err().to_string();
     assert!(e.contains("node `up`") && e.contains("tokens"), "{e}");
 }
+
+#[test]
+fn a_slice_of_one_contiguous_block_is_a_view_and_other_slices_copy() {
+    let m = cm("h100-sxm-8", 8);
+    let b = DType::Bf16;
+    let half = |axis: i64| Op::Slice {
+        axis,
+        start: 0,
+        end: 1024,
+    };
+    // [1, 2048, 8192] cut along the tokens: dim 0 has extent 1, so the half is one block.
+    let c = cost(
+        &m,
+        &half(1),
+        &[t(b, &[1, 2048, 8192])],
+        &[t(b, &[1, 1024, 8192])],
+    )
+    .unwrap();
+    assert_eq!((c.time_us, c.kernel), (0.0, KernelConfig::View));
+    // The outermost dim, and a negative axis naming it.
+    let c = cost(&m, &half(0), &[t(b, &[2048, 8192])], &[t(b, &[1024, 8192])]).unwrap();
+    assert_eq!(c.kernel, KernelConfig::View);
+    let c = cost(
+        &m,
+        &half(-2),
+        &[t(b, &[2048, 8192])],
+        &[t(b, &[1024, 8192])],
+    )
+    .unwrap();
+    assert_eq!(c.kernel, KernelConfig::View);
+    // Columns of a matrix, or tokens under a batch of 2: strided, so a copy.
+    let c = cost(&m, &half(1), &[t(b, &[8192, 2048])], &[t(b, &[8192, 1024])]).unwrap();
+    assert!(
+        matches!(c.kernel, KernelConfig::MemoryBound { .. }),
+        "{c:?}"
+    );
+    assert!(c.time_us > 0.0);
+    let c = cost(
+        &m,
+        &half(1),
+        &[t(b, &[2, 2048, 64])],
+        &[t(b, &[2, 1024, 64])],
+    )
+    .unwrap();
+    assert!(
+        matches!(c.kernel, KernelConfig::MemoryBound { .. }),
+        "{c:?}"
+    );
+    // A concat is still a copy: no buffer elision exists.
+    let c = cost(
+        &m,
+        &Op::Concat { axis: 1 },
+        &[t(b, &[1, 1024, 8192]), t(b, &[1, 1024, 8192])],
+        &[t(b, &[1, 2048, 8192])],
+    )
+    .unwrap();
+    assert!(
+        matches!(c.kernel, KernelConfig::MemoryBound { .. }),
+        "{c:?}"
+    );
+    // A bad axis is an error, not a panic.
+    assert!(cost(&m, &half(5), &[t(b, &[2048, 8192])], &[t(b, &[1024, 8192])]).is_err());
+}

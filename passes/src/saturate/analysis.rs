@@ -82,8 +82,11 @@ pub struct WeftAnalysis {
     pub pending: Option<Vec<Sharding>>,
     /// Merges of classes whose types or shardings differ: unsound rules.
     pub unsound: Vec<String>,
-    /// Every application that changed the e-graph: (rule, matched class, new class).
-    pub applications: Vec<(&'static str, Id, Id)>,
+    /// Every application that changed the e-graph: (rule, matched class, new class, the
+    /// e-node the rule built when the new class held just that one). Several rules can
+    /// join one class (a fused kernel and a token split of the same add): the e-node says
+    /// which of them a chosen program uses.
+    pub applications: Vec<(&'static str, Id, Id, Option<WNode>)>,
     /// Classes created since a rule application last took them (see `built`).
     pub created: Vec<Id>,
     /// Per rule application that changed the e-graph: the rule, the classes it created —

@@ -583,26 +583,37 @@ pub(crate) fn rules_used(
 ) -> Vec<(String, u64)> {
     let eg = &tables.sat.egraph;
     let original = tables.sat.original_enodes();
-    // Classes where the chosen e-node is one a rule built.
-    let mut rewritten: HashSet<Id> = HashSet::new();
+    let canonical = |node: &WNode| WNode {
+        head: node.head,
+        children: node.children.iter().map(|&ch| eg.find(ch)).collect(),
+    };
+    // Classes where the chosen e-node is one a rule built, with that e-node.
+    let mut rewritten: HashMap<Id, WNode> = HashMap::new();
     for &c in reachable {
         let class = tables.classes[c];
         let Some(k) = choice[c] else { continue };
-        let node = &eg[class].nodes[k];
-        let canonical = WNode {
-            head: node.head,
-            children: node.children.iter().map(|&ch| eg.find(ch)).collect(),
-        };
-        if !original.contains(&canonical) {
-            rewritten.insert(eg.find(class));
+        let node = canonical(&eg[class].nodes[k]);
+        if !original.contains(&node) {
+            rewritten.insert(eg.find(class), node);
         }
     }
     let mut seen: HashSet<(&'static str, Id)> = HashSet::new();
     let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for &(rule, _, new) in &eg.analysis.applications {
-        let new = eg.find(new);
-        if rewritten.contains(&new) && seen.insert((rule, new)) {
-            *counts.entry(rule.to_owned()).or_insert(0) += 1;
+    for (rule, _, new, built) in &eg.analysis.applications {
+        let new = eg.find(*new);
+        let Some(chosen) = rewritten.get(&new) else {
+            continue;
+        };
+        // A rule that built an e-node of its own counts only when that e-node is the
+        // one chosen: another rule's form of the same class (a fused kernel where a token
+        // split was also built) is not this rule's doing. A rule that only joined
+        // existing classes (a slice folded into its half) counts by its class.
+        let used = match built.as_ref().map(canonical) {
+            Some(b) if !original.contains(&b) => b == *chosen,
+            _ => true,
+        };
+        if used && seen.insert((rule, new)) {
+            *counts.entry((*rule).to_owned()).or_insert(0) += 1;
         }
     }
     counts.into_iter().collect()

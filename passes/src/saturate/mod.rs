@@ -183,12 +183,12 @@ pub fn explain(sat: &mut Saturated, rule: &str) -> Result<String, SaturateError>
         return Err(SaturateError::NoExplanations);
     }
     let ops = sat.egraph.analysis.ops.clone();
-    let Some(&(_, a, b)) = sat
+    let Some(&(_, a, b, _)) = sat
         .egraph
         .analysis
         .applications
         .iter()
-        .find(|(name, _, _)| *name == rule)
+        .find(|(name, _, _, _)| *name == rule)
     else {
         return Err(SaturateError::NeverApplied(rule.to_owned()));
     };

@@ -50,9 +50,10 @@ struct Site {
 pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
     let eg = &tables.sat.egraph;
     let mut sites: BTreeSet<Site> = BTreeSet::new();
-    for &(rule, matched, new) in &eg.analysis.applications {
+    for (rule, matched, new, built) in &eg.analysis.applications {
+        let (rule, matched) = (*rule, *matched);
         let class = eg.find(matched);
-        let built = eg.id_to_node(new);
+        let built = built.as_ref().unwrap_or_else(|| eg.id_to_node(*new));
         let canonical = WNode {
             head: built.head,
             children: built.children.iter().map(|&c| eg.find(c)).collect(),

@@ -32,10 +32,9 @@ pub(crate) fn program_with_provenance(
     };
     let original: HashSet<WNode> = tables.sat.original_enodes();
     let mut built_by: HashMap<WNode, &'static str> = HashMap::new();
-    for &(rule, _, new) in &eg.analysis.applications {
-        built_by
-            .entry(canonical(eg.id_to_node(new)))
-            .or_insert(rule);
+    for (rule, _, new, built) in &eg.analysis.applications {
+        let node = built.as_ref().unwrap_or_else(|| eg.id_to_node(*new));
+        built_by.entry(canonical(node)).or_insert(*rule);
     }
     // Parents before children: `reachable` is a post-order.
     let mut rule_of: HashMap<usize, &'static str> = HashMap::new();

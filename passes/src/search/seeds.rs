@@ -62,10 +62,9 @@ pub(crate) fn prefer_rules(tables: &Tables<'_>, allowed: &[&'static str]) -> Vec
         children: n.children.iter().map(|&c| eg.find(c)).collect(),
     };
     let mut built_by = HashMap::new();
-    for &(rule, _, new) in &eg.analysis.applications {
-        built_by
-            .entry(canonical(eg.id_to_node(new)))
-            .or_insert(rule);
+    for (rule, _, new, built) in &eg.analysis.applications {
+        let node = built.as_ref().unwrap_or_else(|| eg.id_to_node(*new));
+        built_by.entry(canonical(node)).or_insert(*rule);
     }
     let mut unpriced = HashSet::new();
     for (c, &class) in tables.classes.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! reads is produced earlier in the same task or by a task that happens before it; a
 //! task's kernel configuration fits its nodes.
 
-use weft_ir::{NodeId, Occupancy, Op};
+use weft_ir::{Graph, Node, NodeId, Occupancy, Op};
 
 use super::{Order, Verifier, task_label};
 use crate::{KernelConfig, PlanRule, RankPlan};
@@ -71,20 +71,25 @@ pub(super) fn kernels(v: &mut Verifier<'_>, rp: &RankPlan) {
 
 fn kernel(v: &mut Verifier<'_>, rp: &RankPlan, t: usize) {
     let task = &rp.tasks[t];
-    let ops: Vec<&Op> = task
+    let nodes: Vec<&Node> = task
         .nodes
         .iter()
         .filter_map(|n| v.node_by_name.get(n.as_str()))
-        .map(|&id| &v.program.node(id).op)
+        .map(|&id| v.program.node(id))
         .collect();
-    let all_views = ops
+    let all_views = nodes
         .iter()
-        .all(|op| matches!(op.occupancy(), Occupancy::View));
-    let fused = ops
+        .all(|n| matches!(n.op.occupancy(), Occupancy::View));
+    // A slice of one contiguous block may launch nothing too (the cost model prices it
+    // as a view); any other task with a `view` kernel is wrong.
+    let may_view = nodes
         .iter()
-        .any(|op| matches!(op.occupancy(), Occupancy::Both(_)));
+        .all(|n| matches!(n.op.occupancy(), Occupancy::View) || contiguous_slice(v.program, n));
+    let fused = nodes
+        .iter()
+        .any(|n| matches!(n.op.occupancy(), Occupancy::Both(_)));
     let is_view = matches!(task.kernel, KernelConfig::View);
-    let problem = if all_views != is_view {
+    let problem = if (is_view && !may_view) || (!is_view && all_views) {
         Some(if is_view {
             "has a `view` kernel but runs nodes that are not views".to_owned()
         } else {
@@ -105,6 +110,22 @@ fn kernel(v: &mut Verifier<'_>, rp: &RankPlan, t: usize) {
         let m = format!("{} {p}", task_label(rp, t));
         v.err(Some(rp.rank), PlanRule::Kernel, m);
     }
+}
+
+/// Whether `node` is a `slice` taking one contiguous block of its input
+/// ([`weft_ir::occupancy::slice_is_contiguous`]).
+fn contiguous_slice(program: &Graph, node: &Node) -> bool {
+    let (Op::Slice { axis, .. }, Some(&input)) = (&node.op, node.inputs.first()) else {
+        return false;
+    };
+    program
+        .value(input)
+        .ty
+        .shape
+        .eval(&program.dims)
+        .ok()
+        .and_then(|s| weft_ir::occupancy::slice_is_contiguous(&s, *axis))
+        .unwrap_or(false)
 }
 
 /// Every value a task reads was produced before it: earlier in the same task, or by a

@@ -19,6 +19,7 @@ mod fusion;
 mod prologue;
 mod split;
 mod tokenweave;
+mod split_chain;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
 use super::lang::{Head, WNode};
@@ -185,6 +186,42 @@ pub const RULES: &[RuleDef] = &[
         doc: "slice(concat(x0, x1, ..), bounds of part i) = x_i: split halves flow from op to op without re-joining, so a whole layer runs as micro-batches",
         find: split::find_slice_of_concat,
         build: split::build_slice_of_concat,
+    },
+    RuleDef {
+        name: "token-split-elementwise",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025); Domino (2024)",
+        doc: "f(x, r) = concat(f(x[:m/2], r'), f(x[m/2:], r'')) along the tokens for element-wise f (the residual add, SiLU·mul among them) when an operand or the class is already split in two halves; operands broadcast along the tokens are used whole",
+        find: split_chain::find_chain_elementwise,
+        build: split_chain::build_chain,
+    },
+    RuleDef {
+        name: "token-split-norm",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025)",
+        doc: "rms_norm(x, w) = concat(rms_norm(x[:m/2], w), rms_norm(x[m/2:], w)) along the tokens when x is already split in two halves (layer_norm, and softmax over a non-token axis, likewise)",
+        find: split_chain::find_chain_norm,
+        build: split_chain::build_chain,
+    },
+    RuleDef {
+        name: "token-split-rope",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025)",
+        doc: "rope(x, cos, sin) = concat(rope(x[:m/2], cos[:m/2], sin[:m/2]), rope(x[m/2:], ..)) along the tokens when x is already split in two halves (tables broadcast along the tokens are used whole)",
+        find: split_chain::find_chain_rope,
+        build: split_chain::build_chain,
+    },
+    RuleDef {
+        name: "token-split-fused",
+        ruleset: "split",
+        exact: true,
+        paper: "TokenWeave (MLSys 2026); NanoFlow (OSDI 2025); Domino (2024)",
+        doc: "a fused_elementwise kernel (GEMM prologue included, its weight read whole) = the concat of the kernel on each token half, when an operand or the class is already split in two halves",
+        find: split_chain::find_chain_fused,
+        build: split_chain::build_chain,
     },
     RuleDef {
         name: "expert-gemm-split-columns",
@@ -381,11 +418,13 @@ impl Applier<WNode, WeftAnalysis> for EggRule {
         let results = (self.def.build)(egraph, &binding, &self.guards);
         let mut made = std::mem::take(&mut egraph.analysis.created);
         for new in results {
+            let nodes = &egraph[new].nodes;
+            let built = (nodes.len() == 1).then(|| nodes[0].clone());
             if egraph.union_trusted(eclass, new, self.def.name) {
                 egraph
                     .analysis
                     .applications
-                    .push((self.def.name, eclass, new));
+                    .push((self.def.name, eclass, new, built));
                 changed.push(eclass);
                 made.push(new);
             }

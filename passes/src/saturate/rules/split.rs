@@ -13,7 +13,7 @@ fn already_split(eg: &WEGraph, class: Id) -> bool {
 }
 
 /// How many slices deep a value is: a half of a half is 2.
-fn slice_depth(eg: &WEGraph, class: Id, limit: usize) -> usize {
+pub(super) fn slice_depth(eg: &WEGraph, class: Id, limit: usize) -> usize {
     if limit == 0 {
         return 0;
     }
@@ -24,7 +24,8 @@ fn slice_depth(eg: &WEGraph, class: Id, limit: usize) -> usize {
         .unwrap_or(0)
 }
 
-fn halves(eg: &mut WEGraph, x: Id, dim: usize, rows: u64) -> Option<(Id, Id)> {
+/// The two token halves of `x` along `dim` (of extent `rows`), as slices.
+pub(super) fn halves(eg: &mut WEGraph, x: Id, dim: usize, rows: u64) -> Option<(Id, Id)> {
     let s = sharding(eg, x);
     let h = (rows / 2) as i64;
     let lo = add_op(

@@ -120,8 +120,9 @@ pub(super) fn build_rs_add_norm_gather(eg: &mut WEGraph, b: &[usize], _: &Guards
     let (normed, updated) = (proj(eg, 0), proj(eg, 1));
     // The updated residual is the add's value: one more class to join, which the
     // applier (joining only the matched class) does not do.
+    let built = eg[updated].nodes.first().cloned();
     if eg.union_trusted(sum, updated, RULE) {
-        eg.analysis.applications.push((RULE, sum, updated));
+        eg.analysis.applications.push((RULE, sum, updated, built));
     }
     vec![normed]
 }
