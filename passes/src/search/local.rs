@@ -117,6 +117,8 @@ pub(crate) struct Climb {
     pub(crate) choice: Vec<Option<usize>>,
     pub(crate) predicted_us: f64,
     pub(crate) stop: StopReason,
+    /// The moves kept, in order: (index into the moves, whether it was a revert).
+    pub(crate) kept: Vec<(usize, bool)>,
 }
 
 /// Hill-climbs from `start` (already evaluated at `start_us`) over `moves`, recording
@@ -133,23 +135,26 @@ pub(crate) fn climb(
     let started = Instant::now();
     let mut current = start;
     let mut current_us = start_us;
+    let mut kept_moves: Vec<(usize, bool)> = Vec::new();
     if moves.is_empty() {
         return Climb {
             choice: current,
             predicted_us: current_us,
             stop: StopReason::NoMoves,
+            kept: kept_moves,
         };
     }
     let mut passes = 0;
     loop {
         passes += 1;
         let mut kept = false;
-        for m in moves {
+        for (mi, m) in moves.iter().enumerate() {
             if eval.evaluations >= budget.evaluations {
                 return Climb {
                     choice: current,
                     predicted_us: current_us,
                     stop: StopReason::EvaluationLimit(budget.evaluations),
+                    kept: kept_moves,
                 };
             }
             if started.elapsed() >= budget.time {
@@ -157,6 +162,7 @@ pub(crate) fn climb(
                     choice: current,
                     predicted_us: current_us,
                     stop: StopReason::TimeLimit(budget.time),
+                    kept: kept_moves,
                 };
             }
             let Some((mut next, reverting)) = apply(&current, m, original) else {
@@ -175,6 +181,7 @@ pub(crate) fn climb(
                 accepted,
             });
             if accepted {
+                kept_moves.push((mi, reverting));
                 current = next;
                 current_us = outcome.unwrap_or(current_us);
                 kept = true;
@@ -185,6 +192,7 @@ pub(crate) fn climb(
                 choice: current,
                 predicted_us: current_us,
                 stop: StopReason::Converged { passes },
+                kept: kept_moves,
             };
         }
     }
@@ -271,4 +279,28 @@ pub(crate) fn rule_savings(
         out.push((rule.to_owned(), outcome));
     }
     out
+}
+
+/// `choice` with `m` applied as the climb did (`reverting`: put back to `original`),
+/// cycles repaired toward the choice before it; for replaying a window's kept moves on
+/// the whole model's e-graph.
+pub(crate) fn replay(
+    tables: &Tables<'_>,
+    choice: &[Option<usize>],
+    m: &Move,
+    reverting: bool,
+    original: &[Option<usize>],
+) -> Vec<Option<usize>> {
+    let mut next = choice.to_vec();
+    for &(c, k) in &m.picks {
+        if reverting {
+            if original[c].is_some() {
+                next[c] = original[c];
+            }
+        } else {
+            next[c] = Some(k);
+        }
+    }
+    repair_cycles(tables, &mut next, choice, original);
+    next
 }

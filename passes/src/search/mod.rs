@@ -185,6 +185,7 @@ pub fn search(
         Ok(w) => (w, None),
         Err(reason) => (None, Some(reason)),
     };
+    let mut replayed_choice: Option<Vec<Option<usize>>> = None;
     let (searched_choice, stop, evaluations, scope_us, scope, replicated, savings) = match window {
         Some((first, window_graph)) => {
             let wsat = saturate(&window_graph, &options.saturate)?;
@@ -212,7 +213,7 @@ pub fn search(
                 ),
             ];
             list.extend(rule_seeds(&wtables, &wgreedy.best.choice, &woriginal));
-            let (start, start_us) = seeds(&mut eval, list, &mut trajectory)?;
+            let (start, start_us, start_seed) = seeds(&mut eval, list, &mut trajectory)?;
             let wsigs = Signatures::new(&wtables);
             let moves = moves::moves(&wtables, &wsigs);
             let climbed = climb(
@@ -240,6 +241,24 @@ pub fn search(
                 &sigs,
                 &greedy_full.best.choice,
             );
+            // The same search replayed on the whole model: its starting seed made there
+            // (seeds are defined by rule names, not by e-classes), then each kept move's
+            // counterpart (a move of the same key) applied as the window applied it.
+            let mut replayed = match start_seed {
+                0 => original.clone(),
+                1 => greedy_full.best.choice.clone(),
+                k => rule_seeds_one(&tables, &greedy_full.best.choice, &original, k - 2)
+                    .unwrap_or_else(|| greedy_full.best.choice.clone()),
+            };
+            let full_moves = moves::moves(&tables, &sigs);
+            let by_key: std::collections::HashMap<&moves::MoveKey, &moves::Move> =
+                full_moves.iter().map(|m| (&m.key, m)).collect();
+            for &(mi, reverting) in &climbed.kept {
+                if let Some(fm) = by_key.get(&moves[mi].key) {
+                    replayed = local::replay(&tables, &replayed, fm, reverting, &original);
+                }
+            }
+            replayed_choice = Some(replayed);
             (
                 choice,
                 climbed.stop,
@@ -273,7 +292,7 @@ pub fn search(
                 ),
             ];
             list.extend(rule_seeds(&tables, &greedy_full.best.choice, &original));
-            let (start, start_us) = seeds(&mut eval, list, &mut trajectory)?;
+            let (start, start_us, _) = seeds(&mut eval, list, &mut trajectory)?;
             let sigs = Signatures::new(&tables);
             let moves = moves::moves(&tables, &sigs);
             let climbed = climb(
@@ -332,10 +351,15 @@ pub fn search(
     if let Ok(t) = as_sharded {
         best = Some(("as sharded", sharded.clone(), t, None));
     }
-    for (name, choice) in [
+    let mut whole_choices: Vec<(&'static str, &[Option<usize>])> = vec![
         ("greedy extraction", &greedy_full.best.choice),
         ("search", &searched_choice),
-    ] {
+    ];
+    if let Some(replayed) = &replayed_choice {
+        whole_choices[1].0 = "search (replicated by signature)";
+        whole_choices.push(("search (replayed)", replayed));
+    }
+    for (name, choice) in whole_choices {
         let outcome = whole.program(choice);
         candidates.push(Candidate {
             name: name.to_owned(),
@@ -411,15 +435,28 @@ fn rule_seeds(
         .collect()
 }
 
-/// Evaluates the seeds and returns the fastest (the first on a tie).
+/// The `k`th rule-set seed alone (see [`rule_seeds`]).
+fn rule_seeds_one(
+    tables: &Tables<'_>,
+    greedy: &[Option<usize>],
+    original: &[Option<usize>],
+    k: usize,
+) -> Option<Vec<Option<usize>>> {
+    let (_, rules) = seeds::ruleset_unions().into_iter().nth(k)?;
+    let mut choice = seeds::prefer_rules(tables, &rules);
+    local::repair_cycles(tables, &mut choice, greedy, original);
+    Some(choice)
+}
+
+/// Evaluates the seeds and returns the fastest (the first on a tie), with its index.
 fn seeds(
     eval: &mut Evaluator<'_, '_>,
     seeds: Vec<(String, Vec<Option<usize>>)>,
     steps: &mut Vec<Step>,
-) -> Result<(Vec<Option<usize>>, f64), SearchError> {
-    let mut best: Option<(Vec<Option<usize>>, f64)> = None;
+) -> Result<(Vec<Option<usize>>, f64, usize), SearchError> {
+    let mut best: Option<(Vec<Option<usize>>, f64, usize)> = None;
     let mut reasons = Vec::new();
-    for (name, choice) in seeds {
+    for (index, (name, choice)) in seeds.into_iter().enumerate() {
         let outcome = eval.evaluate(&choice);
         let accepted =
             matches!(outcome, Ok(t) if best.as_ref().is_none_or(|b| t < b.1 * (1.0 - 1e-9)));
@@ -430,7 +467,7 @@ fn seeds(
             accepted,
         });
         match outcome {
-            Ok(t) if accepted => best = Some((choice, t)),
+            Ok(t) if accepted => best = Some((choice, t, index)),
             Ok(_) => {}
             Err(e) => reasons.push(if reasons.is_empty() {
                 e

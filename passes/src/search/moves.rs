@@ -33,10 +33,22 @@ pub(crate) struct Move {
     pub(crate) picks: Vec<(usize, usize)>,
     /// For a move over every site of one rule: that rule.
     pub(crate) rule: Option<&'static str>,
+    /// What the move is, independent of the e-graph it was made on: the same key names
+    /// the corresponding move of another e-graph of the same layers.
+    pub(crate) key: MoveKey,
+}
+
+/// A move's identity across e-graphs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum MoveKey {
+    Ruleset(&'static str),
+    Rule(&'static str),
+    Chain(Vec<(&'static str, u64)>),
+    Position(&'static str, u64),
 }
 
 /// A token-split chain's identity: its (rule, position signature) pairs, sorted.
-type ChainKey<'r> = Vec<(&'r str, u64)>;
+type ChainKey = Vec<(&'static str, u64)>;
 
 /// One application of a rule, as a pick.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,14 +92,20 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
             .map_or("other", |r| r.ruleset)
     };
     let mut out = Vec::new();
-    let mut push = |label: String, picks: Vec<(usize, usize)>, rule: Option<&'static str>| {
-        let mut picks = picks;
-        picks.sort_unstable();
-        picks.dedup();
-        if !picks.is_empty() {
-            out.push(Move { label, picks, rule });
-        }
-    };
+    let mut push =
+        |label: String, picks: Vec<(usize, usize)>, rule: Option<&'static str>, key: MoveKey| {
+            let mut picks = picks;
+            picks.sort_unstable();
+            picks.dedup();
+            if !picks.is_empty() {
+                out.push(Move {
+                    label,
+                    picks,
+                    rule,
+                    key,
+                });
+            }
+        };
     // 1. Per ruleset.
     let mut by_set: BTreeMap<&str, Vec<(usize, usize)>> = BTreeMap::new();
     for s in &sites {
@@ -102,6 +120,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
             format!("every `{set}` rule everywhere ({n} sites)"),
             picks,
             None,
+            MoveKey::Ruleset(set),
         );
     }
     // 2. Per rule.
@@ -114,6 +133,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
             format!("`{rule}` everywhere ({} sites)", picks.len()),
             picks.clone(),
             Some(*rule),
+            MoveKey::Rule(rule),
         );
     }
     // 3. Token-split chains, tied by signature.
@@ -121,9 +141,9 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
         .iter()
         .filter(|s| ruleset_of(s.rule) == "split")
         .collect();
-    let mut chains: BTreeMap<ChainKey<'_>, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut chains: BTreeMap<ChainKey, Vec<(usize, usize)>> = BTreeMap::new();
     for component in connected(tables, &split) {
-        let mut key: Vec<(&str, u64)> = component
+        let mut key: ChainKey = component
             .iter()
             .map(|s| (s.rule, sigs.class[s.class]))
             .collect();
@@ -145,6 +165,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
                 ),
                 picks,
                 None,
+                MoveKey::Chain(key),
             );
         }
     }
@@ -159,7 +180,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
     let mut positions: Vec<_> = by_position.into_iter().collect();
     // Ordered by where the position first appears (class ids grow with the program).
     positions.sort_by_key(|((rule, _), picks)| (picks.iter().map(|p| p.0).min(), *rule));
-    for ((rule, _), picks) in positions {
+    for ((rule, sig), picks) in positions {
         if by_rule
             .get(rule)
             .is_some_and(|all| all.len() == picks.len())
@@ -174,6 +195,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
             ),
             picks,
             None,
+            MoveKey::Position(rule, sig),
         );
     }
     out

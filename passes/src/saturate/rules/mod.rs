@@ -18,8 +18,8 @@ mod comet;
 mod fusion;
 mod prologue;
 mod split;
-mod tokenweave;
 mod split_chain;
+mod tokenweave;
 
 use super::analysis::{Meta, WEGraph, WeftAnalysis, add_with};
 use super::lang::{Head, WNode};
