@@ -144,14 +144,24 @@ const FUSED_TP_RULES: &[&str] = &[
     "all-gather-gemm-fusion",
 ];
 
-/// The token split into two halves: each half's all-reduce runs beside the other half's
-/// GEMMs. (Megatron-SP's rules are not among them: in this rule set they act on the whole
-/// all-reduce, before the split, and would join the halves again; TokenWeave's
-/// reduce-scatter + norm + all-gather per half is H1's fused rule.)
+/// The tokens split into two halves carried through the layer (the token-split chains), so
+/// each half's communication runs beside the other half's compute, and per half the fused
+/// reduce-scatter + residual add + RMSNorm + all-gather kernel — whose pattern the
+/// collective rules make (the all-reduce split into reduce-scatter and all-gather, the
+/// add and the norm moved onto the token shard). Saturation repeats its phases in rounds,
+/// so the collective rules reach the halves too.
 const TOKENWEAVE_RULES: &[&str] = &[
     "token-split-all-reduce",
     "token-split-matmul",
     "slice-of-concat",
+    "token-split-elementwise",
+    "token-split-norm",
+    "token-split-rope",
+    "token-split-fused",
+    "all-reduce-to-reduce-scatter-all-gather",
+    "elementwise-onto-shard",
+    "norm-onto-shard",
+    "slice-of-gather",
     "tokenweave-fused-rs-norm-ag",
 ];
 

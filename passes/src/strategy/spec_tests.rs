@@ -256,44 +256,30 @@ fn tokenweave_splits_tokens_and_takes_eight_sms() {
     let cost = model(&g);
     let p = fixed_program(Strategy::TokenWeave, &g, &cost).unwrap();
     let used: Vec<&str> = p.rules_used.iter().map(|(r, _)| r.as_str()).collect();
-    assert!(
-        used.iter().any(|r| r.starts_with("token-split")),
-        "{used:?} {:?}",
-        p.notes
-    );
-    assert!(
-        p.notes
-            .iter()
-            .any(|n| n.contains("tokenweave-fused-rs-norm-ag")),
-        "{:?}",
-        p.notes
-    );
-    // Each all-reduce runs as two, one per half of the 2048 tokens.
-    assert_eq!(count(&g, "all_reduce"), 2);
-    assert_eq!(count(&p.graph, "all_reduce"), 4, "{:?}", ops(&p.graph));
-    for (_, n) in p.graph.nodes().filter(|(_, n)| n.op.name() == "all_reduce") {
-        let s = p
-            .graph
-            .value(n.outputs[0])
-            .ty
-            .shape
-            .eval(&p.graph.dims)
-            .unwrap();
-        assert_eq!(s[s.len() - 2], 1024, "{}", n.name);
+    // The tokens split in halves carried through the layer, and per half the fused
+    // reduce-scatter + residual add + RMSNorm + all-gather kernel.
+    for rule in [
+        "token-split-matmul",
+        "token-split-elementwise",
+        "tokenweave-fused-rs-norm-ag",
+    ] {
+        assert!(used.contains(&rule), "{rule}: {used:?} {:?}", p.notes);
     }
+    let fused = count(&p.graph, "reduce_scatter_add_norm_all_gather");
+    assert!(fused >= 2, "{:?}", ops(&p.graph));
+    // Every communication kernel runs on TokenWeave's 8 SMs.
     let mut collectives = 0;
     for (id, n) in p.graph.nodes() {
         if n.op.occupancy().collective().is_some() {
             collectives += 1;
-            assert_eq!(
-                p.costs.choice(&n.name),
-                KernelChoice {
-                    chunks: None,
-                    comm_sms: Some(8)
-                }
-            );
+            assert_eq!(p.costs.choice(&n.name).comm_sms, Some(8), "{}", n.name);
             let c = p.costs.cost(&p.graph, id).unwrap();
-            assert!((c.comm_sm_fraction - 8.0 / cost.device_sms() as f64).abs() < 1e-12);
+            assert!(
+                (c.comm_sm_fraction - 8.0 / cost.device_sms() as f64).abs() < 1e-12,
+                "{}: {}",
+                n.name,
+                c.comm_sm_fraction
+            );
         }
     }
     assert!(collectives >= 4, "{:?}", ops(&p.graph));
