@@ -11,7 +11,6 @@ use weft_plan::KernelConfig;
 use super::spec::{docs_table, spec};
 use super::{SPECS, Strategy, fixed_program};
 use crate::cost::CostModel;
-use crate::cost::imposed::KernelChoice;
 use crate::saturate::select_rules;
 use crate::schedule::{ScheduleOptions, TaskCosts, schedule};
 use crate::shard::{ShardOptions, shard};
