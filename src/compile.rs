@@ -312,9 +312,11 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         },
     )
     .map_err(|e| {
+        let memory = matches!(e, weft_passes::schedule::ScheduleError::MemoryInfeasible { .. });
         let e = e.to_string();
         match request.max_memory {
             Some(_) => fail(e),
+            None if !memory => fail(e),
             None => fail(format!(
                 "{e}: {} has {capacity} bytes of memory per device ({}); shard over more \
                  devices, or give --max-memory to plan for another limit",

@@ -148,6 +148,11 @@ impl CostModel {
                 "a chunk count ({c}) was imposed, but only a fused GEMM + collective has chunks"
             )));
         }
+        // TokenWeave's kernel is its own model (NVLS only, the norm's traffic, an SM cap),
+        // not a plain collective's.
+        if let Op::ReduceScatterAddNormAllGather { axis, .. } = op {
+            return self.tokenweave_cost(&cx, axis, choice.comm_sms);
+        }
         if op.occupancy().collective().is_none() {
             return Err(cx.bad(
                 "an SM count for communication was imposed, but the op does not communicate".into(),

@@ -354,7 +354,7 @@ impl CostModel {
             | Op::AllGatherMatMul {
                 dim, transpose_b, ..
             } => self.fused_op_cost(&cx, op, *dim, *transpose_b),
-            Op::ReduceScatterAddNormAllGather { axis, .. } => self.tokenweave_cost(&cx, axis),
+            Op::ReduceScatterAddNormAllGather { axis, .. } => self.tokenweave_cost(&cx, axis, None),
         }
     }
 

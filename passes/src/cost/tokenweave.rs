@@ -76,14 +76,22 @@ impl CostModel {
         Ok((seconds, norm_bytes, t.config))
     }
 
-    /// `reduce_scatter_add_norm_all_gather` on the SM budget the model chooses.
+    /// `reduce_scatter_add_norm_all_gather` on the SM budget the model chooses, or on
+    /// `imposed` SMs (a fixed strategy's); either way refused where the kernel cannot run
+    /// (no NVLink SHARP for the group).
     pub(super) fn tokenweave_cost(
         &self,
         cx: &Operands<'_>,
         axis: &str,
+        imposed: Option<u32>,
     ) -> Result<OpCost, CostError> {
-        let mut options = Vec::with_capacity(SM_BUDGETS.len());
-        for sms in SM_BUDGETS {
+        let budgets: Vec<u64> = match imposed {
+            Some(0) => return Err(cx.bad("the fused kernel cannot run on 0 SMs".into())),
+            Some(n) => vec![u64::from(n)],
+            None => SM_BUDGETS.to_vec(),
+        };
+        let mut options = Vec::with_capacity(budgets.len());
+        for sms in budgets {
             options.push((sms, self.tokenweave_time(cx, axis, sms)?));
         }
         let fastest = options
