@@ -265,7 +265,7 @@ pub fn search(
                 eval.evaluations,
                 climbed.predicted_us,
                 format!(
-                    "layers {first}..={} of {} (a window of three adjacent layers; decisions replicated by signature)",
+                    "layers {first}..={} of {} (the search's window of three adjacent layers)",
                     first + 2,
                     layers.count()
                 ),
