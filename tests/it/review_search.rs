@@ -1,0 +1,150 @@
+//! Review R1 of the search (`--strategy best`): the programs it chooses are executed
+//! against the unsharded model, and `weft inspect` says only what the plan records.
+
+use std::path::Path;
+
+use weft::compile::{CompileRequest, Compiled, compile};
+use weft::cpu::{RunOptions, run};
+use weft::hardware::Profile;
+use weft::inspect::InspectReport;
+use weft::ir::{DType, Graph};
+use weft::passes::strategy::Strategy;
+use weft::zoo::{LlamaConfig, llama};
+
+fn compile_at(model: &Path, mesh: &str, hw: &str, strategy: Strategy) -> Compiled {
+    compile(&CompileRequest {
+        strategy,
+        model: model.to_path_buf(),
+        dims: Default::default(),
+        mesh: Some(mesh.parse().expect("a mesh")),
+        sp_norms: false,
+        profile: Profile::resolve(hw).expect("a built-in profile"),
+        max_memory: None,
+        plan_path: None,
+    })
+    .unwrap_or_else(|e| panic!("{} at {mesh} on {hw}: {e}", model.display()))
+}
+
+/// `g` with every bf16 made f32 and its sequence length `big` (and `big / 2`, a token
+/// split's half) made `small`, through its JSON form: the search chooses at a size where
+/// overlap pays and where bf16 is priced (l20 prices no f32 GEMM); the choice is executed
+/// at a size a CPU runs in seconds, in f32 so the comparison can be tight.
+fn retarget(g: &Graph, big: u64, small: u64) -> Graph {
+    fn walk(v: &mut serde_json::Value, big: u64, small: u64) {
+        match v {
+            serde_json::Value::Number(n) if n.as_u64() == Some(big) => {
+                *v = serde_json::json!(small);
+            }
+            serde_json::Value::Number(n) if n.as_u64() == Some(big / 2) => {
+                *v = serde_json::json!(small / 2);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, big, small)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    if k != "init" {
+                        walk(x, big, small);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut j: serde_json::Value =
+        serde_json::from_str(&weft::json::to_json(g)).expect("the program as JSON");
+    j["dims"]["seq"] = serde_json::json!(small);
+    walk(&mut j["nodes"], big, small);
+    let text = serde_json::to_string(&j)
+        .expect("JSON")
+        .replace("\"bf16\"", "\"f32\"");
+    weft::json::parse_str(&text, Path::new("retargeted.json"))
+        .unwrap_or_else(|e| panic!("the retargeted program does not parse: {e}"))
+}
+
+/// The search's programs, on the window path (eight layers: its decisions replicated by
+/// signature) and the whole path (two layers), compute what the unsharded model does.
+#[test]
+fn programs_the_search_chooses_compute_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4352 tokens: no weight dimension is 4352 or 2176, so retargeting touches only seq.
+    let (big, small) = (4352, 32);
+    for layers in [8, 2] {
+        let cfg = LlamaConfig {
+            name: "r1".into(),
+            vocab: 128,
+            hidden: 1024,
+            heads: 8,
+            kv_heads: 8,
+            ffn: 4096,
+            layers,
+            dtype: DType::Bf16,
+            batch: 1,
+            seq: big,
+            rope_theta: 10_000.0,
+            norm_eps: 1e-5,
+            moe: None,
+            embed_and_head: true,
+        };
+        let graph = llama(&cfg).unwrap();
+        let path = dir.path().join(format!("r1-{layers}.json"));
+        std::fs::write(&path, weft::json::to_json(&graph)).unwrap();
+        let c = compile_at(&path, "tp=8", "l20-pcie-8", Strategy::Best);
+        let what = format!("{layers} layers, chosen by {}", c.choice.chosen_by);
+        // The choice must rewrite collectives, or this test executes nothing of interest.
+        assert!(
+            c.plan
+                .rules_applied
+                .iter()
+                .any(|r| r.rule == "gemm-reduce-scatter-fusion"),
+            "{what}: {:?}",
+            c.plan.rules_applied
+        );
+        if layers == 8 {
+            assert_eq!(c.choice.chosen_by, "search", "{what}");
+            let search = c.choice.search.as_ref().unwrap();
+            assert!(search.replicated.is_some_and(|r| r.classes > 0), "{what}");
+        }
+        let model = retarget(&graph, big, small);
+        let (model, _) = weft::to_stage(model, weft::Stage::Raised).unwrap();
+        let program = retarget(&c.program, big, small);
+        let inputs = weft::inputs::complete_inputs(&model, Vec::new(), 12).unwrap();
+        let o = RunOptions::default();
+        let want = run(&model, &inputs, &o).unwrap();
+        let got = run(&program, &inputs, &o).unwrap();
+        let err = crate::worst_relative(&want, &got);
+        assert!(err <= 1e-5, "{what}: worst relative error {err}");
+    }
+}
+
+/// A fixed strategy's program records no rule per node: the per-layer view must not say
+/// its layers have no rewrites when the plan applied rules.
+#[test]
+fn a_fixed_strategy_plan_does_not_claim_its_layers_are_not_rewritten() {
+    let model = crate::repo("examples/tiny-llama.json");
+    let c = compile_at(&model, "tp=2", "h100-sxm-8", Strategy::MegatronSp);
+    assert!(!c.plan.rules_applied.is_empty());
+    let r = InspectReport::new(&c.plan);
+    assert!(!r.rewrites_traced);
+    let text = r.to_text();
+    assert!(text.contains("not traced"), "{text}");
+    // The search's plan traces them.
+    let best = compile_at(&model, "tp=2", "h100-sxm-8", Strategy::Best);
+    assert!(InspectReport::new(&best.plan).rewrites_traced);
+}
+
+/// Rule savings are the search's program's: when another candidate won, inspect says so.
+#[test]
+fn rule_savings_say_whose_program_they_are() {
+    let model = crate::repo("examples/tiny-llama.json");
+    let c = compile_at(&model, "tp=2", "h100-sxm-8", Strategy::Best);
+    assert!(!c.plan.choice.rule_savings.is_empty());
+    let text = InspectReport::new(&c.plan).to_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rule savings"))
+        .expect("a rule savings line");
+    if c.choice.chosen_by == "search" {
+        assert!(!line.contains("not this plan's"), "{line}");
+    } else {
+        assert!(line.contains("not this plan's"), "{line}");
+    }
+}
