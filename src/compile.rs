@@ -519,11 +519,12 @@ enum BestError {
 }
 
 /// `--strategy best`: the search ([`weft_passes::search`]), then every fixed strategy as
-/// a further candidate, so that `best` is never predicted slower than any of them. A model
-/// searched whole has each fixed strategy's program scheduled in full (with the memory
-/// limit); a model searched on a window of layers has each priced on that same window —
-/// a fixed strategy decomposes every layer alike — and only one that beats the search
-/// there is built for the whole model and scheduled in full. Their notes (rules that did
+/// a further candidate. A model searched whole has each fixed strategy's program scheduled
+/// in full (with the memory limit), so `best` is never predicted slower than any of them;
+/// a model searched on a window of layers has each priced on that same window — a fixed
+/// strategy decomposes every layer alike — and only the fastest there, if it beats the
+/// search's result on the window, is built for the whole model and scheduled in full (so
+/// there "never slower" rests on the window's ranking holding for the whole model). Their notes (rules that did
 /// not fire) are not the user's concern here and are dropped.
 fn choose_best(
     sharded: &Graph,
