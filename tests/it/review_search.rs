@@ -61,23 +61,29 @@ fn retarget(g: &Graph, big: u64, small: u64) -> Graph {
 }
 
 /// The search's programs, on the window path (eight layers: its decisions replicated by
-/// signature) and the whole path (two layers), compute what the unsharded model does.
+/// signature) and the whole path (two layers, where it splits a GEMM by tokens), compute
+/// what the unsharded model does.
 #[test]
 fn programs_the_search_chooses_compute_the_model() {
     let dir = tempfile::tempdir().unwrap();
-    // 4352 tokens: no weight dimension is 4352 or 2176, so retargeting touches only seq.
-    let (big, small) = (4352, 32);
-    for layers in [8, 2] {
+    // (layers, hidden, ffn, batch, seq, mesh, a rule the choice must use). No weight
+    // dimension equals seq or seq / 2, so retargeting touches only the sequence length.
+    let cases = [
+        (8, 1024, 4096, 1, 4352, "tp=8", "gemm-reduce-scatter-fusion"),
+        (2, 2048, 8192, 2, 8704, "tp=4", "token-split-matmul"),
+    ];
+    let small = 32;
+    for (layers, hidden, ffn, batch, big, mesh, rule) in cases {
         let cfg = LlamaConfig {
             name: "r1".into(),
             vocab: 128,
-            hidden: 1024,
-            heads: 8,
+            hidden,
+            heads: hidden / 128,
             kv_heads: 8,
-            ffn: 4096,
+            ffn,
             layers,
             dtype: DType::Bf16,
-            batch: 1,
+            batch,
             seq: big,
             rope_theta: 10_000.0,
             norm_eps: 1e-5,
@@ -87,20 +93,20 @@ fn programs_the_search_chooses_compute_the_model() {
         let graph = llama(&cfg).unwrap();
         let path = dir.path().join(format!("r1-{layers}.json"));
         std::fs::write(&path, weft::json::to_json(&graph)).unwrap();
-        let c = compile_at(&path, "tp=8", "l20-pcie-8", Strategy::Best);
-        let what = format!("{layers} layers, chosen by {}", c.choice.chosen_by);
-        // The choice must rewrite collectives, or this test executes nothing of interest.
+        let c = compile_at(&path, mesh, "l20-pcie-8", Strategy::Best);
+        let what = format!(
+            "{layers} layers at {mesh}, chosen by {}",
+            c.choice.chosen_by
+        );
+        // The choice must rewrite, or this test executes nothing of interest.
+        assert_eq!(c.choice.chosen_by, "search", "{what}");
         assert!(
-            c.plan
-                .rules_applied
-                .iter()
-                .any(|r| r.rule == "gemm-reduce-scatter-fusion"),
-            "{what}: {:?}",
+            c.plan.rules_applied.iter().any(|r| r.rule == rule),
+            "{what}: {rule} not in {:?}",
             c.plan.rules_applied
         );
-        if layers == 8 {
-            assert_eq!(c.choice.chosen_by, "search", "{what}");
-            let search = c.choice.search.as_ref().unwrap();
+        let search = c.choice.search.as_ref().unwrap();
+        if layers >= 8 {
             assert!(search.replicated.is_some_and(|r| r.classes > 0), "{what}");
         }
         let model = retarget(&graph, big, small);
