@@ -60,6 +60,11 @@ pub struct InspectReport {
     pub per_layer: Vec<LayerChoiceRow>,
     /// The rules of nodes outside every layer.
     pub outside_layers_rewrites: Vec<RuleCount>,
+    /// Whether the per-layer rewrites were traced node by node. Only the search's
+    /// candidates record which rule made each node; a fixed strategy's program (chosen by
+    /// `--strategy` or by `best`) applies rules without that record, so its per-layer
+    /// rewrites are unknown, not none.
+    pub rewrites_traced: bool,
     /// Per rule: how much slower the search's scope is predicted without it.
     pub rule_savings: Vec<weft_plan::RuleSaving>,
 }
@@ -153,6 +158,8 @@ impl InspectReport {
                 .map(|l| l.rewrites.clone())
                 .unwrap_or_default(),
             layers: layers.into_values().collect(),
+            rewrites_traced: plan.rules_applied.is_empty()
+                || !plan.choice.layer_rewrites.is_empty(),
             rules_applied: plan.rules_applied.clone(),
             model_changing_rewrites: plan.model_changing_rewrites.clone(),
             strategy: plan.options.strategy.clone(),
@@ -298,7 +305,9 @@ impl InspectReport {
             } else {
                 format!("{}–{last}", row.layer)
             };
-            let rewrites = if row.rewrites.is_empty() {
+            let rewrites = if !self.rewrites_traced {
+                "not traced (see rules applied)".to_owned()
+            } else if row.rewrites.is_empty() {
                 "none".to_owned()
             } else {
                 row.rewrites
@@ -334,9 +343,18 @@ impl InspectReport {
                     None => format!("{} (cannot run without it)", r.rule),
                 })
                 .collect();
+            // The ablation is of the search's program: say so when the plan is another.
+            let whose = if self.chosen_by == "search" {
+                String::new()
+            } else {
+                format!(
+                    " (for the search's program, not this plan's: chosen {})",
+                    self.chosen_by
+                )
+            };
             let _ = writeln!(
                 s,
-                "rule savings     without each rule, {} is predicted slower by: {}",
+                "rule savings     without each rule, {}{whose} is predicted slower by: {}",
                 first.scope,
                 parts.join(", ")
             );

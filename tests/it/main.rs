@@ -19,6 +19,7 @@ mod raise;
 mod raise_attention;
 mod readme;
 mod review_r;
+mod review_search;
 mod roundtrip;
 mod run;
 mod saturate;

@@ -5,9 +5,10 @@
 //! made by the scheduler's predicted step time (`egraph-anchors.md` §2.9, §5.2: costs that
 //! are not additive need extraction in the loop):
 //!
-//! 1. **Seeds**: the program as sharded, and the DAG-aware greedy extraction under the
-//!    cost model's per-op times ([`crate::saturate::extract`]).
-//! 2. **Local search** from the faster seed ([`local`]): moves that change related
+//! 1. **Seeds**: the program as sharded, the DAG-aware greedy extraction under the
+//!    cost model's per-op times ([`crate::saturate::extract`]), and per union of rulesets
+//!    the program using those rules wherever they apply ([`seeds`]).
+//! 2. **Local search** from the fastest seed ([`local`]): moves that change related
 //!    classes together ([`moves`]), each kept when the predicted step gets strictly
 //!    faster, until a pass keeps none or the budget runs out.
 //! 3. **A template of adjacent layers.** On a model with many layers, the search runs on
@@ -24,6 +25,7 @@
 //! 4. **Never slower.** The whole model's candidates — the sharded program (no overlap
 //!    at all, `--strategy none`), the greedy extraction and the replicated search — are
 //!    each scheduled in full with the memory limit, and the fastest that fits is chosen.
+//!    (`weft::compile`'s `choose_best` then adds the fixed strategies as candidates.)
 
 mod local;
 mod moves;
@@ -99,7 +101,7 @@ pub struct SearchReport {
     pub stop: StopReason,
     pub evaluations: usize,
     /// The predicted step time of what the search ended on, over its scope (the window's
-    /// two layers, or the whole program), µs.
+    /// three layers, or the whole program), µs.
     pub scope_us: f64,
     /// Wall time of the local search (seeds and moves), without saturation.
     pub elapsed: Duration,
@@ -116,7 +118,7 @@ pub struct SearchReport {
 pub struct Replicated {
     /// Classes of the whole model's e-graph set to the window's decision.
     pub classes: usize,
-    /// Layers of the model (the window is two of them).
+    /// Layers of the model (the window is three of them).
     pub layers: u32,
 }
 

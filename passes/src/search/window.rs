@@ -1,8 +1,9 @@
 //! A window of adjacent layers cut out of a graph as a graph of its own.
 //!
-//! The search evaluates its moves on two adjacent layers (so the overlap of one layer's
-//! communication with the next layer's compute is visible) instead of the whole model:
-//! a schedule of two layers takes a fraction of a millisecond, one of eighty takes tens.
+//! The search evaluates its moves on three adjacent layers (so the overlap of one layer's
+//! communication with the next layer's compute is visible, and the middle layer's
+//! boundaries look like the model's) instead of the whole model: a schedule of three
+//! layers takes a fraction of a millisecond, one of eighty takes tens.
 //! Every value the window reads from a layer outside it becomes a graph input of the same
 //! type and sharding. Sources (weights, constants, inputs) are copied as they are, so the
 //! window's e-graph holds the same weights as the model's, and so are side computations
