@@ -15,7 +15,7 @@
 //! the model's. Signatures look one level down, through the children's anchors.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use egg::Id;
 use weft_ir::Occupancy;
@@ -31,8 +31,26 @@ pub(crate) struct Signatures {
     pub(crate) node: Vec<Vec<u64>>,
 }
 
+/// 64-bit FNV-1a: a fixed algorithm, so signatures (and the order of the moves that
+/// depend on them) do not change with the standard library's `DefaultHasher`, which
+/// Rust may change between releases.
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 fn hash_of<T: Hash + ?Sized>(t: &T) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
     t.hash(&mut h);
     h.finish()
 }
