@@ -312,7 +312,10 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         },
     )
     .map_err(|e| {
-        let memory = matches!(e, weft_passes::schedule::ScheduleError::MemoryInfeasible { .. });
+        let memory = matches!(
+            e,
+            weft_passes::schedule::ScheduleError::MemoryInfeasible { .. }
+        );
         let e = e.to_string();
         match request.max_memory {
             Some(_) => fail(e),
@@ -493,11 +496,17 @@ fn as_sharded_spans(
             }
         }
     }
+    let mut previous_end: Option<f64> = None;
     spans
         .into_iter()
-        .map(|(layer, (a, b))| weft_plan::LayerSpanUs {
-            layer,
-            span_us: b - a,
+        .map(|(layer, (a, b))| {
+            let advance_us = b - previous_end.unwrap_or(a);
+            previous_end = Some(b);
+            weft_plan::LayerSpanUs {
+                layer,
+                span_us: b - a,
+                advance_us,
+            }
         })
         .collect()
 }
@@ -603,7 +612,17 @@ fn choose_best(
                     best_window = Some((s, t));
                 }
             }
-            if let Some((s, _)) = best_window
+            // Built in full only when it beats, on the window, the program that won on
+            // the whole model (the window's own time for it: the search's result, or
+            // its as-sharded or greedy seed).
+            let report = &searched.report;
+            let winner_on_window = match searched.chosen {
+                "as sharded" => report.scope_seeds_us[0],
+                "greedy extraction" => report.scope_seeds_us[1],
+                _ => Some(report.scope_us),
+            };
+            if let Some((s, tw)) = best_window
+                && winner_on_window.is_none_or(|w| tw < w * (1.0 - 1e-9))
                 && let Some((p, t)) = full(s, &mut candidates)
                 && t < best_us * (1.0 - 1e-9)
             {

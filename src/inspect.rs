@@ -75,8 +75,12 @@ pub struct LayerChoiceRow {
     pub layer: u32,
     pub rewrites: Vec<RuleCount>,
     pub span_us: f64,
-    pub as_sharded_span_us: Option<f64>,
-    /// `as_sharded_span_us - span_us`.
+    /// What the layer adds to the step: its last task's end minus the previous layer's
+    /// (its first task's start for the first layer). Layers overlap when the schedule
+    /// interleaves them (token halves), so spans do not add up to the step; advances do.
+    pub advance_us: f64,
+    pub as_sharded_advance_us: Option<f64>,
+    /// `as_sharded_advance_us - advance_us`.
     pub saved_us: Option<f64>,
 }
 
@@ -290,7 +294,7 @@ impl InspectReport {
         let _ = writeln!(
             s,
             "per layer        {:<12} {:>12} {:>12} {:>10}  rewrites (nodes made)",
-            "layers", "span", "as sharded", "saved"
+            "layers", "adds", "as sharded", "saved"
         );
         let mut i = 0;
         while i < self.per_layer.len() {
@@ -319,8 +323,8 @@ impl InspectReport {
             let _ = writeln!(
                 s,
                 "                 {label:<12} {:>12} {:>12} {:>10}  {rewrites}",
-                us(row.span_us),
-                row.as_sharded_span_us.map_or("n/a".to_owned(), us),
+                us(row.advance_us),
+                row.as_sharded_advance_us.map_or("n/a".to_owned(), us),
                 row.saved_us
                     .map_or("n/a".to_owned(), |v| format!("{v:.1} µs")),
             );
@@ -344,7 +348,7 @@ impl InspectReport {
                 })
                 .collect();
             // The ablation is of the search's program: say so when the plan is another.
-            let whose = if self.chosen_by == "search" {
+            let whose = if self.chosen_by.starts_with("search") {
                 String::new()
             } else {
                 format!(
@@ -370,22 +374,25 @@ fn same_row(a: &LayerChoiceRow, b: &LayerChoiceRow) -> bool {
         _ => false,
     };
     a.rewrites == b.rewrites
-        && (a.span_us - b.span_us).abs() < 0.1
-        && close(a.as_sharded_span_us, b.as_sharded_span_us)
+        && (a.advance_us - b.advance_us).abs() < 0.1
+        && close(a.as_sharded_advance_us, b.as_sharded_advance_us)
 }
 
 /// The per-layer rows of `plan`, from its layer spans and its choice summary.
 fn per_layer(plan: &Plan, spans: &BTreeMap<u32, LayerSpan>) -> Vec<LayerChoiceRow> {
+    let mut previous_end: Option<f64> = None;
     spans
         .values()
         .map(|l| {
             let span_us = l.end_us - l.start_us;
+            let advance_us = l.end_us - previous_end.unwrap_or(l.start_us);
+            previous_end = Some(l.end_us);
             let as_sharded = plan
                 .choice
                 .as_sharded_layer_spans_us
                 .iter()
                 .find(|b| b.layer == l.layer)
-                .map(|b| b.span_us);
+                .map(|b| b.advance_us);
             LayerChoiceRow {
                 layer: l.layer,
                 rewrites: plan
@@ -396,8 +403,9 @@ fn per_layer(plan: &Plan, spans: &BTreeMap<u32, LayerSpan>) -> Vec<LayerChoiceRo
                     .map(|r| r.rewrites.clone())
                     .unwrap_or_default(),
                 span_us,
-                as_sharded_span_us: as_sharded,
-                saved_us: as_sharded.map(|b| b - span_us),
+                advance_us,
+                as_sharded_advance_us: as_sharded,
+                saved_us: as_sharded.map(|b| b - advance_us),
             }
         })
         .collect()

@@ -105,12 +105,17 @@ pub struct LayerRewrites {
     pub rewrites: Vec<RuleCount>,
 }
 
-/// One layer's span on rank 0.
+/// One layer's span on rank 0, and what it adds to the step.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerSpanUs {
     pub layer: u32,
+    /// From the layer's first task's start to its last task's end.
     pub span_us: f64,
+    /// The layer's last task's end minus the previous layer's (its first task's start for
+    /// the first layer): what the layer adds to the step. Layers overlap when the
+    /// schedule interleaves them, so spans do not add up to the step; advances do.
+    pub advance_us: f64,
 }
 
 /// What one rule saves, by ablation.

@@ -99,7 +99,7 @@ fn programs_the_search_chooses_compute_the_model() {
             c.choice.chosen_by
         );
         // The choice must rewrite, or this test executes nothing of interest.
-        assert_eq!(c.choice.chosen_by, "search", "{what}");
+        assert!(c.choice.chosen_by.starts_with("search"), "{what}");
         assert!(
             c.plan.rules_applied.iter().any(|r| r.rule == rule),
             "{what}: {rule} not in {:?}",
@@ -148,7 +148,7 @@ fn rule_savings_say_whose_program_they_are() {
         .lines()
         .find(|l| l.starts_with("rule savings"))
         .expect("a rule savings line");
-    if c.choice.chosen_by == "search" {
+    if c.choice.chosen_by.starts_with("search") {
         assert!(!line.contains("not this plan's"), "{line}");
     } else {
         assert!(line.contains("not this plan's"), "{line}");
@@ -188,9 +188,12 @@ fn separate_processes_write_the_same_plan_bytes() {
         })
         .collect();
     let plan: serde_json::Value = serde_json::from_slice(&plans[0]).unwrap();
-    assert_eq!(
-        plan["choice"]["chosen_by"], "search",
-        "the search changed nothing"
+    assert!(
+        plan["choice"]["chosen_by"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("search")),
+        "the search changed nothing: {}",
+        plan["choice"]["chosen_by"]
     );
     assert!(plans[0] == plans[1], "two processes wrote different plans");
 }

@@ -13,6 +13,7 @@
 mod analysis;
 mod convert;
 pub mod extract;
+pub mod fast_extract;
 pub(crate) mod lang;
 mod rounds;
 pub mod rules;
@@ -20,7 +21,7 @@ pub mod rules;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use egg::{CostFunction, Extractor, Id, RecExpr};
+use egg::{CostFunction, Id, RecExpr};
 use weft_ir::Graph;
 
 pub use analysis::{Meta, WEGraph, WeftAnalysis};
@@ -273,15 +274,18 @@ fn saturate_impl(
 }
 
 impl Saturated {
-    /// The name of `class`'s earliest original value, if it holds one (as the rebuilt
-    /// graph names it).
-    pub(crate) fn name_of(&self, class: Id) -> Option<&str> {
-        let class = self.egraph.find(class);
-        self.names
-            .iter()
-            .filter(|(id, _)| self.egraph.find(**id) == class)
-            .min_by_key(|(id, _)| **id)
-            .map(|(_, n)| n.as_str())
+    /// Every named class's name (its earliest original value's), computed once per call:
+    /// for labelling many classes, call this once rather than [`Saturated::name_of`] each.
+    pub(crate) fn class_names(&self) -> HashMap<Id, &str> {
+        let mut out: HashMap<Id, (Id, &str)> = HashMap::new();
+        for (id, n) in &self.names {
+            let class = self.egraph.find(*id);
+            let e = out.entry(class).or_insert((*id, n.as_str()));
+            if *id < e.0 {
+                *e = (*id, n.as_str());
+            }
+        }
+        out.into_iter().map(|(c, (_, n))| (c, n)).collect()
     }
 
     /// The e-nodes the graph itself gave (before any rule ran), with their children
@@ -366,9 +370,10 @@ fn refuse_unsound(sat: &Saturated) -> Result<(), SaturateError> {
 pub fn extract_with<C>(sat: &Saturated, template: &Graph, cost: C) -> Result<Graph, SaturateError>
 where
     C: CostFunction<WNode>,
+    C::Cost: PartialOrd + Clone,
 {
     refuse_unsound(sat)?;
-    let extractor = Extractor::new(&sat.egraph, cost);
+    let extractor = fast_extract::FastExtractor::new(&sat.egraph, cost);
     let mut expr: RecExpr<WNode> = RecExpr::default();
     let mut classes: Vec<Id> = Vec::new();
     let mut memo: HashMap<Id, Id> = HashMap::new();

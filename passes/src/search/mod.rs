@@ -103,6 +103,10 @@ pub struct SearchReport {
     /// The predicted step time of what the search ended on, over its scope (the window's
     /// three layers, or the whole program), µs.
     pub scope_us: f64,
+    /// Over the same scope: the predicted step of the program as sharded and of the greedy
+    /// extraction (the first two seeds), µs, when they could be scheduled; so a candidate
+    /// priced on the scope can be set against the one that won on the whole model.
+    pub scope_seeds_us: [Option<f64>; 2],
     /// Wall time of the local search (seeds and moves), without saturation.
     pub elapsed: Duration,
     /// With a window: how many classes of the whole model took the window's decision.
@@ -387,6 +391,11 @@ pub fn search(
             names.join(", ")
         )));
     };
+    let scope_seeds_us = [0, 1].map(|i| {
+        trajectory
+            .get(i)
+            .and_then(|s: &Step| s.outcome.as_ref().ok().copied())
+    });
     let (graph, rules, provenance) = match choice {
         Some(choice) => {
             let reachable = tables
@@ -409,6 +418,7 @@ pub fn search(
             stop,
             evaluations,
             scope_us,
+            scope_seeds_us,
             elapsed,
             replicated,
             rule_savings: savings,

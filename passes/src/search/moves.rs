@@ -17,7 +17,9 @@
 //! Applying a move picks its e-nodes; applying it again where all of them are already
 //! picked reverts those classes to the program's original e-nodes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use egg::Id;
 
 use crate::saturate::extract::Tables;
 use crate::saturate::{Head, RULES, WNode};
@@ -61,6 +63,7 @@ struct Site {
 /// Every move over `tables`' e-graph, coarse to fine, each once, in a deterministic order.
 pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
     let eg = &tables.sat.egraph;
+    let names = tables.sat.class_names();
     let mut sites: BTreeSet<Site> = BTreeSet::new();
     for (rule, matched, new, built) in &eg.analysis.applications {
         let (rule, matched) = (*rule, *matched);
@@ -160,7 +163,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
                 format!(
                     "token-split chain of {} rewrites at {} ({} sites)",
                     key.len(),
-                    site_label(tables, picks[0].0),
+                    label_with(tables, &names, picks[0].0),
                     picks.len()
                 ),
                 picks,
@@ -190,7 +193,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
         push(
             format!(
                 "`{rule}` at {} ({} sites)",
-                site_label(tables, picks[0].0),
+                label_with(tables, &names, picks[0].0),
                 picks.len()
             ),
             picks,
@@ -236,8 +239,9 @@ fn connected<'s>(tables: &Tables<'_>, sites: &[&'s Site]) -> Vec<Vec<&'s Site>> 
     groups.into_values().collect()
 }
 
-/// How a class reads in a move's label: its op and, for an original value, its name.
-pub(crate) fn site_label(tables: &Tables<'_>, class: usize) -> String {
+/// How a class reads in a move's label: its op and, for an original value, its name
+/// (`names`: the e-graph's class names, computed once by the caller).
+fn label_with(tables: &Tables<'_>, names: &HashMap<Id, &str>, class: usize) -> String {
     let eg = &tables.sat.egraph;
     let id = tables.classes[class];
     let op = eg[id]
@@ -248,7 +252,7 @@ pub(crate) fn site_label(tables: &Tables<'_>, class: usize) -> String {
             _ => None,
         })
         .unwrap_or_else(|| "a projection".to_owned());
-    match tables.sat.name_of(id) {
+    match names.get(&eg.find(id)) {
         Some(name) => format!("`{name}` ({op})"),
         None => op,
     }

@@ -11,7 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use egg::{CostFunction, Extractor, Id};
+use egg::{CostFunction, Id};
+
+use crate::saturate::fast_extract::FastExtractor;
 
 use crate::saturate::WNode;
 use crate::saturate::extract::Tables;
@@ -74,7 +76,7 @@ pub(crate) fn prefer_rules(tables: &Tables<'_>, allowed: &[&'static str]) -> Vec
             }
         }
     }
-    let extractor = Extractor::new(
+    let extractor = FastExtractor::new(
         eg,
         PreferRules {
             original: sat.original_enodes(),
@@ -88,7 +90,7 @@ pub(crate) fn prefer_rules(tables: &Tables<'_>, allowed: &[&'static str]) -> Vec
         .iter()
         .enumerate()
         .map(|(c, &class)| {
-            let cost = extractor.find_best_cost(class);
+            let cost = extractor.find_best_cost(class)?;
             if !cost.is_finite() {
                 return None;
             }

@@ -12,7 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use egg::{Extractor, Id};
+use egg::Id;
+
+use crate::saturate::fast_extract::FastExtractor;
 use weft_ir::{Graph, NodeId, Op, TensorType};
 
 use super::Strategy;
@@ -184,7 +186,7 @@ fn report_rules(
 /// all-reduce split made counts although the all-gather it joined is not used.
 fn rules_in_rewritten_program(sat: &Saturated) -> BTreeMap<String, u64> {
     let eg = &sat.egraph;
-    let extractor = Extractor::new(eg, PreferRewritten::of(sat));
+    let extractor = FastExtractor::new(eg, PreferRewritten::of(sat));
     let original = sat.original_enodes();
     let mut rewritten: HashSet<Id> = HashSet::new();
     let mut seen: HashSet<Id> = HashSet::new();
