@@ -9,7 +9,7 @@
 //! `WEFT_BENCH_COMPILE=FILE`), so its peak resident memory (`VmHWM`) is its own and not
 //! the largest so far. The parent writes the model files first (not timed: `weft compile`
 //! starts from a file). Printed per size: the wall time of each stage of
-//! `weft::compile::compile` (load+raise, shard, search, schedule, plan+verify),
+//! `weft::compile::compile` (load+raise, shard, saturate, search, schedule, plan+verify),
 //! of writing the plan JSON, the total, tasks per rank, the plan file's size and the
 //! child's peak RSS.
 
@@ -25,9 +25,10 @@ use weft::zoo::{LlamaConfig, llama};
 const CHILD: &str = "WEFT_BENCH_COMPILE";
 
 /// The stages `compile` reports, in order, then the plan write.
-const STAGES: [&str; 6] = [
+const STAGES: [&str; 7] = [
     "load+raise",
     "shard",
+    "saturate",
     "search",
     "schedule",
     "plan+verify",

@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use weft_hardware::Profile;
 use weft_ir::{Graph, Mesh};
@@ -142,9 +143,10 @@ impl Choice {
 /// How long one stage of [`compile`] took.
 #[derive(Clone, Debug)]
 pub struct StageTime {
-    /// `load+raise`, `shard`, `search` (`best`: saturation, extraction and the
-    /// schedule-in-the-loop search) or `strategy` (a fixed strategy's program),
-    /// `schedule` or `plan+verify`.
+    /// `load+raise`, `shard`, then `saturate` and `search` (`best`: the whole model's
+    /// saturation; then extraction, the schedule-in-the-loop search and the candidates'
+    /// full schedules) or `strategy` (a fixed strategy's program), `schedule` or
+    /// `plan+verify`.
     pub stage: &'static str,
     pub elapsed: std::time::Duration,
 }
@@ -164,6 +166,23 @@ impl Stopwatch {
     }
 
     /// Ends `stage` now.
+    /// Ends a stage now, reported as `first` for `first_time` of it and `rest` for the
+    /// remainder.
+    fn lap_split(&mut self, first: &'static str, first_time: Duration, rest: &'static str) {
+        let now = std::time::Instant::now();
+        let total = now - self.last;
+        let first_time = first_time.min(total);
+        self.stages.push(StageTime {
+            stage: first,
+            elapsed: first_time,
+        });
+        self.stages.push(StageTime {
+            stage: rest,
+            elapsed: total - first_time,
+        });
+        self.last = now;
+    }
+
     fn lap(&mut self, stage: &'static str) {
         let now = std::time::Instant::now();
         self.stages.push(StageTime {
@@ -267,7 +286,9 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
                     BestError::NoFit(e) => no_fit(e),
                     BestError::Other(e) => fail(format!("choosing the program failed: {e}")),
                 })?;
-            watch.lap("search");
+            // The search's stage split in two: the whole model's saturation, and the
+            // rest (extraction, the search, the candidates' schedules).
+            watch.lap_split("saturate", chosen.saturate_time, "search");
             chosen
         }
         fixed => {
@@ -285,6 +306,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
                     search: None,
                 },
                 provenance: BTreeMap::new(),
+                saturate_time: Duration::ZERO,
             }
         }
     };
@@ -294,6 +316,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         costs: fixed_costs,
         choice,
         provenance,
+        saturate_time: _,
     } = chosen;
     // A fixed strategy's program is priced with its own kernel configuration.
     let task_costs: &dyn TaskCosts = match &fixed_costs {
@@ -520,6 +543,8 @@ struct Chosen {
     choice: Choice,
     /// By node name, the rule that made each rewritten node (the search's programs).
     provenance: BTreeMap<String, String>,
+    /// How long saturating the whole model took (`best`; zero for a fixed strategy).
+    saturate_time: Duration,
 }
 
 /// Why `best` found no program.
@@ -654,6 +679,7 @@ fn choose_best(
                 search: Some(searched.report),
             },
             provenance: BTreeMap::new(),
+            saturate_time: searched.saturation.elapsed,
         },
         None => Chosen {
             program: searched.graph,
@@ -666,6 +692,7 @@ fn choose_best(
                 search: Some(searched.report),
             },
             provenance: searched.provenance,
+            saturate_time: searched.saturation.elapsed,
         },
     })
 }
