@@ -113,28 +113,40 @@ pub fn fixed_program(
     if let Some(p) = spec.pending {
         notes.push(format!("--strategy {strategy}: {p}"));
     }
-    let sat_err = |source| StrategyError::Saturate { strategy, source };
-    let (graph, rules_used) = if spec.rules.value.is_empty() {
-        (sharded.clone(), Vec::new())
-    } else {
-        let options = SaturateOptions {
-            rules: spec.rules.value.iter().map(|r| (*r).to_owned()).collect(),
-            ..SaturateOptions::default()
-        };
-        let sat = saturate(sharded, &options).map_err(sat_err)?;
-        for phase in &sat.report.phases {
-            if phase.stop_reason != "saturated" {
+    let mut rules: Vec<&'static str> = spec.rules.value.to_vec();
+    let (graph, rules_used) = loop {
+        // Each attempt's notes; only the last attempt's are kept.
+        let mut attempt = Vec::new();
+        let (graph, used) = rewritten_program(spec, &rules, sharded, &mut attempt)?;
+        // A kernel the hardware cannot run (TokenWeave's needs NVLink SHARP): the
+        // strategy runs without the rule that makes it, and says so.
+        let unpriced = graph.nodes().find_map(|(id, n)| {
+            if matches!(n.op.occupancy(), weft_ir::Occupancy::Source) {
+                return None;
+            }
+            cost.node_cost(&graph, id).err().map(|e| (n.op.name(), e))
+        });
+        match unpriced {
+            Some((op, e)) => {
+                let Some(rule) = HARDWARE_KERNELS
+                    .iter()
+                    .find(|(kernel_op, rule)| *kernel_op == op && rules.contains(rule))
+                    .map(|(_, rule)| *rule)
+                else {
+                    notes.extend(attempt);
+                    break (graph, used);
+                };
                 notes.push(format!(
-                    "--strategy {strategy}: the `{}` phase stopped at its {}, so its rules may \
-                     not have applied everywhere",
-                    phase.ruleset, phase.stop_reason
+                    "--strategy {strategy}: rule `{rule}` left out: its kernel cannot run here \
+                     ({e})"
                 ));
+                rules.retain(|r| *r != rule);
+            }
+            None => {
+                notes.extend(attempt);
+                break (graph, used);
             }
         }
-        let used = rules_in_rewritten_program(&sat);
-        let graph = extract_with(&sat, sharded, PreferRewritten::of(&sat)).map_err(sat_err)?;
-        report_rules(spec, &sat, &used, &mut notes);
-        (graph, used.into_iter().collect::<Vec<_>>())
     };
     if !spec.rules.value.is_empty() && rules_used.is_empty() {
         notes.push(format!(
@@ -155,15 +167,58 @@ pub fn fixed_program(
     })
 }
 
+/// Rules whose kernel needs a hardware feature some profiles lack, by the op they make:
+/// where the cost model cannot price that op on the profile, a fixed strategy runs without
+/// the rule (and notes it) rather than failing.
+const HARDWARE_KERNELS: &[(&str, &str)] = &[(
+    "reduce_scatter_add_norm_all_gather",
+    "tokenweave-fused-rs-norm-ag",
+)];
+
+/// The program that applies `rules` (the spec's, or fewer) wherever they apply, and the
+/// rule applications it uses; notes for phases that hit a limit and for rules that did not
+/// fire or are not used.
+fn rewritten_program(
+    spec: &StrategySpec,
+    rules: &[&'static str],
+    sharded: &Graph,
+    notes: &mut Vec<String>,
+) -> Result<(Graph, Vec<(String, u64)>), StrategyError> {
+    let strategy = spec.strategy;
+    let sat_err = |source| StrategyError::Saturate { strategy, source };
+    if rules.is_empty() {
+        return Ok((sharded.clone(), Vec::new()));
+    }
+    let options = SaturateOptions {
+        rules: rules.iter().map(|r| (*r).to_owned()).collect(),
+        ..SaturateOptions::default()
+    };
+    let sat = saturate(sharded, &options).map_err(sat_err)?;
+    for phase in &sat.report.phases {
+        if phase.stop_reason != "saturated" {
+            notes.push(format!(
+                "--strategy {strategy}: the `{}` phase stopped at its {}, so its rules may \
+                 not have applied everywhere",
+                phase.ruleset, phase.stop_reason
+            ));
+        }
+    }
+    let used = rules_in_rewritten_program(&sat);
+    let graph = extract_with(&sat, sharded, PreferRewritten::of(&sat)).map_err(sat_err)?;
+    report_rules(spec, rules, &sat, &used, notes);
+    Ok((graph, used.into_iter().collect()))
+}
+
 /// Notes for the spec's rules that never matched, or matched but are not used.
 fn report_rules(
     spec: &StrategySpec,
+    rules: &[&'static str],
     sat: &Saturated,
     used: &BTreeMap<String, u64>,
     notes: &mut Vec<String>,
 ) {
     let strategy = spec.strategy;
-    for rule in spec.rules.value {
+    for rule in rules {
         if sat.report.not_fired.contains(rule) {
             notes.push(format!(
                 "--strategy {strategy}: rule `{rule}` did not fire: nothing in this model \
