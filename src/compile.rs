@@ -109,8 +109,9 @@ impl Choice {
             if let Some(rep) = r.replicated {
                 let _ = writeln!(
                     s,
-                    "  its decisions set {} e-class(es) of the whole model's e-graph ({} layers)",
-                    rep.classes, rep.layers
+                    "  replayed on the whole model ({} layers): {} kept move(s) applied through \
+                     their counterparts, {} without one",
+                    rep.layers, rep.moves, rep.missing
                 );
             }
             let _ = writeln!(

@@ -6,24 +6,26 @@
 //! are not additive need extraction in the loop):
 //!
 //! 1. **Seeds**: the program as sharded, the DAG-aware greedy extraction under the
-//!    cost model's per-op times ([`crate::saturate::extract`]), and per union of rulesets
-//!    the program using those rules wherever they apply ([`seeds`]).
+//!    cost model's per-op times ([`crate::saturate::extract`]), and for every union of
+//!    rulesets and every fixed strategy's rule set the program using those rules wherever
+//!    they apply ([`seeds`]).
 //! 2. **Local search** from the fastest seed ([`local`]): moves that change related
 //!    classes together ([`moves`]), each kept when the predicted step gets strictly
 //!    faster, until a pass keeps none or the budget runs out.
 //! 3. **A template of adjacent layers.** On a model with many layers, the search runs on
 //!    three adjacent middle layers cut out as a graph of their own ([`window`]), so one
 //!    layer's communication overlapping the next layer's compute is visible and an
-//!    evaluation costs a fraction of a millisecond. Its decisions are keyed by name-blind
-//!    signatures ([`signature`]) and replicated onto every structurally identical
-//!    position of the whole model's e-graph; positions that match nothing keep the
-//!    greedy choice. Three, not two: the edges of a window do not look like the model
-//!    (its first ops read an input where the model reads the previous layer's residual;
-//!    its last values have no consumers, where the model's next layer adds e-nodes to
-//!    their classes), so only a middle layer and its two boundaries — the pair of
-//!    adjacent layers the decisions are for — match the model everywhere.
+//!    evaluation costs a fraction of a millisecond. It is then replayed on the whole
+//!    model's e-graph: the seed it started from is made again there (seeds are defined by
+//!    rule names), and each move it kept is applied through the whole model's move of the
+//!    same key ([`moves::MoveKey`]: a ruleset, a rule, or a rule at a position of a layer
+//!    known by a name-blind signature, [`signature`]). Three layers, not two: the edges of
+//!    a window do not look like the model (its first ops read an input where the model
+//!    reads the previous layer's residual; its last values have no consumers, where the
+//!    model's next layer adds e-nodes to their classes), so only a middle layer and its
+//!    two boundaries — the pair of adjacent layers the overlap is for — match the model.
 //! 4. **Never slower.** The whole model's candidates — the sharded program (no overlap
-//!    at all, `--strategy none`), the greedy extraction and the replicated search — are
+//!    at all, `--strategy none`), the greedy extraction and the search's program — are
 //!    each scheduled in full with the memory limit, and the fastest that fits is chosen.
 //!    (`weft::compile`'s `choose_best` then adds the fixed strategies as candidates.)
 
@@ -63,7 +65,7 @@ pub struct SearchOptions {
     /// The per-rank memory limit the chosen program must fit.
     pub max_memory: Option<u64>,
     /// Models with at least this many layers are searched on a window of three adjacent
-    /// layers and the decisions replicated; smaller ones are searched whole.
+    /// layers and the search replayed on the whole model; smaller ones are searched whole.
     pub window_from_layers: u32,
 }
 
@@ -109,7 +111,7 @@ pub struct SearchReport {
     pub scope_seeds_us: [Option<f64>; 2],
     /// Wall time of the local search (seeds and moves), without saturation.
     pub elapsed: Duration,
-    /// With a window: how many classes of the whole model took the window's decision.
+    /// With a window: how the window's search was replayed on the whole model.
     pub replicated: Option<Replicated>,
     /// Per rule the search's program uses: how much slower its scope is predicted with
     /// every use of that rule put back to the original ops (µs), or why that program
@@ -117,11 +119,14 @@ pub struct SearchReport {
     pub rule_savings: Vec<(String, Result<f64, String>)>,
 }
 
-/// How a window's decisions reached the whole model.
+/// How a window's search reached the whole model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replicated {
-    /// Classes of the whole model's e-graph set to the window's decision.
-    pub classes: usize,
+    /// Moves the window kept that were replayed through their whole-model counterpart.
+    pub moves: usize,
+    /// Moves the window kept that have no counterpart in the whole model's e-graph (not
+    /// replayed).
+    pub missing: usize,
     /// Layers of the model (the window is three of them).
     pub layers: u32,
 }
@@ -191,7 +196,6 @@ pub fn search(
         Ok(w) => (w, None),
         Err(reason) => (None, Some(reason)),
     };
-    let mut replayed_choice: Option<Vec<Option<usize>>> = None;
     let (searched_choice, stop, evaluations, scope_us, scope, replicated, savings) = match window {
         Some((first, window_graph)) => {
             let wsat = saturate(&window_graph, &options.saturate)?;
@@ -239,14 +243,6 @@ pub fn search(
                 &woriginal,
             );
             let sigs = Signatures::new(&tables);
-            let (choice, classes) = replicate(
-                &wtables,
-                &wsigs,
-                &climbed.choice,
-                &tables,
-                &sigs,
-                &greedy_full.best.choice,
-            );
             // The same search replayed on the whole model: its starting seed made there
             // (seeds are defined by rule names, not by e-classes), then each kept move's
             // counterpart (a move of the same key) applied as the window applied it.
@@ -259,14 +255,18 @@ pub fn search(
             let full_moves = moves::moves(&tables, &sigs);
             let by_key: std::collections::HashMap<&moves::MoveKey, &moves::Move> =
                 full_moves.iter().map(|m| (&m.key, m)).collect();
+            let (mut replayed_moves, mut missing) = (0, 0);
             for &(mi, reverting) in &climbed.kept {
-                if let Some(fm) = by_key.get(&moves[mi].key) {
-                    replayed = local::replay(&tables, &replayed, fm, reverting, &original);
+                match by_key.get(&moves[mi].key) {
+                    Some(fm) => {
+                        replayed = local::replay(&tables, &replayed, fm, reverting, &original);
+                        replayed_moves += 1;
+                    }
+                    None => missing += 1,
                 }
             }
-            replayed_choice = Some(replayed);
             (
-                choice,
+                replayed,
                 climbed.stop,
                 eval.evaluations,
                 climbed.predicted_us,
@@ -276,7 +276,8 @@ pub fn search(
                     layers.count()
                 ),
                 Some(Replicated {
-                    classes,
+                    moves: replayed_moves,
+                    missing,
                     layers: layers.count(),
                 }),
                 savings,
@@ -357,14 +358,15 @@ pub fn search(
     if let Ok(t) = as_sharded {
         best = Some(("as sharded", sharded.clone(), t, None));
     }
-    let mut whole_choices: Vec<(&'static str, &[Option<usize>])> = vec![
+    let search_name = if replicated.is_some() {
+        "search (replayed)"
+    } else {
+        "search"
+    };
+    let whole_choices: [(&'static str, &[Option<usize>]); 2] = [
         ("greedy extraction", &greedy_full.best.choice),
-        ("search", &searched_choice),
+        (search_name, &searched_choice),
     ];
-    if let Some(replayed) = &replayed_choice {
-        whole_choices[1].0 = "search (replicated by signature)";
-        whole_choices.push(("search (replayed)", replayed));
-    }
     for (name, choice) in whole_choices {
         let outcome = whole.program(choice);
         candidates.push(Candidate {
@@ -437,7 +439,7 @@ fn rule_seeds(
     greedy: &[Option<usize>],
     original: &[Option<usize>],
 ) -> Vec<(String, Vec<Option<usize>>)> {
-    seeds::ruleset_unions()
+    seeds::seed_rule_sets()
         .into_iter()
         .map(|(name, rules)| {
             let mut choice = seeds::prefer_rules(tables, &rules);
@@ -454,7 +456,7 @@ fn rule_seeds_one(
     original: &[Option<usize>],
     k: usize,
 ) -> Option<Vec<Option<usize>>> {
-    let (_, rules) = seeds::ruleset_unions().into_iter().nth(k)?;
+    let (_, rules) = seeds::seed_rule_sets().into_iter().nth(k)?;
     let mut choice = seeds::prefer_rules(tables, &rules);
     local::repair_cycles(tables, &mut choice, greedy, original);
     Some(choice)
@@ -496,80 +498,4 @@ fn seeds(
             reasons.len().saturating_sub(1)
         ))
     })
-}
-
-/// The whole model's choice: the greedy one, with every class whose signature the
-/// window decided set to the window's decision where the class holds an e-node of that
-/// signature. Where the window's layers decided one signature differently, the decision
-/// most of them made wins (the later one on a tie). A replicated choice that closes a
-/// cycle has those classes put back to the greedy choice.
-fn replicate(
-    wtables: &Tables<'_>,
-    wsigs: &Signatures,
-    wchoice: &[Option<usize>],
-    tables: &Tables<'_>,
-    sigs: &Signatures,
-    greedy: &[Option<usize>],
-) -> (Vec<Option<usize>>, usize) {
-    // Per class signature: per node signature, (votes, last position).
-    let mut votes: std::collections::HashMap<u64, std::collections::HashMap<u64, (usize, usize)>> =
-        std::collections::HashMap::new();
-    if let Ok(reachable) = wtables.walk(wchoice) {
-        for (at, c) in reachable.into_iter().enumerate() {
-            if let Some(k) = wchoice[c] {
-                let v = votes
-                    .entry(wsigs.class[c])
-                    .or_default()
-                    .entry(wsigs.node[c][k])
-                    .or_insert((0, 0));
-                v.0 += 1;
-                v.1 = at;
-            }
-        }
-    }
-    let decisions: std::collections::HashMap<u64, u64> = votes
-        .into_iter()
-        .filter_map(|(class, nodes)| {
-            nodes
-                .into_iter()
-                .max_by_key(|&(_, (n, at))| (n, at))
-                .map(|(node, _)| (class, node))
-        })
-        .collect();
-    tracing::debug!(
-        decisions = decisions.len(),
-        found = decisions.keys().filter(|k| sigs.class.contains(k)).count(),
-        "search: replicating the window's decisions"
-    );
-    let mut choice = greedy.to_vec();
-    let mut set = vec![false; choice.len()];
-    for c in 0..choice.len() {
-        let Some(&want) = decisions.get(&sigs.class[c]) else {
-            continue;
-        };
-        if let Some(k) = sigs.node[c]
-            .iter()
-            .zip(&tables.nodes[c])
-            .position(|(&s, alt)| s == want && alt.own.is_some())
-        {
-            set[c] = choice[c] != Some(k);
-            choice[c] = Some(k);
-        }
-    }
-    for _ in 0..64 {
-        match tables.walk(&choice) {
-            Ok(_) => break,
-            Err(closing) => {
-                for (c, _) in closing {
-                    choice[c] = greedy[c];
-                    set[c] = false;
-                }
-            }
-        }
-    }
-    if tables.walk(&choice).is_err() {
-        return (greedy.to_vec(), 0);
-    }
-    let classes = set.iter().filter(|&&s| s).count();
-    (choice, classes)
 }

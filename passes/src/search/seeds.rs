@@ -132,3 +132,18 @@ pub(crate) fn ruleset_unions() -> Vec<(String, Vec<&'static str>)> {
     }
     out
 }
+
+/// Every seed's rule set: the ruleset unions, then each fixed strategy's rules (a peer's
+/// decomposition as a starting point, so the search refines what a peer would do; the
+/// strategy's kernel configuration is not imposed here, the cost model chooses).
+pub(crate) fn seed_rule_sets() -> Vec<(String, Vec<&'static str>)> {
+    let mut out = ruleset_unions();
+    for s in crate::strategy::Strategy::FIXED {
+        if let Some(spec) = crate::strategy::spec::spec(s)
+            && !spec.rules.value.is_empty()
+        {
+            out.push((format!("`{s}`'s rules applied"), spec.rules.value.to_vec()));
+        }
+    }
+    out
+}

@@ -27,8 +27,6 @@ use crate::saturate::{Head, Meta};
 pub(crate) struct Signatures {
     /// Per class: its anchor e-node's signature.
     pub(crate) class: Vec<u64>,
-    /// Per class, per e-node (in the class's order): the e-node's signature.
-    pub(crate) node: Vec<Vec<u64>>,
 }
 
 /// 64-bit FNV-1a: a fixed algorithm, so signatures (and the order of the moves that
@@ -145,6 +143,6 @@ impl Signatures {
         let class = (0..tables.classes.len())
             .map(|c| node[c].get(anchor[c]).copied().unwrap_or(base[c]))
             .collect();
-        Signatures { class, node }
+        Signatures { class }
     }
 }
