@@ -229,7 +229,19 @@ fn apply(
     original: &[Option<usize>],
 ) -> Option<(Vec<Option<usize>>, bool)> {
     let reverting = m.picks.iter().all(|&(c, k)| current[c] == Some(k));
-    let mut next = current.to_vec();
+    let next = with_move(current, m, reverting, original);
+    (next != current).then_some((next, reverting))
+}
+
+/// `choice` with `m`'s picks made, or (`reverting`) its classes put back to `original`
+/// where they have an original e-node.
+fn with_move(
+    choice: &[Option<usize>],
+    m: &Move,
+    reverting: bool,
+    original: &[Option<usize>],
+) -> Vec<Option<usize>> {
+    let mut next = choice.to_vec();
     for &(c, k) in &m.picks {
         if reverting {
             if original[c].is_some() {
@@ -239,7 +251,7 @@ fn apply(
             next[c] = Some(k);
         }
     }
-    (next != current).then_some((next, reverting))
+    next
 }
 
 /// What each rule used by `choice` saves over its scope: the predicted step with every
@@ -291,16 +303,7 @@ pub(crate) fn replay(
     reverting: bool,
     original: &[Option<usize>],
 ) -> Vec<Option<usize>> {
-    let mut next = choice.to_vec();
-    for &(c, k) in &m.picks {
-        if reverting {
-            if original[c].is_some() {
-                next[c] = original[c];
-            }
-        } else {
-            next[c] = Some(k);
-        }
-    }
+    let mut next = with_move(choice, m, reverting, original);
     repair_cycles(tables, &mut next, choice, original);
     next
 }

@@ -215,14 +215,7 @@ pub fn search(
                 },
                 evaluations: 0,
             };
-            let mut list = vec![
-                ("the window as sharded".to_owned(), woriginal.clone()),
-                (
-                    "the window's greedy extraction".to_owned(),
-                    wgreedy.best.choice.clone(),
-                ),
-            ];
-            list.extend(rule_seeds(&wtables, &wgreedy.best.choice, &woriginal));
+            let list = seed_list("the window", &wtables, &wgreedy.best.choice, &woriginal);
             let (start, start_us, start_seed) = seeds(&mut eval, list, &mut trajectory)?;
             let wsigs = Signatures::new(&wtables);
             let moves = moves::moves(&wtables, &wsigs);
@@ -291,14 +284,7 @@ pub fn search(
                 options: whole_options.clone(),
                 evaluations: 0,
             };
-            let mut list = vec![
-                ("the program as sharded".to_owned(), original.clone()),
-                (
-                    "the greedy extraction".to_owned(),
-                    greedy_full.best.choice.clone(),
-                ),
-            ];
-            list.extend(rule_seeds(&tables, &greedy_full.best.choice, &original));
+            let list = seed_list("the program", &tables, &greedy_full.best.choice, &original);
             let (start, start_us, _) = seeds(&mut eval, list, &mut trajectory)?;
             let sigs = Signatures::new(&tables);
             let moves = moves::moves(&tables, &sigs);
@@ -431,6 +417,22 @@ pub fn search(
         uncosted_count,
         provenance,
     })
+}
+
+/// Every seed, in the order [`seeds`] evaluates them: `scope` as sharded, its greedy
+/// extraction, then the rule-set seeds (the replay relies on this order).
+fn seed_list(
+    scope: &str,
+    tables: &Tables<'_>,
+    greedy: &[Option<usize>],
+    original: &[Option<usize>],
+) -> Vec<(String, Vec<Option<usize>>)> {
+    let mut list = vec![
+        (format!("{scope} as sharded"), original.to_vec()),
+        (format!("{scope}'s greedy extraction"), greedy.to_vec()),
+    ];
+    list.extend(rule_seeds(tables, greedy, original));
+    list
 }
 
 /// The rule-set seeds ([`seeds`]), each with cycles repaired toward `greedy`.
