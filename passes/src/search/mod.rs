@@ -207,7 +207,7 @@ pub fn search(
                 tables: &wtables,
                 template: &window_graph,
                 costs: cost,
-                // Memory is checked on the whole model: a window holds two layers' weights.
+                // Memory is checked on the whole model: a window holds three layers' weights.
                 options: ScheduleOptions {
                     comm_streams: options.comm_streams,
                     max_memory: None,
@@ -216,24 +216,12 @@ pub fn search(
                 evaluations: 0,
             };
             let list = seed_list("the window", &wtables, &wgreedy.best.choice, &woriginal);
-            let (start, start_us, start_seed) = seeds(&mut eval, list, &mut trajectory)?;
-            let wsigs = Signatures::new(&wtables);
-            let moves = moves::moves(&wtables, &wsigs);
-            let climbed = climb(
-                &mut eval,
-                start,
-                start_us,
-                &moves,
-                &woriginal,
-                budget,
-                &mut trajectory,
-            );
-            let savings = rule_savings(
-                &eval,
-                &climbed.choice,
-                climbed.predicted_us,
-                &moves,
-                &woriginal,
+            let scoped = search_scope(&mut eval, list, &woriginal, budget, &mut trajectory)?;
+            let (climbed, moves, start_seed, savings) = (
+                scoped.climbed,
+                scoped.moves,
+                scoped.start_seed,
+                scoped.savings,
             );
             let sigs = Signatures::new(&tables);
             // The same search replayed on the whole model: its starting seed made there
@@ -285,25 +273,8 @@ pub fn search(
                 evaluations: 0,
             };
             let list = seed_list("the program", &tables, &greedy_full.best.choice, &original);
-            let (start, start_us, _) = seeds(&mut eval, list, &mut trajectory)?;
-            let sigs = Signatures::new(&tables);
-            let moves = moves::moves(&tables, &sigs);
-            let climbed = climb(
-                &mut eval,
-                start,
-                start_us,
-                &moves,
-                &original,
-                budget,
-                &mut trajectory,
-            );
-            let savings = rule_savings(
-                &eval,
-                &climbed.choice,
-                climbed.predicted_us,
-                &moves,
-                &original,
-            );
+            let scoped = search_scope(&mut eval, list, &original, budget, &mut trajectory)?;
+            let (climbed, savings) = (scoped.climbed, scoped.savings);
             let scope = match window_note {
                 Some(reason) => format!("the whole program ({reason})"),
                 None => "the whole program".to_owned(),
@@ -416,6 +387,44 @@ pub fn search(
         uncosted,
         uncosted_count,
         provenance,
+    })
+}
+
+/// What the search did over one scope (a window, or the whole program).
+struct Scoped {
+    climbed: local::Climb,
+    /// The moves it climbed over (a kept move is an index into them).
+    moves: Vec<moves::Move>,
+    /// Which seed it started from (an index into the seed list).
+    start_seed: usize,
+    savings: Vec<(String, Result<f64, String>)>,
+}
+
+/// The search over `eval`'s scope: the seeds evaluated, the climb from the fastest over
+/// the scope's moves, and the ablation of each rule the result uses.
+fn search_scope(
+    eval: &mut Evaluator<'_, '_>,
+    list: Vec<(String, Vec<Option<usize>>)>,
+    original: &[Option<usize>],
+    budget: Budget,
+    trajectory: &mut Vec<Step>,
+) -> Result<Scoped, SearchError> {
+    let (start, start_us, start_seed) = seeds(eval, list, trajectory)?;
+    let sigs = Signatures::new(eval.tables);
+    let moves = moves::moves(eval.tables, &sigs);
+    let climbed = climb(eval, start, start_us, &moves, original, budget, trajectory);
+    let savings = rule_savings(
+        eval,
+        &climbed.choice,
+        climbed.predicted_us,
+        &moves,
+        original,
+    );
+    Ok(Scoped {
+        climbed,
+        moves,
+        start_seed,
+        savings,
     })
 }
 
