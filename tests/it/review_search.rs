@@ -3,27 +3,13 @@
 
 use std::path::Path;
 
-use weft::compile::{CompileRequest, Compiled, compile};
 use weft::cpu::{RunOptions, run};
-use weft::hardware::Profile;
 use weft::inspect::InspectReport;
 use weft::ir::{DType, Graph};
 use weft::passes::strategy::Strategy;
 use weft::zoo::{LlamaConfig, llama};
 
-fn compile_at(model: &Path, mesh: &str, hw: &str, strategy: Strategy) -> Compiled {
-    compile(&CompileRequest {
-        strategy,
-        model: model.to_path_buf(),
-        dims: Default::default(),
-        mesh: Some(mesh.parse().expect("a mesh")),
-        sp_norms: false,
-        profile: Profile::resolve(hw).expect("a built-in profile"),
-        max_memory: None,
-        plan_path: None,
-    })
-    .unwrap_or_else(|e| panic!("{} at {mesh} on {hw}: {e}", model.display()))
-}
+use crate::search::compile_at;
 
 /// `g` with every bf16 made f32 and its sequence length `big` (and `big / 2`, a token
 /// split's half) made `small`, through its JSON form: the search chooses at a size where

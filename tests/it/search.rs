@@ -21,7 +21,8 @@ fn write_model(dir: &Path, cfg: &LlamaConfig) -> PathBuf {
     path
 }
 
-fn compile_at(model: &Path, mesh: &str, hw: &str, strategy: Strategy) -> Compiled {
+/// Compiles `model` at `mesh` on the built-in profile `hw` (shared with review_search.rs).
+pub(crate) fn compile_at(model: &Path, mesh: &str, hw: &str, strategy: Strategy) -> Compiled {
     compile(&CompileRequest {
         strategy,
         model: model.to_path_buf(),
