@@ -399,37 +399,13 @@ impl<'a> Tables<'a> {
 
 /// Each class's position in a depth-first post-order over every e-node's children from
 /// `root` (a child is ranked before its parent unless the edge closes a cycle); classes
-/// the root does not reach come after, in id order.
+/// the root does not reach come after.
 fn post_order_ranks(nodes: &[Vec<Alternative>], root: usize) -> Vec<usize> {
-    let n = nodes.len();
-    let mut rank = vec![usize::MAX; n];
-    let mut seen = vec![false; n];
-    let mut next = 0;
-    let mut stack: Vec<(usize, bool)> = vec![(root, false)];
-    while let Some((c, expanded)) = stack.pop() {
-        if expanded {
-            rank[c] = next;
-            next += 1;
-            continue;
+    super::fast_extract::post_order(nodes.len(), &[root], |c, out| {
+        for alt in &nodes[c] {
+            out.extend_from_slice(&alt.children);
         }
-        if seen[c] {
-            continue;
-        }
-        seen[c] = true;
-        stack.push((c, true));
-        for alt in nodes[c].iter().rev() {
-            for &child in alt.children.iter().rev() {
-                if !seen[child] {
-                    stack.push((child, false));
-                }
-            }
-        }
-    }
-    for r in rank.iter_mut().filter(|r| **r == usize::MAX) {
-        *r = next;
-        next += 1;
-    }
-    rank
+    })
 }
 
 /// The own cost of one e-node, µs: 0 for sources, projections and the root.

@@ -62,7 +62,11 @@ where
                 }
             }
         }
-        let rank = post_order(&kids);
+        let rank = post_order(n, &[], |c, out| {
+            for list in &kids[c] {
+                out.extend_from_slice(list);
+            }
+        });
         let mut best: Vec<Option<(CF::Cost, usize)>> = vec![None; n];
         let mut queued = vec![true; n];
         let mut work: BinaryHeap<Reverse<(usize, usize)>> =
@@ -132,14 +136,20 @@ where
     }
 }
 
-/// A depth-first post-order rank of every class over every e-node's children (children
-/// first, back edges ignored), starting from each class in id order.
-fn post_order(kids: &[Vec<Vec<usize>>]) -> Vec<usize> {
-    let n = kids.len();
+/// A depth-first post-order rank of every class (children first, back edges of cycles
+/// ignored), from each class of `starts` in order and then from every class not reached,
+/// in index order. `children(c, out)` appends class `c`'s children (every e-node's, in
+/// order). Shared by this extractor and the greedy DAG extraction.
+pub(crate) fn post_order(
+    n: usize,
+    starts: &[usize],
+    mut children: impl FnMut(usize, &mut Vec<usize>),
+) -> Vec<usize> {
     let mut rank = vec![usize::MAX; n];
     let mut seen = vec![false; n];
     let mut next = 0;
-    for start in 0..n {
+    let mut kids = Vec::new();
+    for start in starts.iter().copied().chain(0..n) {
         if seen[start] {
             continue;
         }
@@ -155,11 +165,11 @@ fn post_order(kids: &[Vec<Vec<usize>>]) -> Vec<usize> {
             }
             seen[c] = true;
             stack.push((c, true));
-            for list in kids[c].iter().rev() {
-                for &ch in list.iter().rev() {
-                    if !seen[ch] {
-                        stack.push((ch, false));
-                    }
+            kids.clear();
+            children(c, &mut kids);
+            for &ch in kids.iter().rev() {
+                if !seen[ch] {
+                    stack.push((ch, false));
                 }
             }
         }

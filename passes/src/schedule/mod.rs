@@ -253,6 +253,18 @@ pub fn makespan(
     MeshGrid::new(&graph.mesh)?;
     let dag = dag::TaskDag::build(graph, costs, comm_streams)?;
     let timeline = simulate::simulate(&dag)?;
+    // `f64::max` would drop a NaN: refuse one rather than compare programs on it.
+    if let Some((t, bad)) = timeline
+        .end
+        .iter()
+        .enumerate()
+        .find(|(_, t)| !t.is_finite())
+    {
+        return Err(ScheduleError::BadCost {
+            node: graph.node(dag.tasks[t].node).name.clone(),
+            reason: format!("its simulated end is {bad}"),
+        });
+    }
     Ok(timeline.end.iter().copied().fold(0.0, f64::max))
 }
 
