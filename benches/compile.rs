@@ -57,6 +57,7 @@ fn child(model: &Path) {
         profile,
         max_memory: None,
         plan_path: Some(plan_path.clone()),
+        allow: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     let write = Instant::now();

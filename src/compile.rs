@@ -28,7 +28,7 @@ use weft_plan::{
 };
 
 use crate::plan_io::{rebase_external_paths, sha256_file, sha256_hex};
-use crate::{LoadOptions, Stage, load_model, to_stage};
+use crate::{LoadOptions, Stage, load_model, to_stage_allowing};
 
 /// What to compile.
 #[derive(Clone, Debug)]
@@ -43,6 +43,8 @@ pub struct CompileRequest {
     pub max_memory: Option<u64>,
     /// How the program is decided: Weft's search (`best`) or a peer's fixed decomposition.
     pub strategy: weft_passes::strategy::Strategy,
+    /// Model-changing rewrites to apply before sharding (`--allow`; none by default).
+    pub allow: weft_passes::model_change::AllowOptions,
     /// Where the plan will be written: external weight paths in its program are made
     /// relative to this file's folder. `None`: next to the model.
     pub plan_path: Option<PathBuf>,
@@ -229,7 +231,8 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         },
     )?;
     let format = if graph_is_onnx(model) { "onnx" } else { "json" };
-    let (graph, _) = to_stage(graph, Stage::Raised).map_err(|e| fail(e.to_string()))?;
+    let (graph, _) =
+        to_stage_allowing(graph, Stage::Raised, &request.allow).map_err(|e| fail(e.to_string()))?;
     if !graph.mesh.axes().is_empty() {
         return Err(fail(format!(
             "it declares the mesh `{}` (it is already sharded); `weft compile` takes a \
@@ -399,7 +402,7 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
                 count: *count,
             })
             .collect(),
-        model_changing_rewrites: Vec::new(),
+        model_changing_rewrites: program.model_changes.clone(),
         program_sha256: weft_plan::program_digest(&program_json),
         program: program_json,
         ranks: scheduled.ranks,

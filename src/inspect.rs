@@ -47,7 +47,7 @@ pub struct InspectReport {
     /// task's end (µs); layers overlap when the schedule interleaves them.
     pub layers: Vec<LayerSpan>,
     pub rules_applied: Vec<RuleCount>,
-    pub model_changing_rewrites: Vec<String>,
+    pub model_changing_rewrites: Vec<weft_ir::ModelChange>,
     /// How the program was decided (`--strategy`).
     pub strategy: String,
     /// The candidate that won: `search`, `greedy extraction`, `as sharded`, or a fixed
@@ -262,8 +262,13 @@ impl InspectReport {
         } else {
             let _ = writeln!(
                 s,
-                "model-changing   {}",
-                self.model_changing_rewrites.join(", ")
+                "model-changing   {}\n                 {}",
+                self.model_changing_rewrites
+                    .iter()
+                    .map(weft_ir::ModelChange::summary)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                weft_ir::model_change::OUTPUTS_DIFFER
             );
         }
         s

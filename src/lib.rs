@@ -106,17 +106,44 @@ pub enum Stage {
     Raised,
 }
 
-/// Runs the passes that take a parsed graph to `stage`, verifying after each.
+/// Runs the passes that take a parsed graph to `stage`, verifying after each. No
+/// model-changing rewrite runs: see [`to_stage_allowing`].
 pub fn to_stage(
     graph: ir::Graph,
     stage: Stage,
 ) -> Result<(ir::Graph, Vec<passes::PassReport>), passes::PassError> {
+    to_stage_allowing(graph, stage, &passes::model_change::AllowOptions::default())
+}
+
+/// [`to_stage`] with the model-changing rewrites `allow` asks for (`--allow`), applied
+/// to the raised graph before dead-code elimination, so that new weights the model file
+/// holds under their documented names (docs/rewrites.md), unused by the source model,
+/// are still there to be read. Asking for one at `Stage::Parsed` is refused: the parsed
+/// graph is the frontend's, unchanged.
+pub fn to_stage_allowing(
+    graph: ir::Graph,
+    stage: Stage,
+    allow: &passes::model_change::AllowOptions,
+) -> Result<(ir::Graph, Vec<passes::PassReport>), passes::PassError> {
     match stage {
-        Stage::Parsed => Ok((graph, Vec::new())),
-        Stage::Raised => passes::PassManager::new()
-            .with(passes::RaisePatterns::default())
-            .with(passes::DeadCodeElimination)
-            .run(graph),
+        Stage::Parsed if allow.is_empty() => Ok((graph, Vec::new())),
+        Stage::Parsed => Err(passes::PassError::Refused {
+            pass: "model-change",
+            reason: format!(
+                "--allow {} changes the raised graph; the parsed stage is the frontend's, \
+                 unchanged (use --stage raised or later)",
+                allow.names().join(",")
+            ),
+        }),
+        Stage::Raised => {
+            let mut manager = passes::PassManager::new().with(passes::RaisePatterns::default());
+            if !allow.is_empty() {
+                manager = manager.with(passes::model_change::ModelChangePass {
+                    options: allow.clone(),
+                });
+            }
+            manager.with(passes::DeadCodeElimination).run(graph)
+        }
     }
 }
 

@@ -62,6 +62,8 @@ enum Command {
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
+        #[command(flatten)]
+        allow: AllowArgs,
     },
     /// Compile a model to an execution plan: shard it over a mesh, choose a program under
     /// the hardware's cost model, schedule it per rank on compute and communication
@@ -147,7 +149,72 @@ enum Command {
         /// Override a symbolic dim of the model, e.g. `--dim seq=4096` (repeatable).
         #[arg(long = "dim", value_name = "NAME=VALUE", value_parser = parse_dim)]
         dims: Vec<(String, u64)>,
+        #[command(flatten)]
+        allow: AllowArgs,
     },
+}
+
+/// Opt-in model-changing rewrites (docs/rewrites.md, "Model-changing rewrites"); shared by
+/// `check`, `dump` and `compile`, so their effect on parameters, FLOPs and communication
+/// is visible before planning.
+#[derive(Debug, Default, clap::Args)]
+struct AllowArgs {
+    /// Apply these model-changing rewrites (comma-separated): `ladder` (ladder residual,
+    /// ICML 2025) and `dcca` (BigMac, AAAI 2025). They change what the model computes and
+    /// need weights trained for them; every output says they were applied.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    allow: Vec<weft::passes::model_change::AllowName>,
+    /// With `--allow ladder`: the layers to convert, `A..B` (0-based, inclusive), `all`
+    /// (the default) or, for `compile`, `auto` (a sweep of the number of converted upper
+    /// layers, reporting each one's predicted step).
+    #[arg(long, value_name = "A..B|all|auto")]
+    ladder_layers: Option<weft::passes::model_change::LadderLayers>,
+    /// With `--allow dcca`: the downscale ratio r, as `0.25` or `1/4` (default 0.25, the
+    /// paper's).
+    #[arg(long, value_name = "R", value_parser = weft::passes::model_change::parse_ratio)]
+    dcca_ratio: Option<(u64, u64)>,
+    /// With `--allow dcca`: seed for the new weights the model does not hold (the result is
+    /// then marked `untrained`).
+    #[arg(long, value_name = "S")]
+    dcca_seed: Option<u64>,
+}
+
+impl AllowArgs {
+    /// The options these flags ask for; an option of a rewrite not allowed is refused
+    /// rather than ignored.
+    fn options(&self) -> miette::Result<weft::passes::model_change::AllowOptions> {
+        use weft::passes::model_change::{AllowName, AllowOptions, DccaOptions, LadderOptions};
+        let mut out = AllowOptions::default();
+        for name in &self.allow {
+            match name {
+                AllowName::Ladder => out.ladder = Some(LadderOptions::default()),
+                AllowName::Dcca => out.dcca = Some(DccaOptions::default()),
+            }
+        }
+        let refuse = |flag: &str, name: &str| {
+            miette::miette!("{flag} is an option of the `{name}` rewrite; add `--allow {name}`")
+        };
+        if let Some(layers) = &self.ladder_layers {
+            let ladder = out
+                .ladder
+                .as_mut()
+                .ok_or_else(|| refuse("--ladder-layers", "ladder"))?;
+            ladder.layers = layers.clone();
+        }
+        if let Some(ratio) = self.dcca_ratio {
+            out.dcca
+                .as_mut()
+                .ok_or_else(|| refuse("--dcca-ratio", "dcca"))?
+                .ratio = ratio;
+        }
+        if let Some(seed) = self.dcca_seed {
+            out.dcca
+                .as_mut()
+                .ok_or_else(|| refuse("--dcca-seed", "dcca"))?
+                .seed = seed;
+        }
+        Ok(out)
+    }
 }
 
 /// Arguments of `weft compile`.
@@ -194,6 +261,8 @@ struct CompileArgs {
     /// `comet` (docs/strategies.md).
     #[arg(long, value_name = "NAME", default_value = "best", value_parser = parse_strategy)]
     strategy: weft::passes::strategy::Strategy,
+    #[command(flatten)]
+    allow: AllowArgs,
 }
 
 /// A `--strategy` value.
@@ -279,8 +348,9 @@ fn load_at(
     stage: StageArg,
     mesh: Option<&weft::ir::Mesh>,
     sp_norms: bool,
+    allow: &weft::passes::model_change::AllowOptions,
 ) -> miette::Result<weft::ir::Graph> {
-    load_at_warned(model, dims, stage, mesh, sp_norms).map(|(graph, _)| graph)
+    load_at_warned(model, dims, stage, mesh, sp_norms, allow).map(|(graph, _)| graph)
 }
 
 /// [`load_at`], also returning what sharding warned about (logged here, once each).
@@ -290,6 +360,7 @@ fn load_at_warned(
     stage: StageArg,
     mesh: Option<&weft::ir::Mesh>,
     sp_norms: bool,
+    allow: &weft::passes::model_change::AllowOptions,
 ) -> miette::Result<(weft::ir::Graph, Vec<weft::passes::shard::ShardWarning>)> {
     let graph = load_model(model, &options(dims)?)?;
     let passes = match (stage, mesh) {
@@ -307,7 +378,16 @@ fn load_at_warned(
         }
     };
     // The pass manager logs each pass (RUST_LOG=info); its reports are not logged again.
-    let (graph, _reports) = weft::to_stage(graph, passes).into_diagnostic()?;
+    if let Some(weft::passes::model_change::LadderOptions {
+        layers: weft::passes::model_change::LadderLayers::Auto,
+    }) = &allow.ladder
+    {
+        miette::bail!(
+            "--ladder-layers auto is a sweep of compiled plans (`weft compile`); here give the \
+             layers, `A..B` or `all`"
+        );
+    }
+    let (graph, _reports) = weft::to_stage_allowing(graph, passes, allow).into_diagnostic()?;
     match mesh {
         Some(mesh) => {
             // A file `weft dump` wrote sharded (or extracted) holds per-device shapes and
@@ -428,10 +508,18 @@ fn run(cli: Cli) -> miette::Result<()> {
             mesh,
             sp_norms,
             dims,
+            allow,
         } => {
             let sharding_here = mesh.is_some();
-            let (graph, warnings) =
-                load_at_warned(&model, dims, graph_stage(&mesh), mesh.as_ref(), sp_norms)?;
+            let allow = allow.options()?;
+            let (graph, warnings) = load_at_warned(
+                &model,
+                dims,
+                graph_stage(&mesh),
+                mesh.as_ref(),
+                sp_norms,
+                &allow,
+            )?;
             // A sharded graph (sharded here, or a file that declares its mesh) reports its
             // communication; one sharded here also lists the ops it computed whole.
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
@@ -491,7 +579,9 @@ fn run(cli: Cli) -> miette::Result<()> {
             iter_limit,
             explain,
             hw,
+            allow,
         } => {
+            let allow = allow.options()?;
             let stage = stage.unwrap_or(if mesh.is_some() {
                 StageArg::Sharded
             } else {
@@ -513,7 +603,7 @@ fn run(cli: Cli) -> miette::Result<()> {
                     stage.name()
                 );
             }
-            let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms)?;
+            let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms, &allow)?;
             let graph = match stage {
                 StageArg::Saturated | StageArg::Extracted => {
                     let mut options = weft::passes::saturate::SaturateOptions {
@@ -695,6 +785,7 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
         profile,
         max_memory: args.max_memory,
         plan_path: args.output.clone(),
+        allow: args.allow.options()?,
     };
     let compiled = weft::compile::compile(&request)?;
     for note in &compiled.notes {
@@ -888,6 +979,9 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         graph_stage(&args.mesh),
         args.mesh.as_ref(),
         args.sp_norms,
+        // `weft run MODEL` runs the source model; a changed model runs as a plan or a
+        // dumped graph, which carries its record of the change.
+        &Default::default(),
     )?;
     if let Some(path) = &args.output {
         let names = graph.outputs.iter().map(|&v| graph.value(v).name.as_str());

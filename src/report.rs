@@ -44,6 +44,9 @@ pub struct CheckReport {
     /// (empty when every split divided; absent when nothing was sharded here).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallbacks: Option<Vec<FallbackEntry>>,
+    /// Model-changing rewrites applied (`--allow`), each `{rule, detail, untrained}`;
+    /// empty when the graph computes the source model's function.
+    pub model_changing_rewrites: Vec<weft_ir::ModelChange>,
 }
 
 /// An op computed whole along a mesh axis because a split did not divide
@@ -162,6 +165,7 @@ impl CheckReport {
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
             comm: None,
             fallbacks: None,
+            model_changing_rewrites: graph.model_changes.clone(),
         })
     }
 
@@ -174,6 +178,16 @@ impl CheckReport {
 
     fn write_text(&self, out: &mut String) -> std::fmt::Result {
         writeln!(out, "graph {:?}: ok (verified)", self.name)?;
+        if !self.model_changing_rewrites.is_empty() {
+            writeln!(
+                out,
+                "  CHANGED     {}",
+                weft_ir::model_change::OUTPUTS_DIFFER
+            )?;
+            for change in &self.model_changing_rewrites {
+                writeln!(out, "              {}", change.summary())?;
+            }
+        }
         if let Some(mesh) = &self.mesh {
             writeln!(
                 out,

@@ -13,20 +13,33 @@ pub struct RuleEntry {
     pub exact: bool,
     pub paper: &'static str,
     pub doc: &'static str,
+    /// For a model-changing rule: what it changes in the model (absent for exact rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<&'static str>,
 }
 
-/// Every rule.
+/// Every rule: the exact e-graph rules, then the opt-in model-changing rewrites (ruleset
+/// `model-changing`, `exact: false`), which never enter the e-graph.
 pub fn rule_entries() -> Vec<RuleEntry> {
-    RULES
+    let exact = RULES.iter().map(|r| RuleEntry {
+        name: r.name,
+        ruleset: r.ruleset,
+        exact: r.exact,
+        paper: r.paper,
+        doc: r.doc,
+        changes: None,
+    });
+    let changing = weft_passes::model_change::MODEL_CHANGING_RULES
         .iter()
         .map(|r| RuleEntry {
             name: r.name,
-            ruleset: r.ruleset,
-            exact: r.exact,
+            ruleset: "model-changing",
+            exact: false,
             paper: r.paper,
             doc: r.doc,
-        })
-        .collect()
+            changes: Some(r.changes),
+        });
+    exact.chain(changing).collect()
 }
 
 /// The rules as text, one block per rule.
@@ -41,11 +54,14 @@ pub fn rules_text() -> String {
             if r.exact {
                 ", exact"
             } else {
-                ", changes the model"
+                ", changes the model: opt in with --allow"
             },
             r.doc,
             r.paper
         );
+        if let Some(changes) = r.changes {
+            let _ = writeln!(out, "    changes: {changes}");
+        }
     }
     out
 }

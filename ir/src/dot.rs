@@ -24,6 +24,15 @@ pub fn to_dot(graph: &Graph) -> String {
 fn write_dot(graph: &Graph, out: &mut String) -> std::fmt::Result {
     writeln!(out, "digraph \"{}\" {{", escape(&graph.name))?;
     writeln!(out, "  rankdir=TB;")?;
+    if !graph.model_changes.is_empty() {
+        // A changed model says so on the drawing itself, not only in the files beside it.
+        let mut label = format!("{}:", crate::model_change::OUTPUTS_DIFFER);
+        for change in &graph.model_changes {
+            write!(label, "\\n{}", escape(&change.summary()))?;
+        }
+        writeln!(out, "  labelloc=t;")?;
+        writeln!(out, "  label=\"{label}\";")?;
+    }
     writeln!(
         out,
         "  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"Helvetica\"];"

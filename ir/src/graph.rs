@@ -52,6 +52,9 @@ pub struct Graph {
     values: Arena<Value>,
     /// The values the graph returns, in order.
     pub outputs: Vec<ValueId>,
+    /// Model-changing rewrites applied to this graph (empty: it computes the source
+    /// model's function). Copied by every pass that builds a graph from another.
+    pub model_changes: Vec<crate::ModelChange>,
 }
 
 impl Graph {

@@ -38,6 +38,12 @@ fn write_graph(graph: &Graph, out: &mut String) -> std::fmt::Result {
         let dims: Vec<String> = graph.dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
         writeln!(out, "  dims {}", dims.join(", "))?;
     }
+    if !graph.model_changes.is_empty() {
+        writeln!(out, "  // {}:", crate::model_change::OUTPUTS_DIFFER)?;
+        for change in &graph.model_changes {
+            writeln!(out, "  //   {}", change.summary())?;
+        }
+    }
     for (_, node) in graph.nodes() {
         write_node(graph, node, out)?;
     }

@@ -7,6 +7,7 @@
 pub mod cost;
 mod dce;
 mod manager;
+pub mod model_change;
 mod raise;
 pub mod raise_moe;
 pub mod rebuild;

@@ -22,6 +22,11 @@ pub enum PassError {
         #[source]
         source: VerifyError,
     },
+    /// The pass refuses this graph with its options: a model-changing rewrite asked for
+    /// on a model it does not fit (no MoE layer for DCCA, a ratio that does not divide
+    /// the hidden size, a layer range past the model's last layer).
+    #[error("pass `{pass}`: {reason}")]
+    Refused { pass: &'static str, reason: String },
     /// The pass produced a graph that breaks an IR rule: a bug in the pass.
     #[error("pass `{pass}` produced an invalid graph (a bug in the pass): {source}")]
     Invalid {

@@ -40,6 +40,7 @@ pub fn rebuild(graph: &Graph, mut fate: impl FnMut(NodeId) -> Fate) -> Result<Gr
     let mut out = Graph::new(graph.name.clone());
     out.mesh = graph.mesh.clone();
     out.dims = graph.dims.clone();
+    out.model_changes = graph.model_changes.clone();
     let mut map: Vec<Option<ValueId>> = vec![None; graph.values().len()];
     let mut inserted: HashMap<usize, Vec<ValueId>> = HashMap::new();
     let resolve =

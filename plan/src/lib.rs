@@ -59,7 +59,7 @@ pub struct Plan {
     pub rules_applied: Vec<RuleCount>,
     /// Model-changing rewrites (ladder residual, DCCA), opted into by name; empty when
     /// the program computes exactly what the source model does.
-    pub model_changing_rewrites: Vec<String>,
+    pub model_changing_rewrites: Vec<weft_ir::ModelChange>,
     /// The chosen per-device (SPMD) program, as a Weft JSON model object
     /// (docs/json-format.md). Every task's nodes are nodes of this program.
     pub program: serde_json::Value,

@@ -26,7 +26,7 @@ pub struct PlanHeader {
     pub hardware: HardwareRef,
     pub options: CompileOptions,
     pub rules_applied: Vec<RuleCount>,
-    pub model_changing_rewrites: Vec<String>,
+    pub model_changing_rewrites: Vec<weft_ir::ModelChange>,
     /// The program as a Weft JSON model object (the caller writes it; this crate does not
     /// depend on the JSON frontend).
     pub program: serde_json::Value,

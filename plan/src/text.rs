@@ -85,7 +85,15 @@ impl Plan {
             if self.model_changing_rewrites.is_empty() {
                 "(none: the program computes what the model does)".into()
             } else {
-                self.model_changing_rewrites.join(", ")
+                format!(
+                    "{} — {}",
+                    self.model_changing_rewrites
+                        .iter()
+                        .map(weft_ir::ModelChange::summary)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    weft_ir::model_change::OUTPUTS_DIFFER
+                )
             }
         )?;
         let p = &self.prediction;

@@ -81,6 +81,7 @@ fn run(
         max_memory: None,
         strategy,
         plan_path: None,
+        allow: Default::default(),
     };
     // The model's path (absolute, machine-dependent) stays out of the doc: the scenario
     // already names the model.

@@ -41,6 +41,7 @@ fn try_compile(
         profile: profile.clone(),
         max_memory: None,
         plan_path: None,
+        allow: Default::default(),
     })
 }
 

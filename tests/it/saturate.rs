@@ -662,12 +662,21 @@ fn cli_saturates_extracts_explains_and_lists_rules() {
     let o = weft(&["rules", "--json"]);
     let rules: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rules = rules.as_array().unwrap();
-    assert_eq!(rules.len(), saturate::RULES.len());
+    // The exact e-graph rules, then the opt-in model-changing ones (never in the e-graph).
+    let changing = weft::passes::model_change::MODEL_CHANGING_RULES;
+    assert_eq!(rules.len(), saturate::RULES.len() + changing.len());
     assert!(
         rules
             .iter()
-            .all(|r| r["exact"] == true && !r["paper"].as_str().unwrap().is_empty())
+            .all(|r| !r["paper"].as_str().unwrap().is_empty())
     );
+    for (i, r) in rules.iter().enumerate() {
+        let exact = i < saturate::RULES.len();
+        assert_eq!(r["exact"], exact, "{r}");
+        assert_eq!(r["ruleset"] == "model-changing", !exact, "{r}");
+        assert_eq!(r.get("changes").is_some(), !exact, "{r}");
+    }
+    assert!(saturate::RULES.iter().all(|r| r.exact));
     let o = weft(&["rules"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("gemm-reduce-scatter-fusion [fusion, exact]")

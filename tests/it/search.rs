@@ -32,6 +32,7 @@ pub(crate) fn compile_at(model: &Path, mesh: &str, hw: &str, strategy: Strategy)
         profile: Profile::resolve(hw).expect("a built-in profile"),
         max_memory: None,
         plan_path: None,
+        allow: Default::default(),
     })
     .unwrap_or_else(|e| panic!("{} at {mesh} on {hw}: {e}", model.display()))
 }
@@ -165,6 +166,7 @@ fn best_falls_back_at_decode_shapes() {
                     profile: Profile::resolve(hw).unwrap(),
                     max_memory: None,
                     plan_path: None,
+                    allow: Default::default(),
                 })
                 .unwrap_or_else(|e| panic!("batch {batch} on {hw}: {e}"))
             };

@@ -24,6 +24,7 @@ fn request(model: &Path, mesh: &str, strategy: Strategy) -> CompileRequest {
         profile: Profile::builtin("h100-sxm-8").unwrap(),
         max_memory: None,
         plan_path: None,
+        allow: Default::default(),
     }
 }
 

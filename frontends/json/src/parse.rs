@@ -25,6 +25,9 @@ struct GraphDoc<'a> {
     mesh: Option<Mesh>,
     #[serde(default)]
     dims: BTreeMap<String, u64>,
+    /// Model-changing rewrites applied to the graph (docs/rewrites.md).
+    #[serde(default)]
+    model_changes: Vec<weft_ir::ModelChange>,
     #[serde(borrow)]
     nodes: Vec<&'a RawValue>,
     #[serde(borrow)]
@@ -159,6 +162,7 @@ pub fn parse_str_with(src: &str, path: &Path, options: &LoadOptions) -> Result<G
     let mut graph = Graph::new(doc.name);
     graph.mesh = doc.mesh.unwrap_or_default();
     graph.dims = doc.dims;
+    graph.model_changes = doc.model_changes;
     for (name, &value) in &options.dims {
         if !graph.dims.contains_key(name) {
             let known: Vec<&str> = graph.dims.keys().map(String::as_str).collect();

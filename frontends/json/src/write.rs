@@ -38,6 +38,12 @@ pub fn to_json(graph: &Graph) -> String {
     if !graph.dims.is_empty() {
         out.push_str(&format!("  \"dims\": {},\n", json(&graph.dims)));
     }
+    if !graph.model_changes.is_empty() {
+        out.push_str(&format!(
+            "  \"model_changes\": {},\n",
+            json(&graph.model_changes)
+        ));
+    }
     out.push_str("  \"nodes\": [\n");
     let count = graph.num_nodes();
     for (i, (_, node)) in graph.nodes().enumerate() {

@@ -108,6 +108,7 @@ pub fn to_graph_with_classes(
     let mut g = Graph::new(template.name.clone());
     g.mesh = template.mesh.clone();
     g.dims = template.dims.clone();
+    g.model_changes = template.model_changes.clone();
     let nodes = expr.as_ref();
     // A class's name: that of its earliest original value (deterministic).
     let mut ordered: Vec<(&Id, &String)> = names.iter().collect();

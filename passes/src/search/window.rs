@@ -28,6 +28,7 @@ pub fn layer_window(
     let mut window = Graph::new(format!("{} (layers {first}..={last})", graph.name));
     window.mesh = graph.mesh.clone();
     window.dims = graph.dims.clone();
+    window.model_changes = graph.model_changes.clone();
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     // Values read outside the window (or returned by the graph).
     let mut read_outside: HashSet<ValueId> = graph.outputs.iter().copied().collect();

@@ -298,6 +298,7 @@ impl<'g> Sharder<'g> {
         let mut new = Graph::new(old.name.clone());
         new.mesh = mesh;
         new.dims = old.dims.clone();
+        new.model_changes = old.model_changes.clone();
         let mut users: HashMap<ValueId, Vec<NodeId>> = HashMap::new();
         let mut vocab_rows = 0;
         for (id, node) in old.nodes() {
