@@ -649,6 +649,13 @@ fn run(cli: Cli) -> miette::Result<()> {
                             // it made the output invalid JSON).
                             Format::Json => {
                                 let mut v = serde_json::to_value(&summary).into_diagnostic()?;
+                                if let Some(map) = v.as_object_mut() {
+                                    map.insert(
+                                        "model_changing_rewrites".into(),
+                                        serde_json::to_value(&graph.model_changes)
+                                            .into_diagnostic()?,
+                                    );
+                                }
                                 if let (Some((rule, why)), Some(map)) = (&why, v.as_object_mut()) {
                                     map.insert(
                                         "explanation".into(),
@@ -660,7 +667,17 @@ fn run(cli: Cli) -> miette::Result<()> {
                                 s
                             }
                             _ => {
-                                let mut text = summary.to_text();
+                                let mut text = String::new();
+                                if !graph.model_changes.is_empty() {
+                                    text.push_str(&format!(
+                                        "{}:\n",
+                                        weft::ir::model_change::OUTPUTS_DIFFER
+                                    ));
+                                    for change in &graph.model_changes {
+                                        text.push_str(&format!("  {}\n", change.summary()));
+                                    }
+                                }
+                                text.push_str(&summary.to_text());
                                 if let Some((rule, why)) = &why {
                                     text.push_str(&format!(
                                         "explanation of one `{rule}` application:\n{why}"

@@ -58,7 +58,13 @@ pub fn parse_ratio(s: &str) -> Result<(u64, u64), String> {
         } else {
             frac.parse().unwrap_or(0)
         };
-        (int * den + frac_v, den)
+        // A ratio below 1 has a whole part of 0; anything larger is refused below, and the
+        // checked arithmetic keeps a huge whole part from overflowing first.
+        let num = int
+            .checked_mul(den)
+            .and_then(|n| n.checked_add(frac_v))
+            .ok_or_else(|| format!("the DCCA ratio `{s}` must be strictly between 0 and 1"))?;
+        (num, den)
     };
     if den == 0 || num == 0 || num >= den {
         return Err(format!(
