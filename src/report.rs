@@ -87,6 +87,10 @@ impl FallbackEntry {
 #[derive(Clone, Debug, Serialize)]
 pub struct CommSummary {
     pub comm_bytes_total: u64,
+    /// What those messages carry, as the cost model prices them: the same but for
+    /// all-to-alls of padded expert blocks, which carry `1/groups` of their buffer under
+    /// uniform routing (`weft_ir::A2aPayload`).
+    pub comm_payload_bytes_total: u64,
     /// What each device sends with ring algorithms (see `comm.rs`).
     pub comm_wire_bytes_total: u64,
     /// The total over the layer count (`CheckReport::layers`, at least 1), embedding
@@ -101,7 +105,11 @@ pub struct CollectiveEntry {
     pub node: String,
     pub kind: &'static str,
     pub axis: String,
+    /// NCCL's message size: the buffer the collective moves.
     pub bytes: u64,
+    /// What the message carries (what a runtime sends and the cost model prices).
+    pub payload_bytes: u64,
+    /// What each device sends of the payload (ring algorithms).
     pub wire_bytes: u64,
     /// The layer the op belongs to; `null` in the embedding or head.
     pub layer: Option<u32>,
@@ -113,6 +121,7 @@ impl CommSummary {
         let r = weft_passes::shard::comm_report(graph)?;
         Ok(CommSummary {
             comm_bytes_total: r.total_bytes,
+            comm_payload_bytes_total: r.total_payload_bytes,
             comm_wire_bytes_total: r.total_wire_bytes,
             comm_bytes_per_layer: r.bytes_per_layer,
             collectives: r
@@ -123,6 +132,7 @@ impl CommSummary {
                     kind: c.kind,
                     axis: c.axis,
                     bytes: c.bytes,
+                    payload_bytes: c.payload_bytes,
                     wire_bytes: c.wire_bytes,
                     layer: c.layer,
                 })
@@ -249,6 +259,13 @@ impl CheckReport {
                 si(comm.comm_bytes_total as f64, "B"),
                 si(comm.comm_wire_bytes_total as f64, "B"),
             )?;
+            if comm.comm_payload_bytes_total != comm.comm_bytes_total {
+                writeln!(
+                    out,
+                    "              {} of payload: padded expert blocks carry 1/groups of their buffer under uniform routing",
+                    si(comm.comm_payload_bytes_total as f64, "B"),
+                )?;
+            }
             let w = column(comm.collectives.iter().map(|c| c.kind));
             let a = (comm.collectives.iter().map(|c| c.axis.len() + 1))
                 .max()
@@ -256,16 +273,17 @@ impl CheckReport {
                 .max(4);
             writeln!(
                 out,
-                "    {:<w$}{:<a$}{:>14}{:>14}  node",
-                "kind", "axis", "message B", "sent B"
+                "    {:<w$}{:<a$}{:>14}{:>14}{:>14}  node",
+                "kind", "axis", "message B", "payload B", "sent B"
             )?;
             for c in &comm.collectives {
                 writeln!(
                     out,
-                    "    {:<w$}{:<a$}{:>14}{:>14}  {}",
+                    "    {:<w$}{:<a$}{:>14}{:>14}{:>14}  {}",
                     c.kind,
                     c.axis,
                     group(c.bytes),
+                    group(c.payload_bytes),
                     group(c.wire_bytes),
                     c.node
                 )?;
