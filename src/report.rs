@@ -35,6 +35,10 @@ pub struct CheckReport {
     /// FLOPs of one forward pass (conventions in `ir/src/stats.rs`).
     pub flops: Figure,
     pub flops_by_class: BTreeMap<&'static str, Figure>,
+    /// One training step under the Megatron/BigMac convention, over all devices
+    /// (`src/training.rs`): the figures papers quote.
+    /// `null` where a figure does not fit even 128 bits.
+    pub training: Option<crate::training::TrainingSummary>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// Communication of a sharded graph (`weft check --mesh`).
@@ -171,6 +175,11 @@ impl CheckReport {
             param_bytes: s.param_bytes,
             flops: s.flops,
             flops_by_class: s.flops_by_class,
+            training: match crate::training::TrainingSummary::new(graph) {
+                Ok(t) => Some(t),
+                Err(DimError::Overflow(_)) => None,
+                Err(e) => return Err(e),
+            },
             inputs: graph.inputs().map(describe).collect(),
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
             comm: None,
@@ -240,6 +249,10 @@ impl CheckReport {
             let f = f.map_or_else(|| NOT_REPRESENTABLE.to_owned(), |f| si(f as f64, "FLOP"));
             writeln!(out, "    {class:<w$}{f}")?;
         }
+        match &self.training {
+            Some(t) => write_training(out, t)?,
+            None => writeln!(out, "  training    {NOT_REPRESENTABLE}")?,
+        }
         writeln!(out, "  ops")?;
         let w = column(self.ops.keys().copied());
         for (op, n) in &self.ops {
@@ -291,6 +304,28 @@ impl CheckReport {
         }
         Ok(())
     }
+}
+
+/// The training block's text lines.
+fn write_training(out: &mut String, t: &crate::training::TrainingSummary) -> std::fmt::Result {
+    let tokens = t
+        .tokens
+        .map_or_else(|| "no input".to_owned(), |n| format!("{} tokens", group(n)));
+    writeln!(
+        out,
+        "  training    {} per step ({tokens}), forward + backward over all devices",
+        figure(Some(t.flops), "FLOP")
+    )?;
+    writeln!(
+        out,
+        "              all-to-all {} elements ({:.2} Gi), {} bytes ({:.2} GiB)",
+        group(t.all_to_all_elements),
+        t.all_to_all_gib_elements,
+        group(t.all_to_all_bytes),
+        t.all_to_all_gib_bytes
+    )?;
+    writeln!(out, "              convention: {}", t.convention)?;
+    Ok(())
 }
 
 /// How a figure too large for 128 bits reads.
