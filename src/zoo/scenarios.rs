@@ -7,11 +7,12 @@
 //! - a stack of dense Llama decoder layers without embedding or LM head (TokenWeave,
 //!   PyTorch async-TP);
 //! - one GEMM sublayer as Flux and T3 measure it: an all-gather feeding a
-//!   column-parallel GEMM, or a row-parallel GEMM feeding a reduce-scatter.
+//!   column-parallel GEMM, or a row-parallel GEMM feeding a reduce-scatter;
+//! - a two-layer GPT3-XL-MoE (embedding, layers and LM head; BigMac's inference runs).
 
 use weft_ir::{DType, Dim, Graph, Mesh, Op, Placement, Rule, Sharding, VerifyError};
 
-use super::{Builder, LlamaConfig, llama, moe_block, shape};
+use super::{Builder, GptMoeConfig, LlamaConfig, gpt_moe, llama, moe_block, shape};
 
 /// Which collective the GEMM sublayer overlaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +124,8 @@ pub enum ScenarioModel {
     MoeBlock(LlamaConfig),
     /// One GEMM sublayer ([`gemm_sublayer`]).
     Gemm(GemmSublayer),
+    /// A GPT-style fine-grained mixture-of-experts model ([`gpt_moe`]).
+    GptMoe(GptMoeConfig),
 }
 
 impl ScenarioModel {
@@ -131,6 +134,7 @@ impl ScenarioModel {
             ScenarioModel::Llama(cfg) => llama(cfg),
             ScenarioModel::MoeBlock(cfg) => moe_block_only(cfg),
             ScenarioModel::Gemm(s) => gemm_sublayer(s),
+            ScenarioModel::GptMoe(cfg) => gpt_moe(cfg),
         }
     }
 }
@@ -197,5 +201,17 @@ pub fn scenario_models() -> Vec<(&'static str, ScenarioModel)> {
             ScenarioModel::Gemm(llama_rs("llama3-70b-o-proj-rs", 8192)),
         ),
         ("mixtral-8x7b-moe-block.json", ScenarioModel::MoeBlock(moe)),
+        // BigMac's inference runs (DCCA): GPT3-XL-MoE's shape, two layers, 128k tokens
+        // per batch (prompt 128 × 1024 sequences; a setting binds other prompts).
+        (
+            "gpt3-xl-moe-2-layers.json",
+            ScenarioModel::GptMoe(GptMoeConfig {
+                name: "gpt3-xl-moe-2-layers".into(),
+                layers: 2,
+                batch: 1024,
+                seq: 128,
+                ..GptMoeConfig::gpt3_xl_moe()
+            }),
+        ),
     ]
 }
