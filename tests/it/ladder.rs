@@ -400,3 +400,51 @@ fn at_decode_on_h100_tp8_ladder_hides_all_reduces_the_standard_model_waits_for()
     assert!(!ladder.plan.model_changing_rewrites.is_empty());
     assert!(standard.plan.model_changing_rewrites.is_empty());
 }
+
+#[test]
+fn the_auto_sweep_compiles_each_count_of_upper_layers_and_keeps_the_fastest() {
+    let request = weft::compile::CompileRequest {
+        model: repo("examples/llama3-70b-decode.json"),
+        dims: Default::default(),
+        mesh: Some("tp=8".parse().unwrap()),
+        sp_norms: false,
+        profile: weft::hardware::Profile::resolve("h100-sxm-8").unwrap(),
+        max_memory: None,
+        strategy: weft::passes::strategy::Strategy::None,
+        allow: allow(LadderLayers::Auto),
+        plan_path: None,
+    };
+    let sweep = weft::ladder_sweep::ladder_sweep(&request).unwrap();
+    let counts: Vec<u32> = sweep.rows.iter().map(|r| r.converted).collect();
+    assert_eq!(counts, vec![0, 10, 20, 40, 60, 80]);
+    assert_eq!(sweep.rows[3].layers, Some((40, 79)));
+    assert_eq!(sweep.rows[0].layers, None);
+    // Each converted layer hides more all-reduce time: the steps fall monotonically,
+    // and the fastest plan is the one the sweep keeps.
+    for pair in sweep.rows.windows(2) {
+        assert!(
+            pair[1].predicted_us < pair[0].predicted_us,
+            "{:?}",
+            sweep.rows
+        );
+    }
+    assert_eq!(sweep.best, 5);
+    assert_eq!(
+        sweep.best_plan.plan.prediction.predicted_us,
+        sweep.rows[5].predicted_us
+    );
+    assert!(
+        sweep.best_plan.plan.model_changing_rewrites[0]
+            .detail
+            .starts_with("layers 0..=79")
+    );
+    assert!(sweep.rows[0].predicted_us > 0.0);
+    let text = sweep.to_text();
+    assert!(
+        text.contains("<- fastest") && text.contains("40..79"),
+        "{text}"
+    );
+    // Outside a sweep, `auto` is refused.
+    let e = weft::compile::compile(&request).unwrap_err().to_string();
+    assert!(e.contains("weft compile"), "{e}");
+}
