@@ -18,6 +18,7 @@ pub use weft_plan as plan;
 pub mod compile;
 pub mod inputs;
 pub mod inspect;
+pub mod ladder_sweep;
 pub mod memory;
 pub mod plan_io;
 pub mod progress;

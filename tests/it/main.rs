@@ -10,6 +10,7 @@ mod errors;
 mod examples;
 mod extract;
 mod hw;
+mod ladder;
 mod layers;
 mod limits;
 mod onnx;
