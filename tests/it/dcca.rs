@@ -57,6 +57,9 @@ enum Expert {
     /// Mixtral: `E_i(x') = (SiLU(x' G_i) ⊙ (x' U_i)) D_i`, the same reversal applied to a
     /// gated expert.
     SwiGlu,
+    /// As `SwiGlu`, the gate and up products one matrix `[r·h, 2·inner]` whose first half
+    /// is the gate (PyTorch's fused `gate_up`, raised with a split).
+    FusedSwiGlu,
 }
 
 /// A row-major matrix read from the graph.
@@ -103,22 +106,39 @@ fn weight(graph: &Graph, name: &str) -> (Vec<usize>, Vec<f64>) {
     (dims, t.to_f64_vec())
 }
 
-fn matrix(graph: &Graph, name: &str, rows: usize, cols: usize) -> Matrix {
-    let (dims, data) = weight(graph, name);
-    assert_eq!(dims, [rows, cols], "`{name}`'s shape");
+/// `[rows, cols]` stored as it is, or (`t`) stored transposed, `[cols, rows]`.
+fn oriented(data: &[f64], rows: usize, cols: usize, t: bool) -> Matrix {
+    let data = if t {
+        (0..rows * cols)
+            .map(|i| data[(i % cols) * rows + i / cols])
+            .collect()
+    } else {
+        data.to_vec()
+    };
     Matrix { rows, cols, data }
 }
 
-/// `[E, rows, cols]` as one matrix per expert.
-fn per_expert(graph: &Graph, name: &str, e: usize, rows: usize, cols: usize) -> Vec<Matrix> {
+fn matrix(graph: &Graph, name: &str, rows: usize, cols: usize, t: bool) -> Matrix {
     let (dims, data) = weight(graph, name);
-    assert_eq!(dims, [e, rows, cols], "`{name}`'s shape");
+    let want = if t { [cols, rows] } else { [rows, cols] };
+    assert_eq!(dims, want, "`{name}`'s shape");
+    oriented(&data, rows, cols, t)
+}
+
+/// `[E, rows, cols]` (or, `t`, `[E, cols, rows]`) as one matrix per expert.
+fn per_expert(
+    graph: &Graph,
+    name: &str,
+    e: usize,
+    rows: usize,
+    cols: usize,
+    t: bool,
+) -> Vec<Matrix> {
+    let (dims, data) = weight(graph, name);
+    let want = if t { [e, cols, rows] } else { [e, rows, cols] };
+    assert_eq!(dims, want, "`{name}`'s shape");
     data.chunks(rows * cols)
-        .map(|c| Matrix {
-            rows,
-            cols,
-            data: c.to_vec(),
-        })
+        .map(|c| oriented(c, rows, cols, t))
         .collect()
 }
 
@@ -153,6 +173,7 @@ fn layer(
         // up [E, r·h, h] by W_down [E, h, r·h].
         Expert::Gelu => &["experts.down", "experts.up"],
         Expert::SwiGlu => &["experts.gate", "experts.up", "experts.down"],
+        Expert::FusedSwiGlu => unreachable!("the zoo's experts are not fused"),
     };
     let mut mats: Vec<Vec<Matrix>> = names
         .iter()
@@ -163,23 +184,14 @@ fn layer(
             } else {
                 (inner, rh)
             };
-            per_expert(graph, &format!("{prefix}.{n}.weight.dcca"), e, rows, cols)
-        })
-        .collect();
-    let experts = (0..e)
-        .map(|i| {
-            mats.iter_mut()
-                .map(|m| {
-                    std::mem::replace(
-                        &mut m[i],
-                        Matrix {
-                            rows: 0,
-                            cols: 0,
-                            data: Vec::new(),
-                        },
-                    )
-                })
-                .collect()
+            per_expert(
+                graph,
+                &format!("{prefix}.{n}.weight.dcca"),
+                e,
+                rows,
+                cols,
+                false,
+            )
         })
         .collect();
     Layer {
@@ -187,11 +199,22 @@ fn layer(
         expert,
         top_k,
         normalize,
-        router: matrix(graph, &format!("{prefix}.router.weight"), h, e),
-        down: matrix(graph, &format!("{prefix}.dcca.down"), h, rh),
-        experts,
-        up: matrix(graph, &format!("{prefix}.dcca.up"), rh, h),
+        router: matrix(graph, &format!("{prefix}.router.weight"), h, e, false),
+        down: matrix(graph, &format!("{prefix}.dcca.down"), h, rh, false),
+        experts: by_expert(&mut mats, e),
+        up: matrix(graph, &format!("{prefix}.dcca.up"), rh, h, false),
     }
+}
+
+/// Per-product lists of per-expert matrices, regrouped per expert.
+fn by_expert(mats: &mut [Vec<Matrix>], e: usize) -> Vec<Vec<Matrix>> {
+    let mut per: Vec<Vec<Matrix>> = (0..e).map(|_| Vec::new()).collect();
+    for product in mats.iter_mut() {
+        for (i, m) in product.drain(..).enumerate() {
+            per[i].push(m);
+        }
+    }
+    per
 }
 
 /// The error function, by its Maclaurin series (|x| < 5, where f64 keeps 1e-12) and ±1
@@ -248,6 +271,11 @@ impl Layer {
                     .zip(w[1].left_mul(&xd))
                     .map(|(g, u)| silu(g) * u)
                     .collect(),
+                Expert::FusedSwiGlu => {
+                    let both = w[0].left_mul(&xd);
+                    let (g, u) = both.split_at(both.len() / 2);
+                    g.iter().zip(u).map(|(&g, &u)| silu(g) * u).collect()
+                }
             };
             let out = w[w.len() - 1].left_mul(&hidden);
             for (acc, o) in yd.iter_mut().zip(out) {
@@ -610,4 +638,106 @@ fn parameters_grow_by_the_two_shared_projections_only() {
         params(&g) - params(&src),
         u128::from(cfg.layers * 2 * (h / 4) * h)
     );
+}
+
+/// The layers of a raised PyTorch export, their weights found through the source graph's
+/// MoE ops (PyTorch names its expert weights as it likes; DCCA's follow them).
+fn raised_layers(source: &Graph, changed: &Graph, top_k: usize) -> Vec<Layer> {
+    let producer = |v| source.node(source.value(v).producer);
+    let name_of = |v| source.value(v).name.clone();
+    let mut layers = Vec::new();
+    for (_, d) in source.nodes() {
+        let Op::MoeDispatch { num_experts } = d.op else {
+            continue;
+        };
+        let e = num_experts as usize;
+        let prefix = d.name.strip_suffix(".dispatch").unwrap().to_owned();
+        let route = producer(d.inputs[1]);
+        let router = producer(route.inputs[0]);
+        assert!(matches!(
+            router.op,
+            Op::MatMul {
+                transpose_b: true,
+                ..
+            }
+        ));
+        let entry = source
+            .nodes()
+            .find(|(_, n)| matches!(n.op, Op::ExpertMatMul { .. }) && n.inputs[0] == d.outputs[0])
+            .unwrap()
+            .1;
+        let combine = source
+            .nodes()
+            .find(|(_, n)| n.op == Op::MoeCombine && n.inputs[2] == d.inputs[1])
+            .unwrap()
+            .1;
+        let exit = producer(combine.inputs[0]);
+        let dims = source
+            .value(entry.inputs[2])
+            .ty
+            .shape
+            .eval(&source.dims)
+            .unwrap();
+        let (h, fused) = (dims[2] as usize, dims[1] as usize);
+        let (rh, inner) = (h / 4, fused / 2 * 4);
+        let mut mats = vec![
+            per_expert(
+                changed,
+                &format!("{}.dcca", name_of(entry.inputs[2])),
+                e,
+                rh,
+                2 * inner,
+                true,
+            ),
+            per_expert(
+                changed,
+                &format!("{}.dcca", name_of(exit.inputs[2])),
+                e,
+                inner,
+                rh,
+                true,
+            ),
+        ];
+        layers.push(Layer {
+            expert: Expert::FusedSwiGlu,
+            top_k,
+            normalize: true,
+            router: matrix(changed, &name_of(router.inputs[1]), h, e, true),
+            down: matrix(changed, &format!("{prefix}.dcca.down"), h, rh, false),
+            experts: by_expert(&mut mats, e),
+            up: matrix(changed, &format!("{prefix}.dcca.up"), rh, h, false),
+            prefix,
+        });
+    }
+    layers
+}
+
+/// PyTorch's Mixtral as `raise_moe` raises it: transposed expert weights, gate and up
+/// fused into one product and split. DCCA scales the split with the inner width.
+#[test]
+fn a_raised_pytorch_mixtral_with_fused_gate_up_matches_the_equations() {
+    let load = || crate::load("tests/onnx-models/mixtral/model.onnx");
+    let source = weft::to_stage(load(), weft::Stage::Raised).unwrap().0;
+    let g = changed(load(), (1, 4)).unwrap();
+    let layers = raised_layers(&source, &g, 2);
+    assert_eq!(layers.len(), 2);
+    let ins = inputs(&g, 4);
+    for spec in [None, Some("ep=2"), Some("ep=4")] {
+        let err = worst_against_equations(&g, &layers, spec, &ins);
+        assert!(err <= TOLERANCE, "at {spec:?}: {err}");
+    }
+    let split = g
+        .nodes()
+        .find(|(_, n)| matches!(n.op, Op::Split { .. }))
+        .unwrap()
+        .1;
+    assert_eq!(
+        split.op,
+        Op::Split {
+            axis: 1,
+            sizes: vec![512, 512]
+        }
+    );
+    let sharded = weft::shard(&g, &"ep=2".parse().unwrap()).unwrap();
+    assert_eq!(all_to_all_widths(&sharded), vec![16; 4]);
 }
