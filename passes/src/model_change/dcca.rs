@@ -130,7 +130,19 @@ pub(crate) fn apply(
         acc.checked_add(r.checked_mul(l.hidden)?.checked_mul(2)?)
     });
     let first = &layers[0];
-    let widths = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join("/");
+    // Distinct widths in order (a GELU expert's entry and exit share one).
+    let widths = |v: &[u64]| {
+        let mut seen: Vec<u64> = Vec::new();
+        for &w in v {
+            if !seen.contains(&w) {
+                seen.push(w);
+            }
+        }
+        seen.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     let detail = format!(
         "r = {num}/{den}: {} MoE layer{} ({}{}); all-to-alls at width {} instead of {}; \
          expert inner width {} -> {}; +{} parameters (2·r·h² per layer); new weights {}",
