@@ -883,3 +883,54 @@ fn check_reproduces_table_4s_flops_and_all_to_all_volume() {
         2.0 * f(&bigmac, "all_to_all_elements")
     );
 }
+
+/// Without `--allow dcca` nothing changes on any example or ONNX fixture; with it, the
+/// MoE models are rewritten and the dense ones refused (never silently left as they were).
+#[test]
+fn dcca_fires_only_when_asked_on_every_example_and_fixture() {
+    let mut models: Vec<String> = std::fs::read_dir(crate::repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| format!("examples/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    for dir in std::fs::read_dir(crate::repo("tests/onnx-models")).unwrap() {
+        let path = dir.unwrap().path().join("model.onnx");
+        if path.exists() {
+            let name = path
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            models.push(format!("tests/onnx-models/{name}/model.onnx"));
+        }
+    }
+    models.sort();
+    assert!(models.len() >= 11, "{models:?}");
+    for model in &models {
+        let plain = weft::to_stage(crate::load(model), weft::Stage::Raised)
+            .unwrap()
+            .0;
+        assert!(plain.model_changes.is_empty(), "{model}");
+        assert!(
+            !plain.nodes().any(|(_, n)| n.name.contains(".dcca")),
+            "{model}"
+        );
+        let has_moe = plain
+            .nodes()
+            .any(|(_, n)| matches!(n.op, Op::MoeDispatch { .. }));
+        match changed(crate::load(model), (1, 4)) {
+            Ok(g) => {
+                assert!(has_moe, "{model}: DCCA applied to a dense model");
+                assert_eq!(g.model_changes.len(), 1, "{model}");
+                assert!(g.nodes().any(|(_, n)| n.name.ends_with(".dcca.up_proj")));
+            }
+            Err(e) => {
+                assert!(!has_moe, "{model}: {e}");
+                assert!(e.contains("has no MoE layer"), "{model}: {e}");
+            }
+        }
+    }
+}
