@@ -1,5 +1,5 @@
 //! BigMac's DCCA (Jin et al., AAAI 2025) proven by execution: the rewritten graph, run on
-//! the CPU executor unsharded and at `ep=2` and `ep=4` on random inputs, gives at every
+//! the CPU executor unsharded and at `ep=2`, `ep=4` and `tp=2,ep=2` on random inputs, gives at every
 //! MoE layer what the paper's Eq. 2 and 4 give — written out below in plain Rust (router
 //! softmax and top-k as `moe_route` defines them, `x' = x W'_down`, each token's chosen
 //! experts evaluated one by one, their weighted sum, `y = y' W'_up`), with the weights
@@ -386,7 +386,7 @@ fn prove(
     let layers = layers_of(&g);
     assert_eq!(layers.len(), moe_layers);
     let ins = inputs(&g, 5);
-    for spec in [None, Some("ep=2"), Some("ep=4")] {
+    for spec in [None, Some("ep=2"), Some("ep=4"), Some("tp=2,ep=2")] {
         let err = worst_against_equations(&g, &layers, spec, &ins);
         assert!(err <= TOLERANCE, "{name} at {spec:?}: {err}");
     }
@@ -547,7 +547,7 @@ fn weights_in_a_json_model_file_are_read_and_the_result_is_not_untrained() {
     }
     let layers = gpt_layers(&g);
     let ins = inputs(&g, 3);
-    for spec in [None, Some("ep=2"), Some("ep=4")] {
+    for spec in [None, Some("ep=2"), Some("ep=4"), Some("tp=2,ep=2")] {
         let err = worst_against_equations(&g, &layers, spec, &ins);
         assert!(err <= TOLERANCE, "at {spec:?}: {err}");
     }
@@ -722,7 +722,7 @@ fn a_raised_pytorch_mixtral_with_fused_gate_up_matches_the_equations() {
     let layers = raised_layers(&source, &g, 2);
     assert_eq!(layers.len(), 2);
     let ins = inputs(&g, 4);
-    for spec in [None, Some("ep=2"), Some("ep=4")] {
+    for spec in [None, Some("ep=2"), Some("ep=4"), Some("tp=2,ep=2")] {
         let err = worst_against_equations(&g, &layers, spec, &ins);
         assert!(err <= TOLERANCE, "at {spec:?}: {err}");
     }
