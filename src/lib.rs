@@ -24,6 +24,7 @@ pub mod progress;
 mod report;
 pub mod saturation;
 pub mod tensor_io;
+pub mod training;
 pub mod validation;
 pub mod zoo;
 pub use report::{CheckReport, CollectiveEntry, CommSummary, FallbackEntry};

@@ -33,6 +33,7 @@ mod shard;
 mod split_chain;
 mod strategies;
 mod tokenweave;
+mod training;
 mod validation;
 
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@ pub mod tokenweave;
 pub mod validation;
 
 use weft_hardware::Profile;
-use weft_ir::occupancy::message_bytes;
+use weft_ir::occupancy::{message_bytes, payload_bytes};
 use weft_ir::{
     CollectiveKind, DType, DimBindings, DimError, FusedStep, Graph, Mesh, NodeId, Op, TensorType,
 };
@@ -481,7 +481,9 @@ impl CostModel {
             Some(t) => cx.bytes_u64(t)?,
             None => 0,
         };
-        let message = message_bytes(c.kind, input, output);
+        // What the runtime sends: padded expert blocks carry their expected payload.
+        let message = payload_bytes(op, message_bytes(c.kind, input, output))
+            .ok_or_else(|| cx.bad("an all-to-all of expert blocks in zero groups".into()))?;
         let t = self.coll.time(c.kind, message, self.group(c.axis)?);
         let sm = match sms {
             Some(n) => self.sm_share(n),

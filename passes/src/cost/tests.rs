@@ -154,6 +154,7 @@ fn every_op(s: u64, h: u64) -> Vec<(Op, Vec<TensorType>, Vec<TensorType>)> {
                 axis: ax(),
                 split_dim: 0,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             vec![x.clone()],
             vec![x.clone()],
