@@ -835,12 +835,12 @@ fn a_compiled_dcca_plan_says_so_and_runs_the_changed_model() {
 }
 
 /// BigMac's Table 4 (GPT3-XL base, 64 experts, top-8, r = 0.25) at `ep=32` and 0.5M
-/// tokens per iteration (`batch=256` × 2048): FLOPs (forward and backward) +4.54%, the
-/// all-to-all volume 1,488 → 372 in the paper's unit (elements / 2^30), bytes beside it
-/// (bf16: two per element). The `training` block of `weft check --json` is helper P's
-/// (fine-grained side tested there); this is the DCCA side.
+/// tokens per iteration (`batch=256` × 2048), from `weft check --json`'s `training` block
+/// (helper P's, whose test covers the fine-grained side): FLOPs (forward and backward)
+/// 3,490.37T → 3,648.70T, +4.54% — exactly Table 3's `12·r·b·s·l·h²` more; the
+/// all-to-all volume 1,488 → 372 in the paper's unit (Table 3's `8·b·s·l·h·top_k·(ep−1)/ep`:
+/// BF16 bytes / 2^30, the block's `all_to_all_gib_bytes`), a quarter of the elements.
 #[test]
-#[ignore = "needs the training block"]
 fn check_reproduces_table_4s_flops_and_all_to_all_volume() {
     let training = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec![
@@ -860,27 +860,37 @@ fn check_reproduces_table_4s_flops_and_all_to_all_volume() {
     };
     let source = training(&[]);
     let bigmac = training(&["--allow", "dcca"]);
-    let f = |v: &serde_json::Value, key: &str| {
+    let int = |v: &serde_json::Value, key: &str| -> u128 {
+        u128::from(
+            v[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no `{key}` in {v}")),
+        )
+    };
+    let float = |v: &serde_json::Value, key: &str| {
         v[key]
             .as_f64()
             .unwrap_or_else(|| panic!("no `{key}` in {v}"))
     };
-    let growth = f(&bigmac, "flops") / f(&source, "flops") - 1.0;
+    let (bs, l, h) = (524_288u128, 24u128, 2048u128);
+    assert_eq!(int(&bigmac, "tokens"), bs);
+    // FLOPs: the two projections' 12·r·b·s·l·h² (r = 1/4) more, the experts' unchanged.
+    let (before, after) = (int(&source, "flops"), int(&bigmac, "flops"));
+    assert_eq!(after - before, 12 * bs * l * h * h / 4);
+    assert_eq!((after as f64 / 1e10).round() / 100.0, 3_648.70);
+    let growth = after as f64 / before as f64 - 1.0;
     assert_eq!(format!("{:.2}", growth * 100.0), "4.54", "{growth}");
-    // Exactly the two projections: 12·r·b·s·l·h² more (Table 3).
+    // All-to-all: 1,488 → 372 in the paper's unit; elements and bytes each a quarter.
+    assert_eq!(float(&source, "all_to_all_gib_bytes"), 1488.0);
+    assert_eq!(float(&bigmac, "all_to_all_gib_bytes"), 372.0);
+    assert_eq!(float(&bigmac, "all_to_all_gib_elements"), 186.0);
     assert_eq!(
-        f(&bigmac, "flops") - f(&source, "flops"),
-        12.0 * 0.25 * 524_288.0 * 24.0 * 2048.0 * 2048.0
-    );
-    assert_eq!(f(&source, "all_to_all_gib_elements"), 1488.0);
-    assert_eq!(f(&bigmac, "all_to_all_gib_elements"), 372.0);
-    assert_eq!(
-        f(&bigmac, "all_to_all_elements") * 4.0,
-        f(&source, "all_to_all_elements")
+        int(&bigmac, "all_to_all_elements") * 4,
+        int(&source, "all_to_all_elements")
     );
     assert_eq!(
-        f(&bigmac, "all_to_all_bytes"),
-        2.0 * f(&bigmac, "all_to_all_elements")
+        int(&bigmac, "all_to_all_bytes"),
+        2 * int(&bigmac, "all_to_all_elements")
     );
 }
 
