@@ -5,6 +5,7 @@ mod cli;
 mod comm;
 pub mod compare;
 mod conformance;
+mod dcca;
 mod decode_moe;
 mod errors;
 mod examples;
