@@ -804,7 +804,19 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
         plan_path: args.output.clone(),
         allow: args.allow.options()?,
     };
-    let compiled = weft::compile::compile(&request)?;
+    let auto = matches!(
+        &request.allow.ladder,
+        Some(weft::passes::model_change::LadderOptions {
+            layers: weft::passes::model_change::LadderLayers::Auto
+        })
+    );
+    let (compiled, sweep) = if auto {
+        let sweep = weft::ladder_sweep::ladder_sweep(&request)?;
+        let text = sweep.to_text();
+        (sweep.best_plan, Some(text))
+    } else {
+        (weft::compile::compile(&request)?, None)
+    };
     for note in &compiled.notes {
         tracing::warn!("{note}");
     }
@@ -828,12 +840,29 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot write the trace to `{}`", path.display()))?;
     }
+    if let Some(sweep) = &sweep {
+        // On stderr with --json, so that stdout stays one JSON document (the fastest plan's).
+        if args.json {
+            use std::io::Write as _;
+            std::io::stderr()
+                .write_all(sweep.as_bytes())
+                .into_diagnostic()?;
+        }
+    }
     let text = if args.json {
         inspect_json(&compiled.plan)?
     } else {
-        let mut text = weft::inspect::InspectReport::new(&compiled.plan).to_text();
+        let mut text = sweep.clone().unwrap_or_default();
+        if sweep.is_some() {
+            text.push_str("the fastest plan:\n");
+        }
+        text.push_str(&weft::inspect::InspectReport::new(&compiled.plan).to_text());
         if let Some(path) = &args.output {
-            text.push_str(&format!("wrote the plan to {}\n", path.display()));
+            text.push_str(&format!(
+                "wrote the {}plan to {}\n",
+                if sweep.is_some() { "fastest " } else { "" },
+                path.display()
+            ));
         }
         if let Some(path) = &args.trace {
             text.push_str(&format!(

@@ -35,6 +35,10 @@ pub struct CheckReport {
     /// FLOPs of one forward pass (conventions in `ir/src/stats.rs`).
     pub flops: Figure,
     pub flops_by_class: BTreeMap<&'static str, Figure>,
+    /// One training step under the Megatron/BigMac convention, over all devices
+    /// (`src/training.rs`): the figures papers quote.
+    /// `null` where a figure does not fit even 128 bits.
+    pub training: Option<crate::training::TrainingSummary>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// Communication of a sharded graph (`weft check --mesh`).
@@ -87,6 +91,10 @@ impl FallbackEntry {
 #[derive(Clone, Debug, Serialize)]
 pub struct CommSummary {
     pub comm_bytes_total: u64,
+    /// What those messages carry, as the cost model prices them: the same but for
+    /// all-to-alls of padded expert blocks, which carry `1/groups` of their buffer under
+    /// uniform routing (`weft_ir::A2aPayload`).
+    pub comm_payload_bytes_total: u64,
     /// What each device sends with ring algorithms (see `comm.rs`).
     pub comm_wire_bytes_total: u64,
     /// The total over the layer count (`CheckReport::layers`, at least 1), embedding
@@ -101,7 +109,11 @@ pub struct CollectiveEntry {
     pub node: String,
     pub kind: &'static str,
     pub axis: String,
+    /// NCCL's message size: the buffer the collective moves.
     pub bytes: u64,
+    /// What the message carries (what a runtime sends and the cost model prices).
+    pub payload_bytes: u64,
+    /// What each device sends of the payload (ring algorithms).
     pub wire_bytes: u64,
     /// The layer the op belongs to; `null` in the embedding or head.
     pub layer: Option<u32>,
@@ -113,6 +125,7 @@ impl CommSummary {
         let r = weft_passes::shard::comm_report(graph)?;
         Ok(CommSummary {
             comm_bytes_total: r.total_bytes,
+            comm_payload_bytes_total: r.total_payload_bytes,
             comm_wire_bytes_total: r.total_wire_bytes,
             comm_bytes_per_layer: r.bytes_per_layer,
             collectives: r
@@ -123,6 +136,7 @@ impl CommSummary {
                     kind: c.kind,
                     axis: c.axis,
                     bytes: c.bytes,
+                    payload_bytes: c.payload_bytes,
                     wire_bytes: c.wire_bytes,
                     layer: c.layer,
                 })
@@ -161,6 +175,11 @@ impl CheckReport {
             param_bytes: s.param_bytes,
             flops: s.flops,
             flops_by_class: s.flops_by_class,
+            training: match crate::training::TrainingSummary::new(graph) {
+                Ok(t) => Some(t),
+                Err(DimError::Overflow(_)) => None,
+                Err(e) => return Err(e),
+            },
             inputs: graph.inputs().map(describe).collect(),
             outputs: graph.outputs.iter().map(|&v| describe(v)).collect(),
             comm: None,
@@ -230,6 +249,10 @@ impl CheckReport {
             let f = f.map_or_else(|| NOT_REPRESENTABLE.to_owned(), |f| si(f as f64, "FLOP"));
             writeln!(out, "    {class:<w$}{f}")?;
         }
+        match &self.training {
+            Some(t) => write_training(out, t)?,
+            None => writeln!(out, "  training    {NOT_REPRESENTABLE}")?,
+        }
         writeln!(out, "  ops")?;
         let w = column(self.ops.keys().copied());
         for (op, n) in &self.ops {
@@ -249,6 +272,13 @@ impl CheckReport {
                 si(comm.comm_bytes_total as f64, "B"),
                 si(comm.comm_wire_bytes_total as f64, "B"),
             )?;
+            if comm.comm_payload_bytes_total != comm.comm_bytes_total {
+                writeln!(
+                    out,
+                    "              {} of payload: padded expert blocks carry 1/groups of their buffer under uniform routing",
+                    si(comm.comm_payload_bytes_total as f64, "B"),
+                )?;
+            }
             let w = column(comm.collectives.iter().map(|c| c.kind));
             let a = (comm.collectives.iter().map(|c| c.axis.len() + 1))
                 .max()
@@ -256,16 +286,17 @@ impl CheckReport {
                 .max(4);
             writeln!(
                 out,
-                "    {:<w$}{:<a$}{:>14}{:>14}  node",
-                "kind", "axis", "message B", "sent B"
+                "    {:<w$}{:<a$}{:>14}{:>14}{:>14}  node",
+                "kind", "axis", "message B", "payload B", "sent B"
             )?;
             for c in &comm.collectives {
                 writeln!(
                     out,
-                    "    {:<w$}{:<a$}{:>14}{:>14}  {}",
+                    "    {:<w$}{:<a$}{:>14}{:>14}{:>14}  {}",
                     c.kind,
                     c.axis,
                     group(c.bytes),
+                    group(c.payload_bytes),
                     group(c.wire_bytes),
                     c.node
                 )?;
@@ -273,6 +304,28 @@ impl CheckReport {
         }
         Ok(())
     }
+}
+
+/// The training block's text lines.
+fn write_training(out: &mut String, t: &crate::training::TrainingSummary) -> std::fmt::Result {
+    let tokens = t
+        .tokens
+        .map_or_else(|| "no input".to_owned(), |n| format!("{} tokens", group(n)));
+    writeln!(
+        out,
+        "  training    {} per step ({tokens}), forward + backward over all devices",
+        figure(Some(t.flops), "FLOP")
+    )?;
+    writeln!(
+        out,
+        "              all-to-all {} elements ({:.2} Gi), {} bytes ({:.2} GiB)",
+        group(t.all_to_all_elements),
+        t.all_to_all_gib_elements,
+        group(t.all_to_all_bytes),
+        t.all_to_all_gib_bytes
+    )?;
+    writeln!(out, "              convention: {}", t.convention)?;
+    Ok(())
 }
 
 /// How a figure too large for 128 bits reads.

@@ -18,6 +18,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "h100-sxm-8x2-ndr",
         include_str!("../profiles/h100-sxm-8x2-ndr.json"),
     ),
+    (
+        "a40-pcie-8x4-ib100",
+        include_str!("../profiles/a40-pcie-8x4-ib100.json"),
+    ),
 ];
 
 /// Why a profile could not be had. `origin` is the file's path, or `built-in profile NAME`.

@@ -76,6 +76,9 @@ pub enum IntraNodeKind {
 pub enum InterNodeKind {
     /// InfiniBand NDR, one 400 Gb/s NIC per GPU.
     InfinibandNdr,
+    /// InfiniBand of another generation or NIC count, at the rate the profile gives (its
+    /// `line_rate_per_gpu` and `bandwidth_per_gpu` say what each GPU gets).
+    Infiniband,
 }
 
 /// One GPU.

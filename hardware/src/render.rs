@@ -42,6 +42,7 @@ impl Profile {
         if let Some(i) = &self.inter_node {
             let inter = match i.kind {
                 InterNodeKind::InfinibandNdr => "InfiniBand NDR",
+                InterNodeKind::Infiniband => "InfiniBand",
             };
             let _ = writeln!(s, "inter-node link: {inter}");
         }

@@ -26,14 +26,19 @@ fn every_builtin_profile_loads_and_validates() {
             "a100-sxm-8",
             "h800-sxm-8",
             "l20-pcie-8",
-            "h100-sxm-8x2-ndr"
+            "h100-sxm-8x2-ndr",
+            "a40-pcie-8x4-ib100"
         ]
     );
     for name in names {
         let p = Profile::builtin(name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.name, name);
         p.validate(name).unwrap();
-        let expected = if name.ends_with("x2-ndr") { 16 } else { 8 };
+        let expected = match name {
+            "h100-sxm-8x2-ndr" => 16,
+            "a40-pcie-8x4-ib100" => 32,
+            _ => 8,
+        };
         assert_eq!(p.total_devices(), Some(expected), "{name}");
         assert_eq!(p.inter_node.is_some(), p.nodes > 1, "{name}");
     }

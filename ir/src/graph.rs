@@ -228,6 +228,7 @@ impl Graph {
             name: self.name.clone(),
             mesh: self.mesh.clone(),
             dims: self.dims.clone(),
+            model_changes: self.model_changes.clone(),
             ..Graph::default()
         };
         let mut map: Vec<Option<ValueId>> = vec![None; self.values.len()];

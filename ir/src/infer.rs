@@ -427,8 +427,14 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             axis,
             split_dim,
             concat_dim,
+            payload,
         } => {
             let size = axis_size(axis, cx)?;
+            if let crate::op::A2aPayload::ExpertBlocks { groups: 0 } = payload {
+                return Err(Rule::Attr(
+                    "payload expert_blocks needs at least one group".into(),
+                ));
+            }
             let x = inputs[0];
             let s = norm_axis(*split_dim, x.shape.rank(), "split_dim")?;
             let c = norm_axis(*concat_dim, x.shape.rank(), "concat_dim")?;

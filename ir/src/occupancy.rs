@@ -195,6 +195,19 @@ pub fn message_bytes(kind: CollectiveKind, input_bytes: u64, output_bytes: u64) 
     }
 }
 
+/// The bytes a collective's `message` carries: what a runtime sends, and what the cost
+/// model, the plan's collective configurations and the communication report price. The
+/// message itself for every collective but an all-to-all of padded expert blocks, whose
+/// expected payload under uniform routing is `1/groups` of it ([`crate::op::A2aPayload`]). Only an
+/// all-to-all has a payload field, so only it is looked at. `None` for zero groups.
+pub fn payload_bytes(op: &Op, message: u64) -> Option<u64> {
+    if let Op::AllToAll { payload, .. } = op {
+        payload.bytes(message)
+    } else {
+        Some(message)
+    }
+}
+
 /// The message size of the collective inside a fused op, from the fused op's own output
 /// and first input: GEMM + reduce-scatter reduces a product `n` times its (scattered)
 /// output; all-gather + GEMM gathers `n` copies of its first input. `None` on overflow

@@ -179,6 +179,58 @@ pub enum GeluApprox {
     Tanh,
 }
 
+/// What an [`Op::AllToAll`]'s blocks carry: the bytes a real runtime sends, which the
+/// cost model and the communication report count (the executor always moves the whole
+/// buffer, bit-exactly).
+///
+/// Expert parallelism sends padded blocks (`moe_pad`): each of a device's `G` blocks is
+/// sized for all `N` of its routed rows, because any expert group may receive every row
+/// (no capacity limit). A runtime sends the counts first (the graph does: a separate
+/// all-to-all) and then only the rows that exist, NCCL's all-to-all-v; under uniform
+/// routing a block carries `N/G` rows on average, so the expected payload is `1/G` of the
+/// padded message. Pricing the padded buffer would count `G`× the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
+pub enum A2aPayload {
+    /// Every element is data: the payload is the message.
+    #[default]
+    Dense,
+    /// Padded expert blocks along `split_dim` (as `moe_pad` with `groups` groups lays them
+    /// out): under uniform routing each block's rows are `1/groups` real, so the payload
+    /// is the message over `groups` (rounded up to a byte).
+    ExpertBlocks { groups: u64 },
+}
+
+impl A2aPayload {
+    /// Whether this is the default, [`A2aPayload::Dense`] (left out of JSON).
+    pub fn is_dense(&self) -> bool {
+        matches!(self, A2aPayload::Dense)
+    }
+
+    /// The bytes a message of `message` bytes carries: the whole message when dense,
+    /// `ceil(message / groups)` for padded expert blocks. `None` for zero groups (which
+    /// the typing rule refuses).
+    pub fn bytes(self, message: u64) -> Option<u64> {
+        match self {
+            A2aPayload::Dense => Some(message),
+            A2aPayload::ExpertBlocks { groups } => (groups > 0).then(|| message.div_ceil(groups)),
+        }
+    }
+}
+
+impl std::fmt::Display for A2aPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            A2aPayload::Dense => f.write_str("dense"),
+            A2aPayload::ExpertBlocks { groups } => write!(f, "expert_blocks/{groups}"),
+        }
+    }
+}
+
 /// The reduction of a [`Op::Reduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -454,6 +506,13 @@ pub enum Op {
         axis: String,
         split_dim: i64,
         concat_dim: i64,
+        /// What the blocks carry, for counting bytes (padded expert blocks carry
+        /// `1/groups` of the message under uniform routing); dense by default.
+        #[cfg_attr(
+            feature = "serde",
+            serde(default, skip_serializing_if = "A2aPayload::is_dense")
+        )]
+        payload: A2aPayload,
     },
     /// Send the input to the device `shift` steps further along `axis` (cyclically).
     /// Produces no value; it is matched in program order with that device's `Recv`.
@@ -1085,10 +1144,14 @@ impl Op {
                 axis,
                 split_dim,
                 concat_dim,
+                payload,
             } => {
                 push("axis", axis.clone());
                 push("split_dim", split_dim.to_string());
                 push("concat_dim", concat_dim.to_string());
+                if !payload.is_dense() {
+                    push("payload", payload.to_string());
+                }
             }
             Op::Send { axis, shift } => {
                 push("axis", axis.clone());

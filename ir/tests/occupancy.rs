@@ -113,6 +113,7 @@ fn every_op() -> Vec<Op> {
             axis: ax(),
             split_dim: 0,
             concat_dim: 1,
+            payload: weft_ir::A2aPayload::Dense,
         },
         Op::Send {
             axis: ax(),
@@ -305,5 +306,54 @@ fn collective_bytes_follow_nccl_and_the_ring() {
             8
         ),
         None
+    );
+}
+
+#[test]
+fn padded_expert_blocks_carry_one_group_share_of_their_message() {
+    use weft_ir::A2aPayload;
+    use weft_ir::occupancy::payload_bytes;
+    let a2a = |payload| Op::AllToAll {
+        axis: "ep".into(),
+        split_dim: 0,
+        concat_dim: 0,
+        payload,
+    };
+    // [G = 8 blocks, N = 512 rows, H = 4096] bf16: each block sized for all 512 rows, of
+    // which 512/8 are real under uniform routing, so the payload is the message over 8.
+    let message = 8 * 512 * 4096 * 2;
+    let padded = a2a(A2aPayload::ExpertBlocks { groups: 8 });
+    assert_eq!(payload_bytes(&padded, message), Some(512 * 4096 * 2));
+    // Comet's split per expert group: n·G blocks, each 1/(n·G) real.
+    let comet = a2a(A2aPayload::ExpertBlocks { groups: 8 * 4 });
+    assert_eq!(payload_bytes(&comet, message), Some(512 * 4096 * 2 / 4));
+    // A fraction of a byte is a byte (the expected value, rounded up).
+    assert_eq!(payload_bytes(&padded, 801), Some(101));
+    assert_eq!(payload_bytes(&padded, 0), Some(0));
+    // Zero groups have no payload: the typing rule refuses them.
+    assert_eq!(
+        payload_bytes(&a2a(A2aPayload::ExpertBlocks { groups: 0 }), 800),
+        None
+    );
+    // Every other collective, and a dense all-to-all, carries its whole message.
+    assert_eq!(
+        payload_bytes(&a2a(A2aPayload::Dense), message),
+        Some(message)
+    );
+    let ar = Op::AllReduce {
+        axis: "tp".into(),
+        op: ReduceOp::Sum,
+    };
+    assert_eq!(payload_bytes(&ar, message), Some(message));
+    assert_eq!(payload_bytes(&Op::Add, 64), Some(64));
+    // The payload is part of the op's identity (its attributes) only when padded.
+    assert_eq!(a2a(A2aPayload::Dense).attr_text().len(), 3);
+    assert!(
+        padded
+            .attr_text()
+            .iter()
+            .any(|a| a == "payload=expert_blocks/8"),
+        "{:?}",
+        padded.attr_text()
     );
 }

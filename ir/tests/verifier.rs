@@ -328,6 +328,7 @@ fn collectives_infer_mesh_shapes() {
                 axis: "tp".into(),
                 split_dim: 1,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             &[x],
         )
@@ -724,6 +725,7 @@ fn ep_chain() -> (Graph, [ValueId; 4]) {
                 axis: "ep".into(),
                 split_dim: 0,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             &[v],
         )

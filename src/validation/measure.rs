@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use weft_hardware::Profile;
+use weft_passes::model_change::AllowOptions;
 use weft_passes::strategy::Strategy;
 
 use super::scenario::{MODEL_DIR, Scenario, Setting};
@@ -36,6 +37,9 @@ pub struct SettingResult {
     /// dropped, a rule of a fixed strategy that did not fire, …), by strategy; the doc
     /// lists them so nothing a prediction rests on is lost.
     pub notes: BTreeMap<Strategy, Vec<String>>,
+    /// For a scenario with `system_allow`: its system strategy on the model changed by
+    /// those model-changing rewrites, and the compiler's notes on that plan.
+    pub allowed: Option<(Outcome, Vec<String>)>,
 }
 
 impl SettingResult {
@@ -52,11 +56,13 @@ pub fn measure_setting(root: &Path, setting: &Setting) -> SettingResult {
     let mut result = SettingResult {
         outcomes: BTreeMap::new(),
         notes: BTreeMap::new(),
+        allowed: None,
     };
+    let none = AllowOptions::default();
     for strategy in Strategy::ALL {
         let (outcome, notes) = match &profile {
             Err(e) => (Outcome::Failed(e.to_string()), Vec::new()),
-            Ok(profile) => run(&model, setting, profile, strategy),
+            Ok(profile) => run(&model, setting, profile, strategy, &none),
         };
         result.outcomes.insert(strategy, outcome);
         if !notes.is_empty() {
@@ -66,11 +72,30 @@ pub fn measure_setting(root: &Path, setting: &Setting) -> SettingResult {
     result
 }
 
+/// [`measure_setting`], and with `allow`, its system strategy on the model those
+/// model-changing rewrites change ([`SettingResult::allowed`]).
+pub fn measure_setting_allowing(
+    root: &Path,
+    setting: &Setting,
+    allow: Option<(&AllowOptions, Strategy)>,
+) -> SettingResult {
+    let mut result = measure_setting(root, setting);
+    if let Some((allow, strategy)) = allow {
+        let model = root.join(MODEL_DIR).join(&setting.model);
+        result.allowed = Some(match Profile::builtin(&setting.profile) {
+            Err(e) => (Outcome::Failed(e.to_string()), Vec::new()),
+            Ok(profile) => run(&model, setting, &profile, strategy, allow),
+        });
+    }
+    result
+}
+
 fn run(
     model: &Path,
     setting: &Setting,
     profile: &Profile,
     strategy: Strategy,
+    allow: &AllowOptions,
 ) -> (Outcome, Vec<String>) {
     let request = CompileRequest {
         model: model.to_path_buf(),
@@ -81,7 +106,7 @@ fn run(
         max_memory: None,
         strategy,
         plan_path: None,
-        allow: Default::default(),
+        allow: allow.clone(),
     };
     // The model's path (absolute, machine-dependent) stays out of the doc: the scenario
     // already names the model.
@@ -102,6 +127,12 @@ pub fn measure_scenario(root: &Path, scenario: &Scenario) -> Vec<SettingResult> 
     scenario
         .settings
         .iter()
-        .map(|s| measure_setting(root, s))
+        .map(|s| {
+            let allow = scenario
+                .system_allow
+                .as_ref()
+                .map(|a| (a, scenario.system_strategy));
+            measure_setting_allowing(root, s, allow)
+        })
         .collect()
 }

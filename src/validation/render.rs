@@ -12,7 +12,7 @@ use super::compare::{
     OrderAgreement, TARGET, agreement, agreement_with_order, relative_error, speedup, within_target,
 };
 use super::measure::{Outcome, SettingResult};
-use super::scenario::{PaperFigure, Scenario, Setting};
+use super::scenario::{PaperFigure, Scenario, Setting, allow_flags};
 
 /// The command that writes the doc, named in its header.
 pub const COMMAND: &str = "cargo run --release --example validate";
@@ -62,6 +62,40 @@ fn speedup_of(scenario: &Scenario, r: &SettingResult, s: Strategy) -> Result<f64
     }
 }
 
+/// The outcome of the scenario's system column: its strategy on the changed model for a
+/// scenario with `system_allow`, else on the source model like every column.
+fn system_outcome<'r>(scenario: &Scenario, r: &'r SettingResult) -> &'r Outcome {
+    match (&scenario.system_allow, &r.allowed) {
+        (Some(_), Some((o, _))) => o,
+        _ => r.outcome(scenario.system_strategy),
+    }
+}
+
+/// The system column's predicted speedup over the baseline (on the source model).
+fn system_speedup(scenario: &Scenario, r: &SettingResult) -> Result<f64, String> {
+    if scenario.system_allow.is_none() {
+        return speedup_of(scenario, r, scenario.system_strategy);
+    }
+    match (r.outcome(scenario.baseline), system_outcome(scenario, r)) {
+        (_, Outcome::Failed(e)) => Err(format!("error: {e}")),
+        (Outcome::Failed(_), Outcome::Predicted(_)) => {
+            Err(format!("no baseline (`{}` failed)", scenario.baseline))
+        }
+        (Outcome::Predicted(b), Outcome::Predicted(t)) => {
+            speedup(*b, *t).ok_or_else(|| format!("no speedup ({b} µs over {t} µs)"))
+        }
+    }
+}
+
+/// How the doc names the system column: the strategy, and the `--allow` flags of a
+/// scenario that changes the model for it.
+fn system_name(scenario: &Scenario) -> String {
+    match &scenario.system_allow {
+        None => format!("`{}`", scenario.system_strategy),
+        Some(a) => format!("`{}` + `{}`", scenario.system_strategy, allow_flags(a)),
+    }
+}
+
 /// The system strategy's error against the paper for one setting: `Ok(None)` when the
 /// paper gives no figure, `Err` when Weft has no speedup.
 fn system_error(
@@ -72,8 +106,8 @@ fn system_error(
     if setting.paper == PaperFigure::None {
         return Ok(None);
     }
-    let s = speedup_of(scenario, r, scenario.system_strategy)
-        .map_err(|_| format!("no prediction from `{}`", scenario.system_strategy))?;
+    let s = system_speedup(scenario, r)
+        .map_err(|_| format!("no prediction from {}", system_name(scenario)))?;
     Ok(relative_error(&setting.paper, s))
 }
 
@@ -115,6 +149,7 @@ const FORMAT: &str = "
 | `settings` | each: `label`; optional `model`, `mesh`, `profile`, `sp_norms`, `comparable` overriding the defaults; `dims` (symbolic dims bound at compile time); at most one of `paper_speedup`, `paper_times_ms` (`[baseline, system]`), `paper_range` (`[low, high]`), with `paper_source`; a `note` |
 | `expected_order` | optional: `largest_first` (setting labels) and `source`, for a paper that ranks settings without a figure for each |
 | `times_same_scope` | optional, default false: the paper's `paper_times_ms` measure the same work as the setting, so they are set beside Weft's predicted times |
+| `system_allow` | optional: model-changing rewrites the system column is compiled with, `{\"ladder\": {\"layers\": \"all\"}}` (or `\"A..B\"`) or `{\"dcca\": {\"ratio\": \"1/4\", \"seed\": 0}}`; the system strategy then runs on the changed model and the baseline on the source model |
 | `miss_note` | why the system strategy misses the paper's figure, written after the comparison; shown under *Miss explanations* |
 
 The models are written by `weft::zoo::scenario_models` (`cargo run --release --example validate`
@@ -144,6 +179,12 @@ cannot be reproduced (its shapes are not known, its hardware is not a profile We
 the scenario says so and its rows are marked *not comparable*; their errors are shown but
 count for nothing. Where a paper ranks several settings, the ranking check compares every
 pair the paper orders with the order of Weft's speedups for the system strategy.
+
+A scenario whose system changes the model (ladder residual, BigMac's DCCA: a different
+model, trained for it) says so with `system_allow`: its system column is the system
+strategy compiled with those rewrites (`weft compile --allow …`), its baseline the
+baseline strategy on the source model, so the speedup is the changed model's over the
+original's. The other columns stay on the source model.
 ";
 
 fn summary(out: &mut String, measured: &[Measured<'_>]) {
@@ -166,7 +207,7 @@ fn summary(out: &mut String, measured: &[Measured<'_>]) {
             if setting.paper == PaperFigure::None {
                 continue;
             }
-            let weft = speedup_of(sc, r, sc.system_strategy);
+            let weft = system_speedup(sc, r);
             let best = speedup_of(sc, r, Strategy::Best);
             let err = system_error(sc, setting, r);
             let (err_text, in_text) = match &err {
@@ -182,13 +223,13 @@ fn summary(out: &mut String, measured: &[Measured<'_>]) {
             }
             let _ = writeln!(
                 out,
-                "| [{}](#{}) | {} | {} | {} | `{}` | {} | {} | {} | {} |",
+                "| [{}](#{}) | {} | {} | {} | {} | {} | {} | {} | {} |",
                 sc.system,
                 anchor(sc),
                 cell(&setting.label),
                 yes_no(setting.comparable),
                 paper_figure(&setting.paper),
-                sc.system_strategy,
+                system_name(sc),
                 weft.map_or_else(|_| "no prediction".to_owned(), x),
                 err_text,
                 in_text,
@@ -216,9 +257,21 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
     let _ = writeln!(out, "- **Paper's setup.** {}", sc.paper_setup);
     let _ = writeln!(
         out,
-        "- **Paper's baseline.** {} Weft's stand-in: `{}`; the system's: `{}`.",
-        sc.paper_baseline, sc.baseline, sc.system_strategy
+        "- **Paper's baseline.** {} Weft's stand-in: `{}`; the system's: {}.",
+        sc.paper_baseline,
+        sc.baseline,
+        system_name(sc)
     );
+    if let Some(a) = &sc.system_allow {
+        let _ = writeln!(
+            out,
+            "- **Model-changing rewrites.** The system column is `{}` on the model changed by \
+             `{}` (a different model, which needs weights trained for it); every other column, \
+             the baseline included, runs on the source model.",
+            sc.system_strategy,
+            allow_flags(a)
+        );
+    }
     let _ = writeln!(out, "- **Weft's setup.** {}", sc.weft_setup);
     let _ = writeln!(
         out,
@@ -265,7 +318,11 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
         let _ = write!(head, " `{s}` |");
         rule.push_str("---|");
     }
-    let _ = write!(head, " error of `{}` |", sc.system_strategy);
+    if sc.system_allow.is_some() {
+        let _ = write!(head, " {} |", system_name(sc));
+        rule.push_str("---|");
+    }
+    let _ = write!(head, " error of {} |", system_name(sc));
     rule.push_str("---|");
     let _ = writeln!(out, "{head}\n{rule}");
     for (setting, r) in sc.settings.iter().zip(&m.results) {
@@ -277,6 +334,10 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
         );
         for s in Strategy::ALL {
             let text = speedup_of(sc, r, s).map_or_else(|e| e, x);
+            let _ = write!(out, " {} |", cell(&text));
+        }
+        if sc.system_allow.is_some() {
+            let text = system_speedup(sc, r).map_or_else(|e| e, x);
             let _ = write!(out, " {} |", cell(&text));
         }
         let err = match system_error(sc, setting, r) {
@@ -295,15 +356,22 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
         let _ = write!(head, " `{s}` |");
         rule.push_str("---|");
     }
+    if sc.system_allow.is_some() {
+        let _ = write!(head, " {} |", system_name(sc));
+        rule.push_str("---|");
+    }
     let _ = writeln!(out, "{head}\n{rule}");
+    let step = |o: &Outcome| match o {
+        Outcome::Predicted(us) => format!("{us:.1}"),
+        Outcome::Failed(e) => format!("error: {e}"),
+    };
     for (setting, r) in sc.settings.iter().zip(&m.results) {
         let _ = write!(out, "| {} |", cell(&setting.label));
         for s in Strategy::ALL {
-            let text = match r.outcome(s) {
-                Outcome::Predicted(us) => format!("{us:.1}"),
-                Outcome::Failed(e) => format!("error: {e}"),
-            };
-            let _ = write!(out, " {} |", cell(&text));
+            let _ = write!(out, " {} |", cell(&step(r.outcome(s))));
+        }
+        if sc.system_allow.is_some() {
+            let _ = write!(out, " {} |", cell(&step(system_outcome(sc, r))));
         }
         let _ = writeln!(out);
     }
@@ -335,7 +403,7 @@ fn scenario_section(out: &mut String, m: &Measured<'_>) {
 /// comes from.
 fn absolute_times(out: &mut String, m: &Measured<'_>) {
     let sc = m.scenario;
-    let (b, st) = (sc.baseline, sc.system_strategy);
+    let b = sc.baseline;
     let _ = writeln!(out, "\n### Absolute times (ms)\n");
     let _ = writeln!(
         out,
@@ -343,15 +411,16 @@ fn absolute_times(out: &mut String, m: &Measured<'_>) {
     );
     let _ = writeln!(
         out,
-        "| setting | paper, baseline | Weft `{b}` | Weft/paper | paper, system | Weft `{st}` | Weft/paper |"
+        "| setting | paper, baseline | Weft `{b}` | Weft/paper | paper, system | Weft {} | Weft/paper |",
+        system_name(sc)
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for (setting, r) in sc.settings.iter().zip(&m.results) {
         let PaperFigure::Times { baseline, system } = setting.paper else {
             continue;
         };
-        let side = |paper: f64, s: Strategy| -> (String, String) {
-            match r.outcome(s) {
+        let side = |paper: f64, o: &Outcome| -> (String, String) {
+            match o {
                 Outcome::Predicted(us) => {
                     let ms = us / 1000.0;
                     (format!("{ms:.3}"), format!("{:.2}", ms / paper))
@@ -359,8 +428,8 @@ fn absolute_times(out: &mut String, m: &Measured<'_>) {
                 Outcome::Failed(_) => ("no prediction".to_owned(), "—".to_owned()),
             }
         };
-        let (wb, rb) = side(baseline, b);
-        let (ws, rs) = side(system, st);
+        let (wb, rb) = side(baseline, r.outcome(b));
+        let (ws, rs) = side(system, system_outcome(sc, r));
         let _ = writeln!(
             out,
             "| {} | {baseline} | {wb} | {rb} | {system} | {ws} | {rs} |",
@@ -408,6 +477,20 @@ fn compiler_notes(out: &mut String, m: &Measured<'_>) {
             lines.push(format!("- `{strategy}` ({which}): {}", notes.join(" · ")));
         }
     }
+    if sc.system_allow.is_some() {
+        for (setting, r) in sc.settings.iter().zip(&m.results) {
+            if let Some((_, notes)) = &r.allowed
+                && !notes.is_empty()
+            {
+                lines.push(format!(
+                    "- {} ({}): {}",
+                    system_name(sc),
+                    setting.label,
+                    notes.join(" · ")
+                ));
+            }
+        }
+    }
     if lines.is_empty() {
         return;
     }
@@ -431,7 +514,6 @@ fn describe(a: &OrderAgreement) -> String {
 /// The ranking check of one scenario, as a sentence.
 fn ranking(m: &Measured<'_>) -> String {
     let sc = m.scenario;
-    let st = sc.system_strategy;
     if let Some(order) = &sc.expected_order {
         let mut weft = Vec::new();
         for label in &order.largest_first {
@@ -440,22 +522,24 @@ fn ranking(m: &Measured<'_>) -> String {
                 .iter()
                 .position(|s| &s.label == label)
                 .unwrap_or(usize::MAX);
-            match m.results.get(i).map(|r| speedup_of(sc, r, st)) {
+            match m.results.get(i).map(|r| system_speedup(sc, r)) {
                 Some(Ok(v)) => weft.push(v),
                 _ => {
                     return format!(
                         "The paper ranks {} (largest speedup first; {}). Weft cannot rank them: \
-                         `{st}` has no speedup for `{label}`.",
+                         {} has no speedup for `{label}`.",
                         order.largest_first.join(", "),
-                        order.source
+                        order.source,
+                        system_name(sc)
                     );
                 }
             }
         }
         return format!(
-            "The paper ranks {} (largest speedup first; {}). Weft's `{st}` speedups: {}.",
+            "The paper ranks {} (largest speedup first; {}). Weft's {} speedups: {}.",
             order.largest_first.join(", "),
             order.source,
+            system_name(sc),
             describe(&agreement_with_order(&weft))
         );
     }
@@ -472,13 +556,14 @@ fn ranking(m: &Measured<'_>) -> String {
     let mut paper = Vec::new();
     let mut weft = Vec::new();
     for (s, r) in &ranked {
-        match speedup_of(sc, r, st) {
+        match system_speedup(sc, r) {
             Ok(v) => weft.push(v),
             Err(_) => {
                 return format!(
                     "The paper ranks {} comparable settings by their figures. Weft cannot rank \
-                     them: `{st}` has no speedup for `{}`.",
+                     them: {} has no speedup for `{}`.",
                     ranked.len(),
+                    system_name(sc),
                     s.label
                 );
             }
@@ -486,8 +571,9 @@ fn ranking(m: &Measured<'_>) -> String {
         paper.push(s.paper.speedup().unwrap_or(f64::NAN));
     }
     format!(
-        "The paper ranks {} comparable settings by their figures. Weft's `{st}` speedups: {}.",
+        "The paper ranks {} comparable settings by their figures. Weft's {} speedups: {}.",
         ranked.len(),
+        system_name(sc),
         describe(&agreement(&paper, &weft))
     )
 }
@@ -576,7 +662,11 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        SettingResult { outcomes, notes }
+        SettingResult {
+            outcomes,
+            notes,
+            allowed: None,
+        }
     }
 
     fn scenario(settings: Vec<Setting>, order: Option<ExpectedOrder>) -> Scenario {
@@ -595,6 +685,7 @@ mod tests {
             settings,
             expected_order: order,
             times_same_scope: true,
+            system_allow: None,
             miss_note: String::new(),
         }
     }

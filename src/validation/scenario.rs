@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use weft_hardware::Profile;
 use weft_ir::Mesh;
+use weft_passes::model_change::{
+    AllowOptions, DccaOptions, LadderLayers, LadderOptions, parse_ratio,
+};
 use weft_passes::strategy::Strategy;
 
 /// A scenario file as written.
@@ -39,7 +42,97 @@ struct ScenarioFile {
     /// the doc also sets them beside Weft's predicted times.
     #[serde(default)]
     times_same_scope: bool,
+    /// Model-changing rewrites the system column is compiled with (`--allow`): the
+    /// system strategy runs on the changed model, the baseline on the source model.
+    #[serde(default)]
+    system_allow: Option<AllowFile>,
     miss_note: String,
+}
+
+/// `"system_allow"`: `{"ladder": {"layers": "all"}}`, `{"dcca": {"ratio": "1/4"}}`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowFile {
+    #[serde(default)]
+    ladder: Option<LadderFile>,
+    #[serde(default)]
+    dcca: Option<DccaFile>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LadderFile {
+    /// As `--ladder-layers`: `all` (the default) or `A..B`; `auto` is a sweep, refused.
+    #[serde(default)]
+    layers: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DccaFile {
+    /// As `--dcca-ratio` (default the paper's 1/4).
+    #[serde(default)]
+    ratio: Option<String>,
+    /// As `--dcca-seed`.
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+/// The `--allow` options a scenario's `system_allow` asks for.
+fn allow_options(f: AllowFile) -> Result<AllowOptions, String> {
+    let mut out = AllowOptions::default();
+    if let Some(l) = f.ladder {
+        let layers = match l.layers {
+            None => LadderLayers::All,
+            Some(text) => text
+                .parse::<LadderLayers>()
+                .map_err(|e| format!("`system_allow.ladder.layers`: {e}"))?,
+        };
+        if layers == LadderLayers::Auto {
+            return Err(
+                "`system_allow.ladder.layers`: `auto` is a sweep of plans, not one \
+                        system column; give `all` or `A..B`"
+                    .to_owned(),
+            );
+        }
+        out.ladder = Some(LadderOptions { layers });
+    }
+    if let Some(d) = f.dcca {
+        let mut options = DccaOptions::default();
+        if let Some(r) = d.ratio {
+            options.ratio =
+                parse_ratio(&r).map_err(|e| format!("`system_allow.dcca.ratio`: {e}"))?;
+        }
+        if let Some(seed) = d.seed {
+            options.seed = seed;
+        }
+        out.dcca = Some(options);
+    }
+    if out.is_empty() {
+        return Err("`system_allow` names no rewrite (`ladder` or `dcca`)".to_owned());
+    }
+    Ok(out)
+}
+
+/// The `weft compile` flags `allow` stands for, as the doc prints them.
+pub fn allow_flags(allow: &AllowOptions) -> String {
+    let mut names = Vec::new();
+    let mut options = Vec::new();
+    if let Some(l) = &allow.ladder {
+        names.push("ladder");
+        options.push(format!("--ladder-layers {}", l.layers));
+    }
+    if let Some(d) = &allow.dcca {
+        names.push("dcca");
+        options.push(format!("--dcca-ratio {}/{}", d.ratio.0, d.ratio.1));
+        options.push(format!("--dcca-seed {}", d.seed));
+    }
+    let mut s = format!("--allow {}", names.join(","));
+    for o in options {
+        s.push(' ');
+        s.push_str(&o);
+    }
+    s
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -150,6 +243,9 @@ pub struct Scenario {
     /// The paper's times measure the same work as Weft's settings (absolute times are
     /// compared too).
     pub times_same_scope: bool,
+    /// Model-changing rewrites the system strategy's column is compiled with; `None`:
+    /// the system runs on the source model like every other column.
+    pub system_allow: Option<AllowOptions>,
     pub miss_note: String,
 }
 
@@ -336,6 +432,7 @@ fn check(root: &Path, name: &str, f: ScenarioFile) -> Result<Scenario, String> {
         settings,
         expected_order,
         times_same_scope: f.times_same_scope,
+        system_allow: f.system_allow.map(allow_options).transpose()?,
         miss_note: f.miss_note,
     })
 }
@@ -387,6 +484,45 @@ mod tests {
         assert_eq!(s.settings[1].profile, "l20-pcie-8");
         assert!(!s.settings[1].comparable);
         assert_eq!(s.settings[1].paper, PaperFigure::None);
+    }
+
+    #[test]
+    fn system_allow_asks_for_ladder_or_dcca_and_refuses_what_it_cannot_use() {
+        let with = |allow: &str| {
+            scenario("none", r#"{"label": "a"}"#).replacen(
+                r#""miss_note""#,
+                &format!(r#""system_allow": {allow}, "miss_note""#),
+                1,
+            )
+        };
+        let s = load(&with(r#"{"ladder": {"layers": "all"}}"#)).unwrap();
+        let a = s.system_allow.unwrap();
+        assert_eq!(a.ladder.unwrap().layers, LadderLayers::All);
+        assert!(a.dcca.is_none());
+        let s = load(&with(r#"{"ladder": {"layers": "40..79"}}"#)).unwrap();
+        let a = s.system_allow.unwrap();
+        assert_eq!(allow_flags(&a), "--allow ladder --ladder-layers 40..79");
+        let s = load(&with(r#"{"dcca": {"ratio": "1/4"}}"#)).unwrap();
+        let a = s.system_allow.unwrap();
+        assert_eq!(a.dcca.as_ref().unwrap().ratio, (1, 4));
+        assert_eq!(
+            allow_flags(&a),
+            "--allow dcca --dcca-ratio 1/4 --dcca-seed 0"
+        );
+        assert!(
+            load(&scenario("none", r#"{"label": "a"}"#))
+                .unwrap()
+                .system_allow
+                .is_none()
+        );
+        let e = error(&with(r#"{"ladder": {"layers": "auto"}}"#));
+        assert!(e.contains("`auto` is a sweep"), "{e}");
+        let e = error(&with(r#"{"dcca": {"ratio": "2"}}"#));
+        assert!(e.contains("system_allow.dcca.ratio"), "{e}");
+        let e = error(&with("{}"));
+        assert!(e.contains("names no rewrite"), "{e}");
+        let e = error(&with(r#"{"ladder": {"layer": "all"}}"#));
+        assert!(e.contains("unknown field `layer`"), "{e}");
     }
 
     #[test]

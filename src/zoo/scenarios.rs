@@ -6,12 +6,15 @@
 //!   layer", without the attention that Comet's single-layer runs leave out);
 //! - a stack of dense Llama decoder layers without embedding or LM head (TokenWeave,
 //!   PyTorch async-TP);
+//! - the whole Llama-3-70B (80 layers, embedding and LM head), a decode step and a
+//!   prefill: ladder residual's figures are end to end;
 //! - one GEMM sublayer as Flux and T3 measure it: an all-gather feeding a
-//!   column-parallel GEMM, or a row-parallel GEMM feeding a reduce-scatter.
+//!   column-parallel GEMM, or a row-parallel GEMM feeding a reduce-scatter;
+//! - a two-layer GPT3-XL-MoE (embedding, layers and LM head; BigMac's inference runs).
 
 use weft_ir::{DType, Dim, Graph, Mesh, Op, Placement, Rule, Sharding, VerifyError};
 
-use super::{Builder, LlamaConfig, llama, moe_block, shape};
+use super::{Builder, GptMoeConfig, LlamaConfig, gpt_moe, llama, llama_decode, moe_block, shape};
 
 /// Which collective the GEMM sublayer overlaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,18 +122,24 @@ pub fn moe_block_only(cfg: &LlamaConfig) -> Result<Graph, VerifyError> {
 pub enum ScenarioModel {
     /// Decoder layers of a dense Llama-family model ([`llama`]).
     Llama(LlamaConfig),
+    /// One decode step of a dense Llama-family model with a KV cache ([`llama_decode`]).
+    LlamaDecode(LlamaConfig),
     /// A mixture-of-experts block alone ([`moe_block_only`]).
     MoeBlock(LlamaConfig),
     /// One GEMM sublayer ([`gemm_sublayer`]).
     Gemm(GemmSublayer),
+    /// A GPT-style fine-grained mixture-of-experts model ([`gpt_moe`]).
+    GptMoe(GptMoeConfig),
 }
 
 impl ScenarioModel {
     pub fn build(&self) -> Result<Graph, VerifyError> {
         match self {
             ScenarioModel::Llama(cfg) => llama(cfg),
+            ScenarioModel::LlamaDecode(cfg) => llama_decode(cfg),
             ScenarioModel::MoeBlock(cfg) => moe_block_only(cfg),
             ScenarioModel::Gemm(s) => gemm_sublayer(s),
+            ScenarioModel::GptMoe(cfg) => gpt_moe(cfg),
         }
     }
 }
@@ -188,6 +197,23 @@ pub fn scenario_models() -> Vec<(&'static str, ScenarioModel)> {
             )),
         ),
         ("llama3-70b-2-layers.json", ScenarioModel::Llama(two_layers)),
+        // Ladder residual's end-to-end figures: the whole 80-layer model with embedding
+        // and LM head, a decode step and a prefill.
+        (
+            "llama3-70b-80-layers-decode.json",
+            ScenarioModel::LlamaDecode(LlamaConfig {
+                name: "llama3-70b-80-layers-decode".into(),
+                ..LlamaConfig::llama3_70b()
+            }),
+        ),
+        (
+            "llama3-70b-80-layers.json",
+            ScenarioModel::Llama(LlamaConfig {
+                name: "llama3-70b-80-layers".into(),
+                seq: 1024,
+                ..LlamaConfig::llama3_70b()
+            }),
+        ),
         (
             "llama3-70b-down-proj-rs.json",
             ScenarioModel::Gemm(llama_rs("llama3-70b-down-proj-rs", 28_672)),
@@ -197,5 +223,17 @@ pub fn scenario_models() -> Vec<(&'static str, ScenarioModel)> {
             ScenarioModel::Gemm(llama_rs("llama3-70b-o-proj-rs", 8192)),
         ),
         ("mixtral-8x7b-moe-block.json", ScenarioModel::MoeBlock(moe)),
+        // BigMac's inference runs (DCCA): GPT3-XL-MoE's shape, two layers, 128k tokens
+        // per batch (prompt 128 × 1024 sequences; a setting binds other prompts).
+        (
+            "gpt3-xl-moe-2-layers.json",
+            ScenarioModel::GptMoe(GptMoeConfig {
+                name: "gpt3-xl-moe-2-layers".into(),
+                layers: 2,
+                batch: 1024,
+                seq: 128,
+                ..GptMoeConfig::gpt3_xl_moe()
+            }),
+        ),
     ]
 }

@@ -3,7 +3,7 @@
 //! NCCL's message size and the ring's wire bytes from the IR's shared formulas, and the
 //! CLI's list agrees with what the sharded graph's ops occupy.
 
-use weft::ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
+use weft::ir::occupancy::{fused_collective_bytes, message_bytes, payload_bytes, ring_wire_bytes};
 use weft::ir::{Graph, Occupancy};
 use weft::passes::shard::comm_report;
 
@@ -11,7 +11,7 @@ use crate::cli::{stdout, weft};
 use crate::load;
 
 /// Each communicating node of `g`: (name, op name, message bytes, wire bytes), computed
-/// here from the values' sizes.
+/// here from the values' sizes (the wire bytes from what the message carries).
 fn expected(g: &Graph) -> Vec<(String, &'static str, u64, u64)> {
     g.nodes()
         .filter_map(|(_, n)| {
@@ -26,7 +26,8 @@ fn expected(g: &Graph) -> Vec<(String, &'static str, u64, u64)> {
                 Occupancy::Both(_) => fused_collective_bytes(&n.op, input, output, group).unwrap(),
                 _ => message_bytes(c.kind, input, output),
             };
-            let wire = ring_wire_bytes(c.kind, message, group).unwrap();
+            let payload = payload_bytes(&n.op, message).unwrap();
+            let wire = ring_wire_bytes(c.kind, payload, group).unwrap();
             Some((n.name.clone(), n.op.name(), message, wire))
         })
         .collect()
@@ -154,4 +155,33 @@ fn json_files_that_give_a_chunk_count_are_refused_naming_the_node() {
     assert!(e.contains("node `fused`"), "{e}");
     assert!(e.contains("no longer takes `chunks`"), "{e}");
     assert!(e.contains("kernel configuration"), "{e}");
+}
+
+#[test]
+fn an_expert_block_all_to_all_reads_writes_and_refuses_zero_groups() {
+    // The sharded Mixtral layer's padded all-to-alls carry their payload in the JSON form
+    // and read back the same.
+    let layer = load("examples/mixtral-8x7b-moe-layer.json");
+    let sharded = weft::shard(&layer, &"ep=4".parse().unwrap()).unwrap();
+    let json = weft::json::to_json(&sharded);
+    assert!(
+        json.contains(r#""payload":{"expert_blocks":{"groups":4}}"#),
+        "{json}"
+    );
+    let back = weft::json::parse_str(&json, std::path::Path::new("sharded.json")).unwrap();
+    assert_eq!(weft::json::to_json(&back), json);
+    // Zero groups: a clear error naming the node and the rule.
+    let bad = json.replacen(
+        r#""payload":{"expert_blocks":{"groups":4}}"#,
+        r#""payload":{"expert_blocks":{"groups":0}}"#,
+        1,
+    );
+    let e = weft::json::parse_str(&bad, std::path::Path::new("bad.json"))
+        .map(|g| weft::ir::verify(&g).map_err(|e| e.to_string()))
+        .map_err(|e| e.to_string());
+    let e = match e {
+        Ok(Err(e)) | Err(e) => e,
+        Ok(Ok(())) => panic!("zero groups accepted"),
+    };
+    assert!(e.contains("at least one group"), "{e}");
 }

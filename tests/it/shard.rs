@@ -368,6 +368,26 @@ fn expert_parallelism_routes_tokens_with_all_to_all() {
             ("all_gather", t * h * 2),
         ]
     );
+    // What the blocks carry (what the cost model prices): under uniform routing each of a
+    // device's 8 padded blocks holds 1/8 of its T/8·k copies, so the row all-to-alls
+    // carry T·k·H·2/8; the counts and the all-gather are dense, payload = message; the
+    // ring sends (ep−1)/ep of the payload.
+    let payload: Vec<(&str, u64, u64)> = report
+        .collectives
+        .iter()
+        .map(|c| (c.kind, c.payload_bytes, c.wire_bytes))
+        .collect();
+    let rows = t * k * h * 2 / 8;
+    assert_eq!(
+        payload,
+        vec![
+            ("all_to_all", rows, rows * 7 / 8),
+            ("all_to_all", 8 * 8, 8 * 8 * 7 / 8),
+            ("all_to_all", rows, rows * 7 / 8),
+            ("all_gather", t * h * 2, t * h * 2 * 7 / 8),
+        ]
+    );
+    assert_eq!(report.total_payload_bytes, 2 * rows + 64 + t * h * 2);
     // Experts that do not divide.
     let e = weft::shard(&example, &mesh("ep=3"))
         .unwrap_err()
@@ -402,6 +422,11 @@ fn ulysses_trades_sequence_shards_for_head_shards_around_attention() {
         ]
     );
     assert_eq!(report.collectives.len(), 8);
+    // Ulysses' all-to-alls are dense (no padding): what they carry is their message.
+    for c in &report.collectives {
+        assert_eq!(c.payload_bytes, c.bytes, "{}", c.node);
+    }
+    assert_eq!(report.total_payload_bytes, report.total_bytes);
     // Outputs unchanged: the examples' builders and every fixture, at sp=2 and sp=4 (with
     // 2 KV heads over 4 devices, K and V are gathered and each device keeps its head).
     let inputs = random_inputs(&tiny, 6);

@@ -211,6 +211,7 @@ fn all_to_all_sends_chunk_j_to_rank_j() {
                 axis: "x".into(),
                 split_dim: 0,
                 concat_dim: 1,
+                payload: weft_ir::A2aPayload::Dense,
             },
         );
         let inputs = rank_inputs(n, &[2 * n, 3], DType::F32);
@@ -390,6 +391,7 @@ fn shapes_that_do_not_divide_are_rejected_when_the_graph_is_built() {
                 axis: "x".into(),
                 split_dim: 0,
                 concat_dim: 1,
+                payload: weft_ir::A2aPayload::Dense,
             },
         ] {
             let name = op.name();

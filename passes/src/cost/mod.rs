@@ -23,7 +23,7 @@ pub mod tokenweave;
 pub mod validation;
 
 use weft_hardware::Profile;
-use weft_ir::occupancy::message_bytes;
+use weft_ir::occupancy::{message_bytes, payload_bytes};
 use weft_ir::{
     CollectiveKind, DType, DimBindings, DimError, FusedStep, Graph, Mesh, NodeId, Op, TensorType,
 };
@@ -232,8 +232,8 @@ impl CostModel {
                 if k != kb {
                     return Err(cx.bad(format!("contraction lengths differ: {k} and {kb}")));
                 }
-                let batch = cx.batch_of(&out, m, n)?;
-                self.gemm_cost(&cx, GemmShape { batch, m, n, k }, cx.dtype_in(0)?, 0.0)
+                let g = cx.gemm_shape(&out, (m, n, k), b.len(), *transpose_a)?;
+                self.gemm_cost(&cx, g, cx.dtype_in(0)?, 0.0)
             }
             Op::ExpertMatMul { transpose_b } => {
                 // A grouped GEMM: rows [N, K] split over E experts' weights [E, K, M]. The
@@ -268,7 +268,7 @@ impl CostModel {
                     let out = cx.shape_out(0)?;
                     let (m, k) = cx.last_two(&a, false)?;
                     let (_, n) = cx.last_two(&b, *transpose_b)?;
-                    let batch = cx.batch_of(&out, m, n)?;
+                    let g = cx.gemm_shape(&out, (m, n, k), b.len(), false)?;
                     // The epilogue reads its other operands once more.
                     let mut extra = 0.0;
                     for (i, t) in inputs.iter().enumerate() {
@@ -276,7 +276,7 @@ impl CostModel {
                             extra += cx.bytes(t)?;
                         }
                     }
-                    self.gemm_cost(&cx, GemmShape { batch, m, n, k }, cx.dtype_in(0)?, extra)
+                    self.gemm_cost(&cx, g, cx.dtype_in(0)?, extra)
                 }
                 Some(FusedStep::Binary { .. } | FusedStep::Unary { .. }) | None => {
                     self.memory_cost(cx.all_bytes()?)
@@ -481,7 +481,9 @@ impl CostModel {
             Some(t) => cx.bytes_u64(t)?,
             None => 0,
         };
-        let message = message_bytes(c.kind, input, output);
+        // What the runtime sends: padded expert blocks carry their expected payload.
+        let message = payload_bytes(op, message_bytes(c.kind, input, output))
+            .ok_or_else(|| cx.bad("an all-to-all of expert blocks in zero groups".into()))?;
         let t = self.coll.time(c.kind, message, self.group(c.axis)?);
         let sm = match sms {
             Some(n) => self.sm_share(n),
@@ -713,6 +715,35 @@ impl Operands<'_> {
                 op: self.op.to_string(),
                 what: "the batch count".into(),
             })
+    }
+
+    /// The GEMM a `[.., m, k] @ [k, n]` product runs as. With a 2-D right operand (a
+    /// weight shared by every batch entry) and rows not transposed, the batch folds into
+    /// the rows: one GEMM of `batch·m` rows that reads the weight once, as cuBLAS runs
+    /// `torch.matmul([B, S, K], [K, N])`; a decode step's `[batch, 1, hidden]` activations
+    /// would otherwise be priced as `batch` GEMMs of one row, each reading the whole
+    /// weight. Otherwise a batched GEMM.
+    fn gemm_shape(
+        &self,
+        out: &[u64],
+        (m, n, k): (u64, u64, u64),
+        b_rank: usize,
+        a_transposed: bool,
+    ) -> Result<GemmShape, CostError> {
+        let batch = self.batch_of(out, m, n)?;
+        if b_rank == 2 && !a_transposed && batch > 1 {
+            let rows = batch.checked_mul(m).ok_or_else(|| CostError::TooLarge {
+                op: self.op.to_string(),
+                what: "the GEMM's rows".into(),
+            })?;
+            return Ok(GemmShape {
+                batch: 1,
+                m: rows,
+                n,
+                k,
+            });
+        }
+        Ok(GemmShape { batch, m, n, k })
     }
 
     /// The batch count of a `[.., m, n]` result.

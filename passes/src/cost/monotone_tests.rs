@@ -107,6 +107,7 @@ fn collective_us(cm: &CostModel, kind: usize, n: u64, elems: u64) -> f64 {
                 axis,
                 split_dim: 0,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             elems * n,
             elems * n,

@@ -11,7 +11,7 @@
 //! output tile; a kernel recomputing them per tile (a GEMV with one row per block) is
 //! slower than the unfused pair, and this model does not price that kernel.
 
-use super::{CostError, CostModel, GemmShape, OpCost, Operands};
+use super::{CostError, CostModel, OpCost, Operands};
 
 impl CostModel {
     /// `norm_matmul(x, b, weight[, bias])`, `b` transposed with `transpose_b`.
@@ -28,13 +28,13 @@ impl CostModel {
         if k != kb {
             return Err(cx.bad(format!("contraction lengths differ: {k} and {kb}")));
         }
-        let batch = cx.batch_of(&out, m, n)?;
+        let g = cx.gemm_shape(&out, (m, n, k), b.len(), false)?;
         // The statistics pass over x, and the weight (and bias) the prologue reads.
         let mut extra = cx.bytes(cx.input(0)?)?;
         for i in 2..cx.inputs.len() {
             extra += cx.bytes(cx.input(i)?)?;
         }
-        self.gemm_cost(cx, GemmShape { batch, m, n, k }, cx.dtype_in(0)?, extra)
+        self.gemm_cost(cx, g, cx.dtype_in(0)?, extra)
     }
 }
 

@@ -154,6 +154,7 @@ fn every_op(s: u64, h: u64) -> Vec<(Op, Vec<TensorType>, Vec<TensorType>)> {
                 axis: ax(),
                 split_dim: 0,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             vec![x.clone()],
             vec![x.clone()],
@@ -696,4 +697,49 @@ fn a_slice_of_one_contiguous_block_is_a_view_and_other_slices_copy() {
     );
     // A bad axis is an error, not a panic.
     assert!(cost(&m, &half(5), &[t(b, &[2048, 8192])], &[t(b, &[1024, 8192])]).is_err());
+}
+
+#[test]
+fn a_batched_activation_times_a_shared_weight_is_one_gemm_of_all_rows() {
+    // A decode step's [batch, 1, hidden] @ [hidden, n]: one GEMM of `batch` rows that
+    // reads the weight once, not `batch` one-row GEMMs each reading it.
+    let m = cm("h100-sxm-8", 1);
+    let b = DType::Bf16;
+    let op = Op::MatMul {
+        transpose_a: false,
+        transpose_b: false,
+    };
+    let at = |batch: u64| {
+        cost(
+            &m,
+            &op,
+            &[t(b, &[batch, 1, 8192]), t(b, &[8192, 3584])],
+            &[t(b, &[batch, 1, 3584])],
+        )
+        .unwrap()
+    };
+    let (one, many) = (at(1), at(64));
+    match &many.kernel {
+        KernelConfig::Gemm { batch, m, .. } => assert_eq!((*batch, *m), (1, 64)),
+        other => panic!("{other:?}"),
+    }
+    // Memory-bound on the weight: 64 rows cost far less than 64 one-row GEMMs.
+    assert!(
+        many.time_us < 4.0 * one.time_us,
+        "{} vs {}",
+        many.time_us,
+        one.time_us
+    );
+    // A batched right operand stays a batched GEMM.
+    let batched = cost(
+        &m,
+        &op,
+        &[t(b, &[8, 16, 64]), t(b, &[8, 64, 16])],
+        &[t(b, &[8, 16, 16])],
+    )
+    .unwrap();
+    match &batched.kernel {
+        KernelConfig::Gemm { batch, m, .. } => assert_eq!((*batch, *m), (8, 16)),
+        other => panic!("{other:?}"),
+    }
 }

@@ -118,6 +118,7 @@ pub fn collective_cost(profile: &str, kind: &str, n: u64, bytes: u64) -> Result<
                 axis,
                 split_dim: 0,
                 concat_dim: 0,
+                payload: weft_ir::A2aPayload::Dense,
             },
             e,
             e,

@@ -7,6 +7,10 @@ use weft_ir::{Graph, ModelChange};
 
 use crate::PassError;
 
+mod stream;
+
+use stream::ModuleKind;
+
 /// Which layers `--ladder-layers` converts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum LadderLayers {
@@ -67,12 +71,131 @@ pub struct LadderOptions {
 }
 
 /// Converts the layers `options` names; the record says which.
+///
+/// On the raised graph's residual stream (see [`stream`]), every converted module `j`
+/// (attention or MLP/MoE, numbered `1..=2L` from the first attention) reads `r_{j-2}`
+/// where it read `r_{j-1}`: each read of `r_{j-1}` by the module's own nodes (its norm)
+/// is re-pointed. The residual adds stay, so the stream is still the sum of every
+/// module's output and the head reads the full sum with no extra op; what changes is
+/// that `r_{j-1}` (and so module `j-1`'s all-reduce) is no longer needed until module
+/// `j+1`.
+///
+/// The first converted module: for layer 0, `r_{-1}` is the embedding `r_0`, so Attn_0
+/// and MLP_0 both read the embedding (the paper's `gpt_ladder_TP.py`, where both
+/// previous outputs start at zero). For a hybrid conversion starting at layer `l0 > 0`,
+/// the rule is the same and needs no special case: the first converted attention reads
+/// `r_{j-2}`, the stream after layer `l0-1`'s attention and before its MLP output was
+/// added. That is what the authors' Hugging Face adaptation does
+/// (`mayank31398/ladder-residual-inference`, `hf_modeling_utils/modeling_llama_ladder.py`,
+/// `LlamaLadderModel.forward`): every layer, ladder or not, hands on
+/// `prev_attn_output`, the residual after its attention, and the first layer in
+/// `config.ladder_layers` feeds its attention's norm from it, and its MLP's norm from
+/// the previous layer's full output. Layers after a converted range read `r_{j-1}`
+/// again, as that code's standard layers do.
 pub(crate) fn apply(
-    _graph: &Graph,
-    _options: &LadderOptions,
+    graph: &Graph,
+    options: &LadderOptions,
 ) -> Result<(Graph, ModelChange), PassError> {
-    Err(PassError::Refused {
+    let refuse = |reason: String| PassError::Refused {
         pass: "model-change",
-        reason: "ladder-residual is not built yet".into(),
-    })
+        reason: format!("ladder-residual: {reason}"),
+    };
+    let modules = stream::residual_modules(graph)
+        .map_err(|e| refuse(format!("`{}` does not fit: {e}", graph.name)))?;
+    let layers =
+        layer_of_modules(&modules).map_err(|e| refuse(format!("`{}`: {e}", graph.name)))?;
+    let count = layers.last().map_or(0, |&l| l + 1);
+    let (first, last) = match options.layers {
+        LadderLayers::All => (0, count - 1),
+        LadderLayers::Range { first, last } => {
+            if last >= count {
+                return Err(refuse(format!(
+                    "the layer range {first}..{last} runs past the last layer of `{}`, {} \
+                     ({count} layers, numbered from 0)",
+                    graph.name,
+                    count - 1
+                )));
+            }
+            (first, last)
+        }
+        LadderLayers::Auto => {
+            return Err(refuse(
+                "`--ladder-layers auto` is a sweep over compiled plans, which only \
+                 `weft compile` runs; give `all` or a range `A..B` here"
+                    .into(),
+            ));
+        }
+    };
+    let mut out = graph.clone();
+    let mut rewired = 0usize;
+    for (j, module) in modules.iter().enumerate() {
+        if !(first..=last).contains(&layers[j]) || j == 0 {
+            continue; // module 1 reads r_0 either way
+        }
+        let stale = modules[j - 1].stream_in; // r_{j-2}
+        for &n in &module.nodes {
+            for v in &mut out.node_mut(n).inputs {
+                if *v == module.stream_in {
+                    *v = stale;
+                    rewired += 1;
+                }
+            }
+        }
+    }
+    if rewired == 0 && last > first {
+        return Err(refuse(format!(
+            "no module of layers {first}..={last} of `{}` reads the stream it could \
+             read two steps back (a bug in the stream analysis)",
+            graph.name
+        )));
+    }
+    let mut kinds: Vec<&str> = Vec::new();
+    for m in &modules {
+        if !kinds.contains(&m.kind.name()) {
+            kinds.push(m.kind.name());
+        }
+    }
+    let converted = last - first + 1;
+    let change = ModelChange {
+        rule: "ladder-residual".into(),
+        detail: format!(
+            "layers {first}..={last}, {converted} of {count}: {} {} modules read the residual \
+             stream from before the previous module's output",
+            2 * converted,
+            kinds.join(" + ")
+        ),
+        untrained: false,
+    };
+    Ok((out, change))
+}
+
+/// The layer of each module: the attentions count layers, and every layer is an
+/// attention followed by one MLP or MoE block (the paper's alternation).
+fn layer_of_modules(modules: &[stream::Module]) -> Result<Vec<u32>, String> {
+    let sequence = || {
+        modules
+            .iter()
+            .map(|m| m.kind.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if modules.len() % 2 != 0 {
+        return Err(format!(
+            "its residual stream's modules ({}) do not pair into attention + MLP layers",
+            sequence()
+        ));
+    }
+    let mut layers = Vec::with_capacity(modules.len());
+    for (j, m) in modules.iter().enumerate() {
+        let want_attention = j % 2 == 0;
+        if (m.kind == ModuleKind::Attention) != want_attention {
+            return Err(format!(
+                "its residual stream's modules ({}) do not alternate attention, MLP as \
+                 ladder residual's layers do",
+                sequence()
+            ));
+        }
+        layers.push(u32::try_from(j / 2).map_err(|_| "too many layers".to_owned())?);
+    }
+    Ok(layers)
 }

@@ -11,7 +11,7 @@
 //! It does not choose kernels: compute and fused tasks are labelled memory-bound with
 //! their traffic, collectives `ring`/`simple`. The real cost model is `cost::CostModel`.
 
-use weft_ir::occupancy::{fused_collective_bytes, message_bytes, ring_wire_bytes};
+use weft_ir::occupancy::{fused_collective_bytes, message_bytes, payload_bytes, ring_wire_bytes};
 use weft_ir::stats::node_flops;
 use weft_ir::{Graph, NodeId, Occupancy};
 use weft_plan::{CollectiveConfig, KernelConfig};
@@ -103,7 +103,8 @@ impl TaskCosts for FixedRates {
                 })
             }
             Occupancy::Comm(c) => {
-                let message = message_bytes(c.kind, first_in, first_out);
+                let message = payload_bytes(&n.op, message_bytes(c.kind, first_in, first_out))
+                    .ok_or_else(|| err("an all-to-all of expert blocks in zero groups".into()))?;
                 let (comm_us, config) = comm_part(c.kind, c.axis, message)?;
                 Ok(OpCost {
                     time_us: comm_us + self.comm_launch_us,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use weft_ir::{Node, Op, Placement, Shape, Sharding, ValueId};
+use weft_ir::{A2aPayload, Node, Op, Placement, Shape, Sharding, ValueId};
 
 use super::{ShardError, Sharder};
 
@@ -104,12 +104,15 @@ impl Sharder<'_> {
             vec![(own.clone(), vec![ep, local_rows, hidden])],
         )?[0];
         // Block j goes to the device owning expert group j; arrivals stack by source.
-        let to_owner = || Op::AllToAll {
+        // The row blocks are padded for all of a device's rows, of which each group gets
+        // 1/ep under uniform routing: that is what a runtime sends (after the counts).
+        let to_owner = |payload| Op::AllToAll {
             axis: "ep".into(),
             split_dim: 0,
             concat_dim: 0,
+            payload,
         };
-        let op = to_owner();
+        let op = to_owner(A2aPayload::ExpertBlocks { groups: ep });
         let received = self.emit(
             &format!("{}.to_experts", node.name),
             op,
@@ -131,7 +134,8 @@ impl Sharder<'_> {
             vec![counts],
             vec![(own.clone(), vec![ep, experts / ep])],
         )?[0];
-        let op = to_owner();
+        // The counts are dense: every element is sent.
+        let op = to_owner(A2aPayload::Dense);
         let counts_blocked = self.emit(
             &format!("{}.counts_to_experts", node.name),
             op,
@@ -185,10 +189,12 @@ impl Sharder<'_> {
             )?[0];
             let back = self.emit(
                 &format!("{}.to_tokens", node.name),
+                // The same padded blocks on the way back: 1/ep of each block is rows.
                 Op::AllToAll {
                     axis: "ep".into(),
                     split_dim: 0,
                     concat_dim: 0,
+                    payload: A2aPayload::ExpertBlocks { groups: ep },
                 },
                 vec![blocks],
                 vec![(expert_side.clone(), vec![ep, local_rows, hidden])],

@@ -648,6 +648,7 @@ impl<'g> Sharder<'g> {
                     axis: axis_s,
                     split_dim: to as i64,
                     concat_dim: from as i64,
+                    payload: weft_ir::A2aPayload::Dense,
                 },
             ),
             (_, Partial(_)) => {

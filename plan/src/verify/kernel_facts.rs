@@ -6,13 +6,14 @@
 //! node with the same chunk count. A collective's configuration must also describe the
 //! call it configures: its `group_size` is the task's group along the node's axis and
 //! its `message_bytes` is the IR's message size for the node
-//! ([`weft_ir::occupancy::message_bytes`], [`weft_ir::occupancy::fused_collective_bytes`]),
-//! divided by the chunk count for a pipelined kernel (whose configuration is that of each
+//! ([`weft_ir::occupancy::message_bytes`], [`weft_ir::occupancy::fused_collective_bytes`];
+//! for an all-to-all of padded expert blocks, its expected payload,
+//! [`weft_ir::occupancy::payload_bytes`]), divided by the chunk count for a pipelined kernel (whose configuration is that of each
 //! chunk's call).
 
 use std::collections::BTreeMap;
 
-use weft_ir::occupancy::{fused_collective_bytes, message_bytes};
+use weft_ir::occupancy::{fused_collective_bytes, message_bytes, payload_bytes};
 use weft_ir::{Node, Occupancy};
 
 use super::{RankFacts, Verifier, task_label};
@@ -91,7 +92,7 @@ fn check_config(
     };
     let expected = match occupancy {
         Occupancy::Both(_) => fused_collective_bytes(&node.op, input, output, group_size),
-        Occupancy::Comm(_) => Some(message_bytes(c.kind, input, output)),
+        Occupancy::Comm(_) => payload_bytes(&node.op, message_bytes(c.kind, input, output)),
         Occupancy::Source | Occupancy::View | Occupancy::Compute => None,
     };
     // A pipelined kernel makes one call per chunk: its configuration is one chunk's.

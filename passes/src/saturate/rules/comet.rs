@@ -24,11 +24,14 @@
 //! weights). Every row is multiplied by the same weights in a run of the same length as
 //! before, so the result is the same, and `moe_regroup` restores the one-GEMM layout. The
 //! send buffer holds `G` padded blocks per peer instead of one (no capacity limit: any
-//! group may receive every row), so each group's all-to-all moves as many bytes as the
-//! whole one did; the cost model sees that, and extraction decides.
+//! group may receive every row), so each group's all-to-all moves as large a buffer as the
+//! whole one did; but its payload ([`A2aPayload::ExpertBlocks`]) is `1/(n·G)` of that
+//! buffer under uniform routing where the whole one's was `1/n`, so the `G` all-to-alls
+//! together carry what the one did, plus `G−1` more launches and latencies. The cost
+//! model prices the payload, and extraction decides.
 
 use egg::Id;
-use weft_ir::{DType, Init, Op, Shape, Sharding};
+use weft_ir::{A2aPayload, DType, Init, Op, Shape, Sharding};
 
 use super::*;
 
@@ -55,6 +58,7 @@ pub(super) fn find_expert_gemm_after_all_to_all(eg: &WEGraph, class: Id) -> Vec<
                     axis,
                     split_dim: 0,
                     concat_dim: 0,
+                    ..
                 } = a2a
                 else {
                     continue;
@@ -118,7 +122,13 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
     let (class, counts_blocked, w, rows, counts) =
         (id(b[2]), id(b[3]), id(b[4]), id(b[5]), id(b[6]));
     let (padded, received, expert_rows) = (id(b[7]), id(b[8]), id(b[9]));
-    let Op::AllToAll { ref axis, .. } = a2a else {
+    let Op::AllToAll {
+        ref axis,
+        split_dim,
+        concat_dim,
+        payload,
+    } = a2a
+    else {
         return None;
     };
     let n = axis_size(&eg.analysis, axis);
@@ -157,6 +167,19 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
     )?;
     let wide = Shape::new([n, groups.checked_mul(per_peer)?, hidden]);
     let sends = add_op(eg, Op::Reshape { shape: wide }, vec![sends], s_pad.clone())?;
+    // Each group's blocks are padded for all of a peer's rows, of which the group gets
+    // 1/G of what the whole block did: the payload fraction shrinks G times.
+    let group_a2a = Op::AllToAll {
+        axis: axis.clone(),
+        split_dim,
+        concat_dim,
+        payload: match payload {
+            A2aPayload::Dense => A2aPayload::Dense,
+            A2aPayload::ExpertBlocks { groups: g } => A2aPayload::ExpertBlocks {
+                groups: g.checked_mul(groups)?,
+            },
+        },
+    };
     let mut parts = vec![counts_blocked];
     for k in 0..groups {
         let (lo, hi) = (k * per_peer, (k + 1) * per_peer);
@@ -170,7 +193,7 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
             vec![sends],
             s_pad.clone(),
         )?;
-        let arrived = add_op(eg, a2a.clone(), vec![piece], s_recv.clone())?;
+        let arrived = add_op(eg, group_a2a.clone(), vec![piece], s_recv.clone())?;
         let flat = Shape::new([total, hidden]);
         let group_rows = add_op(
             eg,
