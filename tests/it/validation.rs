@@ -134,7 +134,10 @@ fn the_moe_block_alone_shards_over_ep_and_tp_and_reproduces_its_outputs() {
 fn scenarios_carry_the_papers_figures_and_say_what_is_not_comparable() {
     let scenarios = weft::validation::load_scenarios(root()).unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["async-tp", "comet", "flux", "t3", "tokenweave"]);
+    assert_eq!(
+        names,
+        ["async-tp", "comet", "flux", "ladder", "t3", "tokenweave"]
+    );
     let by_name = |n: &str| scenarios.iter().find(|s| s.name == n).unwrap();
     let systems: Vec<(Strategy, Strategy)> = names
         .iter()
@@ -146,9 +149,32 @@ fn scenarios_carry_the_papers_figures_and_say_what_is_not_comparable() {
             (Strategy::MegatronSp, Strategy::AsyncTp),
             (Strategy::None, Strategy::Comet),
             (Strategy::None, Strategy::Flux),
+            (Strategy::None, Strategy::None),
             (Strategy::None, Strategy::Flux),
             (Strategy::None, Strategy::TokenWeave),
         ]
+    );
+    // Ladder residual: the system is the unchanged `none` schedule of the ladder graph,
+    // every layer converted, at the paper's six decode batch sizes and its prefill.
+    let ladder = by_name("ladder");
+    let allow = ladder.system_allow.as_ref().unwrap();
+    assert_eq!(
+        allow.ladder.as_ref().unwrap().layers,
+        weft::passes::model_change::LadderLayers::All
+    );
+    assert!(allow.dcca.is_none());
+    let batches: Vec<u64> = ladder.settings[..6]
+        .iter()
+        .map(|s| s.dims["batch"])
+        .collect();
+    assert_eq!(batches, [1, 4, 8, 16, 32, 64]);
+    assert_eq!(ladder.settings[0].paper.speedup(), Some(1.308));
+    assert!(ladder.settings[6].label.contains("[secondary]"));
+    assert!(
+        names
+            .iter()
+            .filter(|n| **n != "ladder")
+            .all(|n| by_name(n).system_allow.is_none())
     );
     // Flux's L20 figures are the ratio of docs/performance.md's totals.
     let flux = by_name("flux");
