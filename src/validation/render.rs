@@ -797,4 +797,36 @@ mod tests {
             "{doc}"
         );
     }
+
+    #[test]
+    fn a_system_on_a_changed_model_is_its_own_column_against_the_source_baseline() {
+        let mut sc = scenario(vec![setting("a", PaperFigure::Speedup(1.25))], None);
+        sc.system_allow = Some(weft_passes::model_change::AllowOptions {
+            ladder: Some(weft_passes::model_change::LadderOptions::default()),
+            dcca: None,
+        });
+        let mut r = result(300.0, 250.0, 280.0);
+        r.allowed = Some((Outcome::Predicted(240.0), vec!["a note".to_owned()]));
+        let doc = render(&[Measured {
+            scenario: &sc,
+            results: vec![r],
+        }]);
+        let system = "`flux` + `--allow ladder --ladder-layers all`";
+        // The system column is 300 / 240 on the changed model, not flux's 300 / 250.
+        assert!(
+            doc.contains(&format!("| {system} | error of {system} |")),
+            "{doc}"
+        );
+        assert!(doc.contains("| 1.25× | +0.0 % |"), "{doc}");
+        assert!(doc.contains("| 240.0 |"), "{doc}");
+        assert!(
+            doc.contains("on the model changed by `--allow ladder --ladder-layers all`"),
+            "{doc}"
+        );
+        assert!(doc.contains(&format!("- {system} (a): a note")), "{doc}");
+        assert!(
+            doc.contains("1 of 1 comparable settings are within ±20 %."),
+            "{doc}"
+        );
+    }
 }

@@ -6,8 +6,8 @@
 //!   layer", without the attention that Comet's single-layer runs leave out);
 //! - a stack of dense Llama decoder layers without embedding or LM head (TokenWeave,
 //!   PyTorch async-TP);
-//! - the whole Llama-3-70B (80 layers, embedding and LM head), a decode step and a
-//!   prefill: ladder residual's figures are end to end;
+//! - one decode step of the whole Llama-3-70B (80 layers, embedding and LM head): ladder
+//!   residual's decode figures are end to end;
 //! - one GEMM sublayer as Flux and T3 measure it: an all-gather feeding a
 //!   column-parallel GEMM, or a row-parallel GEMM feeding a reduce-scatter;
 //! - a two-layer GPT3-XL-MoE (embedding, layers and LM head; BigMac's inference runs).
@@ -197,20 +197,12 @@ pub fn scenario_models() -> Vec<(&'static str, ScenarioModel)> {
             )),
         ),
         ("llama3-70b-2-layers.json", ScenarioModel::Llama(two_layers)),
-        // Ladder residual's end-to-end figures: the whole 80-layer model with embedding
-        // and LM head, a decode step and a prefill.
+        // Ladder residual's end-to-end decode figures: the whole 80-layer model with
+        // embedding and LM head, one decode step.
         (
             "llama3-70b-80-layers-decode.json",
             ScenarioModel::LlamaDecode(LlamaConfig {
                 name: "llama3-70b-80-layers-decode".into(),
-                ..LlamaConfig::llama3_70b()
-            }),
-        ),
-        (
-            "llama3-70b-80-layers.json",
-            ScenarioModel::Llama(LlamaConfig {
-                name: "llama3-70b-80-layers".into(),
-                seq: 1024,
                 ..LlamaConfig::llama3_70b()
             }),
         ),

@@ -179,6 +179,28 @@ fn scenarios_carry_the_papers_figures_and_say_what_is_not_comparable() {
         assert_eq!(tokens, 128 * 1024, "{}: 128k tokens per batch", s.label);
         assert_eq!(s.comparable, s.mesh.to_string() == "ep=32", "{}", s.label);
     }
+    // Ladder residual: the system is the unchanged `none` schedule of the ladder graph,
+    // every layer converted, at the paper's six decode batch sizes and its prefill.
+    let ladder = by_name("ladder");
+    let allow = ladder.system_allow.as_ref().unwrap();
+    assert_eq!(
+        allow.ladder.as_ref().unwrap().layers,
+        weft::passes::model_change::LadderLayers::All
+    );
+    assert!(allow.dcca.is_none());
+    let batches: Vec<u64> = ladder.settings[..6]
+        .iter()
+        .map(|s| s.dims["batch"])
+        .collect();
+    assert_eq!(batches, [1, 4, 8, 16, 32, 64]);
+    assert_eq!(ladder.settings[0].paper.speedup(), Some(1.308));
+    assert!(ladder.settings[6].label.contains("[secondary]"));
+    assert!(
+        names
+            .iter()
+            .filter(|n| **n != "ladder" && **n != "bigmac")
+            .all(|n| by_name(n).system_allow.is_none())
+    );
     // Flux's L20 figures are the ratio of docs/performance.md's totals.
     let flux = by_name("flux");
     let ag = flux

@@ -104,7 +104,9 @@ pub(crate) fn apply(
         .map_err(|e| refuse(format!("`{}` does not fit: {e}", graph.name)))?;
     let layers =
         layer_of_modules(&modules).map_err(|e| refuse(format!("`{}`: {e}", graph.name)))?;
-    let count = layers.last().map_or(0, |&l| l + 1);
+    let Some(count) = layers.last().map(|&l| l + 1) else {
+        return Err(refuse(format!("`{}` has no transformer layer", graph.name)));
+    };
     let (first, last) = match options.layers {
         LadderLayers::All => (0, count - 1),
         LadderLayers::Range { first, last } => {
@@ -128,11 +130,13 @@ pub(crate) fn apply(
     };
     let mut out = graph.clone();
     let mut rewired = 0usize;
-    for (j, module) in modules.iter().enumerate() {
-        if !(first..=last).contains(&layers[j]) || j == 0 {
-            continue; // module 1 reads r_0 either way
+    // `i` is 0-based: module `j = i + 1` reads `r_{j-2}`, the stream input of module
+    // `j - 1`; module 1 reads `r_0` either way.
+    for (i, module) in modules.iter().enumerate().skip(1) {
+        if !(first..=last).contains(&layers[i]) {
+            continue;
         }
-        let stale = modules[j - 1].stream_in; // r_{j-2}
+        let stale = modules[i - 1].stream_in;
         for &n in &module.nodes {
             for v in &mut out.node_mut(n).inputs {
                 if *v == module.stream_in {
@@ -142,10 +146,11 @@ pub(crate) fn apply(
             }
         }
     }
-    if rewired == 0 && last > first {
+    // Every converted layer has an MLP module past module 1, whose norm reads the stream.
+    if rewired == 0 {
         return Err(refuse(format!(
-            "no module of layers {first}..={last} of `{}` reads the stream it could \
-             read two steps back (a bug in the stream analysis)",
+            "no module of layers {first}..={last} of `{}` reads the residual stream (a bug \
+             in the stream analysis)",
             graph.name
         )));
     }
