@@ -14,6 +14,7 @@ mod hw;
 mod ladder;
 mod layers;
 mod limits;
+mod model_change;
 mod onnx;
 mod output_names;
 mod plan;
