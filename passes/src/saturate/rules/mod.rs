@@ -287,28 +287,36 @@ fn axis_size(a: &WeftAnalysis, axis: &str) -> u64 {
 
 /// Adds `op(children)` if it types, with the given sharding.
 fn add_op(eg: &mut WEGraph, op: Op, children: Vec<Id>, sharding: Sharding) -> Option<Id> {
+    add_op_indexed(eg, op, children, sharding).map(|(id, _)| id)
+}
+
+/// [`add_op`], with the index `op` is interned at.
+fn add_op_indexed(
+    eg: &mut WEGraph,
+    op: Op,
+    children: Vec<Id>,
+    sharding: Sharding,
+) -> Option<(Id, u32)> {
     let key = super::lang::OpTable::key(&op);
-    if let Some(existing) = eg
-        .analysis
-        .ops
-        .find(&key)
-        .and_then(|i| existing(eg, i, &children))
+    if let Some(i) = eg.analysis.ops.find(&key)
+        && let Some(existing) = existing(eg, i, &children)
     {
-        return Some(existing);
+        return Some((existing, i));
     }
     if !types_as_one_value(eg, &op, &children) {
         return None;
     }
     // Interned only once it types, as always: an op's index orders the e-nodes.
     let i = eg.analysis.ops.intern_keyed(&op, key, None);
-    Some(add_with(
+    let id = add_with(
         eg,
         WNode {
             head: Head::Op(i),
             children,
         },
         vec![sharding],
-    ))
+    );
+    Some((id, i))
 }
 
 /// [`add_op`] of the op interned at `i` (one a binding names, passed on unchanged), so
