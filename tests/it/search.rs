@@ -232,4 +232,32 @@ fn layer_moves_are_tried_and_kept_only_when_faster() {
             "--explain-choice lists the layer moves"
         );
     }
+    // Where one is kept: the validation scenarios' two Llama-3-70B layers without
+    // embedding or head (TokenWeave, 1K tokens), searched whole: the first layer goes
+    // back to the program as sharded and the second takes the split seed's program, each
+    // strictly faster than the program before it.
+    let c = compile(&CompileRequest {
+        strategy: Strategy::Best,
+        model: crate::repo("examples/scenarios/models/llama3-70b-2-layers.json"),
+        dims: [("seq".to_owned(), 1024)].into_iter().collect(),
+        mesh: Some("tp=8".parse().unwrap()),
+        sp_norms: false,
+        profile: Profile::resolve("h100-sxm-8").unwrap(),
+        max_memory: None,
+        plan_path: None,
+        allow: Default::default(),
+    })
+    .expect("the scenario compiles");
+    let search = c.choice.search.as_ref().expect("best reports its search");
+    let kept: Vec<&str> = search
+        .trajectory
+        .iter()
+        .filter(|s| s.accepted && s.what.contains("choices as in the seed"))
+        .map(|s| s.what.as_str())
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "no layer move was kept: {:#?}",
+        search.trajectory
+    );
 }

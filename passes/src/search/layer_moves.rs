@@ -15,14 +15,16 @@
 //! signature and the seed, so a window's layer move has a counterpart in the whole
 //! model (the same seed made on the whole model's e-graph, on its layers of the same
 //! signature). A window's first layer reads window inputs where the model's layers read
-//! the previous layer's residual, so it has a signature of its own and its moves have no
-//! counterpart (the replay counts them as missing); its middle and last layers share the
-//! model's.
+//! the previous layer's residual, so it has a signature of its own, and a move of it
+//! alone would fit the window's edge and have no counterpart: on a window only the group
+//! holding its middle layer moves (its middle and last layers share the model's
+//! signature).
 //!
 //! Which layer a class is in: that of the graph node whose value it holds (by name,
 //! [`weft_ir::segment_layers`]); a class a rule made (a reduce-scatter under an
-//! all-gather, a token split's halves) is in the layer of the first layer class, in id
-//! order, with an e-node that consumes it. Classes outside every layer (sources, the
+//! all-gather, a token split's halves) is in the layer of a layer class with an e-node
+//! that consumes it (the first to reach it, breadth first from the layer classes in id
+//! order: deterministic). Classes outside every layer (sources, the
 //! embedding, the head, a rotary cache) are in none and no layer move touches them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
