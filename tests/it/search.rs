@@ -212,3 +212,85 @@ fn best_falls_back_at_decode_shapes() {
         }
     }
 }
+
+/// Issue 12's "one layer's choices" moves: on a model searched whole (two layers, each a
+/// group of its own) and on one searched on a window (eight layers: the window's middle
+/// and last layer, identical, move together), every seed's choices are tried on a group
+/// of layers, and a layer move — like every move — is kept exactly when it makes the
+/// predicted step strictly faster than the program it started from.
+#[test]
+fn layer_moves_are_tried_and_kept_only_when_faster() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layers, groups) in [
+        (2, &["layer 0's", "layer 1's"][..]),
+        (8, &["layers 4–5's"][..]),
+    ] {
+        let model = write_model(dir.path(), &llama70b(layers, 2048));
+        let c = compile_at(&model, "tp=8", "h100-sxm-8", Strategy::Best);
+        let search = c.choice.search.as_ref().expect("best reports its search");
+        let layer_steps: Vec<&str> = search
+            .trajectory
+            .iter()
+            .map(|s| s.what.as_str())
+            .filter(|w| w.contains("choices as in the seed"))
+            .collect();
+        for g in groups {
+            assert!(
+                layer_steps
+                    .iter()
+                    .any(|w| w.starts_with(&format!("apply {g}"))),
+                "{layers} layers: no layer move of {g} was tried: {layer_steps:#?}"
+            );
+        }
+        // Replay the climb: the seeds set the start, then each step is kept exactly when
+        // strictly faster than the current program.
+        let mut current: Option<f64> = None;
+        for s in &search.trajectory {
+            if s.what.starts_with("seed: ") {
+                if s.accepted {
+                    current = s.outcome.as_ref().ok().copied();
+                }
+                continue;
+            }
+            let now = current.expect("a seed was kept before any move");
+            let faster = matches!(s.outcome, Ok(t) if t < now * (1.0 - 1e-9));
+            assert_eq!(s.accepted, faster, "{layers} layers: {s:?} from {now} µs");
+            if s.accepted {
+                current = s.outcome.as_ref().ok().copied();
+            }
+        }
+        assert_eq!(current, Some(search.scope_us), "{layers} layers");
+        assert!(
+            c.choice.explain().contains("choices as in the seed"),
+            "--explain-choice lists the layer moves"
+        );
+    }
+    // Where one is kept: the validation scenarios' two Llama-3-70B layers without
+    // embedding or head (TokenWeave, 1K tokens), searched whole: the first layer goes
+    // back to the program as sharded and the second takes the split seed's program, each
+    // strictly faster than the program before it.
+    let c = compile(&CompileRequest {
+        strategy: Strategy::Best,
+        model: crate::repo("examples/scenarios/models/llama3-70b-2-layers.json"),
+        dims: [("seq".to_owned(), 1024)].into_iter().collect(),
+        mesh: Some("tp=8".parse().unwrap()),
+        sp_norms: false,
+        profile: Profile::resolve("h100-sxm-8").unwrap(),
+        max_memory: None,
+        plan_path: None,
+        allow: Default::default(),
+    })
+    .expect("the scenario compiles");
+    let search = c.choice.search.as_ref().expect("best reports its search");
+    let kept: Vec<&str> = search
+        .trajectory
+        .iter()
+        .filter(|s| s.accepted && s.what.contains("choices as in the seed"))
+        .map(|s| s.what.as_str())
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "no layer move was kept: {:#?}",
+        search.trajectory
+    );
+}

@@ -94,6 +94,13 @@ pub struct WeftAnalysis {
     /// matched class), which `applications` does not name — and those it joined to the
     /// matched class.
     pub built: Vec<(&'static str, Vec<Id>)>,
+    /// The matches (rule, matched class, binding) whose application changed the e-graph:
+    /// egg applies every match again in every iteration, and applying one of these again
+    /// cannot change anything (see `rules::EggRule::apply_one`), so it is skipped.
+    pub applied: std::collections::HashSet<(&'static str, Id, Vec<usize>)>,
+    /// The fused element-wise ops `element-wise-fusion` made, by (outer op, inner op,
+    /// position, inner inputs): their index in the op table (see `rules::fusion`).
+    pub fused_ops: std::collections::HashMap<(u32, u32, usize, usize), u32>,
 }
 
 impl WeftAnalysis {

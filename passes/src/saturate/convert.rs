@@ -120,13 +120,24 @@ pub fn to_graph_with_classes(
     // Per expression node: its value(s).
     let mut values: Vec<Vec<ValueId>> = Vec::with_capacity(nodes.len());
     let mut used: HashSet<String> = HashSet::new();
-    let fresh = |base: &str, used: &mut HashSet<String>| {
+    // Per base name, the suffix to try next: names only ever join `used`, so every
+    // `{base}.{k}` below it is taken still, and starting there gives the same name as
+    // counting from 2 (which made naming quadratic in the values sharing a base, such as
+    // a token split's hundreds of unnamed `slice`s).
+    let mut next_suffix: HashMap<String, usize> = HashMap::new();
+    let mut fresh = |base: &str, used: &mut HashSet<String>| {
         let mut name = base.to_owned();
-        let mut k = 2;
-        while !used.insert(name.clone()) {
-            name = format!("{base}.{k}");
-            k += 1;
+        let mut k = next_suffix.get(base).copied().unwrap_or(2);
+        if k > 2 || !used.insert(name.clone()) {
+            loop {
+                name = format!("{base}.{k}");
+                k += 1;
+                if used.insert(name.clone()) {
+                    break;
+                }
+            }
         }
+        next_suffix.insert(base.to_owned(), k);
         name
     };
     // Sources' names are reserved first, so no computed value can take one.

@@ -59,13 +59,30 @@ pub struct OpTable {
 }
 
 impl OpTable {
+    /// The key `op` (not a source) is interned by: its name and attributes. Formatting it
+    /// is most of interning's cost (a fused kernel's whole program), so a caller that
+    /// looks an op up and may then intern it makes the key once.
+    pub fn key(op: &Op) -> String {
+        format!("{}({})", op.name(), op.attr_text().join(","))
+    }
+
+    /// The index of the op of key `key` ([`OpTable::key`]) when it is interned already.
+    pub fn find(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
     /// The index of `op`; `source` names a graph input, weight or constant, which is
     /// interned by that name so that two sources are never equal.
     pub fn intern(&mut self, op: &Op, source: Option<&str>) -> u32 {
         let key = match source {
             Some(name) => format!("source:{name}"),
-            None => format!("{}({})", op.name(), op.attr_text().join(",")),
+            None => Self::key(op),
         };
+        self.intern_keyed(op, key, source)
+    }
+
+    /// [`OpTable::intern`] with the key made already.
+    pub fn intern_keyed(&mut self, op: &Op, key: String, source: Option<&str>) -> u32 {
         if let Some(&i) = self.index.get(&key) {
             return i;
         }

@@ -8,11 +8,14 @@
 //! of evaluations (or, as a safety net, of time) runs out. No randomness: the same input
 //! gives the same trajectory.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use egg::Id;
 
 use weft_ir::Graph;
 
-use crate::saturate::extract::{Tables, build};
+use crate::saturate::extract::{Tables, build_with_classes};
 use crate::schedule::{ScheduleOptions, TaskCosts, makespan, schedule};
 
 use super::moves::Move;
@@ -77,14 +80,21 @@ impl Evaluator<'_, '_> {
 
     /// `choice`'s program and its predicted step time.
     pub(crate) fn program(&self, choice: &[Option<usize>]) -> Result<(Graph, f64), String> {
+        self.built(choice).map(|b| (b.graph, b.predicted_us))
+    }
+
+    /// `choice`'s program, what [`build_with_classes`] and [`Tables::walk`] said of it,
+    /// and its predicted step time: what the chosen program's provenance needs, so it is
+    /// not built twice.
+    pub(crate) fn built(&self, choice: &[Option<usize>]) -> Result<Built, String> {
         let reachable = self.tables.walk(choice).map_err(|closing| {
             format!(
                 "the choice is cyclic ({} e-node(s) close a cycle)",
                 closing.len()
             )
         })?;
-        let graph =
-            build(self.tables, choice, &reachable, self.template).map_err(|e| e.to_string())?;
+        let (graph, classes) = build_with_classes(self.tables, choice, &reachable, self.template)
+            .map_err(|e| e.to_string())?;
         // With a memory limit the program is scheduled in full (the plan's own check);
         // without one, only its makespan is simulated.
         let t = if self.options.max_memory.is_some() {
@@ -101,8 +111,23 @@ impl Evaluator<'_, '_> {
         } else {
             makespan(&graph, self.costs, self.options.comm_streams).map_err(|e| e.to_string())?
         };
-        Ok((graph, t))
+        Ok(Built {
+            graph,
+            classes,
+            reachable,
+            predicted_us: t,
+        })
     }
+}
+
+/// A choice's program, as [`Evaluator::built`] made it.
+pub(crate) struct Built {
+    pub(crate) graph: Graph,
+    /// Each computed node's e-class, by node name.
+    pub(crate) classes: HashMap<String, Id>,
+    /// The classes the program reaches, in post-order ([`Tables::walk`]).
+    pub(crate) reachable: Vec<usize>,
+    pub(crate) predicted_us: f64,
 }
 
 /// Budget of a search.
@@ -228,7 +253,7 @@ fn apply(
     m: &Move,
     original: &[Option<usize>],
 ) -> Option<(Vec<Option<usize>>, bool)> {
-    let reverting = m.picks.iter().all(|&(c, k)| current[c] == Some(k));
+    let reverting = m.revertible && m.picks.iter().all(|&(c, k)| current[c] == Some(k));
     let next = with_move(current, m, reverting, original);
     (next != current).then_some((next, reverting))
 }

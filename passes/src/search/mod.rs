@@ -10,16 +10,18 @@
 //!    rulesets and every fixed strategy's rule set the program using those rules wherever
 //!    they apply ([`seeds`]).
 //! 2. **Local search** from the fastest seed ([`local`]): moves that change related
-//!    classes together ([`moves`]), each kept when the predicted step gets strictly
-//!    faster, until a pass keeps none or the budget runs out.
+//!    classes together ([`moves`]; last in each pass, a layer's choices set to another
+//!    seed's, [`layer_moves`]), each kept when the predicted step gets strictly faster,
+//!    until a pass keeps none or the budget runs out.
 //! 3. **A template of adjacent layers.** On a model with many layers, the search runs on
 //!    three adjacent middle layers cut out as a graph of their own ([`window`]), so one
 //!    layer's communication overlapping the next layer's compute is visible and an
 //!    evaluation costs a fraction of a millisecond. It is then replayed on the whole
 //!    model's e-graph: the seed it started from is made again there (seeds are defined by
 //!    rule names), and each move it kept is applied through the whole model's move of the
-//!    same key ([`moves::MoveKey`]: a ruleset, a rule, or a rule at a position of a layer
-//!    known by a name-blind signature, [`signature`]). Three layers, not two: the edges of
+//!    same key ([`moves::MoveKey`]: a ruleset, a rule, a rule at a position of a layer
+//!    known by a name-blind signature, [`signature`], or a seed on the layers of one layer
+//!    signature). Three layers, not two: the edges of
 //!    a window do not look like the model (its first ops read an input where the model
 //!    reads the previous layer's residual; its last values have no consumers, where the
 //!    model's next layer adds e-nodes to their classes), so only a middle layer and its
@@ -29,13 +31,17 @@
 //!    each scheduled in full with the memory limit, and the fastest that fits is chosen.
 //!    (`weft::compile`'s `choose_best` then adds the fixed strategies as candidates.)
 
+mod layer_moves;
 mod local;
 mod moves;
 mod provenance;
 mod seeds;
 mod signature;
+#[cfg(test)]
+mod tests;
 mod window;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use weft_ir::Graph;
@@ -159,8 +165,14 @@ pub struct Searched {
 }
 
 /// The fastest whole-model candidate so far: its name, program, predicted step, and its
-/// choice in the e-graph (`None` for the sharded program itself).
-type Winner<'c> = (&'static str, Graph, f64, Option<&'c [Option<usize>]>);
+/// choice in the e-graph with its nodes' classes and reachable classes (`None` for the
+/// sharded program itself).
+type Winner<'c> = (
+    &'static str,
+    Graph,
+    f64,
+    Option<(&'c [Option<usize>], HashMap<String, egg::Id>, Vec<usize>)>,
+);
 
 /// Chooses the program for `sharded` (see the module documentation).
 pub fn search(
@@ -216,7 +228,14 @@ pub fn search(
                 evaluations: 0,
             };
             let list = seed_list("the window", &wtables, &wgreedy.best.choice, &woriginal);
-            let scoped = search_scope(&mut eval, list, &woriginal, budget, &mut trajectory)?;
+            let scoped = search_scope(
+                &mut eval,
+                list,
+                &woriginal,
+                budget,
+                &mut trajectory,
+                (Some(1), first),
+            )?;
             let (climbed, moves, start_seed, savings) = (
                 scoped.climbed,
                 scoped.moves,
@@ -227,18 +246,31 @@ pub fn search(
             // The same search replayed on the whole model: its starting seed made there
             // (seeds are defined by rule names, not by e-classes), then each kept move's
             // counterpart (a move of the same key) applied as the window applied it.
-            let mut replayed = match start_seed {
-                0 => original.clone(),
-                1 => greedy_full.best.choice.clone(),
-                k => rule_seeds_one(&tables, &greedy_full.best.choice, &original, k - 2)
-                    .unwrap_or_else(|| greedy_full.best.choice.clone()),
+            // The `k`th seed of the list, made on the whole model.
+            let whole_seed = |k: usize| match k {
+                0 => Some(original.clone()),
+                1 => Some(greedy_full.best.choice.clone()),
+                k => rule_seeds_one(&tables, &greedy_full.best.choice, &original, k - 2),
             };
+            let mut replayed =
+                whole_seed(start_seed).unwrap_or_else(|| greedy_full.best.choice.clone());
             let full_moves = moves::moves(&tables, &sigs);
             let by_key: std::collections::HashMap<&moves::MoveKey, &moves::Move> =
                 full_moves.iter().map(|m| (&m.key, m)).collect();
             let (mut replayed_moves, mut missing) = (0, 0);
             for &(mi, reverting) in &climbed.kept {
-                match by_key.get(&moves[mi].key) {
+                // A layer move's counterpart is made when it is needed: it takes its
+                // seed made on the whole model.
+                let layer_move = match moves[mi].key {
+                    moves::MoveKey::Layer(signature, k) => whole_seed(k).and_then(|seed| {
+                        layer_moves::layer_move_for(&tables, &sigs, sharded, signature, &seed)
+                    }),
+                    _ => None,
+                };
+                match layer_move
+                    .as_ref()
+                    .or_else(|| by_key.get(&moves[mi].key).copied())
+                {
                     Some(fm) => {
                         replayed = local::replay(&tables, &replayed, fm, reverting, &original);
                         replayed_moves += 1;
@@ -273,7 +305,14 @@ pub fn search(
                 evaluations: 0,
             };
             let list = seed_list("the program", &tables, &greedy_full.best.choice, &original);
-            let scoped = search_scope(&mut eval, list, &original, budget, &mut trajectory)?;
+            let scoped = search_scope(
+                &mut eval,
+                list,
+                &original,
+                budget,
+                &mut trajectory,
+                (None, 0),
+            )?;
             let (climbed, savings) = (scoped.climbed, scoped.savings);
             let scope = match window_note {
                 Some(reason) => format!("the whole program ({reason})"),
@@ -325,15 +364,25 @@ pub fn search(
         (search_name, &searched_choice),
     ];
     for (name, choice) in whole_choices {
-        let outcome = whole.program(choice);
+        let outcome = whole.built(choice);
         candidates.push(Candidate {
             name: name.to_owned(),
-            predicted_us: outcome.as_ref().map(|(_, t)| *t).map_err(Clone::clone),
+            predicted_us: outcome
+                .as_ref()
+                .map(|b| b.predicted_us)
+                .map_err(Clone::clone),
         });
-        if let Ok((graph, t)) = outcome
-            && best.as_ref().is_none_or(|b| t < b.2 * (1.0 - 1e-9))
+        if let Ok(b) = outcome
+            && best
+                .as_ref()
+                .is_none_or(|w| b.predicted_us < w.2 * (1.0 - 1e-9))
         {
-            best = Some((name, graph, t, Some(choice)));
+            best = Some((
+                name,
+                b.graph,
+                b.predicted_us,
+                Some((choice, b.classes, b.reachable)),
+            ));
         }
     }
     let Some((chosen, graph, predicted_us, choice)) = best else {
@@ -356,12 +405,8 @@ pub fn search(
             .and_then(|s: &Step| s.outcome.as_ref().ok().copied())
     });
     let (graph, rules, provenance) = match choice {
-        Some(choice) => {
-            let reachable = tables
-                .walk(choice)
-                .map_err(|_| SaturateError::Extraction("the chosen program is cyclic".into()))?;
-            let (graph, provenance) =
-                provenance::program_with_provenance(&tables, choice, sharded)?;
+        Some((choice, classes, reachable)) => {
+            let provenance = provenance::provenance(&tables, choice, &reachable, classes);
             (graph, rules_used(&tables, choice, &reachable), provenance)
         }
         None => (graph, Vec::new(), Default::default()),
@@ -408,10 +453,20 @@ fn search_scope(
     original: &[Option<usize>],
     budget: Budget,
     trajectory: &mut Vec<Step>,
+    (only_layer, first_layer): (Option<u32>, u32),
 ) -> Result<Scoped, SearchError> {
+    let seed_choices = list.clone();
     let (start, start_us, start_seed) = seeds(eval, list, trajectory)?;
     let sigs = Signatures::new(eval.tables);
-    let moves = moves::moves(eval.tables, &sigs);
+    let mut moves = moves::moves(eval.tables, &sigs);
+    moves.extend(layer_moves::layer_moves(
+        eval.tables,
+        &sigs,
+        eval.template,
+        &seed_choices,
+        only_layer,
+        first_layer,
+    ));
     let climbed = climb(eval, start, start_us, &moves, original, budget, trajectory);
     let savings = rule_savings(
         eval,

@@ -14,6 +14,9 @@
 //!    across layers by their signatures;
 //! 4. one rule at one position of a layer, tied across layers by signature.
 //!
+//! A fifth family, one layer's choices set to a seed's, is made in
+//! [`super::layer_moves`] (it needs the seeds, and comes last in a pass).
+//!
 //! Applying a move picks its e-nodes; applying it again where all of them are already
 //! picked reverts those classes to the program's original e-nodes.
 
@@ -38,6 +41,10 @@ pub(crate) struct Move {
     /// What the move is, independent of the e-graph it was made on: the same key names
     /// the corresponding move of another e-graph of the same layers.
     pub(crate) key: MoveKey,
+    /// Whether applying it where all its picks are made reverts its classes to the
+    /// original e-nodes (the rule moves); a layer move is not (its revert is the layer
+    /// move to the program as sharded).
+    pub(crate) revertible: bool,
 }
 
 /// A move's identity across e-graphs.
@@ -47,6 +54,9 @@ pub(crate) enum MoveKey {
     Rule(&'static str),
     Chain(Vec<(&'static str, u64)>),
     Position(&'static str, u64),
+    /// A layer move ([`super::layer_moves`]): the layers of one signature set to the
+    /// choices of one seed (its index in the seed list).
+    Layer(u64, usize),
 }
 
 /// A token-split chain's identity: its (rule, position signature) pairs, sorted.
@@ -106,6 +116,7 @@ pub(crate) fn moves(tables: &Tables<'_>, sigs: &Signatures) -> Vec<Move> {
                     picks,
                     rule,
                     key,
+                    revertible: true,
                 });
             }
         };

@@ -9,22 +9,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use egg::Id;
-use weft_ir::Graph;
 
-use crate::saturate::SaturateError;
 use crate::saturate::WNode;
-use crate::saturate::extract::{Tables, build_with_classes};
+use crate::saturate::extract::Tables;
+#[cfg(doc)]
+use crate::saturate::extract::build_with_classes;
 
-/// The program of `choice` and, by node name, the rule that made each rewritten node.
-pub(crate) fn program_with_provenance(
+/// By node name, the rule that made each rewritten node of `choice`'s program, whose
+/// nodes' classes (by name) `classes` gives ([`build_with_classes`]'s, kept from when the
+/// program was built, so it is not built again).
+pub(crate) fn provenance(
     tables: &Tables<'_>,
     choice: &[Option<usize>],
-    template: &Graph,
-) -> Result<(Graph, BTreeMap<String, String>), SaturateError> {
-    let reachable = tables
-        .walk(choice)
-        .map_err(|_| SaturateError::Extraction("the chosen program is cyclic".into()))?;
-    let (graph, classes) = build_with_classes(tables, choice, &reachable, template)?;
+    reachable: &[usize],
+    classes: HashMap<String, Id>,
+) -> BTreeMap<String, String> {
     let eg = &tables.sat.egraph;
     let canonical = |n: &WNode| WNode {
         head: n.head,
@@ -60,12 +59,11 @@ pub(crate) fn program_with_provenance(
             }
         }
     }
-    let by_name = classes
+    classes
         .into_iter()
         .filter_map(|(name, class): (String, Id)| {
             let c = *tables.index.get(&eg.find(class))?;
             rule_of.get(&c).map(|r| (name, (*r).to_owned()))
         })
-        .collect();
-    Ok((graph, by_name))
+        .collect()
 }

@@ -47,7 +47,7 @@ impl Hasher for Fnv1a {
     }
 }
 
-fn hash_of<T: Hash + ?Sized>(t: &T) -> u64 {
+pub(crate) fn hash_of<T: Hash + ?Sized>(t: &T) -> u64 {
     let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
     t.hash(&mut h);
     h.finish()

@@ -181,9 +181,20 @@ pub(super) fn find_fusable(eg: &WEGraph, class: Id) -> Vec<Binding> {
 
 pub(super) fn build_fused(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> {
     use weft_ir::FusedStep;
-    let (outer, inner, pos, other, class) =
-        (op_at(eg, b[0]), op_at(eg, b[1]), b[2], id(b[3]), id(b[4]));
+    let (pos, other, class) = (b[2], id(b[3]), id(b[4]));
     let mut inputs: Vec<Id> = b[5..].iter().map(|&c| id(c)).collect();
+    // The fused op is a function of the two ops, the position and the inner op's inputs
+    // count: once made and interned, its index is reused rather than its steps built and
+    // its key (the whole program, formatted) made again.
+    let made = (b[0] as u32, b[1] as u32, pos, inputs.len());
+    if let Some(&i) = eg.analysis.fused_ops.get(&made) {
+        if is_fusable_binary(&op_at(eg, b[0])) {
+            inputs.push(other);
+        }
+        let s = sharding(eg, class);
+        return add_op_at(eg, i as usize, inputs, s).into_iter().collect();
+    }
+    let (outer, inner) = (op_at(eg, b[0]), op_at(eg, b[1]));
     let mut steps = match inner {
         Op::FusedElementwise { steps } => steps,
         Op::MatMul { transpose_b, .. } => vec![FusedStep::Matmul {
@@ -213,7 +224,9 @@ pub(super) fn build_fused(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> 
         return vec![];
     }
     let s = sharding(eg, class);
-    add_op(eg, Op::FusedElementwise { steps }, inputs, s)
-        .into_iter()
-        .collect()
+    let Some((built, i)) = add_op_indexed(eg, Op::FusedElementwise { steps }, inputs, s) else {
+        return vec![];
+    };
+    eg.analysis.fused_ops.insert(made, i);
+    vec![built]
 }

@@ -255,8 +255,8 @@ pub(super) fn build_chain(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> 
     }
     let s = sharding(eg, class);
     let (Some(f0), Some(f1)) = (
-        add_op(eg, op.clone(), lo, s.clone()),
-        add_op(eg, op, hi, s.clone()),
+        add_op_at(eg, b[0], lo, s.clone()),
+        add_op_at(eg, b[0], hi, s.clone()),
     ) else {
         return vec![];
     };
