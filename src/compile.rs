@@ -57,7 +57,7 @@ pub struct Compiled {
     /// The chosen per-device program (as `plan.program` holds it in JSON).
     pub program: Graph,
     /// Things the user should know: ops computed whole on a mesh axis, a memory limit
-    /// met only by giving up the critical-path order, extraction keeping the original.
+    /// met only by giving up a faster priority rule, extraction keeping the original.
     pub notes: Vec<String>,
     /// Wall time of each stage, in pipeline order (`benches/compile.rs` reports them).
     pub stages: Vec<StageTime>,
