@@ -62,9 +62,7 @@ pub mod simulate;
 mod tests;
 
 use weft_ir::{Graph, NodeId};
-use weft_plan::{
-    Prediction, PriorityTried, RankPlan, Stream, StreamId, StreamKind, Task, TaskId,
-};
+use weft_plan::{Prediction, PriorityTried, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
 
 pub use collectives::{MeshGrid, verify_collective_order};
 pub use fixed_rates::FixedRates;

@@ -272,7 +272,11 @@ fn program_order_is_tried_when_the_critical_path_order_does_not_fit() {
     let s = schedule(&b.g, &costs, &limited).unwrap();
     assert_eq!(s.order, ScheduleOrder::ProgramOrder);
     // Every rule ties on one stream; the critical path went first and did not fit.
-    let fits: Vec<_> = s.tried.iter().map(|t| (t.priority, t.fits_memory)).collect();
+    let fits: Vec<_> = s
+        .tried
+        .iter()
+        .map(|t| (t.priority, t.fits_memory))
+        .collect();
     assert_eq!(
         fits,
         vec![

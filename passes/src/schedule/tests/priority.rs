@@ -63,7 +63,11 @@ fn program_order_wins_where_it_hides_a_collective_the_critical_path_leaves_expos
     assert_eq!(s.prediction.bound_us, 6.0);
     assert_eq!(s.prediction.baseline_us, 9.0);
     // The winner's memory plan was made; the others' were not needed.
-    let fits: Vec<_> = s.tried.iter().map(|t| (t.priority, t.fits_memory)).collect();
+    let fits: Vec<_> = s
+        .tried
+        .iter()
+        .map(|t| (t.priority, t.fits_memory))
+        .collect();
     assert_eq!(
         fits,
         vec![
