@@ -38,9 +38,10 @@
 //! the smallest predicted step; ties go to the critical path, so a plan changes only
 //! where another rule is strictly faster. Only the simulation is repeated (events,
 //! memory plan and replication are made once, for the winner), and every rule's figure
-//! is returned in [`Scheduled::tried`]. [`makespan`], the search's inner evaluation,
-//! keeps the critical path alone: it compares programs, and one rule for all keeps that
-//! comparison cheap and even-handed; the program it picks gets every rule here.
+//! is returned in [`Scheduled::tried`]. [`makespan`], the search's inner evaluation
+//! where no memory limit is checked (its three-layer window), keeps the critical path
+//! alone: it compares programs, and one rule for all keeps that comparison cheap and
+//! even-handed; the program it picks gets every rule here.
 //!
 //! **`max_memory`.** Rules are given their memory plans fastest first; the first that
 //! fits wins, and a faster rule that did not fit is marked so in [`Scheduled::tried`]
