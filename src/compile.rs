@@ -57,7 +57,7 @@ pub struct Compiled {
     /// The chosen per-device program (as `plan.program` holds it in JSON).
     pub program: Graph,
     /// Things the user should know: ops computed whole on a mesh axis, a memory limit
-    /// met only by giving up the critical-path order, extraction keeping the original.
+    /// met only by giving up a faster priority rule, extraction keeping the original.
     pub notes: Vec<String>,
     /// Wall time of each stage, in pipeline order (`benches/compile.rs` reports them).
     pub stages: Vec<StageTime>,
@@ -355,18 +355,13 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
         }
     })?;
     watch.lap("schedule");
-    if scheduled.order == ScheduleOrder::ProgramOrder {
-        notes.push(
-            "the critical-path order does not fit --max-memory; tasks are issued in program \
-             order instead (slower, smaller)"
-                .to_owned(),
-        );
-    }
+    notes.extend(priority_notes(&scheduled));
     let plan_path = request.plan_path.clone().unwrap_or_else(|| model.clone());
     let stored = rebase_external_paths(&program, model, &plan_path)
         .map_err(|e| fail(format!("cannot place external weight paths: {e}")))?;
     let program_json: serde_json::Value = serde_json::from_str(&crate::json::to_json(&stored))
         .map_err(|e| fail(format!("cannot store the program: {e}")))?;
+    let (schedule_priority, schedule_priorities) = (scheduled.order, scheduled.tried.clone());
     let plan = Plan {
         format: PLAN_FORMAT.to_owned(),
         version: PLAN_VERSION,
@@ -413,6 +408,8 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
             &layers,
             &provenance,
             as_sharded_spans(&sharded, &cost, streams),
+            schedule_priority,
+            schedule_priorities,
         ),
     };
     weft_plan::verify_plan(&plan, &program).map_err(|e| {
@@ -436,15 +433,42 @@ pub fn compile(request: &CompileRequest) -> Result<Compiled, CompileError> {
     })
 }
 
+/// The compile's note when a faster priority rule was left out because its memory plan
+/// did not fit (which rule won, and every figure, is in the plan and `weft inspect`).
+fn priority_notes(scheduled: &weft_passes::schedule::Scheduled) -> Vec<String> {
+    let too_big: Vec<String> = scheduled
+        .tried
+        .iter()
+        .filter(|t| t.fits_memory == Some(false))
+        .map(|t| format!("{} ({:.1} µs)", t.priority, t.predicted_us))
+        .collect();
+    if too_big.is_empty() {
+        return Vec::new();
+    }
+    let used_us = scheduled
+        .tried
+        .iter()
+        .find(|t| t.priority == scheduled.order)
+        .map_or(scheduled.prediction.predicted_us, |t| t.predicted_us);
+    vec![format!(
+        "list scheduling by {} does not fit --max-memory; tasks are issued by {} instead \
+         ({used_us:.1} µs, slower, smaller)",
+        too_big.join(", "),
+        scheduled.order
+    )]
+}
+
 /// The plan's record of the choice: the winner, the as-sharded step, the rewrites per
 /// layer (from the search's provenance of each node), the as-sharded program's layer
-/// spans, and the search's ablation of each rule.
+/// spans, the search's ablation of each rule, and the scheduler's priority rules.
 fn choice_summary(
     choice: &Choice,
     program: &Graph,
     layers: &weft_ir::Layers,
     provenance: &BTreeMap<String, String>,
     as_sharded_spans: Vec<weft_plan::LayerSpanUs>,
+    schedule_priority: ScheduleOrder,
+    schedule_priorities: Vec<weft_plan::PriorityTried>,
 ) -> weft_plan::ChoiceSummary {
     let mut per_layer: BTreeMap<Option<u32>, BTreeMap<String, u64>> = BTreeMap::new();
     for (id, node) in program.nodes() {
@@ -489,6 +513,8 @@ fn choice_summary(
                     })
             })
             .collect(),
+        schedule_priority,
+        schedule_priorities,
     }
 }
 

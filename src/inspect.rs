@@ -67,6 +67,10 @@ pub struct InspectReport {
     pub rewrites_traced: bool,
     /// Per rule: how much slower the search's scope is predicted without it.
     pub rule_savings: Vec<weft_plan::RuleSaving>,
+    /// The list scheduler's priority rule, and every rule it simulated with its predicted
+    /// step (empty for a serial plan).
+    pub schedule_priority: weft_plan::SchedulePriority,
+    pub schedule_priorities: Vec<weft_plan::PriorityTried>,
 }
 
 /// One layer of the per-layer view.
@@ -170,6 +174,8 @@ impl InspectReport {
             chosen_by: plan.choice.chosen_by.clone(),
             as_sharded_us: plan.choice.as_sharded_us,
             rule_savings: plan.choice.rule_savings.clone(),
+            schedule_priority: plan.choice.schedule_priority,
+            schedule_priorities: plan.choice.schedule_priorities.clone(),
         }
     }
 
@@ -224,6 +230,7 @@ impl InspectReport {
         let _ = writeln!(s, "peak memory      {peaks} per rank (weights {weights})");
         let tasks = summarize_counts(&self.tasks);
         let _ = writeln!(s, "tasks            {tasks} per rank");
+        let _ = writeln!(s, "priority rule    {}", self.priority_text());
         if !self.layers.is_empty() {
             let n = self.layers.len();
             let slowest = self
@@ -276,6 +283,28 @@ impl InspectReport {
 }
 
 impl InspectReport {
+    /// The priority rule the tasks were list-scheduled by, with the other rules' steps.
+    fn priority_text(&self) -> String {
+        let others: Vec<String> = self
+            .schedule_priorities
+            .iter()
+            .filter(|t| t.priority != self.schedule_priority)
+            .map(|t| {
+                let memory = if t.fits_memory == Some(false) {
+                    ", does not fit the memory limit"
+                } else {
+                    ""
+                };
+                format!("{}: {}{memory}", t.priority, us(t.predicted_us))
+            })
+            .collect();
+        if others.is_empty() {
+            self.schedule_priority.to_string()
+        } else {
+            format!("{} (others: {})", self.schedule_priority, others.join("; "))
+        }
+    }
+
     /// The strategy line, the per-layer view (consecutive layers with the same rewrites
     /// and spans within 0.1 µs shown as one row) and the rule savings.
     fn choice_text(&self, s: &mut String) {

@@ -21,12 +21,14 @@ use sha2::{Digest, Sha256};
 mod error;
 mod json;
 pub mod mesh;
+mod priority;
 pub mod serial;
 mod text;
 mod trace;
 mod verify;
 
 pub use error::{PlanError, PlanErrors, PlanRule, Violation};
+pub use priority::{PriorityTried, SchedulePriority};
 pub use serial::{PlanHeader, serial_plan};
 pub use text::rank_count;
 pub use verify::verify_plan;
@@ -94,6 +96,12 @@ pub struct ChoiceSummary {
     /// Per rule the search's program uses: how much slower the search's scope is
     /// predicted with that rule's uses put back to the original ops (an ablation).
     pub rule_savings: Vec<RuleSaving>,
+    /// The priority rule list scheduling ran this plan's tasks in (the fastest of the
+    /// rules tried that fits the memory limit; ties to the critical path).
+    pub schedule_priority: SchedulePriority,
+    /// Every rule the scheduler simulated for this program, in [`SchedulePriority::ALL`]
+    /// order, with its predicted step; empty for a plan not list-scheduled (serial).
+    pub schedule_priorities: Vec<PriorityTried>,
 }
 
 /// The rules one layer's rewritten nodes come from.

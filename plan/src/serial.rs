@@ -96,6 +96,7 @@ pub fn serial_plan(program: &Graph, header: PlanHeader) -> Result<Plan, PlanErro
         },
         choice: crate::ChoiceSummary {
             chosen_by: "serial".to_owned(),
+            schedule_priority: crate::SchedulePriority::ProgramOrder,
             ..crate::ChoiceSummary::default()
         },
     })

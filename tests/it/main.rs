@@ -18,6 +18,7 @@ mod model_change;
 mod onnx;
 mod output_names;
 mod plan;
+mod priority;
 mod raise;
 mod raise_attention;
 mod readme;

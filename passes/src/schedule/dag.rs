@@ -1,15 +1,17 @@
 //! The task DAG: a petgraph view of the per-device program with one task per
 //! non-source node, each with its cost, its stream and its critical-path priority.
 //!
-//! Priority is the task's bottom level: its own predicted time plus the longest chain of
-//! predicted times after it. List scheduling by bottom level starts first the work whose
-//! delay would delay the end of the step most.
+//! Priority is by default the task's bottom level: its own predicted time plus the
+//! longest chain of predicted times after it. List scheduling by bottom level starts first
+//! the work whose delay would delay the end of the step most. [`TaskDag::set_priority`]
+//! switches to another rule of [`SchedulePriority`] (program order; bottom level with
+//! communication counted twice); the scheduler simulates each and keeps the fastest.
 
 use petgraph::Direction;
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use weft_ir::{CollectiveKind, Graph, NodeId, Occupancy};
-use weft_plan::KernelConfig;
+use weft_plan::{KernelConfig, SchedulePriority};
 
 use super::{OpCost, ScheduleError, TaskCosts};
 
@@ -68,6 +70,10 @@ pub struct TaskDag {
     pub comm_axes: Vec<Vec<usize>>,
     /// The longest chain of predicted times (no contention), µs.
     pub critical_path_us: f64,
+    /// A topological order of the tasks (dependencies first), for bottom levels.
+    topo: Vec<u32>,
+    /// The rule the tasks' `priority` holds now.
+    rule: SchedulePriority,
 }
 
 impl TaskDag {
@@ -155,33 +161,65 @@ impl TaskDag {
         let order = toposort(&dag, None).map_err(|cycle| {
             ScheduleError::Cycle(graph.node(tasks[cycle.node_id().index()].node).name.clone())
         })?;
-        let mut critical_path_us = 0.0f64;
-        for &n in order.iter().rev() {
-            let below = dag
-                .neighbors_directed(n, Direction::Outgoing)
-                .map(|s| tasks[s.index()].priority)
-                .fold(0.0, f64::max);
-            let t = &mut tasks[n.index()];
-            t.priority = t.cost.time_us + below;
-            critical_path_us = critical_path_us.max(t.priority);
-        }
-        Ok(TaskDag {
+        let mut out = TaskDag {
             tasks,
             graph: dag,
             task_of_node,
             num_streams: 1 + comm_axes.len() as u32,
             comm_axes,
-            critical_path_us,
-        })
+            critical_path_us: 0.0,
+            topo: order.iter().map(|n| n.index() as u32).collect(),
+            rule: SchedulePriority::CriticalPath,
+        };
+        out.bottom_levels(1.0);
+        out.critical_path_us = out.tasks.iter().map(|t| t.priority).fold(0.0, f64::max);
+        Ok(out)
     }
 
-    /// Replaces the critical-path priorities by program (arena) order, earliest first:
-    /// the order `weft_ir::memory::peak_memory` assumes, which keeps fewer values alive
-    /// than running ahead along the critical path when memory is the constraint.
-    pub fn use_program_order(&mut self) {
-        let n = self.tasks.len();
-        for (i, t) in self.tasks.iter_mut().enumerate() {
-            t.priority = (n - i) as f64;
+    /// The rule the priorities follow now.
+    pub fn priority_rule(&self) -> SchedulePriority {
+        self.rule
+    }
+
+    /// Sets every task's priority by `rule`:
+    /// - critical path: the bottom level;
+    /// - program order: earliest (arena) node first, the order
+    ///   `weft_ir::memory::peak_memory` assumes, which keeps fewer values alive than
+    ///   running ahead along the critical path when memory is the constraint, and runs
+    ///   independent branches (a ladder layer's attention, then its MLP) as written;
+    /// - communication weighted: the bottom level with each communication task counted at
+    ///   twice its time, so a branch that ends in a collective starts before an equally
+    ///   long one that does not and its collective has more compute left to hide under.
+    pub fn set_priority(&mut self, rule: SchedulePriority) {
+        match rule {
+            SchedulePriority::CriticalPath => self.bottom_levels(1.0),
+            SchedulePriority::CommWeighted => self.bottom_levels(2.0),
+            SchedulePriority::ProgramOrder => {
+                let n = self.tasks.len();
+                for (i, t) in self.tasks.iter_mut().enumerate() {
+                    t.priority = (n - i) as f64;
+                }
+            }
+        }
+        self.rule = rule;
+    }
+
+    /// Sets each task's priority to its bottom level, a communication task's own time
+    /// counted `comm_weight` times.
+    fn bottom_levels(&mut self, comm_weight: f64) {
+        for &n in self.topo.iter().rev() {
+            let below = self
+                .graph
+                .neighbors_directed(NodeIndex::new(n as usize), Direction::Outgoing)
+                .map(|s| self.tasks[s.index()].priority)
+                .fold(0.0, f64::max);
+            let t = &mut self.tasks[n as usize];
+            let weight = if t.class == TaskClass::Comm {
+                comm_weight
+            } else {
+                1.0
+            };
+            t.priority = t.cost.time_us * weight + below;
         }
     }
 

@@ -30,9 +30,23 @@
 //! The program is SPMD, so rank 0 is scheduled once and every rank runs the same
 //! streams in the same order; only coordinates and collective groups differ per rank.
 //!
-//! **`max_memory`.** When the critical-path schedule's memory plan does not fit, the
-//! scheduler tries program order (the order `weft_ir::memory::peak_memory` assumes)
-//! and says so in [`Scheduled::order`]; when neither fits, the error is
+//! **Priority rules.** List scheduling with one priority is a heuristic: in a ladder
+//! layer, where attention and MLP are independent, the critical-path rule starts the MLP
+//! (the longer bottom level) and leaves the attention's all-reduce nothing to run under.
+//! [`schedule`] therefore simulates every rule of [`ScheduleOrder::ALL`] (critical path,
+//! program order, critical path with communication counted twice) and keeps the one with
+//! the smallest predicted step; ties go to the critical path, so a plan changes only
+//! where another rule is strictly faster. Only the simulation is repeated (events,
+//! memory plan and replication are made once, for the winner), and every rule's figure
+//! is returned in [`Scheduled::tried`]. [`makespan`], the search's inner evaluation
+//! where no memory limit is checked (its three-layer window), keeps the critical path
+//! alone: it compares programs, and one rule for all keeps that comparison cheap and
+//! even-handed; the program it picks gets every rule here.
+//!
+//! **`max_memory`.** Rules are given their memory plans fastest first; the first that
+//! fits wins, and a faster rule that did not fit is marked so in [`Scheduled::tried`]
+//! (running ahead along the critical path can hold more values at once than program
+//! order, the order `weft_ir::memory::peak_memory` assumes). When none fits, the error is
 //! [`ScheduleError::MemoryInfeasible`] of the critical-path attempt, naming the layer,
 //! the buffer whose placement crossed the limit (value name and bytes), the rank's total
 //! at that point and the limit.
@@ -49,7 +63,7 @@ pub mod simulate;
 mod tests;
 
 use weft_ir::{Graph, NodeId};
-use weft_plan::{Prediction, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
+use weft_plan::{Prediction, PriorityTried, RankPlan, Stream, StreamId, StreamKind, Task, TaskId};
 
 pub use collectives::{MeshGrid, verify_collective_order};
 pub use fixed_rates::FixedRates;
@@ -99,20 +113,16 @@ pub struct Scheduled {
     /// One per device of the graph's mesh, in device order.
     pub ranks: Vec<RankPlan>,
     pub prediction: Prediction,
-    /// Which priority order the list scheduler used; report it when it is not
-    /// [`ScheduleOrder::CriticalPath`].
+    /// Which priority rule the list scheduler used: the fastest that fits the memory
+    /// limit, ties to [`ScheduleOrder::CriticalPath`].
     pub order: ScheduleOrder,
+    /// Every rule simulated, in [`ScheduleOrder::ALL`] order, with its predicted step and
+    /// whether its memory plan fit (`None`: not needed, a faster rule fit first).
+    pub tried: Vec<PriorityTried>,
 }
 
-/// The priority order of list scheduling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScheduleOrder {
-    /// Longest remaining path first (the default, fastest predicted step).
-    CriticalPath,
-    /// Program order, earliest node first: used only when the critical-path order does
-    /// not fit `max_memory` and this one does.
-    ProgramOrder,
-}
+/// The priority rule of list scheduling (the plan's type: it is recorded there).
+pub type ScheduleOrder = weft_plan::SchedulePriority;
 
 /// Why a program could not be scheduled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -178,21 +188,57 @@ pub fn schedule(
     }
     let grid = MeshGrid::new(&graph.mesh)?;
     let mut dag = dag::TaskDag::build(graph, costs, options.comm_streams)?;
-    let mut order = ScheduleOrder::CriticalPath;
-    let (timeline, hb, mem) = match plan_rank(graph, &dag, options) {
-        Err(first @ ScheduleError::MemoryInfeasible { .. }) => {
-            // Running ahead along the critical path can hold more values at once than
-            // program order does; try that before giving up, and keep the first error
-            // when it does not fit either.
-            dag.use_program_order();
-            order = ScheduleOrder::ProgramOrder;
-            match plan_rank(graph, &dag, options) {
-                Err(ScheduleError::MemoryInfeasible { .. }) => return Err(first),
-                other => other?,
+    let mut simulated = Vec::with_capacity(ScheduleOrder::ALL.len());
+    for rule in ScheduleOrder::ALL {
+        dag.set_priority(rule);
+        let timeline = simulate::simulate(&dag)?;
+        let end = finite_end(graph, &dag, &timeline)?;
+        simulated.push((rule, Some(timeline), end));
+    }
+    // Fastest first; the sort is stable, so on a tie the earlier rule of `ALL` (the
+    // critical path first) goes first.
+    let mut by_time: Vec<usize> = (0..simulated.len()).collect();
+    by_time.sort_by(|&a, &b| simulated[a].2.total_cmp(&simulated[b].2));
+    let mut fits = vec![None; simulated.len()];
+    let mut chosen = None;
+    let mut memory_error: Option<ScheduleError> = None;
+    for i in by_time {
+        let (rule, timeline, _) = &mut simulated[i];
+        let Some(timeline) = timeline.take() else {
+            continue;
+        };
+        dag.set_priority(*rule);
+        match plan_rank(graph, &dag, &timeline, options) {
+            Ok((hb, mem)) => {
+                fits[i] = Some(true);
+                chosen = Some((*rule, timeline, hb, mem));
+                break;
             }
+            Err(e @ ScheduleError::MemoryInfeasible { .. }) => {
+                fits[i] = Some(false);
+                // The critical path's error is the one reported when no rule fits.
+                if memory_error.is_none() || *rule == ScheduleOrder::CriticalPath {
+                    memory_error = Some(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        other => other?,
+    }
+    let (order, timeline, hb, mem) = match (chosen, memory_error) {
+        (Some(c), _) => c,
+        (None, Some(e)) => return Err(e),
+        // Every rule either fits or fails with an error; an empty `ALL` would land here.
+        (None, None) => return Err(ScheduleError::Stalled(dag.tasks.len())),
     };
+    let tried = simulated
+        .iter()
+        .zip(fits)
+        .map(|((rule, _, end), fits_memory)| PriorityTried {
+            priority: *rule,
+            predicted_us: *end,
+            fits_memory,
+        })
+        .collect();
     let layer = |n: NodeId| options.layer_of.get(n.index()).copied().flatten();
 
     let streams = stream_list(graph, options.comm_streams, &dag.comm_axes);
@@ -235,6 +281,7 @@ pub fn schedule(
         ranks,
         prediction,
         order,
+        tried,
     })
 }
 
@@ -251,8 +298,18 @@ pub fn makespan(
         return Err(ScheduleError::NoCommStream);
     }
     MeshGrid::new(&graph.mesh)?;
+    // The critical-path rule alone (see the module documentation).
     let dag = dag::TaskDag::build(graph, costs, comm_streams)?;
     let timeline = simulate::simulate(&dag)?;
+    finite_end(graph, &dag, &timeline)
+}
+
+/// The timeline's last end, µs; an error naming a task whose end is not finite.
+fn finite_end(
+    graph: &Graph,
+    dag: &dag::TaskDag,
+    timeline: &simulate::Timeline,
+) -> Result<f64, ScheduleError> {
     // `f64::max` would drop a NaN: refuse one rather than compare programs on it.
     if let Some((t, bad)) = timeline
         .end
@@ -268,23 +325,17 @@ pub fn makespan(
     Ok(timeline.end.iter().copied().fold(0.0, f64::max))
 }
 
-/// One rank's timeline, happens-before and memory plan under the DAG's priorities.
+/// One rank's happens-before and memory plan for `timeline` (simulated under the DAG's
+/// current priorities).
 fn plan_rank(
     graph: &Graph,
     dag: &dag::TaskDag,
+    timeline: &simulate::Timeline,
     options: &ScheduleOptions,
-) -> Result<
-    (
-        simulate::Timeline,
-        events::HappensBefore,
-        memory::MemoryPlan,
-    ),
-    ScheduleError,
-> {
-    let timeline = simulate::simulate(dag)?;
-    let hb = events::happens_before(dag, &timeline)?;
-    let mem = memory::plan_memory(graph, dag, &timeline, &hb, options)?;
-    Ok((timeline, hb, mem))
+) -> Result<(events::HappensBefore, memory::MemoryPlan), ScheduleError> {
+    let hb = events::happens_before(dag, timeline)?;
+    let mem = memory::plan_memory(graph, dag, timeline, &hb, options)?;
+    Ok((hb, mem))
 }
 
 /// The streams of every rank: compute first, then the communication streams that carry

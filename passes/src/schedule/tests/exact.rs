@@ -11,7 +11,7 @@ use super::{Builder, check_plan};
 use crate::schedule::{OpCost, ScheduleError, ScheduleOptions, ScheduleOrder, TaskCosts, schedule};
 
 /// Times by node name; every communication task slows compute by `slowdown`.
-struct Table {
+pub(super) struct Table {
     times: HashMap<String, f64>,
     slowdown: f64,
 }
@@ -37,7 +37,7 @@ impl TaskCosts for Table {
     }
 }
 
-fn table(b: &Builder, times: &[f64], slowdown: f64) -> Table {
+pub(super) fn table(b: &Builder, times: &[f64], slowdown: f64) -> Table {
     let names: Vec<String> =
         b.g.nodes()
             .filter(|(_, n)| n.op.occupancy().communicates() || !n.inputs.is_empty())
@@ -271,6 +271,20 @@ fn program_order_is_tried_when_the_critical_path_order_does_not_fit() {
     };
     let s = schedule(&b.g, &costs, &limited).unwrap();
     assert_eq!(s.order, ScheduleOrder::ProgramOrder);
+    // Every rule ties on one stream; the critical path went first and did not fit.
+    let fits: Vec<_> = s
+        .tried
+        .iter()
+        .map(|t| (t.priority, t.fits_memory))
+        .collect();
+    assert_eq!(
+        fits,
+        vec![
+            (ScheduleOrder::CriticalPath, Some(false)),
+            (ScheduleOrder::ProgramOrder, Some(true)),
+            (ScheduleOrder::CommWeighted, None),
+        ]
+    );
     assert_eq!(s.ranks[0].memory.activation_peak_bytes, 3 * unit + 256 * 4);
     // The same work, serialised either way on one stream.
     assert_eq!(s.prediction.predicted_us, free.prediction.predicted_us);

@@ -6,6 +6,7 @@ mod exact;
 mod examples;
 mod fused_exposure;
 mod memory;
+mod priority;
 mod properties;
 
 use std::collections::HashMap;
