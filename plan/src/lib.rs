@@ -36,7 +36,7 @@ pub use verify::verify_plan;
 /// The JSON `format` tag of a plan file.
 pub const PLAN_FORMAT: &str = "weft-plan";
 /// The plan format's version. Readers refuse other versions with a clear error.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 
 /// A whole execution plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
