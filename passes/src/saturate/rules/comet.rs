@@ -31,7 +31,7 @@
 //! model prices the payload, and extraction decides.
 
 use egg::Id;
-use weft_ir::{A2aPayload, DType, Init, Op, Shape, Sharding};
+use weft_ir::{A2aPayload, DType, ExpertRows, Init, Op, Shape, Sharding};
 
 use super::*;
 
@@ -180,6 +180,26 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
             },
         },
     };
+    // Each group's GEMM computes only its experts' rows: 1/G of the rows the whole one
+    // did, on 1/G of the experts (priced so; the masked counts' type cannot say it).
+    let Op::ExpertMatMul { transpose_b, rows } = emm else {
+        return None;
+    };
+    let group_rows_mark = match rows {
+        ExpertRows::Dense => ExpertRows::OneExpertGroup {
+            groups: 1,
+            expert_groups: groups,
+        },
+        ExpertRows::ExpertBlocks { groups: g } => ExpertRows::OneExpertGroup {
+            groups: g,
+            expert_groups: groups,
+        },
+        ExpertRows::OneExpertGroup { .. } => return None,
+    };
+    let group_emm = Op::ExpertMatMul {
+        transpose_b,
+        rows: group_rows_mark,
+    };
     let mut parts = vec![counts_blocked];
     for k in 0..groups {
         let (lo, hi) = (k * per_peer, (k + 1) * per_peer);
@@ -205,7 +225,7 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
         let group_counts = add_op(eg, Op::Mul, vec![counts_blocked, keep], s_counts.clone())?;
         parts.push(add_op(
             eg,
-            emm.clone(),
+            group_emm.clone(),
             vec![group_rows, group_counts, w],
             s_out.clone(),
         )?);
