@@ -27,8 +27,10 @@
 //! group may receive every row), so each group's all-to-all moves as large a buffer as the
 //! whole one did; but its payload ([`A2aPayload::ExpertBlocks`]) is `1/(n·G)` of that
 //! buffer under uniform routing where the whole one's was `1/n`, so the `G` all-to-alls
-//! together carry what the one did, plus `G−1` more launches and latencies. The cost
-//! model prices the payload, and extraction decides.
+//! together carry what the one did, plus `G−1` more launches and latencies. Likewise each
+//! group's GEMM is marked ([`ExpertRows::OneExpertGroup`]) to compute `1/G` of the rows on
+//! `1/G` of the experts, so the `G` GEMMs together do the one's work. The cost model prices
+//! the payload and the carried rows, and extraction decides.
 
 use egg::Id;
 use weft_ir::{A2aPayload, DType, ExpertRows, Init, Op, Shape, Sharding};
