@@ -447,7 +447,10 @@ fn moe_block(
         &[e, cfg.ffn, cfg.hidden],
         None,
     )?;
-    let emm = Op::ExpertMatMul { transpose_b: false };
+    let emm = Op::ExpertMatMul {
+        transpose_b: false,
+        rows: weft_ir::ExpertRows::Dense,
+    };
     let g = b.op(
         &format!("{p}.moe.experts.gate"),
         emm.clone(),

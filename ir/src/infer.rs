@@ -295,8 +295,9 @@ pub fn infer(op: &Op, inputs: &[&TensorType], cx: &InferCtx<'_>) -> Result<Vec<T
             let counts = TensorType::new(DType::I64, Shape(vec![Dim::Fixed(*num_experts)]));
             Ok(vec![sorted, counts])
         }
-        Op::ExpertMatMul { transpose_b } => {
+        Op::ExpertMatMul { transpose_b, rows } => {
             let (x, counts, w) = (inputs[0], inputs[1], inputs[2]);
+            expert_rows(*rows, counts, w, cx)?;
             float(x, "rows")?;
             int(counts, "expert counts")?;
             same_dtype(&[x, w], "rows and expert weights")?;
@@ -685,6 +686,42 @@ fn check_init(dtype: DType, shape: &Shape, init: &Init, cx: &InferCtx<'_>) -> Re
     Ok(())
 }
 
+/// An expert matmul's row mark: only padded blocks (blocked counts `[B, E]`) have rows
+/// that carry no token, a group count is at least one, and Comet's expert groups divide
+/// the weights' experts.
+fn expert_rows(
+    rows: crate::op::ExpertRows,
+    counts: &TensorType,
+    w: &TensorType,
+    cx: &InferCtx<'_>,
+) -> Result<()> {
+    use crate::op::ExpertRows as R;
+    let (groups, expert_groups) = match rows {
+        R::Dense => return Ok(()),
+        R::ExpertBlocks { groups } => (groups, 1),
+        R::OneExpertGroup {
+            groups,
+            expert_groups,
+        } => (groups, expert_groups),
+    };
+    if counts.shape.rank() != 2 {
+        return Err(Rule::Attr(format!(
+            "rows {rows}: only blocked expert counts [B, E] mark padded rows"
+        )));
+    }
+    if groups == 0 || expert_groups == 0 {
+        return Err(Rule::Attr(format!("rows {rows}: needs at least one group")));
+    }
+    let experts = w.shape.0.first().map(|d| d.eval(cx.dims));
+    if let Some(Ok(e)) = experts
+        && e % expert_groups != 0
+    {
+        return Err(Rule::Attr(format!(
+            "rows {rows}: {e} experts do not split into {expert_groups} equal groups"
+        )));
+    }
+    Ok(())
+}
 fn axis_size(axis: &str, cx: &InferCtx<'_>) -> Result<u64> {
     cx.mesh.axis_size(axis).ok_or_else(|| {
         Rule::Mesh(format!(

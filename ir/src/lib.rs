@@ -48,7 +48,10 @@ pub use memory::{MemoryEstimate, last_uses, peak_memory};
 pub use mesh::{Mesh, MeshParseError, Placement, ReduceOp, Sharding};
 pub use model_change::ModelChange;
 pub use occupancy::{Collective, CollectiveKind, Occupancy};
-pub use op::{A2aPayload, Arity, FusedStep, GeluApprox, Init, NormKind, Op, OpClass, ReduceKind};
+pub use op::{
+    A2aPayload, Arity, CarriedRows, ExpertRows, FusedStep, GeluApprox, Init, NormKind, Op, OpClass,
+    ReduceKind,
+};
 pub use stats::{GraphStats, stats};
 pub use tensor::{Tensor, TensorData, TensorError, round_to};
 pub use types::{DType, Dim, DimBindings, DimError, Shape, TensorType};

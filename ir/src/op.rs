@@ -231,6 +231,93 @@ impl std::fmt::Display for A2aPayload {
     }
 }
 
+/// Which of an [`Op::ExpertMatMul`]'s rows carry tokens: the rows and experts a grouped-GEMM
+/// runtime computes (it has the counts), which the cost model prices. The executor always
+/// computes every row, padding included, bit-exactly; the result does not depend on this.
+///
+/// Under expert parallelism the rows are the padded blocks an all-to-all delivered
+/// ([`A2aPayload::ExpertBlocks`]): each block is sized for all of a peer's routed rows, of
+/// which this device's expert group gets `1/groups` on average under uniform routing. The
+/// types cannot say so: a block's real share depends on how many groups its sender split
+/// its rows into, which a slice of the blocks (`expert-gemm-split-blocks`, counts `[1, E]`)
+/// no longer shows; so the op carries it, as the all-to-all carries its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(rename_all = "snake_case", deny_unknown_fields)
+)]
+pub enum ExpertRows {
+    /// Every row carries a token (the dispatch's rows, sorted by expert).
+    #[default]
+    Dense,
+    /// Padded expert blocks (`moe_pad` with `groups` groups, then an all-to-all): under
+    /// uniform routing `1/groups` of the rows carry tokens, spread evenly over the experts.
+    ExpertBlocks { groups: u64 },
+    /// Comet's per-group GEMM: padded blocks as above whose counts are masked to one of
+    /// `expert_groups` equal expert groups, so `1/(groups·expert_groups)` of the rows carry
+    /// tokens, all on `1/expert_groups` of the experts.
+    OneExpertGroup { groups: u64, expert_groups: u64 },
+}
+
+/// The rows and experts an expert matmul computes on, by [`ExpertRows::carried`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarriedRows {
+    /// Rows that carry tokens (the expected value, rounded up to a row).
+    pub rows: u64,
+    /// Experts that receive any of them.
+    pub experts: u64,
+}
+
+impl ExpertRows {
+    /// Whether this is the default, [`ExpertRows::Dense`] (left out of JSON).
+    pub fn is_dense(&self) -> bool {
+        matches!(self, ExpertRows::Dense)
+    }
+
+    /// `(row share, expert share)` denominators: rows carry `1/.0` of the tokens' rows on
+    /// `1/.1` of the experts. `None` for a zero group count or past `u64`.
+    fn denominators(self) -> Option<(u64, u64)> {
+        let (rows, experts) = match self {
+            ExpertRows::Dense => (1, 1),
+            ExpertRows::ExpertBlocks { groups } => (groups, 1),
+            ExpertRows::OneExpertGroup {
+                groups,
+                expert_groups,
+            } => (groups.checked_mul(expert_groups)?, expert_groups),
+        };
+        (rows > 0 && experts > 0).then_some((rows, experts))
+    }
+
+    /// What a grouped GEMM over `rows` rows and `experts` experts computes on: `rows/groups`
+    /// rows (rounded up) on every expert, or Comet's group share of both. `None` for zero
+    /// groups, and for expert groups that do not divide `experts` (the typing rule refuses
+    /// both).
+    pub fn carried(self, rows: u64, experts: u64) -> Option<CarriedRows> {
+        let (row_share, expert_share) = self.denominators()?;
+        if experts % expert_share != 0 {
+            return None;
+        }
+        Some(CarriedRows {
+            rows: rows.div_ceil(row_share),
+            experts: experts / expert_share,
+        })
+    }
+}
+
+impl std::fmt::Display for ExpertRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpertRows::Dense => f.write_str("dense"),
+            ExpertRows::ExpertBlocks { groups } => write!(f, "expert_blocks/{groups}"),
+            ExpertRows::OneExpertGroup {
+                groups,
+                expert_groups,
+            } => write!(f, "expert_blocks/{groups}/expert_group_of_{expert_groups}"),
+        }
+    }
+}
+
 /// The reduction of a [`Op::Reduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -457,6 +544,13 @@ pub enum Op {
     ExpertMatMul {
         #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "is_false"))]
         transpose_b: bool,
+        /// Which rows carry tokens, for pricing (padded expert blocks: `1/groups` of them
+        /// under uniform routing); dense by default.
+        #[cfg_attr(
+            feature = "serde",
+            serde(default, skip_serializing_if = "ExpertRows::is_dense")
+        )]
+        rows: ExpertRows,
     },
     /// Expert-parallel send buffer: rows `[N, H]` sorted by expert with counts `[E]` to
     /// `[G, N, H]`, block `g` holding the rows of experts `g·E/G … (g+1)·E/G - 1` (a
@@ -1122,9 +1216,12 @@ impl Op {
                 push("groups", groups.to_string());
                 push("rows", rows.to_string());
             }
-            Op::ExpertMatMul { transpose_b } => {
+            Op::ExpertMatMul { transpose_b, rows } => {
                 if *transpose_b {
                     push("transpose_b", "true".into());
+                }
+                if !rows.is_dense() {
+                    push("rows", rows.to_string());
                 }
             }
             Op::AllReduce { axis, op } => {

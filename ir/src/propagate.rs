@@ -207,7 +207,7 @@ pub fn follow(
             (S(0), S(0)) | (L, _) | (_, L) => one(L),
             _ => refuse(ins, "dispatch needs whole or token-split tokens and ids"),
         },
-        Op::ExpertMatMul { transpose_b } => {
+        Op::ExpertMatMul { transpose_b, .. } => {
             let (w_k, w_m) = if *transpose_b { (2, 1) } else { (1, 2) };
             match (ins[0].placement, ins[1].placement, ins[2].placement) {
                 (R, R, R) => one(R),

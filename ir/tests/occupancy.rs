@@ -95,7 +95,10 @@ fn every_op() -> Vec<Op> {
             normalize: true,
         },
         Op::MoeDispatch { num_experts: 4 },
-        Op::ExpertMatMul { transpose_b: false },
+        Op::ExpertMatMul {
+            transpose_b: false,
+            rows: weft_ir::ExpertRows::Dense,
+        },
         Op::MoePad { groups: 2 },
         Op::MoeUnpad { groups: 2, rows: 4 },
         Op::MoeCombine,

@@ -340,14 +340,20 @@ pub fn fate(blocks: &[MoeBlock], id: NodeId, graph: &Graph) -> Option<Fate> {
             };
             return Some(Fate::Insert(
                 vec![dispatch],
-                Op::ExpertMatMul { transpose_b: true },
+                Op::ExpertMatMul {
+                    transpose_b: true,
+                    rows: weft_ir::ExpertRows::Dense,
+                },
                 vec![Ref::New(i, 0), Ref::New(i, 1), Ref::Old(b.w1)],
             ));
         }
         if id == b.second {
             return Some(Fate::Insert(
                 Vec::new(),
-                Op::ExpertMatMul { transpose_b: true },
+                Op::ExpertMatMul {
+                    transpose_b: true,
+                    rows: weft_ir::ExpertRows::Dense,
+                },
                 vec![Ref::Old(b.act), Ref::New(i, 1), Ref::Old(b.w2)],
             ));
         }

@@ -261,7 +261,10 @@ fn experts(
         &[e, cfg.expert_ffn, h],
         None,
     )?;
-    let emm = Op::ExpertMatMul { transpose_b: false };
+    let emm = Op::ExpertMatMul {
+        transpose_b: false,
+        rows: weft_ir::ExpertRows::Dense,
+    };
     let d = b.op(
         &format!("{p}.moe.experts.down"),
         emm.clone(),

@@ -44,6 +44,18 @@ fn split_and_check(sharded: &Graph, groups: u64, layers: usize, seed: u64) -> Gr
         count(&rewritten, "expert_matmul"),
         count(sharded, "expert_matmul") + more
     );
+    // Each group's GEMM is marked to compute its group's rows on its group's experts
+    // (what the cost model prices; the run below computes every row).
+    let group_gemms = rewritten
+        .nodes()
+        .filter(|(_, n)| {
+            matches!(n.op, weft::ir::Op::ExpertMatMul {
+                rows: weft::ir::ExpertRows::OneExpertGroup { expert_groups, .. },
+                ..
+            } if expert_groups == groups)
+        })
+        .count();
+    assert_eq!(group_gemms, layers * groups as usize);
     let inputs: Tensors = weft::inputs::complete_inputs(sharded, Vec::new(), seed).unwrap();
     let o = RunOptions::default();
     let want = run(sharded, &inputs, &o).unwrap();

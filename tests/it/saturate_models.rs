@@ -204,7 +204,10 @@ fn expert_blocks_are_not_cut_from_rows_split_on_the_mesh() {
     let y = g
         .add(
             "y",
-            Op::ExpertMatMul { transpose_b: false },
+            Op::ExpertMatMul {
+                transpose_b: false,
+                rows: weft_ir::ExpertRows::Dense,
+            },
             &[x, counts, w],
         )
         .unwrap();

@@ -388,6 +388,20 @@ fn expert_parallelism_routes_tokens_with_all_to_all() {
         ]
     );
     assert_eq!(report.total_payload_bytes, 2 * rows + 64 + t * h * 2);
+    // The expert matmuls run over those padded blocks: each is marked to carry 1/8 of its
+    // rows (what the cost model prices; the executor, checked above, computes them all).
+    let sharded = weft::shard(&layer, &mesh("ep=8")).unwrap();
+    let marks: Vec<_> = sharded
+        .nodes()
+        .filter_map(|(_, n)| match n.op {
+            Op::ExpertMatMul { rows, .. } => Some(rows),
+            _ => None,
+        })
+        .collect();
+    assert!(!marks.is_empty());
+    for r in marks {
+        assert_eq!(r, weft::ir::ExpertRows::ExpertBlocks { groups: 8 });
+    }
     // Experts that do not divide.
     let e = weft::shard(&example, &mesh("ep=3"))
         .unwrap_err()

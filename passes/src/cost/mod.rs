@@ -17,6 +17,7 @@ mod gemm;
 pub mod imposed;
 mod interp;
 mod memory_bound;
+mod moe;
 mod norm_matmul;
 pub mod pipeline;
 pub mod tokenweave;
@@ -235,27 +236,7 @@ impl CostModel {
                 let g = cx.gemm_shape(&out, (m, n, k), b.len(), *transpose_a)?;
                 self.gemm_cost(&cx, g, cx.dtype_in(0)?, 0.0)
             }
-            Op::ExpertMatMul { transpose_b } => {
-                // A grouped GEMM: rows [N, K] split over E experts' weights [E, K, M]. The
-                // per-expert row counts are data; the model assumes them balanced (N/E).
-                let rows = cx.shape_in(0)?;
-                let w = cx.shape_in(2)?;
-                let (n_rows, k) = cx.last_two(&rows, false)?;
-                if w.len() != 3 {
-                    return Err(cx.bad(format!("expert weights have rank {}, not 3", w.len())));
-                }
-                let (e, (kw, m_out)) = (w[0], cx.last_two(&w, *transpose_b)?);
-                if kw != k || e == 0 {
-                    return Err(cx.bad(format!("rows have K = {k}, expert weights {kw}")));
-                }
-                let g = GemmShape {
-                    batch: e,
-                    m: n_rows.div_ceil(e),
-                    n: m_out,
-                    k,
-                };
-                self.gemm_cost(&cx, g, cx.dtype_in(0)?, 0.0)
-            }
+            Op::ExpertMatMul { transpose_b, rows } => self.expert_matmul(&cx, *transpose_b, *rows),
             Op::NormMatMul { transpose_b, .. } => self.norm_matmul(&cx, *transpose_b),
             Op::Attention { causal, .. } => self.attention(&cx, *causal),
             Op::FusedElementwise { steps } => match steps.first() {
@@ -288,13 +269,10 @@ impl CostModel {
                 let idx = cx.bytes(cx.input(1)?)?;
                 self.memory_cost(idx + 2.0 * out)
             }
-            // Copies each group's valid rows (together at most one result's worth) into
-            // place and zero-fills the rest: the counts, one result read, the output
-            // written. (The other groups' padding rows are never read.)
-            Op::MoeRegroup => {
-                let counts = cx.bytes(cx.input(0)?)?;
-                self.memory_cost(counts + 2.0 * cx.out_bytes()?)
-            }
+            // Priced on the rows that carry tokens (`moe.rs`).
+            Op::MoeRegroup => self.moe_regroup(&cx),
+            Op::MoePad { groups } => self.moe_pad(&cx, *groups),
+            Op::MoeUnpad { .. } => self.moe_unpad(&cx),
             // Keeps its slice: reads and writes the output's bytes.
             Op::AllSlice { .. } => self.memory_cost(2.0 * cx.out_bytes()?),
             Op::Slice { axis, .. } => {
@@ -338,8 +316,6 @@ impl CostModel {
             | Op::IsNan
             | Op::MoeRoute { .. }
             | Op::MoeDispatch { .. }
-            | Op::MoePad { .. }
-            | Op::MoeUnpad { .. }
             | Op::MoeCombine => self.memory_cost(cx.all_bytes()?),
             Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -755,6 +731,8 @@ impl Operands<'_> {
     }
 }
 
+#[cfg(test)]
+mod moe_tests;
 #[cfg(test)]
 mod monotone_tests;
 #[cfg(test)]

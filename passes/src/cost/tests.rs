@@ -64,7 +64,10 @@ fn every_op(s: u64, h: u64) -> Vec<(Op, Vec<TensorType>, Vec<TensorType>)> {
             vec![x.clone()],
         ),
         (
-            Op::ExpertMatMul { transpose_b: false },
+            Op::ExpertMatMul {
+                transpose_b: false,
+                rows: weft_ir::ExpertRows::Dense,
+            },
             vec![x.clone(), t(DType::I64, &[8]), t(b, &[8, h, h])],
             vec![x.clone()],
         ),

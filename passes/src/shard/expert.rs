@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use weft_ir::{A2aPayload, Node, Op, Placement, Shape, Sharding, ValueId};
+use weft_ir::{A2aPayload, ExpertRows, Node, Op, Placement, Shape, Sharding, ValueId};
 
 use super::{ShardError, Sharder};
 
@@ -275,7 +275,17 @@ impl Sharder<'_> {
                 Ok((expert_side.clone(), shape))
             })
             .collect::<Result<Vec<_>, ShardError>>()?;
-        let values = self.emit(&node.name, node.op.clone(), inputs, outs)?;
+        // The expert matmuls run over the padded blocks the all-to-all delivered, of which
+        // this device's experts get 1/ep of each under uniform routing: that is what a
+        // grouped-GEMM runtime computes on (it has the counts), and what the op is priced on.
+        let op = match node.op {
+            Op::ExpertMatMul { transpose_b, .. } => Op::ExpertMatMul {
+                transpose_b,
+                rows: ExpertRows::ExpertBlocks { groups: ep },
+            },
+            ref op => op.clone(),
+        };
+        let values = self.emit(&node.name, op, inputs, outs)?;
         let block = self.moe.as_mut().ok_or_else(|| no_rule("no block"))?;
         for (&old, new) in node.outputs.iter().zip(values) {
             block.chain.insert(old, new);

@@ -20,7 +20,7 @@ impl Sharder<'_> {
                 transpose_a: false,
                 transpose_b,
             } => (1, if *transpose_b { 0 } else { 1 }),
-            Op::ExpertMatMul { transpose_b } => (2, if *transpose_b { 1 } else { 2 }),
+            Op::ExpertMatMul { transpose_b, .. } => (2, if *transpose_b { 1 } else { 2 }),
             _ => return Ok(false),
         };
         let w = node.inputs[w_slot];

@@ -293,7 +293,7 @@ pub(super) fn rule(site: &Site<'_>, ins: &[In], ax: &Axis<'_>) -> Result<Plan, S
             S(1) => plan(vec![S(1), R], vec![S(1), R]),
             _ => replicated(),
         },
-        Op::ExpertMatMul { transpose_b } => expert_matmul(ins, ax, *transpose_b),
+        Op::ExpertMatMul { transpose_b, .. } => expert_matmul(ins, ax, *transpose_b),
         Op::MoeCombine => match ins[0].placement {
             S(1) => plan(vec![S(1), R, R], vec![S(1)]),
             Partial(ReduceOp::Sum) => plan(vec![SUM, R, R], vec![SUM]),

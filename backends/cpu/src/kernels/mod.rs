@@ -41,7 +41,7 @@ pub fn eval(op: &Op, inputs: &[&Tensor], out: &[OutType], threads: usize) -> KRe
             &out[0],
             threads,
         )?),
-        Op::ExpertMatMul { transpose_b } => one(matmul::expert_matmul(
+        Op::ExpertMatMul { transpose_b, .. } => one(matmul::expert_matmul(
             inputs[0],
             inputs[1],
             inputs[2],

@@ -261,7 +261,10 @@ fn expert_matmul_by_runs_of_rows() {
             };
             let (wt, w) = randn(&mut rng, &wshape);
             let got = run_op(
-                Op::ExpertMatMul { transpose_b },
+                Op::ExpertMatMul {
+                    transpose_b,
+                    rows: weft_ir::ExpertRows::Dense,
+                },
                 vec![rt, ti(&[e], counts.to_vec()), wt],
             );
             let want = ref_expert_matmul(&rows, kdim, counts, &w, m, transpose_b);
@@ -279,7 +282,10 @@ fn expert_matmul_with_counts_that_do_not_cover_the_rows_is_an_error() {
     let (wt, _) = randn(&mut rng, &[2, 3, 4]);
     for counts in [vec![3, 3], vec![6, -1], vec![2, 2]] {
         let r = try_run_op(
-            Op::ExpertMatMul { transpose_b: false },
+            Op::ExpertMatMul {
+                transpose_b: false,
+                rows: weft_ir::ExpertRows::Dense,
+            },
             vec![rt.clone(), ti(&[2], counts.clone()), wt.clone()],
         );
         assert_kernel_error(&format!("counts {counts:?} for 5 rows"), r, "node");
@@ -338,7 +344,10 @@ fn moe_pipeline(
     );
     let y = g.op(
         "experts_out",
-        Op::ExpertMatMul { transpose_b },
+        Op::ExpertMatMul {
+            transpose_b,
+            rows: weft_ir::ExpertRows::Dense,
+        },
         &[disp[0], disp[1], iw],
     );
     let out = g.op("combine", Op::MoeCombine, &[y, route[0], route[1]]);
@@ -461,7 +470,10 @@ fn blocked_expert_counts_leave_padding_rows_zero() {
     let (xt, x) = randn(&mut rng, &[rows, kdim]);
     let (wt, w) = randn(&mut rng, &[e, kdim, m]);
     let got = run_op(
-        Op::ExpertMatMul { transpose_b: false },
+        Op::ExpertMatMul {
+            transpose_b: false,
+            rows: weft_ir::ExpertRows::Dense,
+        },
         vec![xt, ti(&[2, e], vec![1, 2, 0, 3]), wt],
     );
     let block0 = ref_expert_matmul(&x[..3 * kdim], kdim, &[1, 2], &w, m, false);

@@ -68,7 +68,7 @@ fn row_wise(op: &Op) -> bool {
 /// A weight's dims `[E, K, M]` as `(K, M)` of the product it takes part in.
 fn expert_km(graph: &Graph, node: NodeId) -> Option<(u64, u64)> {
     let n = graph.node(node);
-    let Op::ExpertMatMul { transpose_b } = n.op else {
+    let Op::ExpertMatMul { transpose_b, .. } = n.op else {
         return None;
     };
     let dims = graph.value(n.inputs[2]).ty.shape.eval(&graph.dims).ok()?;

@@ -92,7 +92,7 @@ pub(crate) fn plan(
     let count = layer.entries.len();
     for (i, node) in layer.expert_matmuls().enumerate() {
         let n = graph.node(node);
-        let Op::ExpertMatMul { transpose_b } = n.op else {
+        let Op::ExpertMatMul { transpose_b, .. } = n.op else {
             unreachable!("find keeps expert matmuls only")
         };
         // Entries multiply [N, r·h] by [r·h, f/r]; the exit [N, f/r] by [f/r, r·h].

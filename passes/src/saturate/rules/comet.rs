@@ -27,11 +27,13 @@
 //! group may receive every row), so each group's all-to-all moves as large a buffer as the
 //! whole one did; but its payload ([`A2aPayload::ExpertBlocks`]) is `1/(n·G)` of that
 //! buffer under uniform routing where the whole one's was `1/n`, so the `G` all-to-alls
-//! together carry what the one did, plus `G−1` more launches and latencies. The cost
-//! model prices the payload, and extraction decides.
+//! together carry what the one did, plus `G−1` more launches and latencies. Likewise each
+//! group's GEMM is marked ([`ExpertRows::OneExpertGroup`]) to compute `1/G` of the rows on
+//! `1/G` of the experts, so the `G` GEMMs together do the one's work. The cost model prices
+//! the payload and the carried rows, and extraction decides.
 
 use egg::Id;
-use weft_ir::{A2aPayload, DType, Init, Op, Shape, Sharding};
+use weft_ir::{A2aPayload, DType, ExpertRows, Init, Op, Shape, Sharding};
 
 use super::*;
 
@@ -180,6 +182,26 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
             },
         },
     };
+    // Each group's GEMM computes only its experts' rows: 1/G of the rows the whole one
+    // did, on 1/G of the experts (priced so; the masked counts' type cannot say it).
+    let Op::ExpertMatMul { transpose_b, rows } = emm else {
+        return None;
+    };
+    let group_rows_mark = match rows {
+        ExpertRows::Dense => ExpertRows::OneExpertGroup {
+            groups: 1,
+            expert_groups: groups,
+        },
+        ExpertRows::ExpertBlocks { groups: g } => ExpertRows::OneExpertGroup {
+            groups: g,
+            expert_groups: groups,
+        },
+        ExpertRows::OneExpertGroup { .. } => return None,
+    };
+    let group_emm = Op::ExpertMatMul {
+        transpose_b,
+        rows: group_rows_mark,
+    };
     let mut parts = vec![counts_blocked];
     for k in 0..groups {
         let (lo, hi) = (k * per_peer, (k + 1) * per_peer);
@@ -205,7 +227,7 @@ fn build(eg: &mut WEGraph, b: &[usize], guards: &Guards) -> Option<Id> {
         let group_counts = add_op(eg, Op::Mul, vec![counts_blocked, keep], s_counts.clone())?;
         parts.push(add_op(
             eg,
-            emm.clone(),
+            group_emm.clone(),
             vec![group_rows, group_counts, w],
             s_out.clone(),
         )?);

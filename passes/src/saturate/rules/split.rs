@@ -199,7 +199,7 @@ pub(super) fn find_expert_matmul(eg: &WEGraph, class: Id) -> Vec<Binding> {
 
 pub(super) fn build_expert_split_columns(eg: &mut WEGraph, b: &[usize], g: &Guards) -> Vec<Id> {
     let (op, x, counts, w, class) = (op_at(eg, b[0]), id(b[1]), id(b[2]), id(b[3]), id(b[4]));
-    let Op::ExpertMatMul { transpose_b } = op else {
+    let Op::ExpertMatMul { transpose_b, .. } = op else {
         return vec![];
     };
     let Some(sw) = shape(eg, w) else {
