@@ -270,11 +270,7 @@ impl InspectReport {
             let _ = writeln!(
                 s,
                 "model-changing   {}\n                 {}",
-                self.model_changing_rewrites
-                    .iter()
-                    .map(weft_ir::ModelChange::summary)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                weft_ir::model_change::summaries(&self.model_changing_rewrites),
                 weft_ir::model_change::OUTPUTS_DIFFER
             );
         }

@@ -35,6 +35,15 @@ impl ModelChange {
     }
 }
 
+/// The summaries of `changes`, comma-separated, for one-line reports.
+pub fn summaries(changes: &[ModelChange]) -> String {
+    changes
+        .iter()
+        .map(ModelChange::summary)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The warning every printer puts beside a changed graph's list of changes.
 pub const OUTPUTS_DIFFER: &str =
     "model-changing rewrites applied: outputs differ from the source model's";

@@ -87,11 +87,7 @@ impl Plan {
             } else {
                 format!(
                     "{} — {}",
-                    self.model_changing_rewrites
-                        .iter()
-                        .map(weft_ir::ModelChange::summary)
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    weft_ir::model_change::summaries(&self.model_changing_rewrites),
                     weft_ir::model_change::OUTPUTS_DIFFER
                 )
             }

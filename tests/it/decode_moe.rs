@@ -10,7 +10,8 @@ use weft::zoo::{GptMoeConfig, LlamaConfig, gpt_moe, llama, llama_decode};
 use crate::cli::{stderr, stdout, weft};
 use crate::worst_relative as worst;
 
-fn check_json(args: &[&str]) -> serde_json::Value {
+/// `weft check ARGS --json`, parsed (shared with training.rs).
+pub(crate) fn check_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["check"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -19,7 +20,8 @@ fn check_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
-fn u(v: &serde_json::Value) -> u128 {
+/// A JSON integer as `u128` (shared with training.rs).
+pub(crate) fn u(v: &serde_json::Value) -> u128 {
     v.as_u64().map(u128::from).unwrap_or_else(|| panic!("{v}"))
 }
 

@@ -1,26 +1,15 @@
 //! `weft check`'s `training` block (`src/training.rs`): one training step's model FLOPs
 //! and all-to-all volume under the Megatron/BigMac convention, against BigMac's Table 4
-//! (fine-grained side; helper tests add the DCCA side) and the same figures whatever the
+//! (fine-grained side; `dcca.rs` adds the DCCA side) and the same figures whatever the
 //! mesh.
 
 use weft::ir::{DType, Graph};
 use weft::training::TrainingSummary;
 use weft::zoo::{GptMoeConfig, gpt_moe};
 
-use crate::cli::{stderr, stdout, weft};
+use crate::cli::{stdout, weft};
 
-fn check_json(args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["check"];
-    all.extend_from_slice(args);
-    all.push("--json");
-    let o = weft(&all);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
-}
-
-fn u(v: &serde_json::Value) -> u128 {
-    v.as_u64().map(u128::from).unwrap_or_else(|| panic!("{v}"))
-}
+use crate::decode_moe::{check_json, u};
 
 /// BigMac Table 3's fine-grained FLOPs, `12 b s l h² (2 + s/h + v/(2lh) + r·top_k)`, in
 /// integers (techniques.md §2.1), written here from the paper, not from Weft's code.
