@@ -180,6 +180,19 @@ struct AllowArgs {
 }
 
 impl AllowArgs {
+    /// `--dcca-seed` draws the new weights the model does not hold; when it holds them
+    /// all (the record is not `untrained`), the seed was not used, and the user is told
+    /// rather than left to think it was.
+    fn warn_unused(&self, changes: &[weft::ir::ModelChange]) {
+        if let Some(seed) = self.dcca_seed
+            && changes.iter().any(|c| c.rule == "dcca" && !c.untrained)
+        {
+            tracing::warn!(
+                "--dcca-seed {seed} was not used: every new DCCA weight was read from the model"
+            );
+        }
+    }
+
     /// The options these flags ask for; an option of a rewrite not allowed is refused
     /// rather than ignored.
     fn options(&self) -> miette::Result<weft::passes::model_change::AllowOptions> {
@@ -508,10 +521,10 @@ fn run(cli: Cli) -> miette::Result<()> {
             mesh,
             sp_norms,
             dims,
-            allow,
+            allow: allow_args,
         } => {
             let sharding_here = mesh.is_some();
-            let allow = allow.options()?;
+            let allow = allow_args.options()?;
             let (graph, warnings) = load_at_warned(
                 &model,
                 dims,
@@ -520,6 +533,7 @@ fn run(cli: Cli) -> miette::Result<()> {
                 sp_norms,
                 &allow,
             )?;
+            allow_args.warn_unused(&graph.model_changes);
             // A sharded graph (sharded here, or a file that declares its mesh) reports its
             // communication; one sharded here also lists the ops it computed whole.
             let mut report = CheckReport::new(&graph).into_diagnostic()?;
@@ -579,9 +593,9 @@ fn run(cli: Cli) -> miette::Result<()> {
             iter_limit,
             explain,
             hw,
-            allow,
+            allow: allow_args,
         } => {
-            let allow = allow.options()?;
+            let allow = allow_args.options()?;
             let stage = stage.unwrap_or(if mesh.is_some() {
                 StageArg::Sharded
             } else {
@@ -604,6 +618,7 @@ fn run(cli: Cli) -> miette::Result<()> {
                 );
             }
             let graph = load_at(&model, dims, stage, mesh.as_ref(), sp_norms, &allow)?;
+            allow_args.warn_unused(&graph.model_changes);
             let graph = match stage {
                 StageArg::Saturated | StageArg::Extracted => {
                     let mut options = weft::passes::saturate::SaturateOptions {
@@ -820,6 +835,8 @@ fn run_compile(args: CompileArgs) -> miette::Result<()> {
     for note in &compiled.notes {
         tracing::warn!("{note}");
     }
+    args.allow
+        .warn_unused(&compiled.plan.model_changing_rewrites);
     if args.explain_choice {
         // On stderr, so `--json` output stays one JSON document.
         use std::io::Write as _;
@@ -918,6 +935,18 @@ fn check_writable(path: &std::path::Path, flag: &str) -> miette::Result<()> {
 
 /// `weft run PLAN`: the plan's program, run by the plan executor (one thread per stream
 /// of each rank, honouring the plan's events; the plan is verified first).
+/// A run of a changed model says so before its outputs: they are not the source model's
+/// (and, with drawn weights, mean nothing).
+fn warn_changed(changes: &[weft::ir::ModelChange]) {
+    if !changes.is_empty() {
+        tracing::warn!(
+            "{}: {}",
+            weft::ir::model_change::OUTPUTS_DIFFER,
+            weft::ir::model_change::summaries(changes)
+        );
+    }
+}
+
 fn run_plan(args: RunArgs) -> miette::Result<()> {
     let not_for_plans = [
         ("--mesh", args.mesh.is_some()),
@@ -939,6 +968,7 @@ fn run_plan(args: RunArgs) -> miette::Result<()> {
         check_output_path(path)?;
     }
     let (plan, program) = weft::compile::read_plan(&args.model)?;
+    warn_changed(&program.model_changes);
     // Refused before any input is made up (the executor verifies again; it is cheap).
     weft::plan::verify_plan(&plan, &program)
         .map_err(|e| miette::miette!("the plan does not verify: {e}"))?;
@@ -1029,6 +1059,7 @@ fn run_model(args: RunArgs) -> miette::Result<()> {
         // dumped graph, which carries its record of the change.
         &Default::default(),
     )?;
+    warn_changed(&graph.model_changes);
     if let Some(path) = &args.output {
         let names = graph.outputs.iter().map(|&v| graph.value(v).name.as_str());
         weft::tensor_io::check_npz_names(path, names).into_diagnostic()?;

@@ -533,6 +533,21 @@ fn weights_in_a_json_model_file_are_read_and_the_result_is_not_untrained() {
     let loaded = weft::load_model(&path, &weft::LoadOptions::default()).unwrap();
     let g = changed(loaded, (1, 4)).unwrap();
     assert!(!g.model_changes[0].untrained, "{:?}", g.model_changes);
+    // A seed given for weights the model holds is not used, and the CLI says so.
+    let o = crate::cli::weft(&[
+        "check",
+        path.to_str().unwrap(),
+        "--allow",
+        "dcca",
+        "--dcca-seed",
+        "7",
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert!(
+        crate::cli::stderr(&o).contains("--dcca-seed 7 was not used"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
     assert!(
         g.model_changes[0].detail.contains("read from the model"),
         "{}",
@@ -832,6 +847,13 @@ fn a_compiled_dcca_plan_says_so_and_runs_the_changed_model() {
     let got = run(&compiled.program, &ins, &opts).unwrap();
     let err = crate::worst_relative(&want, &got);
     assert!(err <= TOLERANCE, "compiled program: {err}");
+    // The plan itself, as `weft run PLAN` runs it (its streams, events and kernel
+    // configurations: the up-projection after the all-gather is a fused all-gather +
+    // GEMM whose chunk count the cost model chose).
+    let got = weft::cpu::run_plan(&compiled.program, &compiled.plan, &ins, &opts)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = crate::worst_relative(&want, &got);
+    assert!(err <= TOLERANCE, "compiled plan: {err}");
 }
 
 /// BigMac's Table 4 (GPT3-XL base, 64 experts, top-8, r = 0.25) at `ep=32` and 0.5M
