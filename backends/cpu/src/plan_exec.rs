@@ -492,7 +492,17 @@ fn run_node(
         .as_ref()
         .and_then(|(axis, _)| shared.world.grid().group(rank, axis))
         .map_or(1, |g| g.0.len() as u64);
-    let configured = configured(node, &task.kernel, size).map_err(plan_err)?;
+    // An all-gather + GEMM's gathered rows: its piece's rows along `dim`, times the group.
+    let gathered = match &node.op {
+        Op::AllGatherMatMul { dim, .. } => ins.first().and_then(|a| {
+            let rank = a.shape().len() as i64;
+            let d = if *dim < 0 { dim + rank } else { *dim };
+            let rows = *a.shape().get(usize::try_from(d).ok()?)? as u64;
+            rows.checked_mul(size)
+        }),
+        _ => None,
+    };
+    let configured = configured(node, &task.kernel, size, gathered).map_err(plan_err)?;
     let outs = r.eval_node(configured, ins, &Tensors::new())?;
     if let Some((axis, base)) = call
         && *r.seq_mut(&axis) - base >= CALL_STRIDE
@@ -510,11 +520,13 @@ fn run_node(
 /// count too, and runs as a ring of one step per group member whatever the count: each
 /// output row is its gathered row times the weight, computed alone, so how the rows are
 /// cut into chunks (a GPU kernel's pipelining) cannot change a value — the ring is the
-/// decomposition the op stands for, and the one the executor proves.
+/// decomposition the op stands for, and the one the executor proves. A count that does not
+/// divide the gathered rows (`gathered`) describes no kernel and is refused.
 fn configured<'n>(
     node: &'n Node,
     kernel: &KernelConfig,
     group_size: u64,
+    gathered: Option<u64>,
 ) -> Result<&'n Node, String> {
     let chunks = kernel.chunks();
     if matches!(node.op, Op::MatMulReduceScatter { .. }) && chunks.is_none() {
@@ -522,11 +534,22 @@ fn configured<'n>(
             "a fused GEMM + reduce-scatter needs a chunk count in its kernel configuration".into(),
         );
     }
-    if matches!(node.op, Op::AllGatherMatMul { .. }) && chunks.is_none_or(|c| c == 0) {
-        return Err(format!(
-            "a fused all-gather + GEMM needs a chunk count of at least 1 in its kernel \
-             configuration (the CPU executor runs it as a ring of {group_size} steps)"
-        ));
+    if matches!(node.op, Op::AllGatherMatMul { .. }) {
+        match (chunks, gathered) {
+            (None | Some(0), _) => {
+                return Err(format!(
+                    "a fused all-gather + GEMM needs a chunk count of at least 1 in its kernel \
+                     configuration (the CPU executor runs it as a ring of {group_size} steps)"
+                ));
+            }
+            (Some(c), Some(rows)) if rows % c != 0 => {
+                return Err(format!(
+                    "the plan runs this all-gather + GEMM in {c} chunks, which do not divide its \
+                     {rows} gathered rows"
+                ));
+            }
+            _ => {}
+        }
     }
     Ok(node)
 }

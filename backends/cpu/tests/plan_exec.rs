@@ -200,20 +200,32 @@ fn fused_ops_run_with_the_plans_chunk_count() {
     }
     let e = run_plan(&g, &three, &x, &opts()).unwrap_err().to_string();
     assert!(e.contains("`y`") && e.contains("into 2·3 pieces"), "{e}");
-    // An all-gather + GEMM in other than one ring step per member is refused, not ignored.
-    let mut odd = plan;
-    for rp in &mut odd.ranks {
-        for t in &mut rp.tasks {
-            if t.nodes == ["z"] {
-                t.kernel = KernelConfig::Unconfigured { chunks: Some(3) };
+    // An all-gather + GEMM runs as its ring of 2 steps whatever chunk count cuts its 8
+    // gathered rows (each row is computed alone): 1, 4 and 8 give the plan's values bit
+    // for bit. A count that does not divide the rows describes no kernel and is refused,
+    // and so is none (by the verifier).
+    let want_z = run_plan(&g, &plan, &x, &opts()).unwrap();
+    let with_z = |chunks: Option<u64>| {
+        let mut p = plan.clone();
+        for rp in &mut p.ranks {
+            for t in &mut rp.tasks {
+                if t.nodes == ["z"] {
+                    t.kernel = KernelConfig::Unconfigured { chunks };
+                }
             }
         }
+        run_plan(&g, &p, &x, &opts())
+    };
+    for c in [1, 4, 8] {
+        assert_bit_exact(&want_z, &with_z(Some(c)).unwrap());
     }
-    let e = run_plan(&g, &odd, &x, &opts()).unwrap_err().to_string();
+    let e = with_z(Some(3)).unwrap_err().to_string();
     assert!(
-        e.contains("ring of 2 steps") && e.contains("Some(3)"),
+        e.contains("3 chunks") && e.contains("8 gathered rows"),
         "{e}"
     );
+    let e = with_z(None).unwrap_err().to_string();
+    assert!(e.contains("gives no chunk count"), "{e}");
 }
 
 /// The first task of `rp` that waits on an event.
