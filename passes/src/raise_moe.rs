@@ -35,6 +35,28 @@ pub struct MoeBlock {
     pub absorbed: Vec<NodeId>,
 }
 
+/// Whether `op` computes each output row from the same row of its inputs only: the ops an
+/// expert's activation may use between its two products (activations, gating arithmetic,
+/// a split of the fused gate-up along the last axis). `model_change::dcca` relies on the
+/// same list to find what lies between an MoE layer's expert products.
+pub(crate) fn row_wise_between_experts(op: &Op) -> bool {
+    match op {
+        Op::Split { axis, .. } => *axis == 1 || *axis == -1,
+        Op::Silu
+        | Op::Gelu { .. }
+        | Op::Relu
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Neg
+        | Op::Exp
+        | Op::Mul
+        | Op::Add
+        | Op::Sub
+        | Op::Div => true,
+        _ => false,
+    }
+}
+
 impl MoeBlock {
     /// Every node the block absorbs or replaces.
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -141,19 +163,10 @@ impl<'g> Finder<'g> {
             }
             let (_, node) = self.producer(v);
             let ok = match &node.op {
-                Op::Split { axis, .. } => *axis == 1 || *axis == -1,
-                Op::Silu
-                | Op::Gelu { .. }
-                | Op::Relu
-                | Op::Sigmoid
-                | Op::Tanh
-                | Op::Neg
-                | Op::Exp => true,
-                Op::Mul | Op::Add | Op::Sub | Op::Div => true,
                 Op::Constant { .. } | Op::Weight { .. } => {
                     self.g.value(v).ty.shape.numel(&self.g.dims).ok() == Some(1)
                 }
-                _ => false,
+                op => row_wise_between_experts(op),
             };
             if !ok {
                 return false;

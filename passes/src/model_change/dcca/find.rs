@@ -45,26 +45,6 @@ impl MoeLayer {
     }
 }
 
-/// Whether `op` computes each output row from the same row of its inputs only — the ops
-/// that `raise_moe` accepts between the two expert products.
-fn row_wise(op: &Op) -> bool {
-    match op {
-        Op::Split { axis, .. } => *axis == 1 || *axis == -1,
-        Op::Silu
-        | Op::Gelu { .. }
-        | Op::Relu
-        | Op::Sigmoid
-        | Op::Tanh
-        | Op::Neg
-        | Op::Exp
-        | Op::Mul
-        | Op::Add
-        | Op::Sub
-        | Op::Div => true,
-        _ => false,
-    }
-}
-
 /// A weight's dims `[E, K, M]` as `(K, M)` of the product it takes part in.
 fn expert_km(graph: &Graph, node: NodeId) -> Option<(u64, u64)> {
     let n = graph.node(node);
@@ -135,7 +115,7 @@ fn layer(
             let fits = match n.op {
                 Op::ExpertMatMul { .. } => n.inputs[0] == v && n.inputs[1] == counts,
                 Op::MoeCombine => n.inputs[0] == v,
-                ref op => v != rows && row_wise(op),
+                ref op => v != rows && crate::raise_moe::row_wise_between_experts(op),
             };
             if !fits {
                 return Err(refuse(format!(
